@@ -1,0 +1,25 @@
+#include "lib/base/grpc_client.h"
+
+namespace berth {
+
+std::shared_ptr<grpc::Channel> Dial(const std::string& address) {
+  std::string target = address;
+  if (!address.empty() && address[0] == '/') {
+    target = "unix:" + address;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+void ApplyContext(const Context& ctx, grpc::ClientContext* client_context) {
+  if (!ctx.ns.empty()) {
+    client_context->AddMetadata("containerd-namespace", ctx.ns);
+  }
+  if (!ctx.lease.empty()) {
+    client_context->AddMetadata("containerd-lease", ctx.lease);
+  }
+}
+
+}  // namespace berth

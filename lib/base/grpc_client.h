@@ -1,0 +1,20 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "lib/base/context.h"
+
+namespace berth {
+
+// A channel to a daemon. `address` is a unix socket path ("/run/berth/contentd.sock"), or any
+// gRPC target ("unix:/path", "127.0.0.1:1234"). Messages up to 64 MiB each way.
+std::shared_ptr<grpc::Channel> Dial(const std::string& address);
+
+// Sends ctx the way containerd's clients do: `containerd-namespace` (if not empty) and
+// `containerd-lease` (if not empty) metadata headers.
+void ApplyContext(const Context& ctx, grpc::ClientContext* client_context);
+
+}  // namespace berth

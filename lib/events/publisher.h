@@ -1,0 +1,27 @@
+#pragma once
+
+// Publishing lifecycle events (DESIGN.md, Events). A daemon publishes straight to NATS on
+// subject berth.events.<namespace>.<topic with '/' as '.'>, payload a serialized
+// containerd.services.events.v1.Envelope whose `event` is a google.protobuf.Any.
+
+#include <string>
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include <google/protobuf/message.h>
+
+namespace berth::events {
+
+class Publisher {
+ public:
+  virtual ~Publisher() = default;
+  // Durable once it returns OK: the event is in the outbox (or delivered) and will reach the
+  // bus, in order, even if the bus is down now or the process dies next. Thread-safe.
+  virtual absl::Status Publish(absl::string_view ns, absl::string_view topic,
+                               const google::protobuf::Message& event) = 0;
+};
+
+// "berth.events.default.tasks.exit" for ("default", "/tasks/exit").
+std::string SubjectFor(absl::string_view ns, absl::string_view topic);
+
+}  // namespace berth::events

@@ -1,0 +1,66 @@
+#include "lib/sqlite/sqlite.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+namespace berth::sqlite {
+namespace {
+
+class SqliteTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/berth-sqlite-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(SqliteTest, MigrationsRunOnceAndInOrder) {
+  std::vector<std::string> v1 = {"CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)"};
+  {
+    auto db = Db::Open(dir_ + "/db", v1);
+    ASSERT_TRUE(db.ok()) << db.status();
+    ASSERT_TRUE((*db)->Prepare("INSERT INTO t VALUES (?, ?)")->Bind(1, "a").Bind(2, 1).Run().ok());
+  }
+  std::vector<std::string> v2 = v1;
+  v2.push_back("ALTER TABLE t ADD COLUMN w TEXT");
+  auto db = Db::Open(dir_ + "/db", v2);
+  ASSERT_TRUE(db.ok()) << db.status();
+  auto q = (*db)->Prepare("SELECT k, v, w FROM t");
+  ASSERT_TRUE(q.ok());
+  ASSERT_TRUE(*q->Step());
+  EXPECT_EQ(q->Text(0), "a");
+  EXPECT_EQ(q->Int(1), 1);
+  EXPECT_TRUE(q->IsNull(2));
+}
+
+TEST_F(SqliteTest, NewerSchemaIsRefused) {
+  ASSERT_TRUE(Db::Open(dir_ + "/db", {"CREATE TABLE a (x)", "CREATE TABLE b (x)"}).ok());
+  auto db = Db::Open(dir_ + "/db", {"CREATE TABLE a (x)"});
+  EXPECT_EQ(db.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SqliteTest, TransactionRollsBackOnError) {
+  auto db = Db::Open(dir_ + "/db", {"CREATE TABLE t (k TEXT PRIMARY KEY)"});
+  ASSERT_TRUE(db.ok());
+  absl::Status st = (*db)->Transaction([&]() -> absl::Status {
+    if (auto s = (*db)->Prepare("INSERT INTO t VALUES ('x')")->Run(); !s.ok()) {
+      return s;
+    }
+    return absl::AbortedError("changed my mind");
+  });
+  EXPECT_EQ(st.code(), absl::StatusCode::kAborted);
+  auto q = (*db)->Prepare("SELECT count(*) FROM t");
+  ASSERT_TRUE(*q->Step());
+  EXPECT_EQ(q->Int(0), 0);
+  // A constraint violation is AlreadyExists.
+  ASSERT_TRUE((*db)->Prepare("INSERT INTO t VALUES ('y')")->Run().ok());
+  EXPECT_EQ((*db)->Prepare("INSERT INTO t VALUES ('y')")->Run().code(),
+            absl::StatusCode::kAlreadyExists);
+}
+
+}  // namespace
+}  // namespace berth::sqlite

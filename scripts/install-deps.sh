@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything berth needs to build, test and benchmark, from Debian 12's packages.
+# Safe to run again; runs without standard input (CI).
+set -euo pipefail
+
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config ccache
+  # core libraries
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libnats-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev prometheus-cpp-dev
+  libabsl-dev libarchive-dev zlib1g-dev libzstd-dev libtomlplusplus-dev libcli11-dev
+  nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev
+  # real peers for tests and benchmarks
+  nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind
+  curl jq util-linux coreutils
+  # containerd's sources and API protos, for reference
+  golang-github-containerd-containerd-dev
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=sudo
+else
+  sudo=
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+
+# Debian's containerd package enables and starts its own containerd service. berth's tests
+# start private containerd instances and never need the system one; leave it as the package
+# set it up.
