@@ -9,6 +9,8 @@
 // (contentd_address, ...). A daemon's own options live under a table named after it
 // ([contentd]) and are read with DaemonConfig::toml().
 
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -46,6 +48,10 @@ struct CommonOptions {
 class DaemonConfig {
  public:
   DaemonConfig(std::string daemon, std::vector<std::string> peers);
+  ~DaemonConfig();
+  // Flags are bound to members' addresses: neither copyable nor movable.
+  DaemonConfig(const DaemonConfig&) = delete;
+  DaemonConfig& operator=(const DaemonConfig&) = delete;
 
   // A daemon-specific option: flag `flag` (e.g. "--snapshotter"), TOML key `key` in the
   // daemon's own table ([snapshotd] snapshotter = "..."). *target holds the default on entry.
@@ -57,6 +63,12 @@ class DaemonConfig {
                  const std::string& help);
 
   // Parses flags, reads the TOML file, applies precedence. --help prints usage and exits 0.
+  // Call once, after every AddOption. --version prints "<daemon> (berth) <version>", exits 0.
+  // log_level (flag or TOML) must be debug, trace, info, warn, warning or error. An unknown
+  // top-level TOML key is an error (typos do not pass silently); keys inside [<daemon>] that
+  // no AddOption claims are left for the daemon to read through toml().
+  // TOML nats_user (+ nats_password) set nats_credentials to "user:password" unless
+  // nats_credentials is given by flag or TOML. options().config_file is the file actually read.
   // A bad flag, an unreadable or malformed file given with --config, or a wrong-typed key is
   // InvalidArgument with a message naming the file, line and key. A missing default file is
   // fine.
@@ -72,6 +84,16 @@ class DaemonConfig {
   std::unique_ptr<CLI::App> app_;
   toml::table daemon_table_;
   std::vector<std::function<absl::Status(const toml::table&)>> apply_toml_;
+  // The first common_apply_count_ entries of apply_toml_ read the top-level table, the rest
+  // the daemon's table.
+  size_t common_apply_count_ = 0;
+  std::vector<std::string> common_keys_;  // known top-level keys
+
+  absl::Status TypeError(const toml::node& node, const std::string& key,
+                         const char* want) const;
+  absl::Status ApplyString(const toml::table& table, const std::string& key,
+                           const std::string& display_key, const CLI::Option* flag,
+                           std::string* target) const;
 };
 
 }  // namespace berth::config

@@ -29,7 +29,15 @@ class Filter {
   // Parses a list (OR of each); an empty list matches everything.
   static absl::StatusOr<Filter> ParseAll(const std::vector<std::string>& texts);
 
+  // True if the adaptor's object passes. Semantics follow containerd: `f` needs the field
+  // present; `f==v` needs it present and equal; `f!=v` and `f~=re` treat an absent field as ""
+  // (so `labels.x!=y` matches objects without label x). ~= is an unanchored RE2 search.
+  // An empty std::function adaptor sees every field as absent. Thread-safe; a Filter is
+  // immutable and cheap to copy (shared, const parse tree).
   bool Match(const Adaptor& adaptor) const;
+
+  // True for the empty filter (Parse(""), ParseAll({}), or a default-constructed Filter).
+  bool MatchesEverything() const { return root_ == nullptr; }
 
   struct Node;  // implementation detail
 
@@ -38,6 +46,11 @@ class Filter {
 };
 
 // An Adaptor for the common shape {plain fields} + labels.<key>.
+// `labels.a.b` looks up the label "a.b" (the path after "labels" joined with dots), nullopt if
+// `labels` is null or has no such key. Any other path goes to `fields`: a one-part path as is,
+// a longer one joined with dots ("target.digest"). `fields` may be empty (no plain fields).
+// containerd treats an empty string field (e.g. an unset name) as absent: return nullopt for it
+// to match ctr's behaviour. `labels` is not copied: it must outlive the returned Adaptor.
 Adaptor MakeAdaptor(std::function<std::optional<std::string>(absl::string_view field)> fields,
                     const std::map<std::string, std::string>* labels);
 

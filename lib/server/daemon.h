@@ -53,6 +53,13 @@ class Daemon {
   // Thread-safe; makes Wait() return.
   void Shutdown();
 
+  // Blocks SIGTERM and SIGINT in the calling thread, so that threads it spawns afterwards
+  // inherit the mask and the Daemon's signal thread receives them. The constructor calls it;
+  // call it first thing in main() when other threads (a NATS client, a thread pool) start
+  // before the Daemon is constructed. (A signal that still reaches a thread not blocking it is
+  // caught by a handler Start installs, so it never kills the process, but blocking is cleaner.)
+  static void BlockTerminationSignals();
+
   // The address actually bound, e.g. "unix:/run/berth/contentd.sock".
   std::string grpc_target() const;
   // "127.0.0.1:port" actually bound for metrics (useful with port 0), empty when off.

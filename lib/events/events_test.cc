@@ -1,0 +1,415 @@
+// NatsPublisher against a real nats-server: delivery, order, outage and restart, credentials,
+// crash recovery from the outbox.
+
+#include <nats/nats.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "containerd/events/task.pb.h"
+#include "containerd/services/events/v1/events.pb.h"
+#include "gtest/gtest.h"
+#include "lib/events/nats_publisher.h"
+#include "lib/testing/testing.h"
+#include "prometheus/registry.h"
+
+namespace berth::events {
+namespace {
+
+using berth::testing::NatsServer;
+using berth::testing::TempDir;
+using containerd::events::TaskExit;
+using containerd::services::events::v1::Envelope;
+
+TaskExit MakeExit(int i) {
+  TaskExit exit;
+  exit.set_container_id(absl::StrCat("c", i));
+  exit.set_id(absl::StrCat("c", i));
+  exit.set_pid(static_cast<uint32_t>(1000 + i));
+  exit.set_exit_status(static_cast<uint32_t>(i % 256));
+  return exit;
+}
+
+struct Received {
+  std::string subject;
+  std::string msg_id;
+  Envelope envelope;
+};
+
+Received Decode(natsMsg* msg) {
+  Received r;
+  r.subject = natsMsg_GetSubject(msg);
+  const char* id = nullptr;
+  if (natsMsgHeader_Get(msg, kMsgIdHeader, &id) == NATS_OK && id != nullptr) {
+    r.msg_id = id;
+  }
+  EXPECT_TRUE(r.envelope.ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)));
+  return r;
+}
+
+// A core NATS subscriber on berth.events.>, subscribed when the constructor returns.
+class Subscriber {
+ public:
+  explicit Subscriber(const NatsServer& server) {
+    natsOptions* opts = nullptr;
+    EXPECT_EQ(natsOptions_Create(&opts), NATS_OK);
+    natsOptions_SetURL(opts, server.url().c_str());
+    std::string creds = server.credentials();
+    if (!creds.empty()) {
+      size_t colon = creds.find(':');
+      natsOptions_SetUserInfo(opts, creds.substr(0, colon).c_str(),
+                              creds.substr(colon + 1).c_str());
+    }
+    EXPECT_EQ(natsConnection_Connect(&conn_, opts), NATS_OK);
+    natsOptions_Destroy(opts);
+    EXPECT_EQ(natsConnection_SubscribeSync(&sub_, conn_, "berth.events.>"), NATS_OK);
+    natsSubscription_SetPendingLimits(sub_, -1, -1);
+    EXPECT_EQ(natsConnection_FlushTimeout(conn_, 5000), NATS_OK);
+  }
+  ~Subscriber() {
+    natsSubscription_Destroy(sub_);
+    natsConnection_Close(conn_);
+    natsConnection_Destroy(conn_);
+  }
+
+  // Up to `n` messages, waiting at most `timeout` for each.
+  std::vector<Received> Next(int n, absl::Duration timeout = absl::Seconds(10)) {
+    std::vector<Received> out;
+    for (int i = 0; i < n; ++i) {
+      natsMsg* msg = nullptr;
+      if (natsSubscription_NextMsg(&msg, sub_, absl::ToInt64Milliseconds(timeout)) != NATS_OK) {
+        break;
+      }
+      out.push_back(Decode(msg));
+      natsMsg_Destroy(msg);
+    }
+    return out;
+  }
+
+ private:
+  natsConnection* conn_ = nullptr;
+  natsSubscription* sub_ = nullptr;
+};
+
+NatsPublisherOptions FastOptions(const std::string& outbox, const std::string& url) {
+  NatsPublisherOptions o;
+  o.outbox_path = outbox;
+  o.url = url;
+  o.reconnect_wait_min = absl::Milliseconds(20);
+  o.reconnect_wait_max = absl::Milliseconds(200);
+  o.flush_timeout = absl::Seconds(2);
+  return o;
+}
+
+std::unique_ptr<NatsPublisher> MustOpen(NatsPublisherOptions o) {
+  absl::StatusOr<std::unique_ptr<NatsPublisher>> p = NatsPublisher::Open(std::move(o));
+  EXPECT_TRUE(p.ok()) << p.status();
+  return p.ok() ? std::move(*p) : nullptr;
+}
+
+// The events' bodies, checked to be TaskExit(i) for consecutive i starting at `first`.
+void ExpectExits(const std::vector<Received>& got, int first, const std::string& publisher_id,
+                 int64_t first_row) {
+  std::set<std::string> ids, bodies;
+  for (size_t k = 0; k < got.size(); ++k) {
+    const Received& r = got[k];
+    int i = first + static_cast<int>(k);
+    EXPECT_EQ(r.subject, "berth.events.default.tasks.exit");
+    EXPECT_EQ(r.envelope.namespace_(), "default");
+    EXPECT_EQ(r.envelope.topic(), "/tasks/exit");
+    EXPECT_EQ(r.envelope.event().type_url(), "containerd.events.TaskExit");
+    TaskExit exit;
+    ASSERT_TRUE(exit.ParseFromString(r.envelope.event().value()));
+    ASSERT_EQ(exit.container_id(), absl::StrCat("c", i)) << "out of order at " << k;
+    EXPECT_EQ(exit.pid(), static_cast<uint32_t>(1000 + i));
+    EXPECT_EQ(r.msg_id, absl::StrCat(publisher_id, "-", first_row + static_cast<int64_t>(k)));
+    EXPECT_TRUE(ids.insert(r.msg_id).second) << "duplicate Msg-Id " << r.msg_id;
+    EXPECT_TRUE(bodies.insert(r.envelope.event().value()).second) << "duplicate event " << i;
+  }
+}
+
+double GaugeValue(prometheus::Registry& registry, const std::string& name) {
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    if (family.name == name && !family.metric.empty()) {
+      return family.metric[0].gauge.value;
+    }
+  }
+  return -1;
+}
+
+TEST(SubjectForTest, TopicSlashesBecomeDots) {
+  EXPECT_EQ(SubjectFor("default", "/tasks/exit"), "berth.events.default.tasks.exit");
+  EXPECT_EQ(SubjectFor("k8s.io", "/images/create"), "berth.events.k8s.io.images.create");
+  EXPECT_EQ(SubjectFor("default", "/tasks/exec-added"), "berth.events.default.tasks.exec-added");
+}
+
+TEST(TypeUrlTest, ContainerdStyle) {
+  EXPECT_EQ(TypeUrlFor(TaskExit()), "containerd.events.TaskExit");
+}
+
+TEST(NatsPublisherTest, NoUrlJustStores) {
+  TempDir dir;
+  auto registry = std::make_shared<prometheus::Registry>();
+  NatsPublisherOptions o = FastOptions(dir.Join("outbox.db"), "");
+  o.metrics = registry;
+  o.metric_labels = {{"daemon", "test"}};
+  std::string id;
+  {
+    auto p = MustOpen(o);
+    ASSERT_NE(p, nullptr);
+    id = p->publisher_id();
+    EXPECT_EQ(id.size(), 24u);
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
+    }
+    EXPECT_EQ(p->pending(), 3);
+    EXPECT_EQ(GaugeValue(*registry, "berth_events_outbox_pending"), 3);
+    EXPECT_FALSE(p->WaitForDelivery(absl::Milliseconds(50)));
+    EXPECT_FALSE(p->connected());
+  }
+  auto p = MustOpen(o);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->publisher_id(), id);
+  EXPECT_EQ(p->pending(), 3);
+  EXPECT_EQ(GaugeValue(*registry, "berth_events_outbox_pending"), 3);
+}
+
+TEST(NatsPublisherTest, RejectsBadNamespaceAndTopic) {
+  TempDir dir;
+  auto p = MustOpen(FastOptions(dir.Join("outbox.db"), ""));
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->Publish("", "/tasks/exit", MakeExit(0)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->Publish("a b", "/tasks/exit", MakeExit(0)).code(),
+            absl::StatusCode::kInvalidArgument);
+  for (const char* topic : {"", "/", "tasks/exit", "/tasks//exit", "/tasks/exit/", "/t*", "/>"}) {
+    EXPECT_EQ(p->Publish("default", topic, MakeExit(0)).code(),
+              absl::StatusCode::kInvalidArgument)
+        << topic;
+  }
+  TaskExit huge;
+  huge.set_container_id(std::string(2 << 20, 'x'));
+  EXPECT_EQ(p->Publish("default", "/tasks/exit", huge).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(p->pending(), 0);
+}
+
+TEST(NatsPublisherTest, BadCredentialsFormat) {
+  TempDir dir;
+  NatsPublisherOptions o = FastOptions(dir.Join("outbox.db"), "nats://127.0.0.1:1");
+  o.credentials = "nocolon";
+  EXPECT_EQ(NatsPublisher::Open(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(NatsPublisherTest, DeliversInOrderWhileServerUp) {
+  NatsServer server;
+  Subscriber sub(server);
+  TempDir dir;
+  auto registry = std::make_shared<prometheus::Registry>();
+  NatsPublisherOptions o = FastOptions(dir.Join("outbox.db"), server.url());
+  o.metrics = registry;
+  auto p = MustOpen(o);
+  ASSERT_NE(p, nullptr);
+  absl::Time before = absl::Now();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
+  }
+  std::vector<Received> got = sub.Next(20);
+  ASSERT_EQ(got.size(), 20u);
+  ExpectExits(got, 0, p->publisher_id(), 1);
+  int64_t ts = got[0].envelope.timestamp().seconds();
+  EXPECT_GE(ts, absl::ToUnixSeconds(before) - 1);
+  EXPECT_LE(ts, absl::ToUnixSeconds(absl::Now()) + 1);
+  EXPECT_TRUE(p->WaitForDelivery(absl::Seconds(10)));
+  EXPECT_EQ(p->delivered(), 20);
+  EXPECT_EQ(GaugeValue(*registry, "berth_events_outbox_pending"), 0);
+  EXPECT_TRUE(p->connected());
+  EXPECT_TRUE(sub.Next(1, absl::Milliseconds(200)).empty());  // nothing more
+}
+
+TEST(NatsPublisherTest, Credentials) {
+  NatsServer::Options so;
+  so.user = "berth";
+  so.password = "s3cret:with-colon";
+  NatsServer server(so);
+  Subscriber sub(server);
+  TempDir dir;
+
+  NatsPublisherOptions bad = FastOptions(dir.Join("bad.db"), server.url());
+  bad.credentials = "berth:wrong";
+  auto rejected = MustOpen(bad);
+  ASSERT_NE(rejected, nullptr);
+  ASSERT_TRUE(rejected->Publish("default", "/tasks/exit", MakeExit(0)).ok());
+
+  NatsPublisherOptions good = FastOptions(dir.Join("good.db"), server.url());
+  good.credentials = server.credentials();
+  auto p = MustOpen(good);
+  ASSERT_NE(p, nullptr);
+  ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(7)).ok());
+  std::vector<Received> got = sub.Next(1);
+  ASSERT_EQ(got.size(), 1u);
+  ExpectExits(got, 7, p->publisher_id(), 1);
+  EXPECT_TRUE(sub.Next(1, absl::Milliseconds(300)).empty());  // the rejected one stays put
+  EXPECT_EQ(rejected->pending(), 1);
+  EXPECT_FALSE(rejected->connected());
+}
+
+// Reads the whole stream by sequence: every message the server accepted, in its order.
+std::vector<Received> ReadStream(jsCtx* js, const char* stream) {
+  std::vector<Received> out;
+  jsStreamInfo* info = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  EXPECT_EQ(js_GetStreamInfo(&info, js, stream, nullptr, &jerr), NATS_OK);
+  if (info == nullptr) {
+    return out;
+  }
+  uint64_t first = info->State.FirstSeq, last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  for (uint64_t seq = first; seq <= last && seq != 0; ++seq) {
+    natsMsg* msg = nullptr;
+    if (js_GetMsg(&msg, js, stream, seq, nullptr, &jerr) != NATS_OK) {
+      ADD_FAILURE() << "get " << seq;
+      continue;
+    }
+    out.push_back(Decode(msg));
+    natsMsg_Destroy(msg);
+  }
+  return out;
+}
+
+TEST(NatsPublisherTest, OutageKeepsEventsAndDeliversAfterRestartInOrder) {
+  NatsServer server;
+  // A JetStream stream records everything the server accepts, across the restart (same store
+  // dir), so the check does not depend on a subscriber reconnecting before the publisher does.
+  // The duplicate window is the server's minimum (100 ms), far below the publisher's resend
+  // delay (a failed 2 s flush), so JetStream would not hide a duplicate from us.
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, server.url().c_str()), NATS_OK);
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = "EVENTS";
+  const char* subjects[] = {"berth.events.>"};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  cfg.Duplicates = absl::ToInt64Nanoseconds(absl::Milliseconds(100));
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  ASSERT_EQ(js_AddStream(&si, js, &cfg, nullptr, &jerr), NATS_OK)
+      << jerr << " " << nats_GetLastError(nullptr);
+  jsStreamInfo_Destroy(si);
+
+  TempDir dir;
+  auto p = MustOpen(FastOptions(dir.Join("outbox.db"), server.url()));
+  ASSERT_NE(p, nullptr);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
+  }
+  ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(10)));
+
+  server.Stop();
+  ASSERT_TRUE(berth::testing::WaitFor([&] { return !p->connected(); }, absl::Seconds(10)));
+  for (int i = 5; i < 505; ++i) {
+    ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
+  }
+  EXPECT_EQ(p->pending(), 500);
+  EXPECT_EQ(p->delivered(), 5);
+
+  server.Start();
+  ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(30))) << p->pending() << " still pending";
+  EXPECT_EQ(p->delivered(), 505);
+
+  ASSERT_TRUE(berth::testing::WaitFor(
+      [&] { return natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED; }, absl::Seconds(20)));
+  std::vector<Received> got = ReadStream(js, "EVENTS");
+  ASSERT_EQ(got.size(), 505u);
+  ExpectExits(got, 0, p->publisher_id(), 1);
+
+  jsCtx_Destroy(js);
+  natsConnection_Close(nc);
+  natsConnection_Destroy(nc);
+}
+
+TEST(NatsPublisherTest, OutboxSurvivesPublisherRestart) {
+  NatsServer server;
+  Subscriber sub(server);
+  TempDir dir;
+  std::string outbox = dir.Join("outbox.db");
+  std::string id;
+  {
+    // A publisher whose server is unreachable: it stores, and its destructor does not hang
+    // in the middle of reconnect attempts.
+    auto p = MustOpen(FastOptions(outbox, absl::StrCat("nats://127.0.0.1:",
+                                                       berth::testing::FreeTcpPort())));
+    ASSERT_NE(p, nullptr);
+    id = p->publisher_id();
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
+    }
+    EXPECT_EQ(p->pending(), 50);
+    absl::Time start = absl::Now();
+    p.reset();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  }
+  EXPECT_TRUE(sub.Next(1, absl::Milliseconds(100)).empty());
+
+  auto p = MustOpen(FastOptions(outbox, server.url()));
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->publisher_id(), id);
+  std::vector<Received> got = sub.Next(50);
+  ASSERT_EQ(got.size(), 50u);
+  ExpectExits(got, 0, id, 1);
+  ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(10)));
+
+  // Row ids keep growing after the outbox emptied, so Msg-Ids are never reused.
+  ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(50)).ok());
+  got = sub.Next(1);
+  ASSERT_EQ(got.size(), 1u);
+  ExpectExits(got, 50, id, 51);
+  p.reset();
+  p = MustOpen(FastOptions(outbox, server.url()));
+  ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(51)).ok());
+  got = sub.Next(1);
+  ASSERT_EQ(got.size(), 1u);
+  ExpectExits(got, 51, id, 52);
+}
+
+TEST(NatsPublisherTest, ConcurrentPublishersOneOutboxEach) {
+  NatsServer server;
+  Subscriber sub(server);
+  TempDir dir;
+  auto p = MustOpen(FastOptions(dir.Join("outbox.db"), server.url()));
+  ASSERT_NE(p, nullptr);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        EXPECT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(t * 100 + i)).ok());
+      }
+    });
+  }
+  for (std::thread& t : threads) {
+    t.join();
+  }
+  std::vector<Received> got = sub.Next(100);
+  ASSERT_EQ(got.size(), 100u);
+  // Each thread's events stay in its order; Msg-Ids are consecutive.
+  std::vector<int> last(4, -1);
+  for (size_t k = 0; k < got.size(); ++k) {
+    EXPECT_EQ(got[k].msg_id, absl::StrCat(p->publisher_id(), "-", k + 1));
+    TaskExit exit;
+    ASSERT_TRUE(exit.ParseFromString(got[k].envelope.event().value()));
+    int n = static_cast<int>(exit.pid()) - 1000;
+    EXPECT_GT(n % 100, last[n / 100]);
+    last[n / 100] = n % 100;
+  }
+  EXPECT_TRUE(p->WaitForDelivery(absl::Seconds(10)));
+}
+
+}  // namespace
+}  // namespace berth::events

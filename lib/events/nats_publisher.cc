@@ -1,0 +1,582 @@
+#include "lib/events/nats_publisher.h"
+
+#include <nats/nats.h>
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "containerd/services/events/v1/events.pb.h"
+#include "lib/base/identifiers.h"
+#include "lib/base/logging.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
+namespace berth::events {
+namespace {
+
+// Append-only (sqlite.h): AUTOINCREMENT so a row id, and with it a Msg-Id, is never reused even
+// after the outbox has been emptied.
+const std::vector<std::string>& Migrations() {
+  static const auto* migrations = new std::vector<std::string>{
+      "CREATE TABLE outbox ("
+      "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+      "  subject TEXT NOT NULL,"
+      "  payload BLOB NOT NULL,"
+      "  created_unix_nanos INTEGER NOT NULL);"
+      "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+  };
+  return *migrations;
+}
+
+absl::StatusOr<std::string> RandomId() {
+  unsigned char bytes[12];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return absl::InternalError(absl::StrCat("getrandom: ", std::strerror(errno)));
+    }
+    got += static_cast<size_t>(n);
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
+
+// Reads the publisher id from the outbox, creating it on first use.
+absl::StatusOr<std::string> LoadPublisherId(sqlite::Db& db) {
+  std::string id;
+  absl::Status st = db.Transaction([&]() -> absl::Status {
+    absl::StatusOr<sqlite::Statement> select =
+        db.Prepare("SELECT value FROM meta WHERE key = 'publisher_id'");
+    if (!select.ok()) {
+      return select.status();
+    }
+    absl::StatusOr<bool> row = select->Step();
+    if (!row.ok()) {
+      return row.status();
+    }
+    if (*row) {
+      id = select->Text(0);
+      return absl::OkStatus();
+    }
+    absl::StatusOr<std::string> fresh = RandomId();
+    if (!fresh.ok()) {
+      return fresh.status();
+    }
+    id = *fresh;
+    absl::StatusOr<sqlite::Statement> insert =
+        db.Prepare("INSERT INTO meta (key, value) VALUES ('publisher_id', ?)");
+    if (!insert.ok()) {
+      return insert.status();
+    }
+    return insert->Bind(1, id).Run();
+  });
+  if (!st.ok()) {
+    return st;
+  }
+  return id;
+}
+
+absl::StatusOr<int64_t> CountRows(sqlite::Db& db) {
+  absl::StatusOr<sqlite::Statement> count = db.Prepare("SELECT COUNT(*) FROM outbox");
+  if (!count.ok()) {
+    return count.status();
+  }
+  absl::StatusOr<bool> row = count->Step();
+  if (!row.ok()) {
+    return row.status();
+  }
+  return count->Int(0);
+}
+
+absl::Status ValidateTopic(absl::string_view topic) {
+  // containerd's events.validateTopic.
+  if (topic.empty() || topic[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat("topic \"", topic, "\": must start with '/'"));
+  }
+  if (topic.size() == 1) {
+    return absl::InvalidArgumentError("topic \"/\": must have at least one component");
+  }
+  for (absl::string_view component : absl::StrSplit(topic.substr(1), '/')) {
+    if (absl::Status st = ValidateIdentifier("topic component", component); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("topic \"", topic, "\": ", st.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NatsError(natsStatus s, absl::string_view what) {
+  return absl::UnavailableError(
+      absl::StrCat("nats ", what, ": ", natsStatus_GetText(s), " (", nats_GetLastError(nullptr),
+                   ")"));
+}
+
+// nats.c callbacks look the publisher up here by id, under the table's lock, so a late
+// callback never touches a destroyed publisher.
+absl::Mutex registry_mu(absl::kConstInit);
+std::map<uint64_t, NatsPublisher*>* registry ABSL_GUARDED_BY(registry_mu) = nullptr;
+uint64_t next_callback_id ABSL_GUARDED_BY(registry_mu) = 1;
+
+uint64_t Register(NatsPublisher* p) {
+  absl::MutexLock lock(&registry_mu);
+  if (registry == nullptr) {
+    registry = new std::map<uint64_t, NatsPublisher*>();
+  }
+  uint64_t id = next_callback_id++;
+  (*registry)[id] = p;
+  return id;
+}
+
+void Unregister(uint64_t id) {
+  absl::MutexLock lock(&registry_mu);
+  registry->erase(id);
+}
+
+void* ClosureFor(uint64_t id) { return reinterpret_cast<void*>(static_cast<uintptr_t>(id)); }
+uint64_t IdOf(void* closure) { return static_cast<uint64_t>(reinterpret_cast<uintptr_t>(closure)); }
+
+// Holds registry_mu while `f` runs, so the publisher cannot be unregistered (and destroyed)
+// in between; `f` must be quick and must not call back into nats.c.
+template <typename F>
+void WithPublisher(void* closure, F f) {
+  absl::MutexLock lock(&registry_mu);
+  if (registry == nullptr) {
+    return;
+  }
+  auto it = registry->find(IdOf(closure));
+  if (it != registry->end()) {
+    f(it->second);
+  }
+}
+
+// NATS's default max_payload (1 MiB). Events are a few hundred bytes.
+constexpr size_t kMaxEventBytes = 1 << 20;
+
+int64_t Backoff(absl::Duration min, absl::Duration max, int attempts) {
+  absl::Duration d = min;
+  for (int i = 1; i < attempts && d < max; ++i) {
+    d *= 2;
+  }
+  return absl::ToInt64Milliseconds(std::min(d, max));
+}
+
+}  // namespace
+
+std::string TypeUrlFor(const google::protobuf::Message& event) {
+  return event.GetDescriptor()->full_name();
+}
+
+std::string SubjectFor(absl::string_view ns, absl::string_view topic) {
+  std::string subject = absl::StrCat("berth.events.", ns);
+  if (!topic.empty() && topic[0] != '/') {
+    subject.push_back('.');
+  }
+  for (char c : topic) {
+    subject.push_back(c == '/' ? '.' : c);
+  }
+  return subject;
+}
+
+absl::StatusOr<std::unique_ptr<NatsPublisher>> NatsPublisher::Open(NatsPublisherOptions options) {
+  if (options.outbox_path.empty()) {
+    return absl::InvalidArgumentError("events outbox: no path given");
+  }
+  std::string user, password;
+  if (!options.credentials.empty()) {
+    std::pair<std::string, std::string> parts =
+        absl::StrSplit(options.credentials, absl::MaxSplits(':', 1));
+    if (options.credentials.find(':') == std::string::npos || parts.first.empty()) {
+      return absl::InvalidArgumentError("nats credentials: want \"user:password\"");
+    }
+    user = parts.first;
+    password = parts.second;
+  }
+  if (options.batch_size < 1) {
+    options.batch_size = 1;
+  }
+  absl::StatusOr<std::unique_ptr<sqlite::Db>> db =
+      sqlite::Db::Open(options.outbox_path, Migrations());
+  if (!db.ok()) {
+    return absl::Status(db.status().code(), absl::StrCat("events outbox ", options.outbox_path,
+                                                         ": ", db.status().message()));
+  }
+  absl::StatusOr<std::string> id = LoadPublisherId(**db);
+  if (!id.ok()) {
+    return id.status();
+  }
+  absl::StatusOr<int64_t> pending = CountRows(**db);
+  if (!pending.ok()) {
+    return pending.status();
+  }
+  return std::unique_ptr<NatsPublisher>(new NatsPublisher(
+      std::move(options), std::move(*db), std::move(*id), *pending, std::move(user),
+      std::move(password)));
+}
+
+NatsPublisher::NatsPublisher(NatsPublisherOptions options, std::unique_ptr<sqlite::Db> db,
+                             std::string publisher_id, int64_t pending, std::string user,
+                             std::string password)
+    : options_(std::move(options)),
+      publisher_id_(std::move(publisher_id)),
+      user_(std::move(user)),
+      password_(std::move(password)),
+      callback_id_(Register(this)),
+      db_(std::move(db)) {
+  if (options_.metrics != nullptr) {
+    pending_gauge_ = &prometheus::BuildGauge()
+                          .Name("berth_events_outbox_pending")
+                          .Help("Events stored in the outbox and not yet confirmed by NATS.")
+                          .Register(*options_.metrics)
+                          .Add(options_.metric_labels);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    SetPendingLocked(pending);
+    wake_ = true;  // drain what a previous run left behind
+  }
+  sender_ = std::thread([this] { Run(); });
+}
+
+NatsPublisher::~NatsPublisher() {
+  Unregister(callback_id_);
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  sender_.join();
+  if (conn_ != nullptr) {
+    natsConnection_Close(conn_);
+    natsConnection_Destroy(conn_);
+    conn_ = nullptr;
+  }
+}
+
+void NatsPublisher::SetPendingLocked(int64_t pending) {
+  pending_ = pending;
+  if (pending_gauge_ != nullptr) {
+    pending_gauge_->Set(static_cast<double>(pending));
+  }
+}
+
+int64_t NatsPublisher::pending() const {
+  absl::MutexLock lock(&mu_);
+  return pending_;
+}
+
+int64_t NatsPublisher::delivered() const {
+  absl::MutexLock lock(&mu_);
+  return delivered_;
+}
+
+bool NatsPublisher::WaitForDelivery(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(absl::Condition(
+                                  +[](int64_t* pending) { return *pending == 0; }, &pending_),
+                              timeout);
+}
+
+void NatsPublisher::Wake() {
+  absl::MutexLock lock(&mu_);
+  wake_ = true;
+}
+
+absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topic,
+                                    const google::protobuf::Message& event) {
+  if (absl::Status st = ValidateNamespace(ns); !st.ok()) {
+    return st;
+  }
+  if (absl::Status st = ValidateTopic(topic); !st.ok()) {
+    return st;
+  }
+  absl::Time now = absl::Now();
+  int64_t nanos = absl::ToUnixNanos(now);
+  containerd::services::events::v1::Envelope envelope;
+  envelope.mutable_timestamp()->set_seconds(nanos / 1000000000);
+  envelope.mutable_timestamp()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  envelope.set_namespace_(std::string(ns));
+  envelope.set_topic(std::string(topic));
+  envelope.mutable_event()->set_type_url(TypeUrlFor(event));
+  if (!event.SerializeToString(envelope.mutable_event()->mutable_value())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("event ", event.GetDescriptor()->full_name(), ": cannot serialize"));
+  }
+  std::string payload;
+  if (!envelope.SerializeToString(&payload)) {
+    return absl::InternalError("event envelope: cannot serialize");
+  }
+  if (payload.size() > kMaxEventBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("event ", event.GetDescriptor()->full_name(), ": ", payload.size(),
+                     " bytes, more than NATS's default max_payload (", kMaxEventBytes, ")"));
+  }
+  std::string subject = SubjectFor(ns, topic);
+
+  absl::MutexLock lock(&mu_);
+  absl::Status st = db_->Transaction([&]() -> absl::Status {
+    absl::StatusOr<sqlite::Statement> insert = db_->Prepare(
+        "INSERT INTO outbox (subject, payload, created_unix_nanos) VALUES (?, ?, ?)");
+    if (!insert.ok()) {
+      return insert.status();
+    }
+    return insert->Bind(1, subject).BindBlob(2, payload).Bind(3, nanos).Run();
+  });
+  if (!st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("events outbox: ", st.message()));
+  }
+  SetPendingLocked(pending_ + 1);
+  wake_ = true;
+  return absl::OkStatus();
+}
+
+void NatsPublisher::OnConnectionEvent(natsConnection* nc, void* closure) {
+  WithPublisher(closure, [](NatsPublisher* p) {
+    if (!p->connected_.exchange(true)) {
+      BERTH_LOG(Info) << "events: connected to NATS at " << p->options_.url;
+    }
+    p->Wake();
+  });
+}
+
+void NatsPublisher::OnDisconnected(natsConnection* nc, void* closure) {
+  WithPublisher(closure, [](NatsPublisher* p) {
+    if (p->connected_.exchange(false)) {
+      BERTH_LOG(Warn) << "events: lost the connection to NATS at " << p->options_.url
+                      << "; events are kept in the outbox until it is back";
+    }
+  });
+}
+
+void NatsPublisher::OnClosed(natsConnection* nc, void* closure) {
+  OnDisconnected(nc, closure);
+  WithPublisher(closure, [](NatsPublisher* p) { p->Wake(); });  // to open a new connection
+}
+
+int64_t NatsPublisher::ReconnectDelay(natsConnection* nc, int attempts, void* closure) {
+  int64_t ms = 1000;
+  WithPublisher(closure, [&](NatsPublisher* p) {
+    ms = Backoff(p->options_.reconnect_wait_min, p->options_.reconnect_wait_max, attempts);
+  });
+  return ms;
+}
+
+absl::Status NatsPublisher::Connect() {
+  natsOptions* opts = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  void* closure = ClosureFor(callback_id_);
+  if (s == NATS_OK) {
+    s = natsOptions_SetURL(opts, options_.url.c_str());
+  }
+  if (s == NATS_OK && !options_.client_name.empty()) {
+    s = natsOptions_SetName(opts, options_.client_name.c_str());
+  }
+  if (s == NATS_OK && !user_.empty()) {
+    s = natsOptions_SetUserInfo(opts, user_.c_str(), password_.c_str());
+  }
+  if (s == NATS_OK) {
+    s = natsOptions_SetAllowReconnect(opts, true);
+  }
+  if (s == NATS_OK) {
+    s = natsOptions_SetMaxReconnect(opts, -1);
+  }
+  if (s == NATS_OK) {
+    s = natsOptions_SetCustomReconnectDelay(opts, &NatsPublisher::ReconnectDelay, closure);
+  }
+  if (s == NATS_OK) {
+    s = natsOptions_SetReconnectedCB(opts, &NatsPublisher::OnConnectionEvent, closure);
+  }
+  if (s == NATS_OK) {
+    s = natsOptions_SetDisconnectedCB(opts, &NatsPublisher::OnDisconnected, closure);
+  }
+  if (s == NATS_OK) {
+    s = natsOptions_SetClosedCB(opts, &NatsPublisher::OnClosed, closure);
+  }
+  if (s == NATS_OK) {
+    // With a connected callback, Connect returns at once when no server is reachable and keeps
+    // trying in the background.
+    s = natsOptions_SetRetryOnFailedConnect(opts, true, &NatsPublisher::OnConnectionEvent,
+                                            closure);
+  }
+  if (s != NATS_OK) {
+    natsOptions_Destroy(opts);
+    return NatsError(s, "options");
+  }
+  natsConnection* conn = nullptr;
+  s = natsConnection_Connect(&conn, opts);
+  natsOptions_Destroy(opts);
+  if (s == NATS_OK) {
+    connected_.store(true);
+  } else if (s == NATS_NOT_YET_CONNECTED) {
+    BERTH_LOG(Warn) << "events: NATS at " << options_.url
+                    << " is not reachable yet; events are kept in the outbox until it is";
+  } else {
+    if (conn != nullptr) {
+      natsConnection_Destroy(conn);
+    }
+    return NatsError(s, absl::StrCat("connect ", options_.url));
+  }
+  conn_ = conn;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<NatsPublisher::Row>> NatsPublisher::ReadBatch() {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<sqlite::Statement> select =
+      db_->Prepare("SELECT id, subject, payload FROM outbox ORDER BY id LIMIT ?");
+  if (!select.ok()) {
+    return select.status();
+  }
+  select->Bind(1, static_cast<int64_t>(options_.batch_size));
+  std::vector<Row> rows;
+  while (true) {
+    absl::StatusOr<bool> row = select->Step();
+    if (!row.ok()) {
+      return row.status();
+    }
+    if (!*row) {
+      break;
+    }
+    rows.push_back(Row{select->Int(0), select->Text(1), select->Text(2)});
+  }
+  return rows;
+}
+
+absl::Status NatsPublisher::DrainBatch(bool* more) {
+  *more = false;
+  absl::StatusOr<std::vector<Row>> rows = ReadBatch();
+  if (!rows.ok()) {
+    return rows.status();
+  }
+  if (rows->empty()) {
+    return absl::OkStatus();
+  }
+  int64_t dropped = 0;
+  for (const Row& row : *rows) {
+    natsMsg* msg = nullptr;
+    natsStatus s = natsMsg_Create(&msg, row.subject.c_str(), nullptr, row.payload.data(),
+                                  static_cast<int>(row.payload.size()));
+    std::string msg_id = absl::StrCat(publisher_id_, "-", row.id);
+    if (s == NATS_OK) {
+      s = natsMsgHeader_Set(msg, kMsgIdHeader, msg_id.c_str());
+    }
+    if (s == NATS_OK) {
+      s = natsConnection_PublishMsg(conn_, msg);
+    }
+    natsMsg_Destroy(msg);
+    if (s == NATS_MAX_PAYLOAD) {
+      // It can never be delivered; keeping it would block every event behind it.
+      BERTH_LOG(Error) << "events: dropping event " << msg_id << " on " << row.subject << ": "
+                       << row.payload.size() << " bytes exceed the server's max_payload";
+      ++dropped;
+      continue;
+    }
+    if (s != NATS_OK) {
+      return NatsError(s, absl::StrCat("publish ", row.subject));
+    }
+  }
+  natsStatus s = natsConnection_FlushTimeout(
+      conn_, std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.flush_timeout)));
+  if (s != NATS_OK) {
+    return NatsError(s, "flush");
+  }
+  int64_t last = rows->back().id;
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<sqlite::Statement> del = db_->Prepare("DELETE FROM outbox WHERE id <= ?");
+  if (!del.ok()) {
+    return del.status();
+  }
+  if (absl::Status st = del->Bind(1, last).Run(); !st.ok()) {
+    return st;
+  }
+  int64_t n = static_cast<int64_t>(rows->size());
+  delivered_ += n - dropped;
+  SetPendingLocked(pending_ - n);
+  *more = rows->size() == static_cast<size_t>(options_.batch_size);
+  return absl::OkStatus();
+}
+
+void NatsPublisher::Run() {
+  int failures = 0;
+  absl::Duration wait = absl::InfiniteDuration();
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stop_; };
+      mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
+      if (stop_) {
+        return;
+      }
+      wake_ = false;
+    }
+    wait = absl::InfiniteDuration();
+    if (options_.url.empty()) {
+      continue;  // store only
+    }
+    if (conn_ != nullptr && natsConnection_Status(conn_) == NATS_CONN_STATUS_CLOSED) {
+      // nats.c gave up on this connection; open a new one after a backoff.
+      natsConnection_Destroy(conn_);
+      conn_ = nullptr;
+      LogFailure(absl::UnavailableError("nats connection closed"), &failures);
+      wait = absl::Milliseconds(
+          Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures));
+      continue;
+    }
+    absl::Status st;
+    if (conn_ == nullptr) {
+      st = Connect();
+    }
+    // Publish only on a live connection: while reconnecting, nats.c would buffer the messages
+    // and send them after the reconnect, and then we would send them a second time. The
+    // (re)connected callback wakes us.
+    if (!st.ok() || natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
+      if (!st.ok()) {
+        LogFailure(st, &failures);
+        wait = absl::Milliseconds(
+            Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures));
+      }
+      continue;
+    }
+    bool more = true;
+    while (st.ok() && more) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stop_) {
+          return;
+        }
+      }
+      st = DrainBatch(&more);
+    }
+    if (st.ok()) {
+      if (failures > 0) {
+        BERTH_LOG(Info) << "events: delivering to " << options_.url << " again";
+      }
+      failures = 0;
+    } else {
+      // Retry on a timer: the connection may look fine while the server does not answer.
+      LogFailure(st, &failures);
+      wait = absl::Milliseconds(
+          Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures));
+    }
+  }
+}
+
+void NatsPublisher::LogFailure(const absl::Status& st, int* failures) {
+  if (*failures == 0) {
+    BERTH_LOG(Warn) << "events: " << st.message() << "; " << pending()
+                    << " event(s) kept in the outbox, retrying";
+  }
+  ++*failures;
+}
+
+}  // namespace berth::events

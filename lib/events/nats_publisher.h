@@ -1,0 +1,144 @@
+#pragma once
+
+// NatsPublisher: the Publisher every daemon uses. Publish() stores the event in a sqlite outbox
+// and returns; a sender thread drains the outbox to NATS in order, deleting each row only after
+// the server confirmed it (a PING/PONG flush). So an event survives NATS being down, restarting,
+// or this process dying; delivery is at-least-once, and every message carries the header
+// `Nats-Msg-Id: <publisher id>-<outbox row id>` so JetStream (eventd's stream) drops the copies
+// that a crash between "sent" and "deleted" can cause. Row ids are never reused (AUTOINCREMENT)
+// and the publisher id is random and kept in the outbox, so a Msg-Id names one event forever.
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lib/events/publisher.h"
+#include "lib/sqlite/sqlite.h"
+
+struct __natsConnection;
+
+namespace prometheus {
+class Registry;
+class Gauge;
+}  // namespace prometheus
+
+namespace berth::events {
+
+// The header JetStream deduplicates on.
+inline constexpr char kMsgIdHeader[] = "Nats-Msg-Id";
+
+// The Any.type_url for an event message. containerd (typeurl, for proto messages) uses the bare
+// full name ("containerd.events.TaskExit"), without a "types.containerd.io/" or
+// "type.googleapis.com/" prefix; ctr and containerd's clients only resolve that form.
+std::string TypeUrlFor(const google::protobuf::Message& event);
+
+struct NatsPublisherOptions {
+  // The outbox database file, e.g. <root>/events-outbox.db. Created when missing. Required.
+  std::string outbox_path;
+  // NATS server URL(s), comma-separated ("nats://127.0.0.1:4222"). Empty: events are only stored
+  // (they go out once a publisher with a URL opens the same outbox).
+  std::string url;
+  // "user:password", or empty for no authentication.
+  std::string credentials;
+  // The client name the server shows (connz).
+  std::string client_name = "berth";
+  // When set, the gauge berth_events_outbox_pending{metric_labels} is registered there. Two
+  // publishers on one registry need different labels (e.g. {"daemon", "contentd"}).
+  std::shared_ptr<prometheus::Registry> metrics;
+  std::map<std::string, std::string> metric_labels;
+  // Reconnect backoff: doubles from min up to max between connection attempts.
+  absl::Duration reconnect_wait_min = absl::Milliseconds(100);
+  absl::Duration reconnect_wait_max = absl::Seconds(5);
+  // How long the server has to confirm a batch before it is sent again later.
+  absl::Duration flush_timeout = absl::Seconds(5);
+  // Rows sent per confirmation round trip.
+  int batch_size = 256;
+};
+
+// One NatsPublisher per outbox file at a time (two would send the same rows twice).
+class NatsPublisher : public Publisher {
+ public:
+  // Opens (or creates) the outbox and starts the sender thread. Never waits for NATS: a server
+  // that is down or refuses us only delays delivery. Errors: the outbox cannot be opened
+  // (Internal / FailedPrecondition), malformed credentials (InvalidArgument).
+  static absl::StatusOr<std::unique_ptr<NatsPublisher>> Open(NatsPublisherOptions options);
+
+  // Stops the sender thread (waiting at most for a batch in flight, bounded by flush_timeout) and
+  // closes the connection. Undelivered events stay in the outbox.
+  ~NatsPublisher() override;
+  NatsPublisher(const NatsPublisher&) = delete;
+  NatsPublisher& operator=(const NatsPublisher&) = delete;
+
+  // Wraps `event` in an Envelope (timestamp now, ns, topic, Any) and commits it to the outbox;
+  // OK means durable. InvalidArgument for a bad namespace (containerd identifier rule), topic
+  // ("/a/b": leading slash, identifier components) or an envelope over 1 MiB. Thread-safe.
+  absl::Status Publish(absl::string_view ns, absl::string_view topic,
+                       const google::protobuf::Message& event) override;
+
+  // Events stored and not yet confirmed by the server. Thread-safe.
+  int64_t pending() const;
+  // Events confirmed by the server since Open. Thread-safe.
+  int64_t delivered() const;
+  // Whether the NATS connection is up right now (as last reported by the client library).
+  bool connected() const { return connected_.load(); }
+  // The random id kept in the outbox; Msg-Ids are "<publisher_id>-<row id>".
+  const std::string& publisher_id() const { return publisher_id_; }
+  // Waits until the outbox is empty (true) or `timeout` passes (false). For graceful shutdown
+  // and tests. Thread-safe.
+  bool WaitForDelivery(absl::Duration timeout);
+
+ private:
+  struct Row {
+    int64_t id;
+    std::string subject;
+    std::string payload;
+  };
+
+  NatsPublisher(NatsPublisherOptions options, std::unique_ptr<sqlite::Db> db,
+                std::string publisher_id, int64_t pending, std::string user, std::string password);
+
+  // nats.c callbacks reach the publisher through a process-wide table keyed by callback_id_, so a
+  // callback that fires after destruction finds nothing instead of a dangling pointer.
+  static void OnConnectionEvent(__natsConnection* nc, void* closure);
+  static void OnDisconnected(__natsConnection* nc, void* closure);
+  static void OnClosed(__natsConnection* nc, void* closure);
+  static int64_t ReconnectDelay(__natsConnection* nc, int attempts, void* closure);
+
+  void Wake();
+  void Run();                 // the sender thread
+  absl::Status Connect();     // sender thread: creates conn_
+  absl::Status DrainBatch(bool* more);  // sender thread: one batch out and confirmed
+  absl::StatusOr<std::vector<Row>> ReadBatch();
+  void LogFailure(const absl::Status& st, int* failures);
+  void SetPendingLocked(int64_t pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const NatsPublisherOptions options_;
+  const std::string publisher_id_;
+  const std::string user_;
+  const std::string password_;
+  const uint64_t callback_id_;
+
+  mutable absl::Mutex mu_;
+  std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);
+  int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
+  bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+
+  prometheus::Gauge* pending_gauge_ = nullptr;  // owned by options_.metrics
+  std::atomic<bool> connected_{false};
+  __natsConnection* conn_ = nullptr;  // only the sender thread (and the destructor after join)
+  std::thread sender_;
+};
+
+}  // namespace berth::events

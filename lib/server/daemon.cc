@@ -1,0 +1,650 @@
+#include "lib/server/daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstddef>
+#include <chrono>
+#include <exception>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <utility>
+
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/server_posix.h>
+#include <prometheus/exposer.h>
+#include <systemd/sd-daemon.h>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "lib/base/logging.h"
+#include "lib/server/builtin_services.h"
+#include "lib/server/metrics_interceptor.h"
+
+namespace berth::server {
+namespace {
+
+constexpr int kMaxMessageBytes = 64 << 20;
+constexpr std::chrono::seconds kDrainTimeout(5);
+constexpr mode_t kSocketMode = 0660;
+
+std::string ErrnoText(int err) { return strerror(err); }
+
+absl::Status ErrnoStatus(int err, absl::string_view what) {
+  std::string message = absl::StrCat(what, ": ", ErrnoText(err));
+  switch (err) {
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(message);
+    case ENOENT:
+      return absl::NotFoundError(message);
+    case EEXIST:
+      return absl::AlreadyExistsError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+// Closes the descriptor it holds.
+class UniqueFd {
+ public:
+  UniqueFd() = default;
+  explicit UniqueFd(int fd) : fd_(fd) {}
+  ~UniqueFd() { Reset(); }
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+      Reset(std::exchange(other.fd_, -1));
+    }
+    return *this;
+  }
+  int get() const { return fd_; }
+  void Reset(int fd = -1) {
+    if (fd_ >= 0) {
+      close(fd_);
+    }
+    fd_ = fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// mkdir -p; the last component gets `mode`, missing parents 0711 (traversable, not listable).
+// An existing directory is left as it is.
+absl::Status MakeDirs(const std::string& path, mode_t mode) {
+  if (path.empty()) {
+    return absl::InvalidArgumentError("directory path is empty");
+  }
+  for (size_t pos = path.find('/', 1);; pos = path.find('/', pos + 1)) {
+    bool last = pos == std::string::npos;
+    std::string prefix = last ? path : path.substr(0, pos);
+    if (!prefix.empty() && mkdir(prefix.c_str(), last ? mode : 0711) != 0 && errno != EEXIST) {
+      return ErrnoStatus(errno, absl::StrCat("create directory ", prefix));
+    }
+    if (last) {
+      break;
+    }
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("stat ", path));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(path, ": exists and is not a directory"));
+  }
+  if ((st.st_mode & 077) != 0) {
+    BERTH_LOG(Warn) << path << " is accessible to group or others (mode "
+                    << absl::StrFormat("%04o", st.st_mode & 07777) << ")";
+  }
+  return absl::OkStatus();
+}
+
+std::string NewUuid() {
+  unsigned char b[16];
+  size_t got = 0;
+  while (got < sizeof(b)) {
+    ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      // No randomness from the kernel is a broken host, not a recoverable error.
+      BERTH_LOG(Error) << "getrandom: " << ErrnoText(errno);
+      std::abort();
+    }
+    got += static_cast<size_t>(n);
+  }
+  b[6] = (b[6] & 0x0f) | 0x40;  // version 4
+  b[8] = (b[8] & 0x3f) | 0x80;  // RFC 4122 variant
+  return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+                         b[12], b[13], b[14], b[15]);
+}
+
+// The uuid persisted at <root>/uuid, created (atomically) on first start.
+absl::StatusOr<std::string> LoadOrCreateUuid(const std::string& root) {
+  std::string path = root + "/uuid";
+  {
+    std::ifstream in(path);
+    if (in) {
+      std::stringstream text;
+      text << in.rdbuf();
+      std::string uuid(absl::StripAsciiWhitespace(text.str()));
+      if (uuid.size() == 36) {
+        return uuid;
+      }
+      BERTH_LOG(Warn) << path << " does not hold a uuid; writing a new one";
+    }
+  }
+  std::string uuid = NewUuid();
+  std::string tmp = path + ".tmp";
+  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (fd.get() < 0) {
+    return ErrnoStatus(errno, absl::StrCat("create ", tmp));
+  }
+  std::string line = uuid + "\n";
+  if (write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
+      fsync(fd.get()) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("write ", tmp));
+  }
+  fd.Reset();
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("rename ", tmp, " to ", path));
+  }
+  return uuid;
+}
+
+// Makes `path` free for a new socket: refuses an existing non-socket (symlinks included) and a
+// socket some process accepts on; removes a stale socket. Creates missing parent directories.
+absl::Status PrepareSocketPath(const std::string& path) {
+  if (path.empty() || path.front() != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("socket path \"", path, "\" must be an absolute path"));
+  }
+  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("socket path ", path, " is longer than ",
+                                                   sizeof(sockaddr_un::sun_path) - 1,
+                                                   " bytes"));
+  }
+  std::string parent = path.substr(0, path.rfind('/'));
+  if (!parent.empty()) {
+    if (absl::Status st = MakeDirs(parent, 0711); !st.ok()) {
+      return st;
+    }
+  }
+  struct stat st;
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) {
+      return absl::OkStatus();
+    }
+    return ErrnoStatus(errno, absl::StrCat("socket path ", path));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("socket path ", path, " exists and is not a socket; refusing to replace it"));
+  }
+  UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (probe.get() < 0) {
+    return ErrnoStatus(errno, "socket");
+  }
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, path.data(), path.size());
+  int rc;
+  do {
+    rc = connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  } while (rc != 0 && errno == EINTR);
+  if (rc == 0 || errno == EAGAIN) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "socket path ", path, " is in use: another process accepts connections on it"));
+  }
+  if (errno != ECONNREFUSED) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "socket path ", path, ": cannot tell whether it is in use: ", ErrnoText(errno)));
+  }
+  BERTH_LOG(Info) << "removing stale socket " << path;
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return ErrnoStatus(errno, absl::StrCat("remove stale socket ", path));
+  }
+  return absl::OkStatus();
+}
+
+// The listening unix stream socket systemd passed (LISTEN_FDS), -1 when there is none. With
+// several, the one bound to `address` wins, else the first unix stream socket.
+absl::StatusOr<int> SocketFromSystemd(const std::string& address) {
+  int n = sd_listen_fds(1);
+  if (n < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("socket activation (LISTEN_FDS): ", ErrnoText(-n)));
+  }
+  int chosen = -1;
+  for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; ++fd) {
+    if (!address.empty() && sd_is_socket_unix(fd, SOCK_STREAM, 1, address.c_str(), 0) > 0) {
+      chosen = fd;
+      break;
+    }
+    if (chosen < 0 && sd_is_socket(fd, AF_UNIX, SOCK_STREAM, 1) > 0) {
+      chosen = fd;
+    }
+  }
+  if (n > 0 && chosen < 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "socket activation: none of the ", n, " sockets passed is a listening unix socket"));
+  }
+  return chosen;
+}
+
+// The Start()ed daemon that the fallback signal handler wakes: its stop eventfd, or -1.
+std::atomic<int> g_signal_wake_fd{-1};
+std::atomic<int> g_last_signal{0};
+
+void OnTerminationSignal(int signo) {
+  int saved_errno = errno;
+  g_last_signal.store(signo);
+  int fd = g_signal_wake_fd.load();
+  if (fd >= 0) {
+    uint64_t one = 1;
+    ssize_t ignored = write(fd, &one, sizeof(one));
+    (void)ignored;
+  }
+  errno = saved_errno;
+}
+
+sigset_t TerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  return set;
+}
+
+}  // namespace
+
+struct Daemon::Impl {
+  explicit Impl(const config::CommonOptions& opts) : options(opts) {}
+
+  // Everything Start does after the checks on its arguments; on error Start undoes it.
+  absl::Status StartLocked(Daemon* daemon) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  void RequestStop();
+  // Idempotent; the first caller drains and stops, later callers wait for it to finish.
+  void Stop();
+  void SignalLoop();
+  void AcceptLoop();
+
+  const config::CommonOptions options;
+  std::vector<grpc::Service*> services;
+  std::vector<PluginInfo> plugins;
+
+  VersionService version_service;
+  std::unique_ptr<IntrospectionService> introspection_service;
+  std::unique_ptr<prometheus::Exposer> exposer;
+  std::unique_ptr<grpc::Server> server;
+
+  std::string socket_path;      // the socket we created and remove on stop; empty otherwise
+  dev_t socket_dev = 0;
+  ino_t socket_ino = 0;
+  UniqueFd activated_listener;  // systemd's listening socket, when socket-activated
+  UniqueFd stop_fd;             // eventfd, written once to stop; never drained
+  UniqueFd signal_fd;
+  struct sigaction old_sigterm {};
+  struct sigaction old_sigint {};
+  std::thread signal_thread;
+  std::thread accept_thread;
+
+  mutable absl::Mutex mu;
+  bool started ABSL_GUARDED_BY(mu) = false;
+  bool stop_requested ABSL_GUARDED_BY(mu) = false;
+  std::string grpc_target ABSL_GUARDED_BY(mu);
+  std::string metrics_endpoint ABSL_GUARDED_BY(mu);
+
+  absl::Mutex stop_mu;  // held for the whole of Stop()
+  bool stopped ABSL_GUARDED_BY(stop_mu) = false;
+};
+
+void Daemon::BlockTerminationSignals() {
+  sigset_t set = TerminationSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+Daemon::Daemon(const config::CommonOptions& options)
+    : impl_(std::make_unique<Impl>(options)), registry_(std::make_shared<prometheus::Registry>()) {
+  BlockTerminationSignals();
+}
+
+Daemon::~Daemon() {
+  Shutdown();
+  impl_->Stop();
+  impl_.reset();  // the server's interceptor refers to registry_
+}
+
+void Daemon::AddService(grpc::Service* service) { impl_->services.push_back(service); }
+
+void Daemon::AddPlugin(PluginInfo plugin) { impl_->plugins.push_back(std::move(plugin)); }
+
+absl::Status Daemon::Start() {
+  absl::MutexLock lock(&impl_->mu);
+  if (impl_->started) {
+    return absl::FailedPreconditionError("daemon already started");
+  }
+  absl::Status st = impl_->StartLocked(this);
+  if (!st.ok()) {
+    // Undo in reverse; nothing was announced yet.
+    if (impl_->server != nullptr) {
+      impl_->server->Shutdown(std::chrono::system_clock::now());
+      impl_->server->Wait();
+      impl_->server.reset();
+    }
+    impl_->activated_listener.Reset();
+    impl_->exposer.reset();
+    if (!impl_->socket_path.empty()) {
+      unlink(impl_->socket_path.c_str());
+      impl_->socket_path.clear();
+    }
+    return st;
+  }
+  impl_->started = true;
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::Impl::StartLocked(Daemon* daemon) {
+  if (options.root.empty()) {
+    return absl::InvalidArgumentError("root directory is not set");
+  }
+  if (absl::Status st = MakeDirs(options.root, 0700); !st.ok()) {
+    return st;
+  }
+  if (!options.state.empty()) {
+    if (absl::Status st = MakeDirs(options.state, 0700); !st.ok()) {
+      return st;
+    }
+  }
+  absl::StatusOr<std::string> uuid = LoadOrCreateUuid(options.root);
+  if (!uuid.ok()) {
+    return uuid.status();
+  }
+  introspection_service = std::make_unique<IntrospectionService>(plugins, *uuid);
+
+  // Metrics first: a taken port fails Start before anything is bound.
+  if (!options.metrics_address.empty()) {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(options.metrics_address);
+    } catch (const std::exception& e) {
+      return absl::UnavailableError(
+          absl::StrCat("metrics address ", options.metrics_address, ": ", e.what()));
+    }
+    exposer->RegisterCollectable(daemon->registry_);
+    std::vector<int> ports = exposer->GetListeningPorts();
+    std::string host = options.metrics_address.substr(0, options.metrics_address.rfind(':'));
+    metrics_endpoint = absl::StrCat(host.empty() ? "0.0.0.0" : host, ":",
+                                    ports.empty() ? 0 : ports.front());
+  }
+
+  absl::StatusOr<int> activated = SocketFromSystemd(options.address);
+  if (!activated.ok()) {
+    return activated.status();
+  }
+  activated_listener.Reset(*activated);
+  if (activated_listener.get() < 0) {
+    if (options.address.empty()) {
+      return absl::InvalidArgumentError("socket address is not set");
+    }
+    if (absl::Status st = PrepareSocketPath(options.address); !st.ok()) {
+      return st;
+    }
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  int bound = 0;
+  if (activated_listener.get() < 0) {
+    builder.AddListeningPort(absl::StrCat("unix:", options.address),
+                             grpc::InsecureServerCredentials(), &bound);
+  }
+  builder.RegisterService(&version_service);
+  builder.RegisterService(introspection_service.get());
+  for (grpc::Service* service : services) {
+    builder.RegisterService(service);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+  creators.push_back(std::make_unique<MetricsInterceptorFactory>(*daemon->registry_));
+  builder.experimental().SetInterceptorCreators(std::move(creators));
+
+  if (activated_listener.get() >= 0) {
+    server = builder.BuildAndStart();
+  } else {
+    // The socket is bound inside BuildAndStart. With this umask it is born 0600, so nobody
+    // but us can connect before the chmod below. umask is process-wide: Start runs before the
+    // daemon creates files from other threads.
+    mode_t old_umask = umask(0177);
+    server = builder.BuildAndStart();
+    umask(old_umask);
+  }
+  if (server == nullptr) {
+    return absl::UnavailableError(absl::StrCat(
+        "serve gRPC on ",
+        activated_listener.get() >= 0 ? "the socket systemd passed" : options.address,
+        ": failed to start (see grpc's log above)"));
+  }
+
+  if (activated_listener.get() >= 0) {
+    int flags = fcntl(activated_listener.get(), F_GETFL);
+    if (flags < 0 || fcntl(activated_listener.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+      return ErrnoStatus(errno, "socket activation: set the listening socket non-blocking");
+    }
+    sockaddr_un addr{};
+    socklen_t len = sizeof(addr);
+    std::string path;
+    if (getsockname(activated_listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) == 0 &&
+        len > offsetof(sockaddr_un, sun_path) && addr.sun_path[0] != '\0') {
+      path = std::string(addr.sun_path, strnlen(addr.sun_path, sizeof(addr.sun_path)));
+    }
+    grpc_target = path.empty() ? absl::StrCat("fd:", activated_listener.get())
+                               : absl::StrCat("unix:", path);
+  } else {
+    if (bound == 0) {
+      return absl::UnavailableError(absl::StrCat("bind socket ", options.address));
+    }
+    socket_path = options.address;
+    if (chmod(socket_path.c_str(), kSocketMode) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("chmod socket ", socket_path));
+    }
+    struct stat st;
+    if (lstat(socket_path.c_str(), &st) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("stat socket ", socket_path));
+    }
+    if (!S_ISSOCK(st.st_mode) || (st.st_mode & 07777) != kSocketMode) {
+      return absl::InternalError(
+          absl::StrCat("socket ", socket_path, " is not a socket of mode 0660 after chmod"));
+    }
+    socket_dev = st.st_dev;
+    socket_ino = st.st_ino;
+    grpc_target = absl::StrCat("unix:", socket_path);
+  }
+
+  stop_fd.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  sigset_t signals = TerminationSignals();
+  signal_fd.Reset(signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (stop_fd.get() < 0 || signal_fd.get() < 0) {
+    return ErrnoStatus(errno, "create eventfd/signalfd");
+  }
+  // Signals reach the signalfd while every thread blocks them; a thread that does not (started
+  // before BlockTerminationSignals) gets the handler, which wakes the same loop.
+  g_signal_wake_fd.store(stop_fd.get());
+  struct sigaction action {};
+  action.sa_handler = OnTerminationSignal;
+  action.sa_flags = SA_RESTART;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, &old_sigterm);
+  sigaction(SIGINT, &action, &old_sigint);
+  signal_thread = std::thread([this] { SignalLoop(); });
+  if (activated_listener.get() >= 0) {
+    accept_thread = std::thread([this] { AcceptLoop(); });
+  }
+
+  server->GetHealthCheckService()->SetServingStatus(true);
+  sd_notify(0, "READY=1");
+  BERTH_LOG(Info) << (options.daemon.empty() ? "daemon" : options.daemon) << " serving on "
+                  << grpc_target
+                  << (metrics_endpoint.empty() ? "" : absl::StrCat(", metrics on http://",
+                                                                  metrics_endpoint, "/metrics"));
+  return absl::OkStatus();
+}
+
+void Daemon::Impl::SignalLoop() {
+  pollfd fds[2] = {{signal_fd.get(), POLLIN, 0}, {stop_fd.get(), POLLIN, 0}};
+  for (;;) {
+    int n = poll(fds, 2, -1);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      BERTH_LOG(Error) << "signal loop: poll: " << ErrnoText(errno);
+      break;
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info;
+      if (read(signal_fd.get(), &info, sizeof(info)) == sizeof(info)) {
+        BERTH_LOG(Info) << "received " << strsignal(static_cast<int>(info.ssi_signo))
+                        << ", shutting down";
+        break;
+      }
+    }
+    if (fds[1].revents & POLLIN) {
+      if (int signo = g_last_signal.exchange(0); signo != 0) {
+        BERTH_LOG(Info) << "received " << strsignal(signo) << ", shutting down";
+      }
+      break;
+    }
+  }
+  RequestStop();
+}
+
+void Daemon::Impl::AcceptLoop() {
+  pollfd fds[2] = {{activated_listener.get(), POLLIN, 0}, {stop_fd.get(), POLLIN, 0}};
+  for (;;) {
+    int n = poll(fds, 2, -1);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0 || (fds[1].revents & POLLIN)) {
+      return;
+    }
+    int fd = accept4(activated_listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd >= 0) {
+      grpc::AddInsecureChannelFromFd(server.get(), fd);  // grpc owns fd now
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) {
+      continue;
+    }
+    // EMFILE and friends: the listener stays readable, so back off instead of spinning.
+    BERTH_LOG(Warn) << "accept: " << ErrnoText(errno);
+    pollfd stop = {stop_fd.get(), POLLIN, 0};
+    if (poll(&stop, 1, 100) > 0) {
+      return;
+    }
+  }
+}
+
+void Daemon::Impl::RequestStop() {
+  {
+    absl::MutexLock lock(&mu);
+    stop_requested = true;
+  }
+  if (stop_fd.get() >= 0) {
+    uint64_t one = 1;
+    ssize_t ignored = write(stop_fd.get(), &one, sizeof(one));
+    (void)ignored;
+  }
+}
+
+void Daemon::Impl::Stop() {
+  absl::MutexLock stop_lock(&stop_mu);
+  {
+    absl::MutexLock lock(&mu);
+    if (!started || stopped) {
+      return;
+    }
+  }
+  stopped = true;
+  sd_notify(0, "STOPPING=1");
+  BERTH_LOG(Info) << (options.daemon.empty() ? "daemon" : options.daemon)
+                  << " stopping: draining calls for up to " << kDrainTimeout.count() << "s";
+  if (accept_thread.joinable()) {
+    accept_thread.join();
+  }
+  activated_listener.Reset();
+  server->GetHealthCheckService()->SetServingStatus(false);
+  server->Shutdown(std::chrono::system_clock::now() + kDrainTimeout);
+  server->Wait();
+  if (signal_thread.joinable()) {
+    signal_thread.join();
+  }
+  int expected = stop_fd.get();
+  if (g_signal_wake_fd.compare_exchange_strong(expected, -1)) {
+    sigaction(SIGTERM, &old_sigterm, nullptr);
+    sigaction(SIGINT, &old_sigint, nullptr);
+  }
+  exposer.reset();
+  // Remove our socket unless something else has replaced it meanwhile (grpc may have already).
+  struct stat st;
+  if (!socket_path.empty() && lstat(socket_path.c_str(), &st) == 0 && st.st_dev == socket_dev &&
+      st.st_ino == socket_ino) {
+    unlink(socket_path.c_str());
+  }
+  BERTH_LOG(Info) << (options.daemon.empty() ? "daemon" : options.daemon) << " stopped";
+}
+
+void Daemon::Wait() {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (!impl_->started) {
+      return;
+    }
+    impl_->mu.Await(absl::Condition(&impl_->stop_requested));
+  }
+  impl_->Stop();
+}
+
+void Daemon::Shutdown() {
+  {
+    absl::MutexLock lock(&impl_->mu);
+    if (!impl_->started) {
+      impl_->stop_requested = true;
+      return;
+    }
+  }
+  impl_->RequestStop();
+}
+
+std::string Daemon::grpc_target() const {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->grpc_target;
+}
+
+std::string Daemon::metrics_endpoint() const {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->metrics_endpoint;
+}
+
+}  // namespace berth::server

@@ -1,0 +1,877 @@
+// Tests for what only the local store can show: files on disk, crash recovery, GC and leases.
+// The shared contract suite (lib/content/content_store_testsuite.h) covers the rest.
+
+#include "services/contentd/local_content_store.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "containerd/events/content.pb.h"
+
+namespace berth::contentd {
+namespace {
+
+namespace fs = std::filesystem;
+using content::Labels;
+
+class RecordingPublisher : public events::Publisher {
+ public:
+  struct Event {
+    std::string ns;
+    std::string topic;
+    std::string digest;
+  };
+  absl::Status Publish(absl::string_view ns, absl::string_view topic,
+                       const google::protobuf::Message& event) override {
+    containerd::events::ContentDelete del;
+    EXPECT_TRUE(del.ParseFromString(event.SerializeAsString()));
+    EXPECT_EQ(event.GetDescriptor()->full_name(), "containerd.events.ContentDelete");
+    absl::MutexLock lock(&mu_);
+    events_.push_back({std::string(ns), std::string(topic), del.digest()});
+    return absl::OkStatus();
+  }
+  std::vector<Event> Take() {
+    absl::MutexLock lock(&mu_);
+    return std::exchange(events_, {});
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<Event> events_ ABSL_GUARDED_BY(mu_);
+};
+
+class LocalContentStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/b-store-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    Reopen();
+  }
+  void TearDown() override {
+    store_.reset();
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+
+  StoreOptions Options() {
+    StoreOptions options;
+    options.root = root_;
+    options.publisher = &publisher_;
+    options.lease_expiry_interval = absl::ZeroDuration();
+    return options;
+  }
+  void Reopen() {
+    store_.reset();
+    absl::StatusOr<std::unique_ptr<LocalContentStore>> store = LocalContentStore::Open(Options());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+  }
+
+  absl::Status Put(const Context& ctx, absl::string_view data, const Labels& labels = {}) {
+    return content::WriteBlob(*store_, ctx, absl::StrCat("ref-", Sha256Of(data).hex()), data,
+                              Sha256Of(data), labels);
+  }
+  std::string BlobFile(absl::string_view data) {
+    return absl::StrCat(root_, "/blobs/sha256/", Sha256Of(data).hex());
+  }
+  bool Has(const Context& ctx, absl::string_view data) {
+    absl::StatusOr<content::Info> info = store_->GetInfo(ctx, Sha256Of(data));
+    EXPECT_TRUE(info.ok() || absl::IsNotFound(info.status())) << info.status();
+    return info.ok();
+  }
+  std::unique_ptr<content::Writer> MustOpen(const Context& ctx, const std::string& ref) {
+    absl::StatusOr<std::unique_ptr<content::Writer>> w =
+        store_->OpenWriter(ctx, content::WriterOptions{ref, 0, Digest()});
+    EXPECT_TRUE(w.ok()) << w.status();
+    return w.ok() ? std::move(*w) : nullptr;
+  }
+  std::vector<std::string> DeletedDigests() {
+    std::vector<std::string> out;
+    for (const auto& e : publisher_.Take()) {
+      EXPECT_EQ(e.topic, "/content/delete");
+      out.push_back(absl::StrCat(e.ns, " ", e.digest));
+    }
+    return out;
+  }
+
+  std::string root_;
+  RecordingPublisher publisher_;
+  std::unique_ptr<LocalContentStore> store_;
+  const Context a_{"ns-a", ""};
+  const Context b_{"ns-b", ""};
+};
+
+std::string Pattern(size_t size) {
+  std::string s(size, '\0');
+  uint32_t x = 12345;
+  for (char& c : s) {
+    x = x * 1103515245 + 12345;
+    c = static_cast<char>(x >> 16);
+  }
+  return s;
+}
+
+TEST_F(LocalContentStoreTest, WriteCommitReadInfoUpdateDelete) {
+  absl::Time before = absl::Now();
+  ASSERT_TRUE(Put(a_, "hello world", {{"k", "v"}}).ok());
+  Digest d = Sha256Of("hello world");
+  absl::StatusOr<content::Info> info = store_->GetInfo(a_, d);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->digest, d);
+  EXPECT_EQ(info->size, 11);
+  EXPECT_EQ(info->labels, (Labels{{"k", "v"}}));
+  EXPECT_GE(info->created_at, before);
+  EXPECT_TRUE(fs::is_regular_file(BlobFile("hello world")));
+  EXPECT_EQ(*content::ReadBlob(*store_, a_, d), "hello world");
+
+  absl::StatusOr<content::Info> up =
+      store_->Update(a_, content::Info{d, 0, {}, {}, {{"x", "1"}}}, {"labels.x"});
+  ASSERT_TRUE(up.ok()) << up.status();
+  EXPECT_EQ(up->labels, (Labels{{"k", "v"}, {"x", "1"}}));
+  up = store_->Update(a_, content::Info{d, 0, {}, {}, {}}, {"labels.k"});
+  EXPECT_EQ(up->labels, (Labels{{"x", "1"}}));
+  up = store_->Update(a_, content::Info{d, 0, {}, {}, {{"y", "2"}}}, {});
+  EXPECT_EQ(up->labels, (Labels{{"y", "2"}}));
+  EXPECT_EQ(store_->GetInfo(a_, d)->labels, (Labels{{"y", "2"}}));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      store_->Update(a_, content::Info{d, 0, {}, {}, {}}, {"size"}).status()));
+  EXPECT_TRUE(absl::IsNotFound(
+      store_->Update(a_, content::Info{Sha256Of("nope"), 0, {}, {}, {}}, {}).status()));
+
+  StoreStats stats = store_->Stats();
+  EXPECT_EQ(stats.blobs, 1);
+  EXPECT_EQ(stats.bytes, 11);
+  EXPECT_EQ(stats.ingests, 0);
+
+  ASSERT_TRUE(store_->Delete(a_, d).ok());
+  EXPECT_FALSE(fs::exists(BlobFile("hello world")));
+  EXPECT_EQ(DeletedDigests(), std::vector<std::string>{"ns-a " + d.ToString()});
+  EXPECT_TRUE(absl::IsNotFound(store_->Delete(a_, d)));
+  EXPECT_TRUE(absl::IsNotFound(store_->OpenReader(a_, d).status()));
+}
+
+TEST_F(LocalContentStoreTest, WalkFilters) {
+  ASSERT_TRUE(Put(a_, "one", {{"env", "prod"}}).ok());
+  ASSERT_TRUE(Put(a_, "two", {{"env", "dev"}}).ok());
+  ASSERT_TRUE(Put(a_, "three!").ok());
+  auto walk = [&](std::vector<std::string> filters) {
+    std::vector<std::string> seen;
+    absl::Status st = store_->Walk(a_, filters, [&](const content::Info& info) {
+      seen.push_back(info.digest.ToString());
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(st.ok()) << st;
+    std::sort(seen.begin(), seen.end());
+    return seen;
+  };
+  EXPECT_EQ(walk({}).size(), 3u);
+  EXPECT_EQ(walk({"labels.env==prod"}), std::vector<std::string>{Sha256Of("one").ToString()});
+  EXPECT_EQ(walk({"labels.env"}).size(), 2u);
+  EXPECT_EQ(walk({"size==6"}), std::vector<std::string>{Sha256Of("three!").ToString()});
+  EXPECT_EQ(walk({absl::StrCat("digest==", Sha256Of("two").ToString())}),
+            std::vector<std::string>{Sha256Of("two").ToString()});
+  EXPECT_EQ(walk({"labels.env==prod", "size==6"}).size(), 2u);
+  EXPECT_TRUE(walk({"labels.env==nothing"}).empty());
+
+  auto noop = [](const content::Info&) { return absl::OkStatus(); };
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Walk(a_, {"labels.env=="}, noop)));
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Walk(a_, {"==x"}, noop)));
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->ListStatuses(a_, {"ref~="}).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->List(a_, {"id=="}).status()));
+  // fn's error stops the walk.
+  int calls = 0;
+  absl::Status st = store_->Walk(a_, {}, [&](const content::Info&) {
+    ++calls;
+    return absl::CancelledError("stop");
+  });
+  EXPECT_TRUE(absl::IsCancelled(st));
+  EXPECT_EQ(calls, 1);
+}
+
+TEST_F(LocalContentStoreTest, NamespaceIsolation) {
+  ASSERT_TRUE(Put(a_, "shared bytes").ok());
+  Digest d = Sha256Of("shared bytes");
+  EXPECT_TRUE(Has(a_, "shared bytes"));
+  EXPECT_FALSE(Has(b_, "shared bytes"));
+  EXPECT_TRUE(absl::IsNotFound(store_->OpenReader(b_, d).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Delete(b_, d)));
+  int seen = 0;
+  ASSERT_TRUE(store_
+                  ->Walk(b_, {},
+                         [&](const content::Info&) {
+                           ++seen;
+                           return absl::OkStatus();
+                         })
+                  .ok());
+  EXPECT_EQ(seen, 0);
+
+  // Committing the same bytes in b makes them visible there; the file is shared.
+  ASSERT_TRUE(Put(b_, "shared bytes").ok());
+  EXPECT_TRUE(Has(b_, "shared bytes"));
+  EXPECT_EQ(store_->Stats().blobs, 1);
+  ASSERT_TRUE(store_->Delete(a_, d).ok());
+  EXPECT_FALSE(Has(a_, "shared bytes"));
+  EXPECT_TRUE(Has(b_, "shared bytes"));
+  EXPECT_TRUE(fs::exists(BlobFile("shared bytes")));
+  EXPECT_EQ(*content::ReadBlob(*store_, b_, d), "shared bytes");
+  ASSERT_TRUE(store_->Delete(b_, d).ok());
+  EXPECT_FALSE(fs::exists(BlobFile("shared bytes")));
+  EXPECT_EQ(DeletedDigests(),
+            (std::vector<std::string>{"ns-a " + d.ToString(), "ns-b " + d.ToString()}));
+
+  // Ingests are per namespace too.
+  auto wa = MustOpen(a_, "same-ref");
+  auto wb = MustOpen(b_, "same-ref");
+  ASSERT_TRUE(wa && wb);
+  ASSERT_TRUE(wa->Write("aaa").ok());
+  ASSERT_TRUE(wb->Write("bbbbb").ok());
+  ASSERT_TRUE(wa->Commit(3, Sha256Of("aaa"), {}).ok());
+  ASSERT_TRUE(wb->Commit(5, Sha256Of("bbbbb"), {}).ok());
+  EXPECT_TRUE(Has(a_, "aaa"));
+  EXPECT_FALSE(Has(a_, "bbbbb"));
+  EXPECT_TRUE(Has(b_, "bbbbb"));
+}
+
+TEST_F(LocalContentStoreTest, BadNamespaceIsInvalidArgument) {
+  Context bad{"bad/ns", ""};
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->GetInfo(bad, Sha256Of("x")).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      store_->OpenWriter(bad, content::WriterOptions{"r", 0, Digest()}).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      store_->OpenWriter(a_, content::WriterOptions{"", 0, Digest()}).status()));
+}
+
+TEST_F(LocalContentStoreTest, DigestMismatchKeepsIngestForRetry) {
+  auto w = MustOpen(a_, "r1");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("hello").ok());
+  absl::Status st = w->Commit(5, Sha256Of("other"), {});
+  EXPECT_TRUE(absl::IsFailedPrecondition(st)) << st;
+  EXPECT_EQ(st.message(), absl::StrCat("unexpected commit digest ", Sha256Of("hello").ToString(),
+                                       ", expected ", Sha256Of("other").ToString()));
+  EXPECT_FALSE(Has(a_, "hello"));
+  EXPECT_FALSE(fs::exists(BlobFile("hello")));
+  // The writer is released even on error; the ingest stays at its offset.
+  EXPECT_FALSE(w->Write("x").ok());
+  w.reset();
+  absl::StatusOr<content::IngestStatus> status = store_->GetStatus(a_, "r1");
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->offset, 5);
+  w = MustOpen(a_, "r1");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->Status()->offset, 5);
+  EXPECT_EQ(w->CurrentDigest(), Sha256Of("hello"));
+  ASSERT_TRUE(w->Write(" world").ok());
+  ASSERT_TRUE(w->Commit(11, Sha256Of("hello world"), {}).ok());
+  EXPECT_TRUE(Has(a_, "hello world"));
+  EXPECT_TRUE(absl::IsNotFound(store_->GetStatus(a_, "r1").status()));
+  EXPECT_EQ(store_->Stats().ingests, 0);
+  EXPECT_TRUE(fs::is_empty(root_ + "/ingest"));
+}
+
+TEST_F(LocalContentStoreTest, SizeMismatchThenAbort) {
+  auto w = MustOpen(a_, "r2");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("hello").ok());
+  absl::Status st = w->Commit(6, Digest(), {});
+  EXPECT_TRUE(absl::IsFailedPrecondition(st)) << st;
+  EXPECT_EQ(st.message(), "unexpected commit size 5, expected 6");
+  EXPECT_FALSE(Has(a_, "hello"));
+  ASSERT_EQ(store_->ListStatuses(a_, {})->size(), 1u);
+  EXPECT_EQ(store_->ListStatuses(a_, {"ref==r2"})->size(), 1u);
+  EXPECT_EQ(store_->ListStatuses(a_, {"ref~=^x"})->size(), 0u);
+  ASSERT_TRUE(store_->Abort(a_, "r2").ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->GetStatus(a_, "r2").status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Abort(a_, "r2")));
+  EXPECT_TRUE(fs::is_empty(root_ + "/ingest"));
+  EXPECT_EQ(store_->Stats().blobs, 0);
+}
+
+TEST_F(LocalContentStoreTest, CommitUsesWriterOptionsWhenCommitOmitsThem) {
+  absl::StatusOr<std::unique_ptr<content::Writer>> w =
+      store_->OpenWriter(a_, content::WriterOptions{"r", 5, Sha256Of("hello")});
+  ASSERT_TRUE(w.ok());
+  ASSERT_TRUE((*w)->Write("hellO").ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition((*w)->Commit(0, Digest(), {})));
+  ASSERT_TRUE(store_->Abort(a_, "r").ok());
+}
+
+TEST_F(LocalContentStoreTest, TruncateRestarts) {
+  auto w = MustOpen(a_, "t");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("garbage").ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(w->Truncate(3)));
+  ASSERT_TRUE(w->Truncate(0).ok());
+  EXPECT_EQ(w->Status()->offset, 0);
+  ASSERT_TRUE(w->Write("good").ok());
+  ASSERT_TRUE(w->Commit(4, Sha256Of("good"), {}).ok());
+  EXPECT_EQ(*content::ReadBlob(*store_, a_, Sha256Of("good")), "good");
+}
+
+TEST_F(LocalContentStoreTest, LargeBlobInOddChunks) {
+  std::string data = Pattern((5 << 20) + 12345);
+  auto w = MustOpen(a_, "big");
+  ASSERT_TRUE(w);
+  size_t pos = 0;
+  const size_t chunks[] = {7, 100000, 3 << 20, 1 << 20, 1, 65536};
+  for (size_t i = 0; pos < data.size(); ++i) {
+    size_t n = std::min(chunks[i % 6], data.size() - pos);
+    ASSERT_TRUE(w->Write(absl::string_view(data).substr(pos, n)).ok());
+    pos += n;
+    ASSERT_EQ(w->Status()->offset, static_cast<int64_t>(pos));
+    ASSERT_EQ(store_->GetStatus(a_, "big")->offset, static_cast<int64_t>(pos));
+  }
+  EXPECT_EQ(w->CurrentDigest(), Sha256Of(data));
+  ASSERT_TRUE(w->Commit(static_cast<int64_t>(data.size()), Sha256Of(data), {}).ok());
+  absl::StatusOr<std::string> back = content::ReadBlob(*store_, a_, Sha256Of(data));
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(*back == data);
+}
+
+// Not a benchmark, a smoke check that ingest runs at disk + sha256 speed: prints MB/s.
+TEST_F(LocalContentStoreTest, IngestThroughput) {
+  const std::string chunk = Pattern(1 << 20);
+  const int chunks = 128;
+  absl::Time start = absl::Now();
+  auto w = MustOpen(a_, "throughput");
+  ASSERT_TRUE(w);
+  for (int i = 0; i < chunks; ++i) {
+    ASSERT_TRUE(w->Write(chunk).ok());
+  }
+  Digest digest = w->CurrentDigest();
+  absl::Time written = absl::Now();
+  ASSERT_TRUE(w->Commit(int64_t{chunks} << 20, digest, {}).ok());
+  double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::cout << "ingest: " << chunks << " MiB in " << seconds << " s = " << chunks / seconds
+            << " MiB/s (commit, mostly fsync: " << absl::ToDoubleSeconds(absl::Now() - written)
+            << " s)\n";
+}
+
+TEST_F(LocalContentStoreTest, Sha512) {
+  absl::StatusOr<std::unique_ptr<Digester>> d512 = Digester::Create("sha512");
+  ASSERT_TRUE(d512.ok());
+  (*d512)->Update("abc");
+  Digest expected = (*d512)->Sum();
+  // Opened without an expected digest (running sha256), committed against sha512.
+  auto w = MustOpen(a_, "s");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("abc").ok());
+  ASSERT_TRUE(w->Commit(3, expected, {}).ok());
+  EXPECT_EQ(*content::ReadBlob(*store_, a_, expected), "abc");
+  EXPECT_TRUE(fs::exists(absl::StrCat(root_, "/blobs/sha512/", expected.hex())));
+}
+
+TEST_F(LocalContentStoreTest, AlreadyExists) {
+  ASSERT_TRUE(Put(a_, "dup").ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(
+      store_->OpenWriter(a_, content::WriterOptions{"x", 3, Sha256Of("dup")}).status()));
+  auto w = MustOpen(a_, "y");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("dup").ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(w->Commit(3, Sha256Of("dup"), {})));
+  EXPECT_TRUE(absl::IsNotFound(store_->GetStatus(a_, "y").status()));  // ingest removed
+  EXPECT_TRUE(Has(a_, "dup"));
+  EXPECT_TRUE(fs::is_empty(root_ + "/ingest"));
+}
+
+TEST_F(LocalContentStoreTest, ConcurrentWriterOnSameRefIsUnavailable) {
+  auto w = MustOpen(a_, "locked");
+  ASSERT_TRUE(w);
+  absl::StatusOr<std::unique_ptr<content::Writer>> second =
+      store_->OpenWriter(a_, content::WriterOptions{"locked", 0, Digest()});
+  EXPECT_TRUE(absl::IsUnavailable(second.status())) << second.status();
+  EXPECT_EQ(second.status().message(), "ref locked is locked by another writer");
+  // A different namespace or ref is fine.
+  EXPECT_TRUE(MustOpen(b_, "locked") != nullptr);
+  // Close releases the ref; the ingest stays.
+  ASSERT_TRUE(w->Write("abc").ok());
+  ASSERT_TRUE(w->Close().ok());
+  w = MustOpen(a_, "locked");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->Status()->offset, 3);
+  // Destroying a writer releases it too.
+  w.reset();
+  EXPECT_TRUE(MustOpen(a_, "locked") != nullptr);
+
+  // From many threads at once, exactly one wins.
+  std::atomic<int> won{0};
+  std::atomic<int> unavailable{0};
+  std::vector<std::unique_ptr<content::Writer>> held(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      auto r = store_->OpenWriter(a_, content::WriterOptions{"race", 0, Digest()});
+      if (r.ok()) {
+        ++won;
+        held[i] = std::move(*r);
+      } else if (absl::IsUnavailable(r.status())) {
+        ++unavailable;
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(won.load(), 1);
+  EXPECT_EQ(unavailable.load(), 7);
+}
+
+TEST_F(LocalContentStoreTest, AbortUnderOpenWriter) {
+  auto w = MustOpen(a_, "ab");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("abc").ok());
+  ASSERT_TRUE(store_->Abort(a_, "ab").ok());
+  EXPECT_TRUE(absl::IsNotFound(w->Write("d")));
+  EXPECT_FALSE(w->Commit(0, Digest(), {}).ok());
+  auto w2 = MustOpen(a_, "ab");
+  ASSERT_TRUE(w2);
+  EXPECT_EQ(w2->Status()->offset, 0);
+  w.reset();  // must not release w2's hold
+  EXPECT_TRUE(absl::IsUnavailable(
+      store_->OpenWriter(a_, content::WriterOptions{"ab", 0, Digest()}).status()));
+}
+
+TEST_F(LocalContentStoreTest, ReadPastEndIsOutOfRange) {
+  ASSERT_TRUE(Put(a_, "0123456789").ok());
+  absl::StatusOr<std::unique_ptr<content::Reader>> r =
+      store_->OpenReader(a_, Sha256Of("0123456789"));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)->Size(), 10);
+  char buf[16];
+  EXPECT_EQ(*(*r)->ReadAt(4, buf, 3), 3u);
+  EXPECT_EQ(std::string(buf, 3), "456");
+  EXPECT_EQ(*(*r)->ReadAt(8, buf, 16), 2u);
+  EXPECT_EQ(*(*r)->ReadAt(10, buf, 16), 0u);
+  EXPECT_TRUE(absl::IsOutOfRange((*r)->ReadAt(11, buf, 1).status()));
+  // A reader keeps working after the blob is deleted.
+  ASSERT_TRUE(store_->Delete(a_, Sha256Of("0123456789")).ok());
+  EXPECT_EQ(*(*r)->ReadAt(0, buf, 2), 2u);
+}
+
+TEST_F(LocalContentStoreTest, LabelTooBig) {
+  std::string big(4097, 'v');
+  Labels labels{{"k", big}};
+  auto w = MustOpen(a_, "lbl");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("x").ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(w->Commit(1, Sha256Of("x"), labels)));
+  EXPECT_TRUE(store_->GetStatus(a_, "lbl").ok());  // ingest kept
+  ASSERT_TRUE(Put(a_, "x").ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      store_->Update(a_, content::Info{Sha256Of("x"), 0, {}, {}, labels}, {}).status()));
+  EXPECT_TRUE(store_
+                  ->Update(a_, content::Info{Sha256Of("x"), 0, {}, {}, {{"k", big.substr(1 + 1)}}},
+                           {})
+                  .ok());  // 1 + 4095 = 4096 is fine
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Create(a_, "l1", labels).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Create("ns-big", labels)));
+}
+
+TEST_F(LocalContentStoreTest, UnknownLeaseInContextIsNotFound) {
+  Context ctx{"ns-a", "nope"};
+  absl::StatusOr<std::unique_ptr<content::Writer>> w =
+      store_->OpenWriter(ctx, content::WriterOptions{"r", 0, Digest()});
+  EXPECT_TRUE(absl::IsNotFound(w.status()));
+  EXPECT_EQ(w.status().message(), "lease nope not found");
+}
+
+TEST_F(LocalContentStoreTest, LeaseProtectsContentUntilDeleted) {
+  ASSERT_TRUE(store_->Create(a_, "pull-1", {}).ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(store_->Create(a_, "pull-1", {}).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Create(a_, "bad lease!", {}).status()));
+  Context leased{"ns-a", "pull-1"};
+
+  // While ingesting, the lease holds the ingest.
+  auto w = MustOpen(leased, "layer");
+  ASSERT_TRUE(w);
+  absl::StatusOr<std::vector<leases::Resource>> res = store_->ListResources(a_, "pull-1");
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ(*res, (std::vector<leases::Resource>{{"layer", "ingests"}}));
+  ASSERT_TRUE(w->Write("leased").ok());
+  ASSERT_TRUE(w->Commit(6, Sha256Of("leased"), {}).ok());
+  res = store_->ListResources(a_, "pull-1");
+  EXPECT_EQ(*res, (std::vector<leases::Resource>{{Sha256Of("leased").ToString(), "content"}}));
+
+  ASSERT_TRUE(Put(a_, "unleased").ok());
+  absl::StatusOr<GcResult> gc = store_->CollectGarbage();
+  ASSERT_TRUE(gc.ok()) << gc.status();
+  EXPECT_EQ(gc->blobs_removed, 1);
+  EXPECT_TRUE(Has(a_, "leased"));
+  EXPECT_FALSE(Has(a_, "unleased"));
+  EXPECT_FALSE(fs::exists(BlobFile("unleased")));
+  EXPECT_EQ(DeletedDigests(), std::vector<std::string>{"ns-a " + Sha256Of("unleased").ToString()});
+
+  // Deleting the lease collects what it alone held.
+  EXPECT_TRUE(absl::IsNotFound(store_->Delete(a_, "nope", true)));
+  ASSERT_TRUE(store_->Delete(a_, "pull-1", true).ok());
+  EXPECT_FALSE(Has(a_, "leased"));
+  EXPECT_FALSE(fs::exists(BlobFile("leased")));
+  EXPECT_EQ(DeletedDigests(), std::vector<std::string>{"ns-a " + Sha256Of("leased").ToString()});
+  EXPECT_TRUE(store_->List(a_, {})->empty());
+}
+
+TEST_F(LocalContentStoreTest, DeletingLeaseKeepsWhatOthersHold) {
+  ASSERT_TRUE(store_->Create(a_, "l1", {}).ok());
+  ASSERT_TRUE(store_->Create(a_, "l2", {}).ok());
+  ASSERT_TRUE(Put(Context{"ns-a", "l1"}, "both").ok());
+  ASSERT_TRUE(Put(Context{"ns-a", "l1"}, "only-l1").ok());
+  // Writing an existing blob under another lease adds it to that lease.
+  ASSERT_TRUE(Put(Context{"ns-a", "l2"}, "both").ok());
+  // A blob with no lease survives a lease release (only a full pass takes it).
+  ASSERT_TRUE(Put(a_, "nobody").ok());
+  // And so does the same blob in another namespace.
+  ASSERT_TRUE(Put(b_, "only-l1").ok());
+  ASSERT_TRUE(store_->Delete(a_, "l1", true).ok());
+  EXPECT_TRUE(Has(a_, "both"));
+  EXPECT_FALSE(Has(a_, "only-l1"));
+  EXPECT_TRUE(Has(b_, "only-l1"));
+  EXPECT_TRUE(fs::exists(BlobFile("only-l1")));
+  EXPECT_TRUE(Has(a_, "nobody"));
+}
+
+TEST_F(LocalContentStoreTest, LeaseCollectsReferencedChildren) {
+  ASSERT_TRUE(store_->Create(a_, "l", {}).ok());
+  ASSERT_TRUE(Put(a_, "child").ok());
+  ASSERT_TRUE(Put(a_, "kept-child").ok());
+  ASSERT_TRUE(Put(Context{"ns-a", "l"}, "parent",
+                  {{"containerd.io/gc.ref.content.l.0", Sha256Of("child").ToString()},
+                   {"containerd.io/gc.ref.content.l.1", Sha256Of("kept-child").ToString()}})
+                  .ok());
+  ASSERT_TRUE(Put(a_, "other-parent",
+                  {{"containerd.io/gc.ref.content.m", Sha256Of("kept-child").ToString()}})
+                  .ok());
+  ASSERT_TRUE(store_->Delete(a_, "l", false).ok());
+  EXPECT_FALSE(Has(a_, "parent"));
+  EXPECT_FALSE(Has(a_, "child"));
+  EXPECT_TRUE(Has(a_, "kept-child"));
+  EXPECT_TRUE(Has(a_, "other-parent"));
+}
+
+TEST_F(LocalContentStoreTest, LeaseResources) {
+  ASSERT_TRUE(store_->Create(a_, "l", {{"app", "x"}}).ok());
+  ASSERT_TRUE(store_->Create(a_, "m", {}).ok());
+  EXPECT_TRUE(absl::IsNotFound(
+      store_->AddResource(a_, "missing", leases::Resource{"snap", "snapshots/overlayfs"})));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      store_->AddResource(a_, "l", leases::Resource{"not-a-digest", "content"})));
+  ASSERT_TRUE(store_->AddResource(a_, "l", leases::Resource{"snap-1", "snapshots/overlayfs"}).ok());
+  ASSERT_TRUE(store_->AddResource(a_, "l", leases::Resource{"img", "images"}).ok());
+  ASSERT_TRUE(Put(a_, "held").ok());
+  ASSERT_TRUE(
+      store_->AddResource(a_, "l", leases::Resource{Sha256Of("held").ToString(), "content"}).ok());
+  EXPECT_EQ(store_->ListResources(a_, "l")->size(), 3u);
+  EXPECT_TRUE(absl::IsNotFound(store_->ListResources(a_, "zz").status()));
+  EXPECT_TRUE(store_->ListResources(b_, "l").status().code() == absl::StatusCode::kNotFound);
+
+  EXPECT_EQ(store_->CollectGarbage()->blobs_removed, 0);
+  EXPECT_TRUE(Has(a_, "held"));
+  // Removing the resource releases the blob.
+  ASSERT_TRUE(
+      store_->DeleteResource(a_, "l", leases::Resource{Sha256Of("held").ToString(), "content"})
+          .ok());
+  EXPECT_FALSE(Has(a_, "held"));
+  EXPECT_EQ(store_->ListResources(a_, "l")->size(), 2u);
+
+  absl::StatusOr<std::vector<leases::Lease>> list = store_->List(a_, {"labels.app==x"});
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].id, "l");
+  EXPECT_EQ((*list)[0].labels, (Labels{{"app", "x"}}));
+  EXPECT_EQ(store_->List(a_, {"id==m"})->size(), 1u);
+  EXPECT_EQ(store_->List(a_, {})->size(), 2u);
+  EXPECT_TRUE(store_->List(b_, {})->empty());
+}
+
+TEST_F(LocalContentStoreTest, GcRootAndRefLabelsKeepBlobs) {
+  ASSERT_TRUE(Put(a_, "grandchild").ok());
+  ASSERT_TRUE(
+      Put(a_, "child", {{"containerd.io/gc.ref.content", Sha256Of("grandchild").ToString()}}).ok());
+  ASSERT_TRUE(Put(a_, "root", {{"containerd.io/gc.root", "2024-01-01T00:00:00Z"},
+                               {"containerd.io/gc.ref.content.config",
+                                Sha256Of("child").ToString()}})
+                  .ok());
+  ASSERT_TRUE(Put(a_, "orphan").ok());
+  ASSERT_TRUE(Put(a_, "orphan-child").ok());
+  ASSERT_TRUE(Put(a_, "orphan-parent",
+                  {{"containerd.io/gc.ref.content.0", Sha256Of("orphan-child").ToString()}})
+                  .ok());
+  // References do not cross namespaces.
+  ASSERT_TRUE(Put(b_, "b-only").ok());
+  ASSERT_TRUE(Put(b_, "b-root", {{"containerd.io/gc.root", "x"},
+                                 {"containerd.io/gc.ref.content", Sha256Of("orphan").ToString()}})
+                  .ok());
+  absl::StatusOr<GcResult> gc = store_->CollectGarbage();
+  ASSERT_TRUE(gc.ok());
+  EXPECT_EQ(gc->blobs_removed, 4);
+  EXPECT_TRUE(Has(a_, "root"));
+  EXPECT_TRUE(Has(a_, "child"));
+  EXPECT_TRUE(Has(a_, "grandchild"));
+  EXPECT_FALSE(Has(a_, "orphan"));
+  EXPECT_FALSE(Has(a_, "orphan-child"));
+  EXPECT_FALSE(Has(a_, "orphan-parent"));
+  EXPECT_TRUE(Has(b_, "b-root"));
+  EXPECT_FALSE(Has(b_, "b-only"));
+  EXPECT_EQ(DeletedDigests().size(), 4u);
+  EXPECT_EQ(store_->Stats().blobs, 4);
+  // Removing the root label lets the whole tree go.
+  ASSERT_TRUE(
+      store_->Update(a_, content::Info{Sha256Of("root"), 0, {}, {}, {}}, {"labels.containerd.io/gc.root"})
+          .ok());
+  EXPECT_EQ(store_->CollectGarbage()->blobs_removed, 3);
+  EXPECT_EQ(store_->Stats().blobs, 1);
+}
+
+TEST_F(LocalContentStoreTest, ExpiredLeaseIsReleased) {
+  ASSERT_TRUE(store_->Create(a_, "old", {{"containerd.io/gc.expire", "2000-01-01T00:00:00Z"}}).ok());
+  ASSERT_TRUE(
+      store_->Create(a_, "young", {{"containerd.io/gc.expire",
+                                    absl::FormatTime(absl::RFC3339_full,
+                                                     absl::Now() + absl::Hours(1),
+                                                     absl::UTCTimeZone())}})
+          .ok());
+  ASSERT_TRUE(Put(Context{"ns-a", "old"}, "old-data").ok());
+  ASSERT_TRUE(Put(Context{"ns-a", "young"}, "young-data").ok());
+  absl::StatusOr<GcResult> gc = store_->CollectGarbage();
+  ASSERT_TRUE(gc.ok());
+  EXPECT_EQ(gc->leases_expired, 1);
+  EXPECT_EQ(gc->blobs_removed, 1);
+  EXPECT_FALSE(Has(a_, "old-data"));
+  EXPECT_TRUE(Has(a_, "young-data"));
+  ASSERT_EQ(store_->List(a_, {})->size(), 1u);
+}
+
+TEST_F(LocalContentStoreTest, BackgroundExpiry) {
+  store_.reset();
+  StoreOptions options = Options();
+  options.lease_expiry_interval = absl::Milliseconds(20);
+  absl::StatusOr<std::unique_ptr<LocalContentStore>> store = LocalContentStore::Open(options);
+  ASSERT_TRUE(store.ok());
+  store_ = std::move(*store);
+  std::string soon = absl::FormatTime(absl::RFC3339_full, absl::Now() + absl::Milliseconds(200),
+                                      absl::UTCTimeZone());
+  ASSERT_TRUE(store_->Create(a_, "soon", {{"containerd.io/gc.expire", soon}}).ok());
+  ASSERT_TRUE(Put(Context{"ns-a", "soon"}, "short-lived").ok());
+  // Poll with a deadline: the event is published just after the blob goes.
+  std::vector<std::string> deleted;
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (deleted.empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+    deleted = DeletedDigests();
+  }
+  EXPECT_EQ(deleted, std::vector<std::string>{"ns-a " + Sha256Of("short-lived").ToString()});
+  EXPECT_FALSE(Has(a_, "short-lived"));
+  EXPECT_TRUE(store_->List(a_, {})->empty());
+}
+
+TEST_F(LocalContentStoreTest, IngestsAndGc) {
+  ASSERT_TRUE(store_->Create(a_, "l", {}).ok());
+  auto leased = MustOpen(Context{"ns-a", "l"}, "leased-ingest");
+  ASSERT_TRUE(leased);
+  ASSERT_TRUE(leased->Write("abc").ok());
+  ASSERT_TRUE(leased->Close().ok());
+  auto open = MustOpen(a_, "open-ingest");
+  ASSERT_TRUE(open);
+  ASSERT_TRUE(MustOpen(a_, "fresh-ingest") != nullptr);
+  // A full pass keeps recent and leased ingests.
+  EXPECT_EQ(store_->CollectGarbage()->ingests_removed, 0);
+  EXPECT_EQ(store_->Stats().ingests, 3);
+  // Deleting the lease takes its ingest.
+  ASSERT_TRUE(store_->Delete(a_, "l", true).ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->GetStatus(a_, "leased-ingest").status()));
+  EXPECT_EQ(store_->Stats().ingests, 2);
+
+  // Stale unleased ingests go in a full pass, unless a writer holds them.
+  open.reset();  // writers never outlive their store
+  store_.reset();
+  StoreOptions options = Options();
+  options.ingest_expiry = absl::ZeroDuration();
+  store_ = std::move(*LocalContentStore::Open(options));
+  auto held = MustOpen(a_, "open-ingest");
+  ASSERT_TRUE(held);
+  absl::StatusOr<GcResult> gc = store_->CollectGarbage();
+  ASSERT_TRUE(gc.ok());
+  EXPECT_EQ(gc->ingests_removed, 1);
+  EXPECT_TRUE(store_->GetStatus(a_, "open-ingest").ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->GetStatus(a_, "fresh-ingest").status()));
+  held.reset();
+}
+
+TEST_F(LocalContentStoreTest, ResumeAfterReopen) {
+  std::string data = Pattern(3 << 20);
+  auto w = MustOpen(a_, "resume");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write(absl::string_view(data).substr(0, 1 << 20)).ok());
+  ASSERT_TRUE(w->Close().ok());
+  w.reset();
+  Reopen();
+  absl::StatusOr<content::IngestStatus> st = store_->GetStatus(a_, "resume");
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->offset, 1 << 20);
+  w = MustOpen(a_, "resume");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->Status()->offset, 1 << 20);
+  EXPECT_EQ(w->CurrentDigest(), Sha256Of(absl::string_view(data).substr(0, 1 << 20)));
+  ASSERT_TRUE(w->Write(absl::string_view(data).substr(1 << 20)).ok());
+  ASSERT_TRUE(w->Commit(static_cast<int64_t>(data.size()), Sha256Of(data), {}).ok());
+  EXPECT_TRUE(*content::ReadBlob(*store_, a_, Sha256Of(data)) == data);
+}
+
+// A child process opens the store, writes part of a blob and dies without closing anything
+// (by _exit, or by SIGKILL); the parent reopens the store and finishes the ingest.
+void CrashingChildWrites(const std::string& root, const std::string& data, size_t upto,
+                         bool sigkill) {
+  StoreOptions options;
+  options.root = root;
+  options.lease_expiry_interval = absl::ZeroDuration();
+  auto store = LocalContentStore::Open(options);
+  if (!store.ok()) {
+    _exit(2);
+  }
+  auto w = (*store)->OpenWriter(Context{"ns-a", ""}, content::WriterOptions{"crash", 0, Digest()});
+  if (!w.ok()) {
+    _exit(3);
+  }
+  for (size_t pos = 0; pos < upto; pos += 4096) {
+    if (!(*w)->Write(absl::string_view(data).substr(pos, std::min<size_t>(4096, upto - pos))).ok()) {
+      _exit(4);
+    }
+  }
+  if (sigkill) {
+    kill(getpid(), SIGKILL);
+  }
+  _exit(0);
+}
+
+class CrashTest : public LocalContentStoreTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(CrashTest, ResumeAfterChildDies) {
+  store_.reset();  // the child takes the store's lock
+  std::string data = Pattern((4 << 20) + 777);
+  size_t upto = (2 << 20) + 5000;
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    CrashingChildWrites(root_, data, upto, GetParam());
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  if (GetParam()) {
+    ASSERT_TRUE(WIFSIGNALED(status));
+  } else {
+    ASSERT_TRUE(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+  }
+  Reopen();
+  absl::StatusOr<content::IngestStatus> st = store_->GetStatus(a_, "crash");
+  ASSERT_TRUE(st.ok()) << st.status();
+  // Every write the child saw succeed survived it.
+  EXPECT_EQ(st->offset, static_cast<int64_t>(upto));
+  auto w = MustOpen(a_, "crash");
+  ASSERT_TRUE(w);
+  int64_t offset = w->Status()->offset;
+  EXPECT_EQ(offset, st->offset);
+  EXPECT_EQ(w->CurrentDigest(), Sha256Of(absl::string_view(data).substr(0, offset)));
+  ASSERT_TRUE(w->Write(absl::string_view(data).substr(offset)).ok());
+  ASSERT_TRUE(w->Commit(static_cast<int64_t>(data.size()), Sha256Of(data), {}).ok());
+  EXPECT_TRUE(*content::ReadBlob(*store_, a_, Sha256Of(data)) == data);
+}
+
+INSTANTIATE_TEST_SUITE_P(ExitOrKill, CrashTest, ::testing::Bool());
+
+TEST_F(LocalContentStoreTest, OpenRecoversFromCrashLeftovers) {
+  ASSERT_TRUE(Put(a_, "kept").ok());
+  auto w = MustOpen(a_, "ingest-without-dir");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("abc").ok());
+  ASSERT_TRUE(w->Close().ok());
+  w.reset();
+  absl::StatusOr<content::IngestStatus> st = store_->GetStatus(a_, "ingest-without-dir");
+  ASSERT_TRUE(st.ok());
+  store_.reset();
+
+  // A blob renamed into place whose metadata never committed, a half-written temp file, an
+  // ingest directory no row owns, and an ingest row whose directory vanished.
+  std::string orphan = BlobFile("orphan");
+  { std::ofstream(orphan) << "orphan"; }
+  std::string temp = root_ + "/blobs/sha256/.tmp-123";
+  { std::ofstream(temp) << "partial"; }
+  fs::create_directories(root_ + "/ingest/deadbeef");
+  { std::ofstream(root_ + "/ingest/deadbeef/data") << "junk"; }
+  std::vector<fs::path> ingest_dirs;
+  for (const auto& e : fs::directory_iterator(root_ + "/ingest")) {
+    if (e.path().filename() != "deadbeef") {
+      ingest_dirs.push_back(e.path());
+    }
+  }
+  ASSERT_EQ(ingest_dirs.size(), 1u);
+  fs::remove_all(ingest_dirs[0]);
+
+  Reopen();
+  EXPECT_FALSE(fs::exists(orphan));
+  EXPECT_FALSE(fs::exists(temp));
+  EXPECT_FALSE(fs::exists(root_ + "/ingest/deadbeef"));
+  EXPECT_TRUE(absl::IsNotFound(store_->GetStatus(a_, "ingest-without-dir").status()));
+  EXPECT_TRUE(Has(a_, "kept"));
+  EXPECT_TRUE(fs::exists(BlobFile("kept")));
+  EXPECT_EQ(store_->Stats().blobs, 1);
+  EXPECT_EQ(store_->Stats().ingests, 0);
+}
+
+TEST_F(LocalContentStoreTest, SecondOpenOfTheSameRootFails) {
+  absl::StatusOr<std::unique_ptr<LocalContentStore>> again = LocalContentStore::Open(Options());
+  EXPECT_TRUE(absl::IsFailedPrecondition(again.status())) << again.status();
+}
+
+TEST_F(LocalContentStoreTest, Namespaces) {
+  ASSERT_TRUE(Put(a_, "x").ok());  // registers ns-a implicitly
+  ASSERT_TRUE(store_->Get("ns-a").ok());
+  EXPECT_TRUE(absl::IsAlreadyExists(store_->Create("ns-a", {})));
+  EXPECT_TRUE(absl::IsInvalidArgument(store_->Create("-bad", {})));
+  ASSERT_TRUE(store_->Create("ns-c", {{"a", "1"}, {"b", "2"}}).ok());
+  EXPECT_EQ(store_->Get("ns-c")->labels, (Labels{{"a", "1"}, {"b", "2"}}));
+  absl::StatusOr<namespaces::Namespace> up =
+      store_->Update(namespaces::Namespace{"ns-c", {{"a", "9"}}}, {"labels.a", "labels.b"});
+  ASSERT_TRUE(up.ok()) << up.status();
+  EXPECT_EQ(up->labels, (Labels{{"a", "9"}}));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      store_->Update(namespaces::Namespace{"ns-c", {}}, {"name"}).status()));
+  EXPECT_TRUE(absl::IsNotFound(store_->Update(namespaces::Namespace{"ns-z", {}}, {}).status()));
+  absl::StatusOr<std::vector<namespaces::Namespace>> all = store_->List();
+  ASSERT_TRUE(all.ok());
+  std::vector<std::string> names;
+  for (const auto& ns : *all) {
+    names.push_back(ns.name);
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"ns-a", "ns-c"}));
+
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->Delete("ns-a")));
+  ASSERT_TRUE(store_->Delete(a_, Sha256Of("x")).ok());
+  ASSERT_TRUE(store_->Create(a_, "lease", {}).ok());
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->Delete("ns-a")));
+  ASSERT_TRUE(store_->Delete(a_, "lease", true).ok());
+  ASSERT_TRUE(MustOpen(a_, "ingest") != nullptr);
+  EXPECT_TRUE(absl::IsFailedPrecondition(store_->Delete("ns-a")));
+  ASSERT_TRUE(store_->Abort(a_, "ingest").ok());
+  EXPECT_TRUE(store_->Delete("ns-a").ok());
+  EXPECT_TRUE(absl::IsNotFound(store_->Delete("ns-a")));
+  EXPECT_TRUE(absl::IsNotFound(store_->Get("ns-a").status()));
+}
+
+}  // namespace
+}  // namespace berth::contentd

@@ -1,0 +1,187 @@
+#pragma once
+
+// Internal to contentd_store: the one implementation behind LocalContentStore, split over
+// local_content_store.cc (content, namespaces, Open and recovery), local_leases.cc (leases) and
+// local_gc.cc (garbage collection and lease expiry). Nothing outside this folder includes it.
+//
+// Locking: mu_ guards the database and every change to files under blobs/ and ingest/ other
+// than appending to an ingest's data (which only the writer holding the ref does, unlocked).
+// The invariant mu_ protects: a blob file exists if and only if some blobs row names its digest
+// (between Open()s; a crash can only leave an extra file, which Open removes).
+
+#include <atomic>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "lib/sqlite/sqlite.h"
+#include "services/contentd/local_content_store.h"
+#include "services/contentd/local_labels.h"
+
+namespace berth::contentd::internal {
+
+// Shared between an open writer and the store while the writer holds its ref.
+struct ActiveIngest {
+  std::atomic<int64_t> offset{0};
+  std::atomic<int64_t> updated_ns{0};  // unix nanos of the last write
+  std::atomic<bool> aborted{false};    // Abort() removed the ingest under the writer
+};
+
+// One row of the ingests table.
+struct IngestRow {
+  std::string ns;
+  std::string ref;
+  std::string id;  // directory name under ingest/
+  int64_t total = 0;
+  Digest expected;
+  absl::Time started_at = absl::UnixEpoch();
+};
+
+// A blob removed from a namespace, to be announced with /content/delete.
+struct Removal {
+  std::string ns;
+  Digest digest;
+};
+
+class FileStore final : public LocalContentStore {
+ public:
+  FileStore(StoreOptions options, std::unique_ptr<sqlite::Db> db, int lock_fd);
+  ~FileStore() override;
+  FileStore(const FileStore&) = delete;
+  FileStore& operator=(const FileStore&) = delete;
+
+  // Crash recovery; called once by Open() before the store is shared.
+  absl::Status Recover();
+  // Starts the lease expiry thread (if the interval is positive).
+  void StartExpiryThread();
+
+  // content::Provider
+  absl::StatusOr<std::unique_ptr<content::Reader>> OpenReader(const Context& ctx,
+                                                               const Digest& digest) override;
+  // content::Ingester
+  absl::StatusOr<std::unique_ptr<content::Writer>> OpenWriter(
+      const Context& ctx, const content::WriterOptions& opts) override;
+  // content::Manager
+  absl::StatusOr<content::Info> GetInfo(const Context& ctx, const Digest& digest) override;
+  absl::StatusOr<content::Info> Update(const Context& ctx, const content::Info& info,
+                                       const std::vector<std::string>& fieldpaths) override;
+  absl::Status Walk(const Context& ctx, const std::vector<std::string>& filters,
+                    const std::function<absl::Status(const content::Info&)>& fn) override;
+  absl::Status Delete(const Context& ctx, const Digest& digest) override;
+  // content::IngestManager
+  absl::StatusOr<content::IngestStatus> GetStatus(const Context& ctx,
+                                                  const std::string& ref) override;
+  absl::StatusOr<std::vector<content::IngestStatus>> ListStatuses(
+      const Context& ctx, const std::vector<std::string>& filters) override;
+  absl::Status Abort(const Context& ctx, const std::string& ref) override;
+
+  // leases::LeaseManager (local_leases.cc)
+  absl::StatusOr<leases::Lease> Create(const Context& ctx, const std::string& id,
+                                       const std::map<std::string, std::string>& labels) override;
+  absl::Status Delete(const Context& ctx, const std::string& id, bool sync) override;
+  absl::StatusOr<std::vector<leases::Lease>> List(
+      const Context& ctx, const std::vector<std::string>& filters) override;
+  absl::Status AddResource(const Context& ctx, const std::string& lease,
+                           const leases::Resource& resource) override;
+  absl::Status DeleteResource(const Context& ctx, const std::string& lease,
+                              const leases::Resource& resource) override;
+  absl::StatusOr<std::vector<leases::Resource>> ListResources(const Context& ctx,
+                                                              const std::string& lease) override;
+
+  // namespaces::NamespaceStore
+  absl::Status Create(const std::string& name, const namespaces::Labels& labels) override;
+  absl::StatusOr<namespaces::Namespace> Get(const std::string& name) override;
+  absl::StatusOr<std::vector<namespaces::Namespace>> List() override;
+  absl::StatusOr<namespaces::Namespace> Update(
+      const namespaces::Namespace& ns, const std::vector<std::string>& fieldpaths) override;
+  absl::Status Delete(const std::string& name) override;
+
+  // LocalContentStore
+  StoreStats Stats() override;
+  absl::StatusOr<GcResult> CollectGarbage() override;
+
+  // --- used by the writer (local_content_store.cc) ---
+  // Makes the verified, fsynced ingest data a blob in ctx.ns (see Writer::Commit).
+  absl::Status CommitIngest(const Context& ctx, const IngestRow& row,
+                            const std::shared_ptr<ActiveIngest>& active, const Digest& digest,
+                            int64_t size, const LabelMap& labels);
+  // Drops the writer's hold on the ref (no-op if Abort already took it away).
+  void ReleaseRef(const std::string& key, const std::shared_ptr<ActiveIngest>& active);
+
+  std::string BlobPath(const Digest& digest) const;
+  std::string IngestDir(const std::string& id) const;
+  std::string IngestDataPath(const std::string& id) const;
+
+ private:
+  // Inserts the namespace row if missing.
+  absl::Status RegisterNamespaceLocked(const std::string& ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NotFound unless ctx.lease is empty or names a lease in ctx.ns.
+  absl::Status CheckLeaseLocked(const Context& ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status AddLeaseResourceLocked(const std::string& ns, const std::string& lease,
+                                      absl::string_view type, absl::string_view id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<bool> BlobExistsLocked(const std::string& ns, const Digest& digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<content::Info>> GetInfoLocked(const std::string& ns,
+                                                             const Digest& digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::optional<IngestRow>> GetIngestLocked(const std::string& ns,
+                                                           const std::string& ref)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  content::IngestStatus StatusOf(const IngestRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes the ingest's row (and lease records of it) in a transaction, then its directory.
+  absl::Status RemoveIngestLocked(const IngestRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Unlinks blob files whose digest no blobs row names any more.
+  void RemoveUnreferencedFilesLocked(const std::vector<Removal>& removed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Publishes /content/delete for each removal (call without mu_ held).
+  void Publish(const std::vector<Removal>& removed);
+
+  // --- garbage collection (local_gc.cc) ---
+  struct GcScope {
+    bool full = false;                 // every blob and unleased ingest is a candidate
+    std::set<std::string> blobs;       // otherwise only these digests...
+    std::set<std::string> ingests;     // ...and these refs
+  };
+  // Marks from the namespace's roots and removes the unreachable candidates.
+  absl::Status CollectLocked(const std::string& ns, const GcScope& scope, GcResult* result,
+                             std::vector<Removal>* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes the lease and collects what it alone held.
+  absl::Status DeleteLeaseLocked(const std::string& ns, const std::string& id, GcResult* result,
+                                 std::vector<Removal>* removed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes every lease whose containerd.io/gc.expire has passed.
+  absl::Status ExpireLeasesLocked(GcResult* result, std::vector<Removal>* removed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<std::string>> NamespacesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpiryLoop();
+
+  const StoreOptions options_;
+  const int lock_fd_;
+  absl::Mutex mu_;
+  std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);
+  // Refs held by open writers, keyed "<ns>/<ref>".
+  std::map<std::string, std::shared_ptr<ActiveIngest>> active_ ABSL_GUARDED_BY(mu_);
+  absl::Notification stop_;
+  std::thread expiry_thread_;
+};
+
+// "<ns>/<ref>": namespaces cannot contain '/'.
+inline std::string IngestKey(absl::string_view ns, absl::string_view ref) {
+  return std::string(ns) + "/" + std::string(ref);
+}
+
+inline int64_t ToNanos(absl::Time t) { return absl::ToUnixNanos(t); }
+inline absl::Time FromNanos(int64_t n) { return absl::FromUnixNanos(n); }
+
+}  // namespace berth::contentd::internal

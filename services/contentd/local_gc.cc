@@ -1,0 +1,381 @@
+// Garbage collection for LocalContentStore (containerd's gc/gc.go and metadata/gc.go, reduced to
+// what contentd owns): a plain mark from the roots through containerd.io/gc.ref.content*
+// labels, then a sweep of the candidates that were not reached.
+//
+// Roots in a namespace: blobs labelled containerd.io/gc.root, and the "content" and "ingests"
+// resources of its leases (a lease labelled containerd.io/gc.flat protects its content without
+// following references). A full pass (CollectGarbage) considers every blob a candidate; a
+// release (deleting or expiring a lease, deleting a lease resource) only what the released
+// resources reach, everything else counting as a root: it takes what they alone kept alive.
+
+#include <deque>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "lib/base/logging.h"
+#include "services/contentd/local_file_store.h"
+
+namespace berth::contentd::internal {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Digests named by a blob's containerd.io/gc.ref.content* labels.
+std::vector<std::string> ContentRefs(const LabelMap& labels) {
+  std::vector<std::string> refs;
+  for (auto it = labels.lower_bound(std::string(kGcRefContentPrefix));
+       it != labels.end() && absl::StartsWith(it->first, kGcRefContentPrefix); ++it) {
+    absl::StatusOr<Digest> digest = Digest::Parse(it->second);
+    if (digest.ok()) {
+      refs.push_back(digest->ToString());
+    }
+  }
+  return refs;
+}
+
+}  // namespace
+
+absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scope,
+                                      GcResult* result, std::vector<Removal>* removed) {
+  // The namespace's blobs and their references.
+  std::map<std::string, LabelMap> blobs;
+  {
+    absl::StatusOr<sqlite::Statement> st =
+        db_->Prepare("SELECT digest, labels FROM blobs WHERE ns = ?");
+    if (!st.ok()) {
+      return st.status();
+    }
+    st->Bind(1, ns);
+    while (true) {
+      absl::StatusOr<bool> more = st->Step();
+      if (!more.ok()) {
+        return more.status();
+      }
+      if (!*more) {
+        break;
+      }
+      absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(1));
+      if (!labels.ok()) {
+        return labels.status();
+      }
+      blobs.emplace(st->Text(0), std::move(*labels));
+    }
+  }
+  // What live leases hold.
+  std::set<std::string> leased_content;
+  std::set<std::string> flat_content;
+  std::set<std::string> leased_ingests;
+  {
+    absl::StatusOr<sqlite::Statement> st = db_->Prepare(
+        "SELECT r.type, r.id, l.labels FROM lease_resources r JOIN leases l "
+        "ON r.ns = l.ns AND r.lease = l.id "
+        "WHERE r.ns = ? AND r.type IN ('content', 'ingests')");
+    if (!st.ok()) {
+      return st.status();
+    }
+    st->Bind(1, ns);
+    while (true) {
+      absl::StatusOr<bool> more = st->Step();
+      if (!more.ok()) {
+        return more.status();
+      }
+      if (!*more) {
+        break;
+      }
+      std::string type = st->Text(0);
+      std::string id = st->Text(1);
+      if (type == "ingests") {
+        leased_ingests.insert(id);
+        continue;
+      }
+      absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(2));
+      if (!labels.ok()) {
+        return labels.status();
+      }
+      (labels->count(std::string(kGcFlatLabel)) != 0 ? flat_content : leased_content).insert(id);
+    }
+  }
+
+  // Candidates: everything (full pass) or what the released resources reach.
+  std::set<std::string> candidates;
+  if (scope.full) {
+    for (const auto& [digest, labels] : blobs) {
+      candidates.insert(digest);
+    }
+  } else {
+    std::deque<std::string> queue(scope.blobs.begin(), scope.blobs.end());
+    while (!queue.empty()) {
+      std::string digest = std::move(queue.front());
+      queue.pop_front();
+      auto it = blobs.find(digest);
+      if (it == blobs.end() || !candidates.insert(digest).second) {
+        continue;
+      }
+      for (std::string& ref : ContentRefs(it->second)) {
+        queue.push_back(std::move(ref));
+      }
+    }
+  }
+
+  // Mark.
+  std::set<std::string> marked;
+  std::deque<std::string> queue;
+  for (const auto& [digest, labels] : blobs) {
+    if (labels.count(std::string(kGcRootLabel)) != 0 || candidates.count(digest) == 0) {
+      queue.push_back(digest);
+    }
+  }
+  queue.insert(queue.end(), leased_content.begin(), leased_content.end());
+  while (!queue.empty()) {
+    std::string digest = std::move(queue.front());
+    queue.pop_front();
+    auto it = blobs.find(digest);
+    if (it == blobs.end() || !marked.insert(digest).second) {
+      continue;
+    }
+    for (std::string& ref : ContentRefs(it->second)) {
+      queue.push_back(std::move(ref));
+    }
+  }
+  marked.insert(flat_content.begin(), flat_content.end());
+
+  // Ingests to sweep: released ones, or (full pass) those left untouched too long. Never one
+  // that a lease holds or a writer has open.
+  std::vector<IngestRow> dead_ingests;
+  {
+    absl::StatusOr<sqlite::Statement> st = db_->Prepare(
+        "SELECT ns, ref, id, total, expected, started_at FROM ingests WHERE ns = ?");
+    if (!st.ok()) {
+      return st.status();
+    }
+    st->Bind(1, ns);
+    absl::Time now = absl::Now();
+    while (true) {
+      absl::StatusOr<bool> more = st->Step();
+      if (!more.ok()) {
+        return more.status();
+      }
+      if (!*more) {
+        break;
+      }
+      IngestRow row;
+      row.ns = st->Text(0);
+      row.ref = st->Text(1);
+      row.id = st->Text(2);
+      if (leased_ingests.count(row.ref) != 0 || active_.count(IngestKey(ns, row.ref)) != 0) {
+        continue;
+      }
+      if (scope.ingests.count(row.ref) != 0) {
+        dead_ingests.push_back(std::move(row));
+      } else if (scope.full) {
+        row.started_at = FromNanos(st->Int(5));
+        if (StatusOf(row).updated_at + options_.ingest_expiry <= now) {
+          dead_ingests.push_back(std::move(row));
+        }
+      }
+    }
+  }
+
+  // Sweep.
+  std::vector<Removal> swept;
+  for (const std::string& digest : candidates) {
+    if (marked.count(digest) == 0) {
+      absl::StatusOr<Digest> d = Digest::Parse(digest);
+      if (d.ok()) {
+        swept.push_back({ns, *d});
+      }
+    }
+  }
+  if (swept.empty() && dead_ingests.empty()) {
+    return absl::OkStatus();
+  }
+  absl::Status st = db_->Transaction([&]() -> absl::Status {
+    for (const Removal& r : swept) {
+      absl::StatusOr<sqlite::Statement> s =
+          db_->Prepare("DELETE FROM blobs WHERE ns = ? AND digest = ?");
+      if (!s.ok()) {
+        return s.status();
+      }
+      if (absl::Status e = s->Bind(1, ns).Bind(2, r.digest.ToString()).Run(); !e.ok()) {
+        return e;
+      }
+    }
+    for (const IngestRow& row : dead_ingests) {
+      absl::StatusOr<sqlite::Statement> s =
+          db_->Prepare("DELETE FROM ingests WHERE ns = ? AND ref = ?");
+      if (!s.ok()) {
+        return s.status();
+      }
+      if (absl::Status e = s->Bind(1, ns).Bind(2, row.ref).Run(); !e.ok()) {
+        return e;
+      }
+    }
+    return absl::OkStatus();
+  });
+  if (!st.ok()) {
+    return st;
+  }
+  RemoveUnreferencedFilesLocked(swept);
+  for (const IngestRow& row : dead_ingests) {
+    std::error_code ec;
+    fs::remove_all(IngestDir(row.id), ec);
+  }
+  result->blobs_removed += static_cast<int64_t>(swept.size());
+  result->ingests_removed += static_cast<int64_t>(dead_ingests.size());
+  removed->insert(removed->end(), swept.begin(), swept.end());
+  return absl::OkStatus();
+}
+
+absl::Status FileStore::DeleteLeaseLocked(const std::string& ns, const std::string& id,
+                                          GcResult* result, std::vector<Removal>* removed) {
+  GcScope scope;
+  {
+    absl::StatusOr<sqlite::Statement> st =
+        db_->Prepare("SELECT type, id FROM lease_resources WHERE ns = ? AND lease = ?");
+    if (!st.ok()) {
+      return st.status();
+    }
+    st->Bind(1, ns).Bind(2, id);
+    while (true) {
+      absl::StatusOr<bool> more = st->Step();
+      if (!more.ok()) {
+        return more.status();
+      }
+      if (!*more) {
+        break;
+      }
+      std::string type = st->Text(0);
+      if (type == "content") {
+        scope.blobs.insert(st->Text(1));
+      } else if (type == "ingests") {
+        scope.ingests.insert(st->Text(1));
+      }
+    }
+  }
+  absl::StatusOr<sqlite::Statement> del =
+      db_->Prepare("DELETE FROM leases WHERE ns = ? AND id = ?");  // cascades to resources
+  if (!del.ok()) {
+    return del.status();
+  }
+  if (absl::Status st = del->Bind(1, ns).Bind(2, id).Run(); !st.ok()) {
+    return st;
+  }
+  if (db_->Changes() == 0) {
+    return absl::NotFoundError(absl::StrCat("lease ", id, " not found"));
+  }
+  return CollectLocked(ns, scope, result, removed);
+}
+
+absl::Status FileStore::ExpireLeasesLocked(GcResult* result, std::vector<Removal>* removed) {
+  std::vector<std::pair<std::string, std::string>> expired;
+  {
+    absl::StatusOr<sqlite::Statement> st = db_->Prepare("SELECT ns, id, labels FROM leases");
+    if (!st.ok()) {
+      return st.status();
+    }
+    absl::Time now = absl::Now();
+    while (true) {
+      absl::StatusOr<bool> more = st->Step();
+      if (!more.ok()) {
+        return more.status();
+      }
+      if (!*more) {
+        break;
+      }
+      absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(2));
+      if (!labels.ok()) {
+        return labels.status();
+      }
+      auto it = labels->find(std::string(kGcExpireLabel));
+      if (it == labels->end()) {
+        continue;
+      }
+      absl::Time expire;
+      std::string err;
+      if (!absl::ParseTime(absl::RFC3339_full, it->second, &expire, &err)) {
+        BERTH_LOG(Debug) << "contentd: lease " << st->Text(0) << "/" << st->Text(1) << ": bad "
+                         << kGcExpireLabel << " \"" << it->second << "\": " << err;
+        continue;
+      }
+      if (expire <= now) {
+        expired.emplace_back(st->Text(0), st->Text(1));
+      }
+    }
+  }
+  for (const auto& [ns, id] : expired) {
+    if (absl::Status st = DeleteLeaseLocked(ns, id, result, removed); !st.ok()) {
+      return st;
+    }
+    BERTH_LOG(Info) << "contentd: lease " << ns << "/" << id << " expired";
+    result->leases_expired++;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> FileStore::NamespacesLocked() {
+  absl::StatusOr<sqlite::Statement> st = db_->Prepare(
+      "SELECT name FROM namespaces UNION SELECT ns FROM blobs UNION SELECT ns FROM ingests");
+  if (!st.ok()) {
+    return st.status();
+  }
+  std::vector<std::string> out;
+  while (true) {
+    absl::StatusOr<bool> more = st->Step();
+    if (!more.ok()) {
+      return more.status();
+    }
+    if (!*more) {
+      break;
+    }
+    out.push_back(st->Text(0));
+  }
+  return out;
+}
+
+absl::StatusOr<GcResult> FileStore::CollectGarbage() {
+  GcResult result;
+  std::vector<Removal> removed;
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    status = ExpireLeasesLocked(&result, &removed);
+    absl::StatusOr<std::vector<std::string>> names = NamespacesLocked();
+    if (status.ok() && !names.ok()) {
+      status = names.status();
+    }
+    if (status.ok()) {
+      GcScope scope;
+      scope.full = true;
+      for (const std::string& ns : *names) {
+        status = CollectLocked(ns, scope, &result, &removed);
+        if (!status.ok()) {
+          break;
+        }
+      }
+    }
+  }
+  Publish(removed);  // what was removed before an error is still gone
+  if (!status.ok()) {
+    return status;
+  }
+  return result;
+}
+
+void FileStore::ExpiryLoop() {
+  while (!stop_.WaitForNotificationWithTimeout(options_.lease_expiry_interval)) {
+    GcResult result;
+    std::vector<Removal> removed;
+    absl::Status st;
+    {
+      absl::MutexLock lock(&mu_);
+      st = ExpireLeasesLocked(&result, &removed);
+    }
+    Publish(removed);
+    if (!st.ok()) {
+      BERTH_LOG(Error) << "contentd: expiring leases: " << st;
+    }
+  }
+}
+
+}  // namespace berth::contentd::internal

@@ -1,0 +1,24 @@
+#pragma once
+
+// The berth command tree. main.cc builds the root command, adds the global options and calls
+// each Register* below; every command's body is a function returning absl::Status, run by a
+// Runner once the whole command line is parsed.
+
+#include "tools/berth/cli.h"
+
+namespace CLI {
+class App;
+}
+
+namespace berth::cli {
+
+// `berth content ...`: ingest, ls, get, info, rm, label, active, abort.
+void RegisterContentCommands(CLI::App& root, Runner& runner);
+// `berth lease ...`: create, ls, rm.
+void RegisterLeaseCommands(CLI::App& root, Runner& runner);
+// `berth namespace ...` (alias `ns`): create, ls, rm.
+void RegisterNamespaceCommands(CLI::App& root, Runner& runner);
+// `berth version`.
+void RegisterVersionCommand(CLI::App& root, Runner& runner);
+
+}  // namespace berth::cli

@@ -1,0 +1,576 @@
+// `berth content ...`, on content::GrpcContentStore talking to contentd.
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "lib/content/grpc_content_store.h"
+#include "tools/berth/commands.h"
+#include "tools/berth/output.h"
+
+namespace berth::cli {
+namespace {
+
+constexpr absl::string_view kDaemon = "contentd";
+// How much input one read takes and one Write sends (the writer splits at 1 MiB anyway).
+constexpr size_t kChunk = 1 << 20;
+
+nlohmann::json InfoJson(const content::Info& info) {
+  return {{"digest", info.digest.ToString()},
+          {"size", info.size},
+          {"created_at", FormatTimestamp(info.created_at)},
+          {"updated_at", FormatTimestamp(info.updated_at)},
+          {"labels", info.labels}};
+}
+
+nlohmann::json StatusJson(const content::IngestStatus& status) {
+  return {{"ref", status.ref},
+          {"offset", status.offset},
+          {"total", status.total},
+          {"expected", status.expected.ToString()},
+          {"started_at", FormatTimestamp(status.started_at)},
+          {"updated_at", FormatTimestamp(status.updated_at)}};
+}
+
+std::string ErrnoText(absl::string_view what, int err) {
+  return absl::StrCat(what, ": ", std::strerror(err));
+}
+
+// Reads up to `size` bytes, retrying on EINTR and short reads; returns the count (less than
+// `size` only at the end of input).
+absl::StatusOr<size_t> ReadFull(int fd, char* buf, size_t size, absl::string_view name) {
+  size_t n = 0;
+  while (n < size) {
+    ssize_t r = ::read(fd, buf + n, size - n);
+    if (r < 0 && errno == EINTR) {
+      continue;
+    }
+    if (r < 0) {
+      return absl::UnavailableError(ErrnoText(absl::StrCat("read ", name), errno));
+    }
+    if (r == 0) {
+      break;
+    }
+    n += static_cast<size_t>(r);
+  }
+  return n;
+}
+
+// Writes all of `data` to fd, retrying on EINTR.
+absl::Status WriteFull(int fd, absl::string_view data) {
+  while (!data.empty()) {
+    ssize_t w = ::write(fd, data.data(), data.size());
+    if (w < 0 && errno == EINTR) {
+      continue;
+    }
+    if (w < 0) {
+      return absl::UnavailableError(ErrnoText("write to stdout", errno));
+    }
+    data.remove_prefix(static_cast<size_t>(w));
+  }
+  return absl::OkStatus();
+}
+
+// Skips the first `count` bytes of the input: seeks in a regular file, reads and drops
+// otherwise. Returns how many bytes were skipped (less than `count` if the input is shorter).
+absl::StatusOr<int64_t> SkipInput(int fd, int64_t count, absl::string_view name) {
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    off_t position = ::lseek(fd, 0, SEEK_CUR);
+    if (position >= 0) {
+      int64_t available = std::max<int64_t>(0, st.st_size - position);
+      int64_t skip = std::min(count, available);
+      if (::lseek(fd, position + skip, SEEK_SET) < 0) {
+        return absl::UnavailableError(ErrnoText(absl::StrCat("seek ", name), errno));
+      }
+      return skip;
+    }
+  }
+  std::vector<char> buf(kChunk);
+  int64_t skipped = 0;
+  while (skipped < count) {
+    size_t want = static_cast<size_t>(std::min<int64_t>(count - skipped, kChunk));
+    absl::StatusOr<size_t> n = ReadFull(fd, buf.data(), want, name);
+    if (!n.ok()) {
+      return n.status();
+    }
+    skipped += static_cast<int64_t>(*n);
+    if (*n < want) {
+      break;
+    }
+  }
+  return skipped;
+}
+
+// Sets `labels` on a committed blob, leaving its other labels alone.
+absl::Status MergeLabels(content::ContentStore& store, const Context& ctx, const Digest& digest,
+                         const content::Labels& labels) {
+  if (labels.empty()) {
+    return absl::OkStatus();
+  }
+  content::Info info;
+  info.digest = digest;
+  info.labels = labels;
+  std::vector<std::string> paths;
+  for (const auto& [key, value] : labels) {
+    paths.push_back(absl::StrCat("labels.", key));
+  }
+  return store.Update(ctx, info, paths).status();
+}
+
+struct IngestArgs {
+  std::string ref;
+  std::string expected_digest;
+  int64_t expected_size = 0;
+  std::vector<std::string> labels;
+  std::string file;
+};
+
+absl::Status PrintIngested(Session& session, const Digest& digest, int64_t size,
+                           const std::string& ref) {
+  if (session.json()) {
+    PrintJson(std::cout, {{"ref", ref}, {"digest", digest.ToString()}, {"size", size}});
+  } else {
+    std::cout << digest.ToString() << '\n';
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Ingest(Session& session, const IngestArgs& args) {
+  Digest expected;
+  if (!args.expected_digest.empty()) {
+    absl::StatusOr<Digest> parsed = ParseDigestArg(args.expected_digest);
+    if (!parsed.ok()) {
+      return parsed.status();
+    }
+    expected = *parsed;
+  }
+  if (args.expected_size < 0) {
+    return UsageError("--expected-size must not be negative");
+  }
+  absl::StatusOr<content::Labels> labels = ParseLabels(args.labels);
+  if (!labels.ok()) {
+    return labels.status();
+  }
+  std::string input_name = args.file.empty() ? "stdin" : args.file;
+  int fd = 0;
+  if (!args.file.empty()) {
+    fd = ::open(args.file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      std::string message = ErrnoText(absl::StrCat("open ", args.file), err);
+      return err == ENOENT ? absl::NotFoundError(message) : absl::PermissionDeniedError(message);
+    }
+  }
+  absl::Cleanup close_input = [fd] {
+    if (fd != 0) {
+      ::close(fd);
+    }
+  };
+
+  const Context ctx = session.context();
+  content::GrpcContentStore store(session.Channel(kDaemon));
+  content::WriterOptions options;
+  options.ref = args.ref;
+  options.total = args.expected_size;
+  options.expected = expected;
+  absl::StatusOr<std::unique_ptr<content::Writer>> writer = store.OpenWriter(ctx, options);
+  if (writer.status().code() == absl::StatusCode::kAlreadyExists && !expected.IsEmpty()) {
+    // Already committed here: nothing to send.
+    if (absl::Status status = MergeLabels(store, ctx, expected, *labels); !status.ok()) {
+      return session.Explain(kDaemon, status);
+    }
+    absl::StatusOr<content::Info> info = store.GetInfo(ctx, expected);
+    return PrintIngested(session, expected, info.ok() ? info->size : args.expected_size, args.ref);
+  }
+  if (!writer.ok()) {
+    return session.Explain(kDaemon, writer.status());
+  }
+  absl::StatusOr<content::IngestStatus> status = (*writer)->Status();
+  if (!status.ok()) {
+    return session.Explain(kDaemon, status.status());
+  }
+  const std::string abort_hint =
+      absl::StrCat("run the same command again to resume, or `berth content abort ", args.ref,
+                   "` to start over");
+
+  // Resume: the ingest already holds the first `offset` bytes of this input.
+  int64_t consumed = status->offset;
+  if (consumed > 0) {
+    absl::StatusOr<int64_t> skipped = SkipInput(fd, consumed, input_name);
+    if (!skipped.ok()) {
+      return skipped.status();
+    }
+    if (*skipped < consumed) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "ingest ", args.ref, " is already at offset ", consumed, " but ", input_name,
+          " has only ", *skipped, " bytes; `berth content abort ", args.ref, "` to start over"));
+    }
+    std::cerr << "resuming ingest " << args.ref << " at offset " << consumed << '\n';
+  }
+
+  std::vector<char> buf(kChunk);
+  for (;;) {
+    absl::StatusOr<size_t> n = ReadFull(fd, buf.data(), buf.size(), input_name);
+    if (!n.ok()) {
+      return absl::Status(n.status().code(),
+                          absl::StrCat(n.status().message(), "; ingest ", args.ref,
+                                       " kept at offset ", consumed, ": ", abort_hint));
+    }
+    if (*n == 0) {
+      break;
+    }
+    if (args.expected_size > 0 && consumed + static_cast<int64_t>(*n) > args.expected_size) {
+      (*writer)->Close().IgnoreError();
+      store.Abort(ctx, args.ref).IgnoreError();
+      return absl::FailedPreconditionError(
+          absl::StrCat(input_name, " is longer than --expected-size ", args.expected_size,
+                       "; ingest ", args.ref, " aborted, nothing stored"));
+    }
+    if (absl::Status written = (*writer)->Write(absl::string_view(buf.data(), *n)); !written.ok()) {
+      return session.Explain(kDaemon, written);
+    }
+    consumed += static_cast<int64_t>(*n);
+  }
+
+  if (args.expected_size > 0 && consumed < args.expected_size) {
+    // Interrupted input (or a wrong size): keep what arrived so a re-run resumes.
+    (*writer)->Close().IgnoreError();
+    return absl::FailedPreconditionError(
+        absl::StrCat(input_name, " ended after ", consumed, " of ", args.expected_size,
+                     " bytes; ingest ", args.ref, " kept at offset ", consumed, ": ", abort_hint));
+  }
+  Digest actual = (*writer)->CurrentDigest();
+  if (!expected.IsEmpty() && !actual.IsEmpty() && actual != expected) {
+    // The whole input is in and it is not the blob asked for: a re-run cannot fix it.
+    (*writer)->Close().IgnoreError();
+    store.Abort(ctx, args.ref).IgnoreError();
+    return absl::FailedPreconditionError(
+        absl::StrCat("digest mismatch: ", input_name, " is ", actual.ToString(), ", expected ",
+                     expected.ToString(), "; ingest ", args.ref, " aborted, nothing stored"));
+  }
+  absl::Status committed = (*writer)->Commit(args.expected_size, expected, *labels);
+  if (actual.IsEmpty()) {
+    actual = (*writer)->CurrentDigest();
+  }
+  if (committed.code() == absl::StatusCode::kAlreadyExists) {
+    // The same bytes were committed here before; the ingest is gone, the blob is there.
+    if (absl::Status status = MergeLabels(store, ctx, actual, *labels); !status.ok()) {
+      return session.Explain(kDaemon, status);
+    }
+    committed = absl::OkStatus();
+  }
+  if (committed.code() == absl::StatusCode::kFailedPrecondition) {
+    store.Abort(ctx, args.ref).IgnoreError();
+    return absl::FailedPreconditionError(
+        absl::StrCat(committed.message(), "; ingest ", args.ref, " aborted, nothing stored"));
+  }
+  if (!committed.ok()) {
+    return session.Explain(kDaemon, committed);
+  }
+  return PrintIngested(session, actual, consumed, args.ref);
+}
+
+absl::Status List(Session& session, const std::vector<std::string>& filters, bool quiet) {
+  content::GrpcContentStore store(session.Channel(kDaemon));
+  std::vector<content::Info> infos;
+  absl::Status status = store.Walk(session.context(), filters, [&](const content::Info& info) {
+    infos.push_back(info);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) {
+    return session.Explain(kDaemon, status);
+  }
+  if (session.json()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const content::Info& info : infos) {
+      out.push_back(InfoJson(info));
+    }
+    PrintJson(std::cout, out);
+  } else if (quiet) {
+    for (const content::Info& info : infos) {
+      std::cout << info.digest.ToString() << '\n';
+    }
+  } else {
+    absl::Time now = absl::Now();
+    Table table({"DIGEST", "SIZE", "AGE", "LABELS"});
+    for (const content::Info& info : infos) {
+      table.AddRow({info.digest.ToString(), HumanSize(info.size),
+                    HumanDuration(now - info.created_at), FormatLabels(info.labels)});
+    }
+    table.Print(std::cout);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Get(Session& session, const std::string& digest_arg) {
+  absl::StatusOr<Digest> digest = ParseDigestArg(digest_arg);
+  if (!digest.ok()) {
+    return digest.status();
+  }
+  content::GrpcContentStore store(session.Channel(kDaemon));
+  absl::StatusOr<std::unique_ptr<content::Reader>> reader =
+      store.OpenReader(session.context(), *digest);
+  if (!reader.ok()) {
+    return session.Explain(kDaemon, reader.status());
+  }
+  std::vector<char> buf(kChunk);
+  int64_t offset = 0;
+  while (offset < (*reader)->Size()) {
+    absl::StatusOr<size_t> n = (*reader)->ReadAt(offset, buf.data(), buf.size());
+    if (!n.ok()) {
+      return session.Explain(kDaemon, n.status());
+    }
+    if (*n == 0) {
+      return absl::DataLossError(absl::StrCat("content ", digest->ToString(), ": ended at ", offset,
+                                              " of ", (*reader)->Size(), " bytes"));
+    }
+    if (absl::Status status = WriteFull(1, absl::string_view(buf.data(), *n)); !status.ok()) {
+      return status;
+    }
+    offset += static_cast<int64_t>(*n);
+  }
+  return absl::OkStatus();
+}
+
+void PrintInfo(Session& session, const content::Info& info) {
+  if (session.json()) {
+    PrintJson(std::cout, InfoJson(info));
+    return;
+  }
+  absl::Time now = absl::Now();
+  std::cout << "Digest:   " << info.digest.ToString() << '\n'
+            << "Size:     " << info.size << " (" << HumanSize(info.size) << ")\n"
+            << "Created:  " << FormatTimestamp(info.created_at) << " ("
+            << HumanDuration(now - info.created_at) << " ago)\n"
+            << "Updated:  " << FormatTimestamp(info.updated_at) << " ("
+            << HumanDuration(now - info.updated_at) << " ago)\n"
+            << "Labels:" << (info.labels.empty() ? "   -\n" : "\n");
+  for (const auto& [key, value] : info.labels) {
+    std::cout << "  " << key << "=" << value << '\n';
+  }
+}
+
+absl::Status ShowInfo(Session& session, const std::string& digest_arg) {
+  absl::StatusOr<Digest> digest = ParseDigestArg(digest_arg);
+  if (!digest.ok()) {
+    return digest.status();
+  }
+  content::GrpcContentStore store(session.Channel(kDaemon));
+  absl::StatusOr<content::Info> info = store.GetInfo(session.context(), *digest);
+  if (!info.ok()) {
+    return session.Explain(kDaemon, info.status());
+  }
+  PrintInfo(session, *info);
+  return absl::OkStatus();
+}
+
+// Removes every digest it can; reports each failure and fails if any did.
+absl::Status Remove(Session& session, const std::vector<std::string>& digest_args) {
+  std::vector<Digest> digests;
+  for (const std::string& arg : digest_args) {
+    absl::StatusOr<Digest> digest = ParseDigestArg(arg);
+    if (!digest.ok()) {
+      return digest.status();
+    }
+    digests.push_back(*digest);
+  }
+  content::GrpcContentStore store(session.Channel(kDaemon));
+  absl::Status first_error;
+  std::vector<std::string> removed;
+  for (const Digest& digest : digests) {
+    absl::Status status = session.Explain(kDaemon, store.Delete(session.context(), digest));
+    if (status.code() == absl::StatusCode::kUnavailable ||
+        status.code() == absl::StatusCode::kDeadlineExceeded) {
+      return status;
+    }
+    if (!status.ok()) {
+      if (first_error.ok()) {
+        first_error = status;
+      } else {
+        std::cerr << "berth: " << status.message() << '\n';
+      }
+      continue;
+    }
+    removed.push_back(digest.ToString());
+  }
+  if (session.json()) {
+    PrintJson(std::cout, removed);
+  } else {
+    for (const std::string& digest : removed) {
+      std::cout << digest << '\n';
+    }
+  }
+  return first_error;
+}
+
+// `label DIGEST k=v k2=`: sets k, removes k2, leaves other labels alone (like ctr).
+absl::Status Label(Session& session, const std::string& digest_arg,
+                   const std::vector<std::string>& label_args) {
+  absl::StatusOr<Digest> digest = ParseDigestArg(digest_arg);
+  if (!digest.ok()) {
+    return digest.status();
+  }
+  content::Info info;
+  info.digest = *digest;
+  std::vector<std::string> paths;
+  for (const std::string& arg : label_args) {
+    absl::StatusOr<std::pair<std::string, std::string>> label = ParseLabel(arg);
+    if (!label.ok()) {
+      return label.status();
+    }
+    if (label->second.empty()) {
+      info.labels.erase(label->first);  // absent from info + named in the mask: removed
+    } else {
+      info.labels[label->first] = label->second;
+    }
+    paths.push_back(absl::StrCat("labels.", label->first));
+  }
+  content::GrpcContentStore store(session.Channel(kDaemon));
+  absl::StatusOr<content::Info> updated = store.Update(session.context(), info, paths);
+  if (!updated.ok()) {
+    return session.Explain(kDaemon, updated.status());
+  }
+  if (session.json()) {
+    PrintJson(std::cout, InfoJson(*updated));
+  } else {
+    std::cout << updated->digest.ToString() << "  " << FormatLabels(updated->labels) << '\n';
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Active(Session& session, const std::vector<std::string>& filters) {
+  content::GrpcContentStore store(session.Channel(kDaemon));
+  absl::StatusOr<std::vector<content::IngestStatus>> statuses =
+      store.ListStatuses(session.context(), filters);
+  if (!statuses.ok()) {
+    return session.Explain(kDaemon, statuses.status());
+  }
+  if (session.json()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const content::IngestStatus& status : *statuses) {
+      out.push_back(StatusJson(status));
+    }
+    PrintJson(std::cout, out);
+    return absl::OkStatus();
+  }
+  absl::Time now = absl::Now();
+  Table table({"REF", "OFFSET", "TOTAL", "EXPECTED", "AGE"});
+  for (const content::IngestStatus& status : *statuses) {
+    table.AddRow({status.ref, std::to_string(status.offset),
+                  status.total > 0 ? std::to_string(status.total) : "-",
+                  status.expected.IsEmpty() ? "-" : status.expected.ToString(),
+                  HumanDuration(now - status.started_at)});
+  }
+  table.Print(std::cout);
+  return absl::OkStatus();
+}
+
+absl::Status Abort(Session& session, const std::string& ref) {
+  content::GrpcContentStore store(session.Channel(kDaemon));
+  if (absl::Status status = store.Abort(session.context(), ref); !status.ok()) {
+    return session.Explain(kDaemon, status);
+  }
+  if (session.json()) {
+    PrintJson(std::cout, {{"aborted", ref}});
+  } else {
+    std::cout << ref << '\n';
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterContentCommands(CLI::App& root, Runner& runner) {
+  CLI::App* content = root.add_subcommand("content", "Manage blobs in contentd");
+  content->require_subcommand(0, 1);
+
+  auto ingest_args = std::make_shared<IngestArgs>();
+  CLI::App* ingest = content->add_subcommand(
+      "ingest",
+      "Store stdin (or --file) as a blob and print its digest. An interrupted ingest resumes "
+      "when run again with the same REF and the same input");
+  ingest->add_option("REF", ingest_args->ref, "Name of the ingest (any string you choose)")
+      ->required();
+  ingest->add_option("--expected-digest", ingest_args->expected_digest,
+                     "Refuse to commit unless the input has this digest");
+  ingest->add_option("--expected-size", ingest_args->expected_size,
+                     "Refuse to commit unless the input has this many bytes; a shorter input "
+                     "keeps the ingest for a resume");
+  ingest->add_option("--label", ingest_args->labels, "Label for the blob, key=value (repeatable)")
+      ->allow_extra_args(false);
+  ingest->add_option("-f,--file", ingest_args->file, "Read this file instead of stdin");
+  ingest->callback(
+      runner.Wrap([ingest_args](Session& session) { return Ingest(session, *ingest_args); }));
+
+  struct ListArgs {
+    std::vector<std::string> filters;
+    bool quiet = false;
+  };
+  auto ls_args = std::make_shared<ListArgs>();
+  CLI::App* ls = content->add_subcommand("ls", "List blobs (table: DIGEST SIZE AGE LABELS)");
+  ls->alias("list");
+  ls->add_option("FILTER", ls_args->filters,
+                 "containerd filters over digest, size and labels.<key>; any may match");
+  ls->add_flag("-q,--quiet", ls_args->quiet, "Print only the digests");
+  ls->callback(runner.Wrap(
+      [ls_args](Session& session) { return List(session, ls_args->filters, ls_args->quiet); }));
+
+  auto get_digest = std::make_shared<std::string>();
+  CLI::App* get = content->add_subcommand("get", "Write a blob to stdout");
+  get->add_option("DIGEST", *get_digest, "Digest of the blob")->required();
+  get->callback(runner.Wrap([get_digest](Session& session) { return Get(session, *get_digest); }));
+
+  auto info_digest = std::make_shared<std::string>();
+  CLI::App* info = content->add_subcommand("info", "Show a blob's size, times and labels");
+  info->add_option("DIGEST", *info_digest, "Digest of the blob")->required();
+  info->callback(
+      runner.Wrap([info_digest](Session& session) { return ShowInfo(session, *info_digest); }));
+
+  auto rm_digests = std::make_shared<std::vector<std::string>>();
+  CLI::App* rm = content->add_subcommand("rm", "Remove blobs from the namespace");
+  rm->alias("remove");
+  rm->add_option("DIGEST", *rm_digests, "Digests of the blobs")->required();
+  rm->callback(
+      runner.Wrap([rm_digests](Session& session) { return Remove(session, *rm_digests); }));
+
+  struct LabelArgs {
+    std::string digest;
+    std::vector<std::string> labels;
+  };
+  auto label_args = std::make_shared<LabelArgs>();
+  CLI::App* label = content->add_subcommand(
+      "label", "Set labels on a blob (key=value) or remove them (key=); others are kept");
+  label->add_option("DIGEST", label_args->digest, "Digest of the blob")->required();
+  label->add_option("LABELS", label_args->labels, "key=value to set, key= to remove")->required();
+  label->callback(runner.Wrap([label_args](Session& session) {
+    return Label(session, label_args->digest, label_args->labels);
+  }));
+
+  auto active_filters = std::make_shared<std::vector<std::string>>();
+  CLI::App* active = content->add_subcommand(
+      "active", "List ingests in progress (table: REF OFFSET TOTAL EXPECTED AGE)");
+  active->add_option("FILTER", *active_filters, "containerd filters over ref, e.g. ref~=^layer");
+  active->callback(
+      runner.Wrap([active_filters](Session& session) { return Active(session, *active_filters); }));
+
+  auto abort_ref = std::make_shared<std::string>();
+  CLI::App* abort = content->add_subcommand("abort", "Abort an ingest and drop its data");
+  abort->add_option("REF", *abort_ref, "Name of the ingest")->required();
+  abort->callback(
+      runner.Wrap([abort_ref](Session& session) { return Abort(session, *abort_ref); }));
+}
+
+}  // namespace berth::cli
