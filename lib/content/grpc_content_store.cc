@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,8 @@ namespace {
 
 // The largest payload of one WRITE message (containerd's servers and clients use 1 MiB too).
 constexpr size_t kWriteChunk = 1 << 20;
+// How many WRITE messages may await their acknowledgement.
+constexpr size_t kWriteWindow = 8;
 
 // One committed blob, read with one Read call per ReadAt.
 class GrpcReader : public Reader {
@@ -106,9 +109,16 @@ class GrpcWriter : public Writer {
     return status;
   }
 
-  Digest CurrentDigest() override { return digest_; }
+  // Waits for the acknowledgements in flight; after a stream error the last digest the server
+  // reported (Commit then returns the error).
+  Digest CurrentDigest() override {
+    AcknowledgeAll().IgnoreError();
+    return digest_;
+  }
 
   absl::Status Write(absl::string_view data) override {
+    // Pipelined: up to kWriteWindow chunks are on the wire before their acknowledgements are
+    // read, so the client's reading and the server's writing and hashing overlap.
     while (!data.empty()) {
       absl::string_view chunk = data.substr(0, kWriteChunk);
       data.remove_prefix(chunk.size());
@@ -116,16 +126,16 @@ class GrpcWriter : public Writer {
       request.set_action(v1::WRITE);
       request.set_offset(offset_);
       request.set_data(chunk.data(), chunk.size());
-      absl::StatusOr<v1::WriteContentResponse> response = RoundTrip(request);
-      if (!response.ok()) {
-        return response.status();
+      if (absl::Status sent = Send(request); !sent.ok()) {
+        return sent;
       }
-      if (response->offset() != offset_ + static_cast<int64_t>(chunk.size())) {
-        return absl::DataLossError(absl::StrCat("ref ", ref_, ": wrote ", chunk.size(),
-                                                " bytes at ", offset_, " but the server is at ",
-                                                response->offset()));
+      offset_ += static_cast<int64_t>(chunk.size());
+      unacknowledged_.push_back(offset_);
+      if (unacknowledged_.size() >= kWriteWindow) {
+        if (absl::Status acked = AcknowledgeOne(); !acked.ok()) {
+          return acked;
+        }
       }
-      offset_ = response->offset();
     }
     return absl::OkStatus();
   }
@@ -172,8 +182,9 @@ class GrpcWriter : public Writer {
   }
 
   absl::Status Close() override {
+    absl::Status acked = AcknowledgeAll();
     if (finished_) {
-      return absl::OkStatus();
+      return acked;
     }
     finished_ = true;
     stream_->WritesDone();
@@ -187,21 +198,36 @@ class GrpcWriter : public Writer {
  private:
   explicit GrpcWriter(const WriterOptions& opts) : ref_(opts.ref), expected_(opts.expected) {}
 
-  // Sends one request and reads its response. On any failure the stream is over: returns the
-  // server's status (or Unavailable if the stream ended without one).
+  // Sends one request and reads its response, after every acknowledgement still in flight.
+  // On any failure the stream is over: returns the server's status (or Unavailable if the
+  // stream ended without one).
   absl::StatusOr<v1::WriteContentResponse> RoundTrip(const v1::WriteContentRequest& request) {
+    if (absl::Status acked = AcknowledgeAll(); !acked.ok()) {
+      return acked;
+    }
+    if (absl::Status sent = Send(request); !sent.ok()) {
+      return sent;
+    }
+    return Receive();
+  }
+
+  absl::Status Send(const v1::WriteContentRequest& request) {
     if (finished_) {
       return absl::FailedPreconditionError(absl::StrCat("writer for ref ", ref_, " is closed"));
     }
+    if (!stream_->Write(request)) {
+      return Fail();
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<v1::WriteContentResponse> Receive() {
     v1::WriteContentResponse response;
-    if (!stream_->Write(request) || !stream_->Read(&response)) {
-      finished_ = true;
-      absl::Status status = FromGrpcStatus(stream_->Finish());
-      if (status.ok()) {
-        status = absl::UnavailableError(
-            absl::StrCat("ref ", ref_, ": the server ended the write stream early"));
-      }
-      return status;
+    if (finished_) {
+      return absl::FailedPreconditionError(absl::StrCat("writer for ref ", ref_, " is closed"));
+    }
+    if (!stream_->Read(&response)) {
+      return Fail();
     }
     if (!response.digest().empty()) {
       absl::StatusOr<Digest> digest = Digest::Parse(response.digest());
@@ -213,13 +239,51 @@ class GrpcWriter : public Writer {
     return response;
   }
 
+  // Reads the acknowledgement of the oldest WRITE in flight and checks its offset.
+  absl::Status AcknowledgeOne() {
+    int64_t want = unacknowledged_.front();
+    unacknowledged_.pop_front();
+    absl::StatusOr<v1::WriteContentResponse> response = Receive();
+    if (!response.ok()) {
+      unacknowledged_.clear();
+      return response.status();
+    }
+    if (response->offset() != want) {
+      unacknowledged_.clear();
+      return absl::DataLossError(absl::StrCat("ref ", ref_, ": wrote up to ", want,
+                                              " but the server is at ", response->offset()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status AcknowledgeAll() {
+    while (!unacknowledged_.empty()) {
+      if (absl::Status acked = AcknowledgeOne(); !acked.ok()) {
+        return acked;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // The stream broke: its final status, or Unavailable if it ended without an error.
+  absl::Status Fail() {
+    finished_ = true;
+    absl::Status status = FromGrpcStatus(stream_->Finish());
+    if (status.ok()) {
+      status = absl::UnavailableError(
+          absl::StrCat("ref ", ref_, ": the server ended the write stream early"));
+    }
+    return status;
+  }
+
   const std::string ref_;
   const Digest expected_;
   grpc::ClientContext client_context_;  // outlives stream_
   std::unique_ptr<grpc::ClientReaderWriter<v1::WriteContentRequest, v1::WriteContentResponse>>
       stream_;
   bool finished_ = false;
-  int64_t offset_ = 0;
+  int64_t offset_ = 0;                  // bytes sent
+  std::deque<int64_t> unacknowledged_;  // the offset each WRITE in flight should reach
   Digest digest_;
 };
 

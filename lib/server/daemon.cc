@@ -23,6 +23,7 @@
 #include <thread>
 #include <utility>
 
+#include <grpc/grpc.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/server_posix.h>
 #include <prometheus/exposer.h>
@@ -327,6 +328,11 @@ void Daemon::BlockTerminationSignals() {
 Daemon::Daemon(const config::CommonOptions& options)
     : impl_(std::make_unique<Impl>(options)), registry_(std::make_shared<prometheus::Registry>()) {
   BlockTerminationSignals();
+  // Hold one reference to the gRPC library for the life of the process. Without it, the
+  // server's destructor drops the last one and grpc_shutdown joins gRPC's executor thread,
+  // which can sit in epoll_wait for up to ~10 s: a daemon would linger that long after
+  // "stopped". The process exits right after the Daemon goes, so nothing needs the cleanup.
+  grpc_init();
 }
 
 Daemon::~Daemon() {

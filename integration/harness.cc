@@ -1,0 +1,467 @@
+#include "integration/harness.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "lib/base/digest.h"
+#include "lib/base/grpc_status.h"
+
+namespace berth::integration {
+namespace {
+
+absl::Status WriteTextFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) {
+    return absl::InternalError(absl::StrCat("writing ", path, " failed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MakeDir(const std::string& path) {
+  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+    return absl::InternalError(absl::StrCat("mkdir ", path, ": ", strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+std::string ReadAllLogs(const std::vector<std::string>& old_logs,
+                        const testing::Process* current) {
+  std::string out;
+  for (const std::string& path : old_logs) {
+    absl::StatusOr<std::string> text = ReadFile(path);
+    if (text.ok()) {
+      absl::StrAppend(&out, "----- ", path, "\n", *text);
+    }
+  }
+  if (current != nullptr) {
+    absl::StrAppend(&out, "----- ", current->log_path(), "\n", current->ReadLog());
+  }
+  return out;
+}
+
+std::string TomlString(const std::string& s) {
+  // Paths in tests never contain quotes or backslashes; keep the quoting honest anyway.
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+    }
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+void ListFilesInto(const std::string& root, const std::string& rel,
+                   std::vector<std::string>* out) {
+  std::string path = rel.empty() ? root : absl::StrCat(root, "/", rel);
+  DIR* dir = opendir(path.c_str());
+  if (dir == nullptr) {
+    return;
+  }
+  while (struct dirent* entry = readdir(dir)) {
+    std::string name = entry->d_name;
+    if (name == "." || name == "..") {
+      continue;
+    }
+    std::string child_rel = rel.empty() ? name : absl::StrCat(rel, "/", name);
+    struct stat st;
+    if (lstat(absl::StrCat(root, "/", child_rel).c_str(), &st) != 0) {
+      continue;
+    }
+    if (S_ISDIR(st.st_mode)) {
+      ListFilesInto(root, child_rel, out);
+    } else if (S_ISREG(st.st_mode)) {
+      out->push_back(child_rel);
+    }
+  }
+  closedir(dir);
+}
+
+}  // namespace
+
+CommandResult Ctr(const std::string& address, const std::string& ns,
+                  const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {"ctr", "--address", address};
+  if (!ns.empty()) {
+    argv.insert(argv.end(), {"--namespace", ns});
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+  CommandResult result;
+  result.output = testing::RunCommand(argv, &result.exit_code);
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contentd
+
+Contentd::Contentd(std::string dir, Options options)
+    : dir_(std::move(dir)),
+      options_(std::move(options)),
+      root_(dir_ + "/root"),
+      state_(dir_ + "/state"),
+      address_(dir_ + "/cd.sock") {}
+
+Contentd::~Contentd() = default;
+
+absl::Status Contentd::Start() {
+  if (running()) {
+    return absl::OkStatus();
+  }
+  if (process_ != nullptr) {
+    old_logs_.push_back(process_->log_path());
+    process_.reset();
+  }
+  std::vector<std::string> argv = {testing::BinaryPath("services/contentd/contentd"),
+                                    "--root",
+                                    root_,
+                                    "--state",
+                                    state_,
+                                    "--address",
+                                    address_,
+                                    "--default-namespace",
+                                    options_.default_namespace,
+                                    "--log-level",
+                                    options_.log_level};
+  if (!options_.nats_url.empty()) {
+    argv.insert(argv.end(), {"--nats-url", options_.nats_url});
+  }
+  if (options_.metrics_port != 0) {
+    argv.insert(argv.end(),
+                {"--metrics-address", absl::StrCat("127.0.0.1:", options_.metrics_port)});
+  }
+  argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
+  process_ = std::make_unique<testing::Process>(argv, dir_);
+  bool ready = testing::WaitFor(
+      [&] {
+        return process_->TryReap() || testing::WaitForUnixSocket(address_, absl::ZeroDuration());
+      },
+      absl::Seconds(20));
+  if (!ready || !process_->running()) {
+    return absl::UnavailableError(absl::StrCat("contentd (", absl::StrJoin(argv, " "),
+                                               ") did not come up; log:\n", ReadLog()));
+  }
+  return absl::OkStatus();
+}
+
+void Contentd::Kill() {
+  if (process_ != nullptr) {
+    process_->Kill();
+  }
+}
+
+// 30 s, not 10: contentd can spend up to ~10 s in grpc_shutdown() after it logs "stopped"
+// (reported; see integration/README.md), and a SIGKILL would turn that into a test failure.
+int Contentd::Stop() { return running() ? process_->Terminate(absl::Seconds(30)) : 0; }
+
+std::string Contentd::ReadLog() const { return ReadAllLogs(old_logs_, process_.get()); }
+
+// ---------------------------------------------------------------------------------------------
+// Registry
+
+Registry::Registry(std::string dir) : dir_(std::move(dir)) {}
+
+Registry::~Registry() { Stop(); }
+
+std::string Registry::host() const { return absl::StrCat("127.0.0.1:", port_); }
+
+absl::Status Registry::Start() {
+  absl::Status status = MakeDir(dir_ + "/registry");
+  if (!status.ok()) {
+    return status;
+  }
+  std::string last_log;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    port_ = testing::FreeTcpPort();
+    std::string config = absl::StrCat(
+        "version: 0.1\n"
+        "log:\n"
+        "  level: info\n"
+        "storage:\n"
+        "  filesystem:\n"
+        "    rootdirectory: ", dir_, "/registry\n"
+        "  delete:\n"
+        "    enabled: true\n"
+        "http:\n"
+        "  addr: 127.0.0.1:", port_, "\n");
+    std::string config_path = dir_ + "/registry.yml";
+    status = WriteTextFile(config_path, config);
+    if (!status.ok()) {
+      return status;
+    }
+    process_ = std::make_unique<testing::Process>(
+        std::vector<std::string>{"docker-registry", "serve", config_path}, dir_);
+    bool ready = testing::WaitFor(
+        [&] {
+          if (process_->TryReap()) {
+            return true;
+          }
+          int code = 0;
+          testing::RunCommand(
+              std::vector<std::string>{"curl", "-sf", "-o", "/dev/null",
+                                       absl::StrCat("http://", host(), "/v2/")},
+              &code);
+          return code == 0;
+        },
+        absl::Seconds(20));
+    if (ready && process_->running()) {
+      return absl::OkStatus();
+    }
+    last_log = process_->ReadLog();
+    process_.reset();  // the port was taken, or it never answered: try another port
+  }
+  return absl::UnavailableError(absl::StrCat("docker-registry did not come up; log:\n", last_log));
+}
+
+int Registry::Stop() {
+  int status = 0;
+  if (process_ != nullptr && process_->running()) {
+    status = process_->Terminate();
+  }
+  return status;
+}
+
+std::string Registry::ReadLog() const { return process_ ? process_->ReadLog() : std::string(); }
+
+absl::Status Registry::Push(const std::string& layout, const std::string& tag,
+                            const std::string& name) {
+  int code = 0;
+  std::string out = testing::RunCommand(
+      std::vector<std::string>{"skopeo", "copy", "--dest-tls-verify=false",
+                               absl::StrCat("oci:", layout, ":", tag),
+                               absl::StrCat("docker://", host(), "/", name, ":", tag)},
+      &code);
+  if (code != 0) {
+    return absl::InternalError(absl::StrCat("skopeo copy failed (", code, "): ", out));
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Containerd
+
+Containerd::Containerd(std::string dir, Options options)
+    : dir_(std::move(dir)),
+      options_(std::move(options)),
+      root_(dir_ + "/ctd-root"),
+      state_(dir_ + "/ctd-state"),
+      address_(dir_ + "/ctd.sock"),
+      config_path_(dir_ + "/containerd.toml") {}
+
+Containerd::~Containerd() { Stop(); }
+
+std::string Containerd::ConfigText() const {
+  std::vector<std::string> disabled = {"\"io.containerd.grpc.v1.cri\""};
+  if (!options_.content_proxy_address.empty()) {
+    disabled.push_back("\"io.containerd.content.v1.content\"");
+  }
+  std::string text = absl::StrCat(
+      "version = 2\n"
+      "root = ", TomlString(root_), "\n"
+      "state = ", TomlString(state_), "\n"
+      "disabled_plugins = [", absl::StrJoin(disabled, ", "), "]\n"
+      "\n"
+      "[grpc]\n"
+      "  address = ", TomlString(address_), "\n"
+      "\n"
+      "[ttrpc]\n"
+      "  address = ", TomlString(address_ + ".ttrpc"), "\n"
+      "\n"
+      "[debug]\n"
+      "  level = \"debug\"\n"
+      "\n"
+      "[plugins.\"io.containerd.internal.v1.opt\"]\n"
+      "  path = ", TomlString(dir_ + "/ctd-opt"), "\n");
+  if (options_.disable_gc) {
+    // The images and leases services need a GC plugin, so keep it but never let it run.
+    absl::StrAppend(&text,
+                    "\n"
+                    "[plugins.\"io.containerd.gc.v1.scheduler\"]\n"
+                    "  deletion_threshold = 0\n"
+                    "  mutation_threshold = 1000000000\n"
+                    "  schedule_delay = \"0s\"\n"
+                    "  startup_delay = \"100000h\"\n");
+  }
+  if (!options_.content_proxy_address.empty()) {
+    absl::StrAppend(&text,
+                    "\n"
+                    "[proxy_plugins.berth]\n"
+                    "  type = \"content\"\n"
+                    "  address = ", TomlString(options_.content_proxy_address), "\n");
+  }
+  if (!options_.snapshot_proxy_address.empty()) {
+    absl::StrAppend(&text,
+                    "\n"
+                    "[proxy_plugins.", TomlString(options_.snapshot_proxy_name), "]\n"
+                    "  type = \"snapshot\"\n"
+                    "  address = ", TomlString(options_.snapshot_proxy_address), "\n");
+  }
+  return text;
+}
+
+absl::Status Containerd::Start() {
+  if (running()) {
+    return absl::OkStatus();
+  }
+  absl::Status status = WriteTextFile(config_path_, ConfigText());
+  if (!status.ok()) {
+    return status;
+  }
+  if (process_ != nullptr) {
+    old_logs_.push_back(process_->log_path());
+  }
+  process_ = std::make_unique<testing::Process>(
+      std::vector<std::string>{"containerd", "--config", config_path_}, dir_);
+  bool ready = testing::WaitFor(
+      [&] {
+        if (process_->TryReap()) {
+          return true;
+        }
+        if (!testing::WaitForUnixSocket(address_, absl::ZeroDuration())) {
+          return false;
+        }
+        return Ctr(address_, "", {"version"}).exit_code == 0;
+      },
+      absl::Seconds(30));
+  if (!ready || !process_->running()) {
+    return absl::UnavailableError(absl::StrCat("containerd did not come up; config:\n",
+                                               ConfigText(), "log:\n", ReadLog()));
+  }
+  return absl::OkStatus();
+}
+
+int Containerd::Stop() { return running() ? process_->Terminate(absl::Seconds(20)) : 0; }
+
+void Containerd::Kill() {
+  if (process_ != nullptr) {
+    process_->Kill();
+  }
+}
+
+std::string Containerd::ReadLog() const { return ReadAllLogs(old_logs_, process_.get()); }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+namespace {
+
+std::unique_ptr<grpc::ClientContext> ContentContext(const std::string& ns) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!ns.empty()) {
+    ctx->AddMetadata("containerd-namespace", ns);
+  }
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return ctx;
+}
+
+absl::Status FromGrpc(const grpc::Status& status, absl::string_view what) {
+  absl::Status converted = FromGrpcStatus(status);
+  if (converted.ok()) {
+    return converted;
+  }
+  return absl::Status(converted.code(), absl::StrCat(what, ": ", converted.message()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> CommitBlob(containerd::services::content::v1::Content::Stub& stub,
+                                       const std::string& ns, const std::string& ref,
+                                       const std::string& data) {
+  namespace api = containerd::services::content::v1;
+  auto ctx = ContentContext(ns);
+  auto stream = stub.Write(ctx.get());
+  api::WriteContentRequest req;
+  req.set_action(api::COMMIT);
+  req.set_ref(ref);
+  req.set_total(static_cast<int64_t>(data.size()));
+  req.set_expected(Sha256Digest(data));
+  req.set_data(data);
+  api::WriteContentResponse resp;
+  std::string digest;
+  if (stream->Write(req)) {
+    stream->WritesDone();
+    if (stream->Read(&resp)) {
+      digest = resp.digest();
+    }
+    api::WriteContentResponse ignored;
+    while (stream->Read(&ignored)) {
+    }
+  }
+  absl::Status status = FromGrpc(stream->Finish(), absl::StrCat("write ", ref));
+  if (!status.ok()) {
+    return status;
+  }
+  if (digest != Sha256Digest(data)) {
+    return absl::InternalError(absl::StrCat("write ", ref, ": committed digest \"", digest,
+                                            "\", want ", Sha256Digest(data)));
+  }
+  return digest;
+}
+
+absl::Status DeleteBlob(containerd::services::content::v1::Content::Stub& stub,
+                        const std::string& ns, const std::string& digest) {
+  containerd::services::content::v1::DeleteContentRequest req;
+  req.set_digest(digest);
+  google::protobuf::Empty resp;
+  return FromGrpc(stub.Delete(ContentContext(ns).get(), req, &resp),
+                  absl::StrCat("delete ", digest));
+}
+
+absl::Status MakeTestImage(const std::string& layout, const std::string& tag) {
+  int code = 0;
+  std::string out = testing::RunCommand(
+      std::vector<std::string>{testing::SourcePath("integration/scripts/make-test-image.sh"),
+                               layout, tag},
+      &code);
+  if (code != 0) {
+    return absl::InternalError(absl::StrCat("make-test-image.sh failed (", code, "): ", out));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::string> ListFiles(const std::string& dir) {
+  std::vector<std::string> out;
+  ListFilesInto(dir, "", &out);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  }
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  return buf.str();
+}
+
+std::string Sha256Digest(const std::string& data) { return Sha256Of(data).ToString(); }
+
+std::string RandomBytes(size_t size, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::string out(size, '\0');
+  size_t i = 0;
+  for (; i + 4 <= size; i += 4) {
+    uint32_t v = gen();
+    memcpy(&out[i], &v, 4);
+  }
+  for (; i < size; ++i) {
+    out[i] = static_cast<char>(gen());
+  }
+  return out;
+}
+
+}  // namespace berth::integration

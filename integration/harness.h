@@ -1,0 +1,174 @@
+#pragma once
+
+// Real peers for berth's integration tests, each started in a directory the test owns and
+// stopped by the object that started it (by PID): a contentd, a docker-registry, a containerd,
+// plus ctr and the test image script. Nothing here sleeps to let something happen; readiness is
+// polled with a deadline (lib/testing WaitFor*). Not thread-safe: use from the test's thread.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "containerd/services/content/v1/content.grpc.pb.h"
+#include "lib/testing/testing.h"
+
+namespace berth::integration {
+
+// The output (stdout+stderr) and exit code of a command.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+
+// Runs `ctr --address address [-n ns] args...`. An empty `ns` leaves ctr's default ("default").
+CommandResult Ctr(const std::string& address, const std::string& ns,
+                  const std::vector<std::string>& args);
+
+// A contentd under `dir`: root dir/root, state dir/state, socket dir/cd.sock. Start() waits until
+// the socket accepts connections.
+class Contentd {
+ public:
+  struct Options {
+    std::string default_namespace = "default";
+    std::string nats_url;       // empty: no --nats-url
+    int metrics_port = 0;       // 0: no --metrics-address
+    std::string log_level = "debug";
+    std::vector<std::string> extra_args;
+  };
+  Contentd(std::string dir, Options options);
+  ~Contentd();  // SIGKILLs a running daemon (through Process)
+  Contentd(const Contentd&) = delete;
+  Contentd& operator=(const Contentd&) = delete;
+
+  // Starts the daemon and waits (up to 20 s) for its socket. On failure the error carries the
+  // daemon's log. Starting again after Kill/Stop reuses the same root, state and socket.
+  absl::Status Start();
+  // SIGKILL and reap.
+  void Kill();
+  // SIGTERM, wait; returns the wait status (0 when not running).
+  int Stop();
+  bool running() const { return process_ != nullptr && process_->running(); }
+
+  const std::string& address() const { return address_; }
+  const std::string& root() const { return root_; }
+  const std::string& state() const { return state_; }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
+  // Every log written by every start so far.
+  std::string ReadLog() const;
+
+ private:
+  std::string dir_;
+  Options options_;
+  std::string root_;
+  std::string state_;
+  std::string address_;
+  std::unique_ptr<testing::Process> process_;
+  std::vector<std::string> old_logs_;
+};
+
+// A docker-registry (distribution 2.x) on 127.0.0.1:<free port>, storing on the filesystem under
+// `dir`.
+class Registry {
+ public:
+  explicit Registry(std::string dir);
+  ~Registry();
+  Registry(const Registry&) = delete;
+  Registry& operator=(const Registry&) = delete;
+
+  // Starts and waits until /v2/ answers. Retries with another port if the one picked was taken.
+  absl::Status Start();
+  int Stop();
+
+  int port() const { return port_; }
+  // "127.0.0.1:<port>"
+  std::string host() const;
+  std::string ReadLog() const;
+
+  // Pushes the OCI layout image `layout:tag` to `<host>/<name>:<tag>` with skopeo.
+  absl::Status Push(const std::string& layout, const std::string& tag, const std::string& name);
+
+ private:
+  std::string dir_;
+  int port_ = 0;
+  std::unique_ptr<testing::Process> process_;
+};
+
+// A containerd with its own root, state, gRPC socket and config under `dir`, CRI disabled.
+// With `content_proxy_address` set, its content store is contentd at that address
+// (`[proxy_plugins.berth] type = "content"`) and its local content plugin is disabled, which is
+// what makes the metadata plugin use the proxy (containerd 1.6 hands the metadata plugin an
+// arbitrary content plugin when several are loaded).
+class Containerd {
+ public:
+  struct Options {
+    std::string content_proxy_address;
+    // Keeps the GC scheduler from running. containerd collects content no image, lease or gc.root label
+    // holds, soon after it is written: a blob `ctr content ingest` just wrote can vanish.
+    bool disable_gc = false;
+    // With it set, snapshotd at that address is containerd's snapshotter
+    // `snapshot_proxy_name` (`[proxy_plugins.<name>] type = "snapshot"`), for
+    // `ctr ... --snapshotter <name>`.
+    std::string snapshot_proxy_address;
+    std::string snapshot_proxy_name = "berth-snapshotd";
+  };
+  Containerd(std::string dir, Options options);
+  ~Containerd();
+  Containerd(const Containerd&) = delete;
+  Containerd& operator=(const Containerd&) = delete;
+
+  // Writes the config, starts containerd and waits (up to 30 s) until `ctr version` answers.
+  absl::Status Start();
+  // SIGTERM, wait; returns the wait status (0 when not running).
+  int Stop();
+  // SIGKILL and reap.
+  void Kill();
+  bool running() const { return process_ != nullptr && process_->running(); }
+
+  const std::string& address() const { return address_; }
+  const std::string& root() const { return root_; }
+  const std::string& config_path() const { return config_path_; }
+  std::string ReadLog() const;
+
+  // The config file's text for these options (exposed for the benchmark and for failures).
+  std::string ConfigText() const;
+
+ private:
+  std::string dir_;
+  Options options_;
+  std::string root_;
+  std::string state_;
+  std::string address_;
+  std::string config_path_;
+  std::unique_ptr<testing::Process> process_;
+  std::vector<std::string> old_logs_;
+};
+
+// Content API calls through the generated stubs, in namespace `ns` (sent as the
+// containerd-namespace header; empty: no header). Deadline 30 s each.
+// Writes `data` in one COMMIT message under `ref`; returns the committed digest.
+absl::StatusOr<std::string> CommitBlob(containerd::services::content::v1::Content::Stub& stub,
+                                       const std::string& ns, const std::string& ref,
+                                       const std::string& data);
+absl::Status DeleteBlob(containerd::services::content::v1::Content::Stub& stub,
+                        const std::string& ns, const std::string& digest);
+
+// Builds the tiny test image (integration/scripts/make-test-image.sh) into the OCI layout
+// `layout` (which must not exist) under `tag`.
+absl::Status MakeTestImage(const std::string& layout, const std::string& tag);
+
+// The files under `dir`, recursively, as paths relative to it (regular files only), sorted.
+std::vector<std::string> ListFiles(const std::string& dir);
+
+// The whole file, or an error.
+absl::StatusOr<std::string> ReadFile(const std::string& path);
+
+// sha256:<hex> of `data`.
+std::string Sha256Digest(const std::string& data);
+
+// `size` pseudo-random bytes from `seed` (deterministic).
+std::string RandomBytes(size_t size, uint32_t seed);
+
+}  // namespace berth::integration
