@@ -18,6 +18,9 @@ void RegisterContentCommands(CLI::App& root, Runner& runner);
 void RegisterLeaseCommands(CLI::App& root, Runner& runner);
 // `berth namespace ...` (alias `ns`): create, ls, rm.
 void RegisterNamespaceCommands(CLI::App& root, Runner& runner);
+// `berth snapshot ...` (alias `snapshots`): prepare, view, mounts, commit, rm, ls, usage, tree,
+// apply.
+void RegisterSnapshotCommands(CLI::App& root, Runner& runner);
 // `berth version`.
 void RegisterVersionCommand(CLI::App& root, Runner& runner);
 

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   berth::cli::RegisterContentCommands(app, runner);
   berth::cli::RegisterLeaseCommands(app, runner);
   berth::cli::RegisterNamespaceCommands(app, runner);
+  berth::cli::RegisterSnapshotCommands(app, runner);
   berth::cli::RegisterVersionCommand(app, runner);
 
   try {

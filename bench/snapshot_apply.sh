@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# snapshot_apply.sh: how fast snapshotd unpacks an image's layers, next to containerd's own
+# unpack of the same image and `gzip -dc | tar -x` of the same layers. One run (warm cache: the
+# layers were just written).
+#
+# Generates LAYERS gzip layers of about LAYER_MB MiB uncompressed each (600 MiB in 6 by
+# default): per layer, about 40% random binary files of 1 MiB (incompressible), 55% text files
+# of 64 KiB (base64, compressible) and 5% files of 4 KiB, in a few directories. Then times:
+#   gzip -dc L | tar -x, layer after layer into one dir     the floor, no daemon, no isolation
+#   containerd (private, overlayfs): `ctr images mount` of the image imported with --no-unpack
+#                                   = its unpack (prepare, apply, commit per layer) + one view
+#   berth serial: `berth snapshot apply --parent <prev> --commit` per layer (contentd holds the
+#                 blobs; snapshotd's Diff API applies them): the same chain containerd builds
+#   berth parallel: every layer applied at once into its own parentless snapshot (overlay
+#                 layers are independent directories; the snapshot API fixes a parent at
+#                 Prepare, so this is the apply work alone, not a usable chain)
+# and prints seconds, MB/s of uncompressed data, and ratios (time of the other / time of berth;
+# above 1 means berth is faster). Everything it starts is stopped by PID, everything it made
+# (and mounted) is removed.
+#
+# Environment: LAYERS (6), LAYER_MB (100), BUILD_DIR (<repo>/build), BENCH_TMP (/var/tmp: must
+# support overlayfs upper dirs, unlike tmpfs on some kernels), KEEP=1 keeps the work dir.
+# Runs as root (containerd and snapshotd mount).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+LAYERS=${LAYERS:-6}
+LAYER_MB=${LAYER_MB:-100}
+BUILD_DIR=${BUILD_DIR:-$repo/build}
+BENCH_TMP=${BENCH_TMP:-/var/tmp}
+contentd_bin=$BUILD_DIR/services/contentd/contentd
+snapshotd_bin=$BUILD_DIR/services/snapshotd/snapshotd
+berth_bin=$BUILD_DIR/tools/berth/berth
+
+for tool in "$contentd_bin" "$snapshotd_bin" "$berth_bin"; do
+  [ -x "$tool" ] || { echo "snapshot_apply: $tool not built (set BUILD_DIR)" >&2; exit 1; }
+done
+for tool in containerd ctr gzip tar sha256sum base64 split; do
+  command -v "$tool" >/dev/null || { echo "snapshot_apply: $tool not found" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "snapshot_apply: run as root" >&2; exit 1; }
+
+total_mb=$(( LAYERS * LAYER_MB ))
+need_kb=$(( total_mb * 1024 * 6 ))  # sources, layers, the floor's copy, containerd, 2x berth
+avail_kb=$(df -Pk "$BENCH_TMP" | awk 'NR==2 {print $4}')
+if [ "$avail_kb" -lt "$need_kb" ]; then
+  echo "snapshot_apply: need $((need_kb / 1024)) MiB free in $BENCH_TMP, have $((avail_kb / 1024))" >&2
+  exit 1
+fi
+
+work=$(mktemp -d "$BENCH_TMP/bt-snap-XXXXXX")
+contentd_pid=
+snapshotd_pid=
+containerd_pid=
+mounted=
+
+stop_pid() {  # stop_pid PID: SIGTERM, wait up to 20 s, then SIGKILL
+  local pid=$1 i
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 200); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  if [ -n "$mounted" ]; then
+    umount "$mounted" 2>/dev/null || true
+  fi
+  stop_pid "$containerd_pid"
+  stop_pid "$snapshotd_pid"
+  stop_pid "$contentd_pid"
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "snapshot_apply: work dir kept: $work" >&2
+  else
+    rm -rf "$work"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_for() {  # wait_for SECONDS CMD...: poll every 50 ms
+  local deadline=$(( $(date +%s) + $1 )); shift
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      return 1
+    fi
+    sleep 0.05
+  done
+}
+now() { date +%s.%N; }
+declare -A seconds
+timeit() {  # timeit NAME CMD...: runs CMD once, records its wall time
+  local name=$1; shift
+  local t0 t1
+  t0=$(now)
+  "$@"
+  t1=$(now)
+  seconds[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+}
+
+# ---- the layers, and an OCI image of them
+echo "snapshot_apply: generating $LAYERS layers of ~$LAYER_MB MiB" >&2
+layout=$work/layout
+mkdir -p "$layout/blobs/sha256"
+diff_ids=()
+layer_descs=()
+layer_digests=()
+uncompressed=0
+for i in $(seq "$LAYERS"); do
+  src=$work/src/$i
+  mkdir -p "$src/bin" "$src/text" "$src/small"
+  bin_mb=$(( LAYER_MB * 40 / 100 ))
+  text_bytes=$(( LAYER_MB * 1048576 * 55 / 100 ))
+  small_bytes=$(( LAYER_MB * 1048576 * 5 / 100 ))
+  head -c $(( bin_mb * 1048576 )) /dev/urandom | (cd "$src/bin" && split -b 1048576 -a 4 - b)
+  head -c $(( text_bytes * 3 / 4 )) /dev/urandom | base64 -w 76 | (cd "$src/text" && split -b 65536 -a 5 - t)
+  head -c $(( small_bytes * 3 / 4 )) /dev/urandom | base64 -w 76 | (cd "$src/small" && split -b 4096 -a 5 - s)
+  # Each layer also deletes a file of the one before (a whiteout for the unpackers).
+  echo "layer $i" > "$src/only-$i"
+  if [ "$i" -gt 1 ]; then
+    : > "$src/.wh.only-$(( i - 1 ))"
+  fi
+  tar -C "$src" -cf "$work/layer$i.tar" .
+  uncompressed=$(( uncompressed + $(stat -c %s "$work/layer$i.tar") ))
+  diff_ids+=("sha256:$(sha256sum "$work/layer$i.tar" | awk '{print $1}')")
+  gzip -6 -c "$work/layer$i.tar" > "$work/layer$i.tar.gz"
+  rm -f "$work/layer$i.tar"
+  rm -rf "$src"
+  hex=$(sha256sum "$work/layer$i.tar.gz" | awk '{print $1}')
+  size=$(stat -c %s "$work/layer$i.tar.gz")
+  cp "$work/layer$i.tar.gz" "$layout/blobs/sha256/$hex"
+  layer_digests+=("sha256:$hex")
+  layer_descs+=("{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$hex\",\"size\":$size}")
+done
+arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+ids=$(printf '"%s",' "${diff_ids[@]}"); ids=${ids%,}
+printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[%s]}}' \
+  "$arch" "$ids" > "$work/config.json"
+config_hex=$(sha256sum "$work/config.json" | awk '{print $1}')
+cp "$work/config.json" "$layout/blobs/sha256/$config_hex"
+descs=$(IFS=,; echo "${layer_descs[*]}")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[%s]}' \
+  "$config_hex" "$(stat -c %s "$work/config.json")" "$descs" > "$work/manifest.json"
+manifest_hex=$(sha256sum "$work/manifest.json" | awk '{print $1}')
+cp "$work/manifest.json" "$layout/blobs/sha256/$manifest_hex"
+image_ref=bench.local/snapshot-apply:latest
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
+  "$manifest_hex" "$(stat -c %s "$work/manifest.json")" "$image_ref" > "$layout/index.json"
+echo '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
+tar -C "$layout" -cf "$work/image.tar" .
+compressed=$(du -cb "$work"/layer*.tar.gz | tail -1 | awk '{print $1}')
+echo "snapshot_apply: $uncompressed bytes uncompressed, $compressed gzip" >&2
+
+# ---- the floor: gzip -dc | tar -x, layer after layer
+sync
+floor=$work/floor
+mkdir -p "$floor"
+untar_all() {
+  local i
+  for i in $(seq "$LAYERS"); do
+    gzip -dc "$work/layer$i.tar.gz" | tar -x -C "$floor"
+  done
+}
+timeit floor untar_all
+rm -rf "$floor"
+
+# ---- containerd: private, CRI off, overlayfs, GC off
+dsock=$work/ctd.sock
+cat > "$work/containerd.toml" <<TOML
+version = 2
+root = "$work/ctd-root"
+state = "$work/ctd-state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$dsock"
+[ttrpc]
+  address = "$dsock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$work/ctd-opt"
+[plugins."io.containerd.gc.v1.scheduler"]
+  deletion_threshold = 0
+  mutation_threshold = 1000000000
+  schedule_delay = "0s"
+  startup_delay = "100000h"
+TOML
+containerd --config "$work/containerd.toml" > "$work/containerd.log" 2>&1 &
+containerd_pid=$!
+ctrd() { ctr --address "$dsock" -n bench "$@"; }
+wait_for 30 ctrd version || { echo "containerd did not start:"; tail -20 "$work/containerd.log"; exit 1; } >&2
+ctrd images import --no-unpack "$work/image.tar" >/dev/null
+mkdir -p "$work/ctd-mnt"
+sync
+containerd_unpack() {
+  ctrd images mount --snapshotter overlayfs "$image_ref" "$work/ctd-mnt" >/dev/null
+  mounted=$work/ctd-mnt
+}
+timeit containerd containerd_unpack
+[ "$(ctrd snapshots --snapshotter overlayfs ls | grep -c Committed)" -eq "$LAYERS" ] ||
+  { echo "snapshot_apply: containerd did not commit $LAYERS layers" >&2; exit 1; }
+umount "$work/ctd-mnt"; mounted=
+stop_pid "$containerd_pid"; containerd_pid=
+
+# ---- berth: contentd holds the blobs, snapshotd applies them
+csock=$work/cd.sock
+ssock=$work/sd.sock
+"$contentd_bin" --root "$work/cd-root" --state "$work/cd-state" --address "$csock" \
+  --log-level warn > "$work/contentd.log" 2>&1 &
+contentd_pid=$!
+"$snapshotd_bin" --root "$work/sd-root" --state "$work/sd-state" --address "$ssock" \
+  --contentd-address "$csock" --log-level warn > "$work/snapshotd.log" 2>&1 &
+snapshotd_pid=$!
+berth() { "$berth_bin" --contentd-address "$csock" --snapshotd-address "$ssock" -n bench "$@"; }
+wait_for 20 berth content ls || { echo "contentd did not start:"; cat "$work/contentd.log"; exit 1; } >&2
+wait_for 20 berth snapshot ls || { echo "snapshotd did not start:"; cat "$work/snapshotd.log"; exit 1; } >&2
+for i in $(seq "$LAYERS"); do
+  berth content ingest --file "$work/layer$i.tar.gz" "layer-$i" >/dev/null
+done
+sync
+
+berth_serial() {
+  local i parent=
+  for i in $(seq "$LAYERS"); do
+    berth snapshot apply ${parent:+--parent "$parent"} --commit "chain-$i" \
+      "extract-$i" "${layer_digests[$((i - 1))]}" > "$work/applied-$i"
+    parent=chain-$i
+  done
+}
+timeit berth_serial berth_serial
+for i in $(seq "$LAYERS"); do
+  [ "$(cat "$work/applied-$i")" = "${diff_ids[$((i - 1))]}" ] ||
+    { echo "snapshot_apply: layer $i applied as $(cat "$work/applied-$i"), want ${diff_ids[$((i - 1))]}" >&2; exit 1; }
+done
+sync
+
+berth_parallel() {
+  local i pids=()
+  for i in $(seq "$LAYERS"); do
+    berth snapshot apply "parallel-$i" "${layer_digests[$((i - 1))]}" > "$work/parallel-$i" &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do
+    wait "$pid"
+  done
+}
+timeit berth_parallel berth_parallel
+
+# ---- report
+mbps() { awk -v b="$uncompressed" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+printf '\nsnapshot apply benchmark: %d layers, %d bytes uncompressed (%d gzip), one run, %d CPUs, %s\n' \
+  "$LAYERS" "$uncompressed" "$compressed" "$(nproc)" "$(uname -r)"
+printf '%-58s %9s %9s\n' "what" "seconds" "MB/s"
+printf '%-58s %9s %9s\n' "gzip -dc | tar -x, layer after layer (floor)" "${seconds[floor]}" "$(mbps "${seconds[floor]}")"
+printf '%-58s %9s %9s\n' "containerd unpack (ctr images mount, overlayfs)" "${seconds[containerd]}" "$(mbps "${seconds[containerd]}")"
+printf '%-58s %9s %9s\n' "berth: snapshot apply --parent --commit, chain, serial" "${seconds[berth_serial]}" "$(mbps "${seconds[berth_serial]}")"
+printf '%-58s %9s %9s\n' "berth: snapshot apply, all layers at once (no chain)" "${seconds[berth_parallel]}" "$(mbps "${seconds[berth_parallel]}")"
+printf '\nratios (time of the other / time of berth; above 1: berth is faster)\n'
+printf '  containerd / berth serial      %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_serial]}")"
+printf '  containerd / berth parallel    %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_parallel]}")"
+printf '  gzip|tar   / berth serial      %s\n' "$(ratio "${seconds[floor]}" "${seconds[berth_serial]}")"
+printf '  gzip|tar   / berth parallel    %s\n' "$(ratio "${seconds[floor]}" "${seconds[berth_parallel]}")"

@@ -1,0 +1,145 @@
+#pragma once
+
+// What snapshotd's two local snapshotters share: metadata (snapshot_metadata.h), the on-disk
+// layout, crash safety, events and leases. They differ only in how a new snapshot's directory
+// is filled and how it is mounted (overlay_snapshotter.h, native_snapshotter.h).
+//
+// Layout under SnapshotterOptions::root:
+//   metadata.db              sqlite (WAL), see snapshot_metadata.h
+//   lock                     flock'd by the open snapshotter (one per root)
+//   snapshots/<id>/fs        a snapshot's own tree (overlay: its upper dir; native: a full copy)
+//   snapshots/<id>/work      overlay's workdir (active overlay snapshots only)
+//   snapshots/tmp-*          a snapshot being created (not yet owned by a record)
+//   snapshots/removed-*      a snapshot being deleted (no longer owned by a record)
+//
+// Crash safety. Prepare/View fill a tmp-* directory first, then in one sqlite transaction
+// insert the record and rename the directory to its id (fsyncing snapshots/) before the
+// transaction commits: a crash before the commit leaves a directory no record owns, never a
+// record without its directory. Commit only rewrites the record (the active's directory becomes
+// the committed snapshot's, nothing is copied). Remove deletes the record first, then renames
+// the directory to removed-<id> and deletes it. Cleanup (also run by Open) removes every entry
+// of snapshots/ that no record owns and no call in progress is using.
+//
+// Choices beyond the contract:
+// - Keys are any non-empty string (containerd applies no identifier rule to snapshot keys); the
+//   namespace must be a valid identifier. Labels follow containerd's 4096-byte limit.
+// - Commit's labels become the committed snapshot's labels (the active's are not carried over,
+//   as in containerd); its times are reset to the commit time.
+// - A view without a parent is an empty read-only directory.
+// - Cleanup works on the whole root (every namespace); its Context is not used.
+// - Usage of an active or view snapshot is measured on each call; a committed snapshot's was
+//   measured at commit.
+// - Leases: a call with ctx.lease records the snapshot it creates (Prepare, View, Commit's new
+//   name) in lease_resources; Commit moves the key's records to the name; Remove drops them.
+//   Nothing is collected by snapshotd on its own yet (contentd is the lease authority).
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "lib/events/publisher.h"
+#include "lib/mount/mount.h"
+#include "lib/snapshots/snapshotter.h"
+#include "services/snapshotd/snapshot_metadata.h"
+
+namespace berth::snapshotd {
+
+struct SnapshotterOptions {
+  std::string root;                      // required
+  std::string kind = "overlayfs";        // "overlayfs" (default) or "native"
+  events::Publisher* publisher = nullptr;  // /snapshot/prepare|commit|remove; may be null
+  // Used by the overlay snapshotter's Open to check that overlayfs works on `root` (a test
+  // mount with two lower dirs). Null: mount::SystemMounter(). Must outlive the snapshotter.
+  mount::Mounter* mounter = nullptr;
+};
+
+class LocalSnapshotter : public snapshots::Snapshotter {
+ public:
+  ~LocalSnapshotter() override;
+  LocalSnapshotter(const LocalSnapshotter&) = delete;
+  LocalSnapshotter& operator=(const LocalSnapshotter&) = delete;
+
+  absl::StatusOr<snapshots::Info> Stat(const Context& ctx, const std::string& key) override;
+  absl::StatusOr<snapshots::Info> Update(const Context& ctx, const snapshots::Info& info,
+                                         const std::vector<std::string>& fieldpaths) override;
+  absl::StatusOr<snapshots::Usage> GetUsage(const Context& ctx, const std::string& key) override;
+  absl::StatusOr<std::vector<mount::Mount>> Mounts(const Context& ctx,
+                                                   const std::string& key) override;
+  absl::StatusOr<std::vector<mount::Mount>> Prepare(const Context& ctx, const std::string& key,
+                                                    const std::string& parent,
+                                                    const snapshots::Labels& labels) override;
+  absl::StatusOr<std::vector<mount::Mount>> View(const Context& ctx, const std::string& key,
+                                                 const std::string& parent,
+                                                 const snapshots::Labels& labels) override;
+  absl::Status Commit(const Context& ctx, const std::string& name, const std::string& key,
+                      const snapshots::Labels& labels) override;
+  absl::Status Remove(const Context& ctx, const std::string& key) override;
+  absl::Status Walk(const Context& ctx, const std::vector<std::string>& filters,
+                    const std::function<absl::Status(const snapshots::Info&)>& fn) override;
+  absl::Status Cleanup(const Context& ctx) override;
+
+  // Beyond the contract.
+  // The on-disk directory an active snapshot's writes land in (<root>/snapshots/<id>/fs),
+  // without mounting anything. NotFound if absent; FailedPrecondition unless active.
+  absl::StatusOr<std::string> UpperDir(const Context& ctx, const std::string& key);
+  // The keys and names recorded under ctx.lease in ctx.ns.
+  absl::StatusOr<std::vector<std::string>> LeaseResources(const Context& ctx);
+  const std::string& root() const { return options_.root; }
+
+ protected:
+  explicit LocalSnapshotter(SnapshotterOptions options);
+  // Creates the layout, takes the lock, opens metadata.db and runs Cleanup. Called once by the
+  // subclass's Open before the snapshotter is handed out.
+  absl::Status Init();
+
+  // Fills `dir` (an empty directory being created) for a new snapshot of `kind` whose parent
+  // chain is `parents` (ids, nearest first; empty: no parent). Runs without the lock; the
+  // parents are committed and stay on disk while it runs.
+  virtual absl::Status Populate(const std::string& dir, snapshots::Kind kind,
+                                const std::vector<int64_t>& parents) = 0;
+  // The mounts of snapshot `id` of `kind` (active or view) on `parents` (nearest first).
+  virtual std::vector<mount::Mount> MountsOf(int64_t id, snapshots::Kind kind,
+                                             const std::vector<int64_t>& parents) const = 0;
+
+  std::string SnapshotsDir() const { return options_.root + "/snapshots"; }
+  std::string SnapshotDir(int64_t id) const;
+  std::string FsDir(int64_t id) const { return SnapshotDir(id) + "/fs"; }
+  std::string WorkDir(int64_t id) const { return SnapshotDir(id) + "/work"; }
+  // A fresh name for a tmp-* directory under snapshots/.
+  std::string TempName();
+  const SnapshotterOptions& options() const { return options_; }
+
+ private:
+  absl::StatusOr<std::vector<mount::Mount>> Create(const Context& ctx, const std::string& key,
+                                                   const std::string& parent,
+                                                   const snapshots::Labels& labels,
+                                                   snapshots::Kind kind);
+  absl::StatusOr<SnapshotRecord> GetLocked(const std::string& ns, const std::string& key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<std::vector<mount::Mount>> MountsLocked(const SnapshotRecord& record)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Renames snapshots/<name> out of the way (to removed-...) and returns its new name.
+  absl::StatusOr<std::string> MoveAside(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Publish(const std::string& ns, absl::string_view topic,
+               const google::protobuf::Message& event);
+
+  const SnapshotterOptions options_;
+  int lock_fd_ = -1;
+  absl::Mutex mu_;
+  std::unique_ptr<MetaStore> meta_ ABSL_GUARDED_BY(mu_);
+  // Entries of snapshots/ that calls in progress own (tmp-* being filled, removed-* being
+  // deleted): Cleanup leaves them alone.
+  std::set<std::string> busy_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> counter_{0};
+};
+
+// Validation shared by the snapshotters (and usable by a gRPC server before calling one).
+absl::Status ValidateKey(absl::string_view what, const std::string& key);
+
+}  // namespace berth::snapshotd

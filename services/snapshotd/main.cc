@@ -1,0 +1,159 @@
+// snapshotd: layered filesystems (overlayfs or the copying "native" snapshotter) and layer
+// diffs, served over containerd's Snapshots and Diff APIs (DESIGN.md). Flags and config in,
+// objects wired, serve until SIGTERM.
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "lib/base/grpc_client.h"
+#include "lib/base/logging.h"
+#include "lib/config/config.h"
+#include "lib/content/grpc_content_store.h"
+#include "lib/events/nats_publisher.h"
+#include "lib/server/daemon.h"
+#include "services/snapshotd/diff_applier.h"
+#include "services/snapshotd/diff_service.h"
+#include "services/snapshotd/snapshots_service.h"
+#include "services/snapshotd/snapshotter_factory.h"
+#include "services/snapshotd/walking_differ.h"
+
+namespace {
+
+// Creates `path` and its missing parents: parents 0711, the last one with `mode`, as the
+// Daemon makes its root and state dirs (it creates them too, but only in Start, after the
+// outbox, the snapshotter and the differ have opened in them).
+absl::Status MakeDirs(const std::string& path, mode_t mode) {
+  for (size_t slash = path.find('/', 1);; slash = path.find('/', slash + 1)) {
+    bool last = slash == std::string::npos;
+    std::string prefix = last ? path : path.substr(0, slash);
+    if (mkdir(prefix.c_str(), last ? mode : 0711) != 0 && errno != EEXIST) {
+      return absl::InternalError(absl::StrCat("mkdir ", prefix, ": ", std::strerror(errno)));
+    }
+    if (last) {
+      return absl::OkStatus();
+    }
+  }
+}
+
+int Run(int argc, char** argv) {
+  // Before any thread starts (the NATS sender, the differ's pipelines), so every thread
+  // inherits the blocked mask.
+  berth::server::Daemon::BlockTerminationSignals();
+
+  berth::config::DaemonConfig cfg("snapshotd", {"contentd"});
+  std::string snapshotter_kind = "overlayfs";
+  bool allow_devices = true;
+  int64_t max_layer_size = int64_t{64} << 30;
+  cfg.AddOption("--snapshotter", "snapshotter", &snapshotter_kind,
+                "overlayfs (layers as overlay lower dirs) or native (a full copy per snapshot)");
+  cfg.AddOption("--allow-devices", "allow_devices", &allow_devices,
+                "let layers create character and block device nodes");
+  cfg.AddOption("--max-layer-size", "max_layer_size", &max_layer_size,
+                "the most bytes one layer may decompress to (0: no limit)");
+  if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
+    std::cerr << "snapshotd: " << st.message() << "\n";
+    return 2;
+  }
+  const berth::config::CommonOptions& options = cfg.options();
+  if (snapshotter_kind == "overlay") {
+    snapshotter_kind = "overlayfs";
+  }
+  if (snapshotter_kind != "overlayfs" && snapshotter_kind != "native") {
+    std::cerr << "snapshotd: --snapshotter must be overlayfs or native, not \""
+              << snapshotter_kind << "\"\n";
+    return 2;
+  }
+  if (max_layer_size < 0) {
+    std::cerr << "snapshotd: --max-layer-size must not be negative\n";
+    return 2;
+  }
+  if (absl::Status st =
+          berth::SetLogLevel(options.log_level == "trace" ? "debug" : options.log_level);
+      !st.ok()) {
+    std::cerr << "snapshotd: " << st.message() << "\n";
+    return 2;
+  }
+
+  berth::server::Daemon daemon(options);
+  const std::string scratch_dir = options.state + "/scratch";
+  for (const auto& [dir, mode] : {std::pair<std::string, mode_t>{options.root, 0700},
+                                  {options.state, 0700},
+                                  {scratch_dir, 0700}}) {
+    if (absl::Status st = MakeDirs(dir, mode); !st.ok()) {
+      BERTH_LOG(Error) << "snapshotd: " << st;
+      return 1;
+    }
+  }
+
+  berth::events::NatsPublisherOptions publisher_options;
+  publisher_options.outbox_path = options.root + "/events-outbox.db";
+  publisher_options.url = options.nats_url;
+  publisher_options.credentials = options.nats_credentials;
+  publisher_options.client_name = "snapshotd";
+  publisher_options.metrics = daemon.metrics();
+  publisher_options.metric_labels = {{"daemon", "snapshotd"}};
+  absl::StatusOr<std::unique_ptr<berth::events::NatsPublisher>> publisher =
+      berth::events::NatsPublisher::Open(publisher_options);
+  if (!publisher.ok()) {
+    BERTH_LOG(Error) << "snapshotd: events outbox: " << publisher.status();
+    return 1;
+  }
+
+  // Opening runs Cleanup: whatever a crash left half-made is gone before the first request.
+  berth::snapshotd::SnapshotterOptions snapshotter_options;
+  snapshotter_options.root = options.root;
+  snapshotter_options.kind = snapshotter_kind;
+  snapshotter_options.publisher = publisher->get();
+  absl::StatusOr<std::unique_ptr<berth::snapshots::Snapshotter>> snapshotter =
+      berth::snapshotd::OpenSnapshotter(snapshotter_options);
+  if (!snapshotter.ok()) {
+    BERTH_LOG(Error) << "snapshotd: " << snapshotter_kind << " snapshotter: "
+                     << snapshotter.status();
+    return 1;
+  }
+
+  // contentd is dialed lazily (a gRPC channel connects on its first call): snapshots work
+  // without it, only Apply and Diff fail (Unavailable) while it is away.
+  const std::string contentd_address = options.peers.at("contentd");
+  berth::content::GrpcContentStore content(berth::Dial(contentd_address));
+  berth::snapshotd::LayerApplierOptions applier_options;
+  applier_options.whiteouts = snapshotter_kind == "native"
+                                  ? berth::snapshotd::LayerApplierOptions::Whiteouts::kNative
+                                  : berth::snapshotd::LayerApplierOptions::Whiteouts::kOverlay;
+  applier_options.allow_devices = allow_devices;
+  applier_options.max_uncompressed_size = max_layer_size;
+  berth::snapshotd::LayerApplier applier(content, applier_options);
+  berth::snapshotd::WalkingDifferOptions differ_options;
+  differ_options.scratch_dir = scratch_dir;
+  berth::snapshotd::WalkingDiffer differ(content, differ_options);
+
+  berth::snapshotd::SnapshotsService snapshots_service(
+      **snapshotter, berth::snapshotd::SnapshotsServiceOptions{options.default_namespace});
+  berth::snapshotd::DiffService diff_service(applier, differ, options.default_namespace);
+
+  daemon.AddService(&snapshots_service);
+  daemon.AddService(&diff_service);
+  daemon.AddPlugin({"io.containerd.snapshotter.v1", snapshotter_kind});
+  daemon.AddPlugin({"io.containerd.differ.v1", "walking"});
+  daemon.AddPlugin({"io.containerd.grpc.v1", "snapshots"});
+  daemon.AddPlugin({"io.containerd.grpc.v1", "diff"});
+  if (absl::Status st = daemon.Start(); !st.ok()) {
+    BERTH_LOG(Error) << "snapshotd: " << st;
+    return 1;
+  }
+  BERTH_LOG(Info) << "snapshotd serving " << snapshotter_kind << " on " << daemon.grpc_target()
+                  << ", root " << options.root << ", contentd at " << contentd_address;
+  daemon.Wait();
+  BERTH_LOG(Info) << "snapshotd stopped";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }
