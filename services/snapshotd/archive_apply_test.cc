@@ -526,6 +526,30 @@ TEST_F(PreserveTest, TruncatedTarIsDataLoss) {
   EXPECT_EQ(stats.status().code(), absl::StatusCode::kDataLoss) << stats.status();
 }
 
+// umoci 0.4 writes layers that stop right after the last file's data: no padding, no
+// end-of-archive blocks. containerd accepts them; so must we. A cut inside a file's data or a
+// header is still truncation.
+TEST_F(PreserveTest, TarWithoutClosingBlocksIsAccepted) {
+  TarBuilder tar;
+  tar.Dir("etc");
+  tar.File("etc/hello.txt", "hello from berth's test image\n");
+  std::string data = tar.Build();
+  // 512 (etc/) + 512 (header) + 30 bytes of data: what umoci leaves.
+  std::string unclosed = data.substr(0, 2 * 512 + 30);
+  ASSERT_TRUE(Apply(unclosed).ok());
+  EXPECT_EQ(ReadFile(InRoot("etc/hello.txt")), "hello from berth's test image\n");
+
+  // Ending on a block boundary without the two zero blocks is accepted too.
+  TarBuilder aligned;
+  aligned.File("x", std::string(512, 'x'));
+  ASSERT_TRUE(Apply(aligned.Build().substr(0, 1024)).ok());
+  EXPECT_EQ(ReadFile(InRoot("x")), std::string(512, 'x'));
+
+  // Cut inside the data, or inside a header: still an error.
+  EXPECT_EQ(Apply(data.substr(0, 2 * 512 + 20)).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(Apply(data.substr(0, 512 + 100)).ok());
+}
+
 TEST_F(PreserveTest, EmptyLayers) {
   EXPECT_TRUE(Apply(std::string()).ok());
   EXPECT_TRUE(Apply(std::string(1024, '\0')).ok());
