@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The main job, end to end: installs what berth needs (apt), builds, then starts nats-server and
-# contentd under a fresh state directory, stores a blob with the berth CLI, lists it, reads it
-# back and checks the bytes, shows contentd's metrics, removes the blob, and stops everything
-# it started. BERTH_DEMO_DIR keeps the state directory (default: a new temp dir, removed after).
+# The main job, end to end: installs what berth needs (apt), builds, then starts nats-server,
+# contentd and snapshotd under a fresh state directory and, with the berth CLI:
+#   - stores a blob, lists it, reads it back and checks the bytes, shows contentd's metrics;
+#   - imports a small OCI image (made here with umoci: a static /hello) into contentd,
+#     unpacks its layers into snapshots with snapshotd's Diff service, prepares a writable
+#     snapshot on the top layer, mounts it and runs /hello in it with runc, which prints hello.
+# Then it stops everything it started and unmounts what it mounted. BERTH_DEMO_DIR keeps the
+# state directory (default: a new temp dir, removed after). Needs root (mounts, runc).
+# (Pulling from a registry is imaged's job and running containers execd's: both come later.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -18,7 +23,12 @@ if [ -z "$state" ]; then
 fi
 mkdir -p "$state"
 pids=()
+mounted=()
 cleanup() {
+  for m in "${mounted[@]}"; do
+    umount "$m" 2>/dev/null || true
+  done
+  runc --root "$state/runc" delete -f demo-hello >/dev/null 2>&1 || true
   for pid in "${pids[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -89,5 +99,61 @@ curl -fsS "http://127.0.0.1:$metrics_port/metrics" | grep -E '^berth_(content|gr
 step "berth content rm"
 berth content rm "$digest"
 berth content ls
+
+ssock=$state/snapshotd.sock
+step "snapshotd on $ssock (overlayfs, root $state/snapshotd)"
+"$build/services/snapshotd/snapshotd" --root "$state/snapshotd" --state "$state/run/snapshotd" \
+  --address "$ssock" --contentd-address "$sock" \
+  --nats-url "nats://127.0.0.1:$nats_port" >"$state/snapshotd.log" 2>&1 &
+pids+=($!)
+wait_for snapshotd test -S "$ssock"
+berth() {
+  "$build/tools/berth/berth" --contentd-address "$sock" --snapshotd-address "$ssock" "$@"
+}
+
+step "make a small OCI image (umoci): a static /hello"
+bash "$repo/integration/scripts/make-test-image.sh" "$state/image" >/dev/null
+layout=$state/image
+manifest_digest=$(jq -r '.manifests[0].digest' "$layout/index.json")
+blob() { echo "$layout/blobs/${1%%:*}/${1#*:}"; }
+manifest=$(blob "$manifest_digest")
+
+step "import it into contentd (manifest, config, layers; digests verified on commit)"
+for d in "$manifest_digest" $(jq -r '.config.digest, .layers[].digest' "$manifest"); do
+  berth content ingest "import-$d" --expected-digest "$d" -f "$(blob "$d")" >/dev/null
+done
+berth content ls
+
+step "unpack the layers into snapshots (snapshotd's Diff service applies each onto its parent)"
+parent=""
+i=0
+for layer in $(jq -r '.layers[].digest' "$manifest"); do
+  i=$((i + 1))
+  media=$(jq -r --arg d "$layer" '.layers[] | select(.digest == $d) | .mediaType' "$manifest")
+  args=(snapshot apply "layer-$i-active" "$layer" --media-type "$media" --commit "layer-$i")
+  if [ -n "$parent" ]; then args+=(--parent "$parent"); fi
+  berth "${args[@]}"
+  parent=layer-$i
+done
+berth snapshot tree
+
+step "prepare a writable snapshot on the top layer (a container rootfs), mount it, run /hello with runc"
+bundle=$state/bundle
+mkdir -p "$bundle/rootfs"
+berth snapshot prepare hello-rootfs "$parent" >/dev/null
+eval "$(berth snapshot mounts "$bundle/rootfs" hello-rootfs)"
+mounted+=("$bundle/rootfs")
+(cd "$bundle" && runc spec)
+jq '.process.args = ["/hello"] | .process.terminal = false | .root.readonly = false' \
+  "$bundle/config.json" >"$bundle/config.json.new"
+mv "$bundle/config.json.new" "$bundle/config.json"
+runc --root "$state/runc" run --bundle "$bundle" demo-hello
+
+step "clean up: unmount, remove the snapshots"
+umount "$bundle/rootfs"
+mounted=()
+berth snapshot rm hello-rootfs
+for j in $(seq "$i" -1 1); do berth snapshot rm "layer-$j"; done
+berth snapshot ls
 
 step "done: the demo's daemons stop now"
