@@ -335,6 +335,58 @@ TEST(NatsPublisherTest, OutageKeepsEventsAndDeliversAfterRestartInOrder) {
   natsConnection_Destroy(nc);
 }
 
+// Once a stream has captured the events, its absence is an outage, not "no history wanted":
+// a publish the server answers with "no responders" (what a nats-server stopping JetStream
+// before it drops its clients answers) or a stream that is gone keeps the events in the outbox
+// until a stream is back, instead of counting them delivered.
+TEST(NatsPublisherTest, StreamGoneKeepsEventsUntilItIsBack) {
+  NatsServer server;
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, server.url().c_str()), NATS_OK);
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = "EVENTS";
+  const char* subjects[] = {"berth.events.>"};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  ASSERT_EQ(js_AddStream(&si, js, &cfg, nullptr, &jerr), NATS_OK) << jerr;
+  jsStreamInfo_Destroy(si);
+
+  TempDir dir;
+  auto p = MustOpen(FastOptions(dir.Join("outbox.db"), server.url()));
+  ASSERT_NE(p, nullptr);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
+  }
+  ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(10)));
+  ASSERT_EQ(ReadStream(js, "EVENTS").size(), 3u);
+
+  ASSERT_EQ(js_DeleteStream(js, "EVENTS", nullptr, &jerr), NATS_OK) << jerr;
+  for (int i = 3; i < 6; ++i) {
+    ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
+  }
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(p->pending(), 3);
+  EXPECT_EQ(p->delivered(), 3);
+
+  ASSERT_EQ(js_AddStream(&si, js, &cfg, nullptr, &jerr), NATS_OK) << jerr;
+  jsStreamInfo_Destroy(si);
+  ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(20))) << p->pending() << " still pending";
+  EXPECT_EQ(p->delivered(), 6);
+  std::vector<Received> got = ReadStream(js, "EVENTS");
+  ASSERT_EQ(got.size(), 3u);
+  ExpectExits(got, 3, p->publisher_id(), 4);
+
+  jsCtx_Destroy(js);
+  natsConnection_Close(nc);
+  natsConnection_Destroy(nc);
+}
+
 TEST(NatsPublisherTest, OutboxSurvivesPublisherRestart) {
   NatsServer server;
   Subscriber sub(server);

@@ -9,7 +9,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -101,22 +103,6 @@ absl::StatusOr<int64_t> CountRows(sqlite::Db& db) {
   return count->Int(0);
 }
 
-absl::Status ValidateTopic(absl::string_view topic) {
-  // containerd's events.validateTopic.
-  if (topic.empty() || topic[0] != '/') {
-    return absl::InvalidArgumentError(absl::StrCat("topic \"", topic, "\": must start with '/'"));
-  }
-  if (topic.size() == 1) {
-    return absl::InvalidArgumentError("topic \"/\": must have at least one component");
-  }
-  for (absl::string_view component : absl::StrSplit(topic.substr(1), '/')) {
-    if (absl::Status st = ValidateIdentifier("topic component", component); !st.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("topic \"", topic, "\": ", st.message()));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status NatsError(natsStatus s, absl::string_view what) {
   return absl::UnavailableError(
       absl::StrCat("nats ", what, ": ", natsStatus_GetText(s), " (", nats_GetLastError(nullptr),
@@ -161,6 +147,14 @@ void WithPublisher(void* closure, F f) {
   }
 }
 
+// Takes back (and drops) the asynchronous publishes still waiting for an acknowledgement.
+void DiscardUnacknowledged(jsCtx* js) {
+  natsMsgList pending;
+  if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
+    natsMsgList_Destroy(&pending);
+  }
+}
+
 // NATS's default max_payload (1 MiB). Events are a few hundred bytes.
 constexpr size_t kMaxEventBytes = 1 << 20;
 
@@ -173,6 +167,22 @@ int64_t Backoff(absl::Duration min, absl::Duration max, int attempts) {
 }
 
 }  // namespace
+
+absl::Status ValidateTopic(absl::string_view topic) {
+  // containerd's events.validateTopic.
+  if (topic.empty() || topic[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat("topic \"", topic, "\": must start with '/'"));
+  }
+  if (topic.size() == 1) {
+    return absl::InvalidArgumentError("topic \"/\": must have at least one component");
+  }
+  for (absl::string_view component : absl::StrSplit(topic.substr(1), '/')) {
+    if (absl::Status st = ValidateIdentifier("topic component", component); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("topic \"", topic, "\": ", st.message()));
+    }
+  }
+  return absl::OkStatus();
+}
 
 std::string TypeUrlFor(const google::protobuf::Message& event) {
   return event.GetDescriptor()->full_name();
@@ -256,6 +266,10 @@ NatsPublisher::~NatsPublisher() {
     stop_ = true;
   }
   sender_.join();
+  if (js_ != nullptr) {
+    jsCtx_Destroy(js_);
+    js_ = nullptr;
+  }
   if (conn_ != nullptr) {
     natsConnection_Close(conn_);
     natsConnection_Destroy(conn_);
@@ -340,15 +354,6 @@ absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topi
   return absl::OkStatus();
 }
 
-void NatsPublisher::OnConnectionEvent(natsConnection* nc, void* closure) {
-  WithPublisher(closure, [](NatsPublisher* p) {
-    if (!p->connected_.exchange(true)) {
-      BERTH_LOG(Info) << "events: connected to NATS at " << p->options_.url;
-    }
-    p->Wake();
-  });
-}
-
 void NatsPublisher::OnDisconnected(natsConnection* nc, void* closure) {
   WithPublisher(closure, [](NatsPublisher* p) {
     if (p->connected_.exchange(false)) {
@@ -361,14 +366,6 @@ void NatsPublisher::OnDisconnected(natsConnection* nc, void* closure) {
 void NatsPublisher::OnClosed(natsConnection* nc, void* closure) {
   OnDisconnected(nc, closure);
   WithPublisher(closure, [](NatsPublisher* p) { p->Wake(); });  // to open a new connection
-}
-
-int64_t NatsPublisher::ReconnectDelay(natsConnection* nc, int attempts, void* closure) {
-  int64_t ms = 1000;
-  WithPublisher(closure, [&](NatsPublisher* p) {
-    ms = Backoff(p->options_.reconnect_wait_min, p->options_.reconnect_wait_max, attempts);
-  });
-  return ms;
 }
 
 absl::Status NatsPublisher::Connect() {
@@ -384,29 +381,20 @@ absl::Status NatsPublisher::Connect() {
   if (s == NATS_OK && !user_.empty()) {
     s = natsOptions_SetUserInfo(opts, user_.c_str(), password_.c_str());
   }
+  // No reconnects inside nats.c: it would keep what we published while the connection was
+  // going down (still in its write buffer, or published before we noticed) and send it after
+  // the reconnect, behind events the dying server never stored. Those are resent from the
+  // outbox too, so the stream would store later events before earlier ones. A lost connection
+  // is closed instead, and the sender thread opens a new one and resends from the oldest
+  // unacknowledged row; on one connection the server stores what it stores in order.
   if (s == NATS_OK) {
-    s = natsOptions_SetAllowReconnect(opts, true);
-  }
-  if (s == NATS_OK) {
-    s = natsOptions_SetMaxReconnect(opts, -1);
-  }
-  if (s == NATS_OK) {
-    s = natsOptions_SetCustomReconnectDelay(opts, &NatsPublisher::ReconnectDelay, closure);
-  }
-  if (s == NATS_OK) {
-    s = natsOptions_SetReconnectedCB(opts, &NatsPublisher::OnConnectionEvent, closure);
+    s = natsOptions_SetAllowReconnect(opts, false);
   }
   if (s == NATS_OK) {
     s = natsOptions_SetDisconnectedCB(opts, &NatsPublisher::OnDisconnected, closure);
   }
   if (s == NATS_OK) {
     s = natsOptions_SetClosedCB(opts, &NatsPublisher::OnClosed, closure);
-  }
-  if (s == NATS_OK) {
-    // With a connected callback, Connect returns at once when no server is reachable and keeps
-    // trying in the background.
-    s = natsOptions_SetRetryOnFailedConnect(opts, true, &NatsPublisher::OnConnectionEvent,
-                                            closure);
   }
   if (s != NATS_OK) {
     natsOptions_Destroy(opts);
@@ -415,19 +403,74 @@ absl::Status NatsPublisher::Connect() {
   natsConnection* conn = nullptr;
   s = natsConnection_Connect(&conn, opts);
   natsOptions_Destroy(opts);
-  if (s == NATS_OK) {
-    connected_.store(true);
-  } else if (s == NATS_NOT_YET_CONNECTED) {
-    BERTH_LOG(Warn) << "events: NATS at " << options_.url
-                    << " is not reachable yet; events are kept in the outbox until it is";
-  } else {
+  if (s == NATS_CONNECTION_AUTH_FAILED ||
+      (s != NATS_OK && s != NATS_NO_SERVER &&
+       absl::StrContains(absl::AsciiStrToLower(nats_GetLastError(nullptr)), "authorization"))) {
     if (conn != nullptr) {
       natsConnection_Destroy(conn);
     }
+    std::string why = nats_GetLastError(nullptr);
+    if (!credentials_refused_.exchange(true)) {
+      BERTH_LOG(Error) << "events: NATS at " << options_.url << " refused "
+                       << (user_.empty() ? std::string("a connection without credentials")
+                                         : absl::StrCat("the credentials of user \"", user_, "\""))
+                       << " (" << why << "); events are kept in the outbox until "
+                       << "nats_credentials are fixed";
+    }
+    return absl::UnauthenticatedError(
+        absl::StrCat("nats connect ", options_.url, ": credentials refused"));
+  }
+  if (s != NATS_OK) {
+    if (conn != nullptr) {
+      natsConnection_Destroy(conn);
+    }
+    // The sender thread tries again after a backoff (LogFailure says so once per streak).
     return NatsError(s, absl::StrCat("connect ", options_.url));
   }
+  credentials_refused_.store(false);
+  if (!connected_.exchange(true)) {
+    BERTH_LOG(Info) << "events: connected to NATS at " << options_.url;
+  }
+  recheck_stream_.store(true);
+  jsOptions js_options;
+  jsOptions_Init(&js_options);
+  js_options.PublishAsync.AckHandler = &NatsPublisher::OnPublishAck;
+  js_options.PublishAsync.AckHandlerClosure = closure;
+  js_options.PublishAsync.MaxPending = std::max(options_.batch_size, 1);
+  jsCtx* js = nullptr;
+  s = natsConnection_JetStream(&js, conn, &js_options);
+  if (s != NATS_OK) {
+    natsConnection_Close(conn);
+    natsConnection_Destroy(conn);
+    connected_.store(false);
+    return NatsError(s, "JetStream context");
+  }
   conn_ = conn;
+  js_ = js;
   return absl::OkStatus();
+}
+
+void NatsPublisher::OnPublishAck(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err,
+                                 void* closure) {
+  WithPublisher(closure, [&](NatsPublisher* p) {
+    absl::MutexLock lock(&p->ack_mu_);
+    ++p->acks_;
+    // Every error keeps the batch in the outbox, "no responders" included: we only publish
+    // through JetStream once a stream captured the subject, so no responder means the stream is
+    // not there right now (nats-server stops JetStream before it closes client connections, and
+    // publishes in between are answered so), not that nothing will ever store the event.
+    if (err != nullptr) {
+      ++p->ack_failures_;
+      if (p->ack_error_.empty()) {
+        const char* status = natsStatus_GetText(err->Err);
+        p->ack_error_ = status;
+        if (err->ErrText != nullptr && std::strcmp(err->ErrText, status) != 0) {
+          absl::StrAppend(&p->ack_error_, ": ", err->ErrText);
+        }
+      }
+    }
+  });
+  natsMsg_Destroy(msg);
 }
 
 absl::StatusOr<std::vector<NatsPublisher::Row>> NatsPublisher::ReadBatch() {
@@ -452,8 +495,52 @@ absl::StatusOr<std::vector<NatsPublisher::Row>> NatsPublisher::ReadBatch() {
   return rows;
 }
 
+std::optional<bool> NatsPublisher::StreamCapturesEvents() {
+  // $JS.API.STREAM.NAMES with a subject lists the streams whose subjects overlap it. Answered by
+  // the server itself, so (unlike a publish) it cannot be mistaken for a core subscriber's
+  // silence. nullopt when there is no clear answer (no JetStream, or not ready yet after a
+  // restart, or an error reply).
+  natsMsg* reply = nullptr;
+  natsStatus s = natsConnection_RequestString(&reply, conn_, "$JS.API.STREAM.NAMES",
+                                              "{\"subject\":\"berth.events.>\"}", 2000);
+  if (s != NATS_OK) {
+    return std::nullopt;
+  }
+  std::string body(natsMsg_GetData(reply), static_cast<size_t>(natsMsg_GetDataLength(reply)));
+  natsMsg_Destroy(reply);
+  if (body.find("\"error\"") != std::string::npos) {
+    return std::nullopt;
+  }
+  return body.find("\"streams\":[\"") != std::string::npos;
+}
+
 absl::Status NatsPublisher::DrainBatch(bool* more) {
   *more = false;
+  if (recheck_stream_.exchange(false) || absl::Now() - stream_checked_ > absl::Seconds(5)) {
+    std::optional<bool> answer = StreamCapturesEvents();
+    if (use_jetstream_ && answer != std::optional<bool>(true)) {
+      // Once a stream has captured our events, never fall back to plain (unstored) publishes:
+      // neither on a non-answer (a restarted server still restoring its streams) nor on "no
+      // stream" (the server stopping JetStream before it drops us, or the stream being
+      // recreated). Its absence is an outage of the history; the events wait in the outbox.
+      recheck_stream_.store(true);
+      return absl::UnavailableError(
+          answer.has_value()
+              ? "nats: no JetStream stream captures berth.events.> any more; waiting for it"
+              : "nats: JetStream did not answer; retrying");
+    }
+    bool found = answer.value_or(false);
+    if (found != use_jetstream_ || stream_checked_ == absl::InfinitePast()) {
+      BERTH_LOG(Info) << "events: "
+                      << (found ? "a JetStream stream captures berth.events.>; each event waits "
+                                  "for the stream's acknowledgement"
+                                : "no JetStream stream captures berth.events.>; events are "
+                                  "published without history");
+    }
+    use_jetstream_ = found;
+    stream_checked_ = absl::Now();
+  }
+  const bool jetstream = use_jetstream_;
   absl::StatusOr<std::vector<Row>> rows = ReadBatch();
   if (!rows.ok()) {
     return rows.status();
@@ -462,6 +549,12 @@ absl::Status NatsPublisher::DrainBatch(bool* more) {
     return absl::OkStatus();
   }
   int64_t dropped = 0;
+  {
+    absl::MutexLock lock(&ack_mu_);
+    acks_ = 0;
+    ack_failures_ = 0;
+    ack_error_.clear();
+  }
   for (const Row& row : *rows) {
     natsMsg* msg = nullptr;
     natsStatus s = natsMsg_Create(&msg, row.subject.c_str(), nullptr, row.payload.data(),
@@ -471,7 +564,8 @@ absl::Status NatsPublisher::DrainBatch(bool* more) {
       s = natsMsgHeader_Set(msg, kMsgIdHeader, msg_id.c_str());
     }
     if (s == NATS_OK) {
-      s = natsConnection_PublishMsg(conn_, msg);
+      s = jetstream ? js_PublishMsgAsync(js_, &msg, nullptr)  // on success it owns msg
+                    : natsConnection_PublishMsg(conn_, msg);
     }
     natsMsg_Destroy(msg);
     if (s == NATS_MAX_PAYLOAD) {
@@ -482,13 +576,53 @@ absl::Status NatsPublisher::DrainBatch(bool* more) {
       continue;
     }
     if (s != NATS_OK) {
+      if (jetstream) {
+        DiscardUnacknowledged(js_);
+      }
       return NatsError(s, absl::StrCat("publish ", row.subject));
     }
   }
-  natsStatus s = natsConnection_FlushTimeout(
-      conn_, std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.flush_timeout)));
-  if (s != NATS_OK) {
-    return NatsError(s, "flush");
+  int64_t timeout_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.flush_timeout));
+  if (jetstream) {
+    // In slices, so that a connection that closed meanwhile (its acknowledgements will never
+    // come) ends the wait at once.
+    absl::Time deadline = absl::Now() + absl::Milliseconds(timeout_ms);
+    natsStatus s;
+    while (true) {
+      jsPubOptions wait;
+      jsPubOptions_Init(&wait);
+      wait.MaxWait = std::max<int64_t>(
+          1, std::min<int64_t>(100, absl::ToInt64Milliseconds(deadline - absl::Now())));
+      s = js_PublishAsyncComplete(js_, &wait);
+      if (s != NATS_TIMEOUT || absl::Now() >= deadline) {
+        break;
+      }
+      if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
+        s = NATS_CONNECTION_CLOSED;
+        break;
+      }
+    }
+    if (s != NATS_OK) {
+      // Sent again with the next attempt; the stream drops what it already has (Msg-Id).
+      DiscardUnacknowledged(js_);
+      return NatsError(s, "waiting for the stream's acknowledgements");
+    }
+  } else {
+    natsStatus s = natsConnection_FlushTimeout(conn_, timeout_ms);
+    if (s != NATS_OK) {
+      return NatsError(s, "flush");
+    }
+  }
+  {
+    absl::MutexLock lock(&ack_mu_);
+    if (ack_failures_ > 0) {
+      std::string error = ack_error_;
+      int64_t failures = ack_failures_;
+      ack_failures_ = 0;
+      ack_error_.clear();
+      return absl::UnavailableError(absl::StrCat("nats: the stream refused ", failures,
+                                                 " event(s): ", error));
+    }
   }
   int64_t last = rows->back().id;
   absl::MutexLock lock(&mu_);
@@ -525,6 +659,8 @@ void NatsPublisher::Run() {
     }
     if (conn_ != nullptr && natsConnection_Status(conn_) == NATS_CONN_STATUS_CLOSED) {
       // nats.c gave up on this connection; open a new one after a backoff.
+      jsCtx_Destroy(js_);
+      js_ = nullptr;
       natsConnection_Destroy(conn_);
       conn_ = nullptr;
       LogFailure(absl::UnavailableError("nats connection closed"), &failures);
@@ -536,9 +672,8 @@ void NatsPublisher::Run() {
     if (conn_ == nullptr) {
       st = Connect();
     }
-    // Publish only on a live connection: while reconnecting, nats.c would buffer the messages
-    // and send them after the reconnect, and then we would send them a second time. The
-    // (re)connected callback wakes us.
+    // Publish only on a live connection. One that is going down is closed by nats.c (no
+    // reconnects, see Connect), and the closed callback wakes us to open a new one.
     if (!st.ok() || natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
       if (!st.ok()) {
         LogFailure(st, &failures);
@@ -564,6 +699,8 @@ void NatsPublisher::Run() {
       failures = 0;
     } else {
       // Retry on a timer: the connection may look fine while the server does not answer.
+      // The stream may have gone (or come): look again before the next batch.
+      recheck_stream_.store(true);
       LogFailure(st, &failures);
       wait = absl::Milliseconds(
           Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures));

@@ -2,7 +2,12 @@
 
 // NatsPublisher: the Publisher every daemon uses. Publish() stores the event in a sqlite outbox
 // and returns; a sender thread drains the outbox to NATS in order, deleting each row only after
-// the server confirmed it (a PING/PONG flush). So an event survives NATS being down, restarting,
+// the server confirmed it. When a JetStream stream captures berth.events.> (eventd's), events are
+// JetStream publishes and the confirmation is the stream's acknowledgement that it stored them
+// (checked at each connect, after a failure and every 5 s); otherwise they are plain publishes
+// confirmed by a PING/PONG flush. Once a stream has been seen, events are never published plainly
+// again: any JetStream error, "no responders" included (nats-server answers so while it stops
+// JetStream before dropping its clients), or the stream being gone keeps them in the outbox. So an event survives NATS being down, restarting,
 // or this process dying; delivery is at-least-once, and every message carries the header
 // `Nats-Msg-Id: <publisher id>-<outbox row id>` so JetStream (eventd's stream) drops the copies
 // that a crash between "sent" and "deleted" can cause. Row ids are never reused (AUTOINCREMENT)
@@ -12,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +32,10 @@
 #include "lib/sqlite/sqlite.h"
 
 struct __natsConnection;
+struct __natsMsg;
+struct __jsCtx;
+struct jsPubAck;
+struct jsPubAckErr;
 
 namespace prometheus {
 class Registry;
@@ -56,7 +66,8 @@ struct NatsPublisherOptions {
   // publishers on one registry need different labels (e.g. {"daemon", "contentd"}).
   std::shared_ptr<prometheus::Registry> metrics;
   std::map<std::string, std::string> metric_labels;
-  // Reconnect backoff: doubles from min up to max between connection attempts.
+  // Reconnect backoff: doubles from min up to max between connection attempts (the sender
+  // thread reconnects; the client library's own reconnect is off).
   absl::Duration reconnect_wait_min = absl::Milliseconds(100);
   absl::Duration reconnect_wait_max = absl::Seconds(5);
   // How long the server has to confirm a batch before it is sent again later.
@@ -91,6 +102,9 @@ class NatsPublisher : public Publisher {
   int64_t delivered() const;
   // Whether the NATS connection is up right now (as last reported by the client library).
   bool connected() const { return connected_.load(); }
+  // Whether the server refused our credentials on the last attempt (logged as an error once
+  // per refusal streak; events stay in the outbox).
+  bool credentials_refused() const { return credentials_refused_.load(); }
   // The random id kept in the outbox; Msg-Ids are "<publisher_id>-<row id>".
   const std::string& publisher_id() const { return publisher_id_; }
   // Waits until the outbox is empty (true) or `timeout` passes (false). For graceful shutdown
@@ -109,15 +123,16 @@ class NatsPublisher : public Publisher {
 
   // nats.c callbacks reach the publisher through a process-wide table keyed by callback_id_, so a
   // callback that fires after destruction finds nothing instead of a dangling pointer.
-  static void OnConnectionEvent(__natsConnection* nc, void* closure);
   static void OnDisconnected(__natsConnection* nc, void* closure);
   static void OnClosed(__natsConnection* nc, void* closure);
-  static int64_t ReconnectDelay(__natsConnection* nc, int attempts, void* closure);
+  static void OnPublishAck(__jsCtx* js, __natsMsg* msg, jsPubAck* ack, jsPubAckErr* err,
+                           void* closure);
 
   void Wake();
   void Run();                 // the sender thread
   absl::Status Connect();     // sender thread: creates conn_
   absl::Status DrainBatch(bool* more);  // sender thread: one batch out and confirmed
+  std::optional<bool> StreamCapturesEvents();  // sender thread: asks the server
   absl::StatusOr<std::vector<Row>> ReadBatch();
   void LogFailure(const absl::Status& st, int* failures);
   void SetPendingLocked(int64_t pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -137,7 +152,18 @@ class NatsPublisher : public Publisher {
 
   prometheus::Gauge* pending_gauge_ = nullptr;  // owned by options_.metrics
   std::atomic<bool> connected_{false};
+  std::atomic<bool> credentials_refused_{false};
   __natsConnection* conn_ = nullptr;  // only the sender thread (and the destructor after join)
+  __jsCtx* js_ = nullptr;             // on conn_, same owner
+  bool use_jetstream_ = false;        // sender thread
+  absl::Time stream_checked_ = absl::InfinitePast();  // sender thread
+  std::atomic<bool> recheck_stream_{true};
+
+  // The acknowledgements of the batch in flight, written by nats.c's callback thread.
+  absl::Mutex ack_mu_;
+  int64_t acks_ ABSL_GUARDED_BY(ack_mu_) = 0;
+  int64_t ack_failures_ ABSL_GUARDED_BY(ack_mu_) = 0;
+  std::string ack_error_ ABSL_GUARDED_BY(ack_mu_);
   std::thread sender_;
 };
 

@@ -24,4 +24,8 @@ class Publisher {
 // "berth.events.default.tasks.exit" for ("default", "/tasks/exit").
 std::string SubjectFor(absl::string_view ns, absl::string_view topic);
 
+// containerd's topic rule (events/exchange validateTopic): "/" followed by one or more
+// identifier components separated by "/". InvalidArgument naming the topic otherwise.
+absl::Status ValidateTopic(absl::string_view topic);
+
 }  // namespace berth::events

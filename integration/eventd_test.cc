@@ -1,0 +1,602 @@
+// eventd end to end (issue 4): a real nats-server with JetStream and a user/password, eventd,
+// contentd, the berth CLI, ctr and containerd's own `containerd publish`.
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+#include <nats/nats.h>
+
+#include <atomic>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "berth/events/v1/events.grpc.pb.h"
+#include "containerd/events/content.pb.h"
+#include "containerd/events/task.pb.h"
+#include "containerd/services/events/v1/events.grpc.pb.h"
+#include "integration/harness.h"
+#include "lib/events/eventd_client.h"
+#include "lib/events/nats_publisher.h"
+#include "lib/testing/testing.h"
+
+namespace berth::integration {
+namespace {
+
+using ::berth::testing::BinaryPath;
+using ::berth::testing::NatsServer;
+using ::berth::testing::Process;
+using ::berth::testing::TempDir;
+using ::berth::testing::WaitFor;
+namespace cpb = ::containerd::services::events::v1;
+namespace bpb = ::berth::events::v1;
+
+constexpr char kUser[] = "berth";
+constexpr char kPassword[] = "s3cret";
+
+NatsServer::Options AuthNats() {
+  NatsServer::Options o;
+  o.user = kUser;
+  o.password = kPassword;
+  return o;
+}
+
+// An eventd under `dir` (root, state, socket ev.sock), started by the test, stopped by PID.
+class Eventd {
+ public:
+  Eventd(std::string dir, std::string nats_url, std::string credentials)
+      : dir_(std::move(dir)), nats_url_(std::move(nats_url)),
+        credentials_(std::move(credentials)) {
+    mkdir(dir_.c_str(), 0700);
+  }
+
+  absl::Status Start() {
+    std::vector<std::string> argv = {BinaryPath("services/eventd/eventd"),
+                                     "--root", dir_ + "/root",
+                                     "--state", dir_ + "/state",
+                                     "--address", address(),
+                                     "--nats-url", nats_url_,
+                                     "--log-level", "debug",
+                                     "--nats-connect-timeout", "5"};
+    if (!credentials_.empty()) {
+      argv.insert(argv.end(), {"--nats-credentials", credentials_});
+    }
+    process_ = std::make_unique<Process>(argv, dir_);
+    bool up = WaitFor(
+        [&] {
+          return !process_->running() || process_->TryReap() ||
+                 testing::WaitForUnixSocket(address(), absl::ZeroDuration());
+        },
+        absl::Seconds(20));
+    if (!up || !process_->running()) {
+      return absl::UnavailableError(absl::StrCat("eventd did not start:\n", ReadLog()));
+    }
+    return absl::OkStatus();
+  }
+  void Kill() {
+    if (process_ != nullptr) {
+      logs_ += process_->ReadLog();
+      process_->Kill();
+      process_.reset();
+    }
+  }
+  // The exit status of a daemon that stopped by itself (waits up to 20 s).
+  int WaitExit() {
+    int status = -1;
+    process_->WaitFor(absl::Seconds(20), &status);
+    return status;
+  }
+  std::string address() const { return dir_ + "/ev.sock"; }
+  std::string ReadLog() const { return logs_ + (process_ ? process_->ReadLog() : ""); }
+
+ private:
+  std::string dir_, nats_url_, credentials_;
+  std::unique_ptr<Process> process_;
+  std::string logs_;
+};
+
+std::shared_ptr<grpc::Channel> Dial(const std::string& path) {
+  return grpc::CreateChannel("unix:" + path, grpc::InsecureChannelCredentials());
+}
+
+// Waits until `process`'s log contains `needle`.
+bool LogContains(const Process& process, const std::string& needle,
+                 absl::Duration timeout = absl::Seconds(20)) {
+  return WaitFor([&] { return absl::StrContains(process.ReadLog(), needle); }, timeout);
+}
+
+// A berth events subscriber running in the background, output to its log.
+std::unique_ptr<Process> BerthEvents(const std::string& log_dir, const std::string& address,
+                                     std::vector<std::string> args) {
+  std::vector<std::string> argv = {BinaryPath("tools/berth/berth"), "--eventd-address", address,
+                                   "events"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return std::make_unique<Process>(argv, log_dir);
+}
+
+// Polls a berth.events.v1 subscription until its marker arrives, i.e. until it is live.
+class Collector {
+ public:
+  Collector(const std::string& address, events::EventdSubscribeOptions options)
+      : subscriber_(Dial(address), std::move(options)) {
+    thread_ = std::thread([this] {
+      absl::Status st = subscriber_.Run([this](uint64_t seq, const cpb::Envelope& envelope) {
+        absl::MutexLock lock(&mu_);
+        sequences_.push_back(seq);
+        envelopes_.push_back(envelope);
+        return true;
+      });
+      absl::MutexLock lock(&mu_);
+      done_ = true;
+      status_ = st;
+    });
+  }
+  ~Collector() {
+    subscriber_.Cancel();
+    thread_.join();
+  }
+  size_t size() {
+    absl::MutexLock lock(&mu_);
+    return envelopes_.size();
+  }
+  bool WaitSize(size_t n, absl::Duration timeout) {
+    return WaitFor([&] { return size() >= n; }, timeout);
+  }
+  std::vector<cpb::Envelope> envelopes() {
+    absl::MutexLock lock(&mu_);
+    return envelopes_;
+  }
+  std::vector<uint64_t> sequences() {
+    absl::MutexLock lock(&mu_);
+    return sequences_;
+  }
+  bool live() { return subscriber_.last_sequence().has_value(); }
+  // How Run ended ("running" while it runs), for failure messages.
+  std::string state() {
+    absl::MutexLock lock(&mu_);
+    return done_ ? status_.ToString() : "running";
+  }
+  events::EventdSubscriber& subscriber() { return subscriber_; }
+
+ private:
+  events::EventdSubscriber subscriber_;
+  absl::Mutex mu_;
+  std::vector<uint64_t> sequences_ ABSL_GUARDED_BY(mu_);
+  std::vector<cpb::Envelope> envelopes_ ABSL_GUARDED_BY(mu_);
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status status_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+// "<messages> messages, sequences <first>..<last>" of eventd's stream, asked of nats-server
+// directly (not through eventd), to tell a loss in the stream from a loss in a reader.
+std::string StreamState(const NatsServer& nats) {
+  natsOptions* opts = nullptr;
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  jsStreamInfo* info = nullptr;
+  std::string out = "stream state unknown";
+  if (natsOptions_Create(&opts) == NATS_OK &&
+      natsOptions_SetURL(opts, nats.url().c_str()) == NATS_OK &&
+      natsOptions_SetUserInfo(opts, kUser, kPassword) == NATS_OK &&
+      natsConnection_Connect(&conn, opts) == NATS_OK &&
+      natsConnection_JetStream(&js, conn, nullptr) == NATS_OK &&
+      js_GetStreamInfo(&info, js, "BERTH_EVENTS", nullptr, nullptr) == NATS_OK) {
+    out = absl::StrCat("stream BERTH_EVENTS: ", info->State.Msgs, " messages, sequences ",
+                       info->State.FirstSeq, "..", info->State.LastSeq);
+    jsStreamInfo_Destroy(info);
+  }
+  if (js != nullptr) jsCtx_Destroy(js);
+  if (conn != nullptr) natsConnection_Destroy(conn);
+  if (opts != nullptr) natsOptions_Destroy(opts);
+  return out;
+}
+
+int PidOf(const cpb::Envelope& envelope) {
+  containerd::events::TaskExit exit;
+  EXPECT_TRUE(exit.ParseFromString(envelope.event().value()));
+  return static_cast<int>(exit.pid());
+}
+
+containerd::events::TaskExit Exit(int i) {
+  containerd::events::TaskExit exit;
+  exit.set_container_id(absl::StrCat("c", i));
+  exit.set_pid(static_cast<uint32_t>(i));
+  return exit;
+}
+
+grpc::Status Publish(cpb::Events::Stub& stub, const std::string& ns, const std::string& topic,
+                     const google::protobuf::Message& event) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  if (!ns.empty()) {
+    context.AddMetadata("containerd-namespace", ns);
+  }
+  cpb::PublishRequest request;
+  request.set_topic(topic);
+  request.mutable_event()->set_type_url(events::TypeUrlFor(event));
+  event.SerializeToString(request.mutable_event()->mutable_value());
+  google::protobuf::Empty empty;
+  return stub.Publish(&context, request, &empty);
+}
+
+TEST(EventdTest, ContentDeleteFromContentdReachesBerthEvents) {
+  TempDir dir;
+  NatsServer nats(AuthNats());
+  Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials());
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  Contentd::Options co;
+  co.nats_url = nats.url();
+  co.extra_args = {"--nats-credentials", nats.credentials()};
+  mkdir(dir.Join("contentd").c_str(), 0700);
+  Contentd contentd(dir.Join("contentd"), co);
+  ASSERT_TRUE(contentd.Start().ok()) << contentd.ReadLog();
+
+  // A live subscriber: it is subscribed once it prints the pings we keep publishing.
+  std::unique_ptr<Process> live = BerthEvents(
+      dir.path(), eventd.address(), {"topic~=\"^/(content/delete|test/ping)$\""});
+  auto events_stub = cpb::Events::NewStub(Dial(eventd.address()));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        EXPECT_TRUE(Publish(*events_stub, "default", "/test/ping", Exit(0)).ok());
+        return absl::StrContains(live->ReadLog(), "/test/ping");
+      },
+      absl::Seconds(20)))
+      << live->ReadLog();
+
+  auto stub = containerd::services::content::v1::Content::NewStub(Dial(contentd.address()));
+  absl::StatusOr<std::string> digest = CommitBlob(*stub, "default", "ref-1", "hello eventd");
+  ASSERT_TRUE(digest.ok()) << digest.status();
+  ASSERT_TRUE(DeleteBlob(*stub, "default", *digest).ok());
+  EXPECT_TRUE(LogContains(*live, *digest)) << live->ReadLog();
+  EXPECT_TRUE(absl::StrContains(live->ReadLog(), "default /content/delete")) << live->ReadLog();
+
+  // And a replaying one, --json, exits after the first match.
+  std::unique_ptr<Process> replay = BerthEvents(
+      dir.path(), eventd.address(),
+      {"--json", "--since", "1", "--count", "1", "topic==\"/content/delete\""});
+  int status = -1;
+  ASSERT_TRUE(replay->WaitFor(absl::Seconds(30), &status)) << replay->ReadLog();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << replay->ReadLog();
+  std::string out = replay->ReadLog();
+  EXPECT_TRUE(absl::StrContains(out, "\"topic\":\"/content/delete\"")) << out;
+  EXPECT_TRUE(absl::StrContains(out, absl::StrCat("\"digest\":\"", *digest, "\""))) << out;
+  EXPECT_TRUE(absl::StrContains(out, "\"namespace\":\"default\"")) << out;
+}
+
+
+// 10,000 events from a publisher (contentd's NatsPublisher, with its outbox) while nats-server is
+// restarted twice: a replay from the start gets each exactly once, in order.
+TEST(EventdTest, TenThousandEventsAcrossTwoNatsRestartsReplayInOrder) {
+  constexpr int kEvents = 10000;
+  TempDir dir;
+  NatsServer nats(AuthNats());
+  Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials());
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+
+  events::NatsPublisherOptions po;
+  po.outbox_path = dir.Join("outbox.db");
+  po.url = nats.url();
+  po.credentials = nats.credentials();
+  po.reconnect_wait_min = absl::Milliseconds(20);
+  po.reconnect_wait_max = absl::Milliseconds(200);
+  po.flush_timeout = absl::Seconds(2);
+  absl::StatusOr<std::unique_ptr<events::NatsPublisher>> publisher =
+      events::NatsPublisher::Open(po);
+  ASSERT_TRUE(publisher.ok()) << publisher.status();
+  std::atomic<int> published{0};
+  std::thread producer([&] {
+    for (int i = 0; i < kEvents; ++i) {
+      ASSERT_TRUE((*publisher)->Publish("default", "/tasks/exit", Exit(i)).ok());
+      published.store(i + 1);
+      if (i % 100 == 0) {
+        absl::SleepFor(absl::Milliseconds(5));  // spread over the restarts
+      }
+    }
+  });
+  for (int restart = 1; restart <= 2; ++restart) {
+    ASSERT_TRUE(WaitFor([&] { return published.load() >= restart * kEvents / 3; },
+                        absl::Seconds(60)));
+    nats.Stop();
+    absl::SleepFor(absl::Milliseconds(300));  // an outage, not a blink
+    nats.Start();
+  }
+  producer.join();
+  ASSERT_TRUE((*publisher)->WaitForDelivery(absl::Seconds(60)))
+      << (*publisher)->pending() << " still pending";
+
+  events::EventdSubscribeOptions so;
+  so.start_sequence = 1;
+  so.filters = {"topic==\"/tasks/exit\""};
+  Collector replay(eventd.address(), so);
+  ASSERT_TRUE(replay.WaitSize(kEvents, absl::Seconds(60)))
+      << replay.size() << " replayed; " << StreamState(nats) << "; publisher delivered "
+      << (*publisher)->delivered() << "\n"
+      << eventd.ReadLog();
+  absl::SleepFor(absl::Milliseconds(500));  // nothing more may come
+  std::vector<cpb::Envelope> got = replay.envelopes();
+  ASSERT_EQ(got.size(), static_cast<size_t>(kEvents));
+  std::vector<uint64_t> seqs = replay.sequences();
+  for (int i = 0; i < kEvents; ++i) {
+    ASSERT_EQ(PidOf(got[i]), i) << "at " << i;
+    if (i > 0) {
+      ASSERT_GT(seqs[i], seqs[i - 1]);
+    }
+  }
+}
+
+// containerd's own clients against eventd: `ctr events` receives, `containerd publish` (the
+// shims' publisher binary) publishes through Publish to a berth subscriber.
+TEST(EventdTest, CtrEventsAndContainerdPublish) {
+  TempDir dir;
+  NatsServer nats(AuthNats());
+  Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials());
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  auto stub = cpb::Events::NewStub(Dial(eventd.address()));
+
+  Process ctr({"ctr", "--address", eventd.address(), "events"}, dir.path());
+  events::EventdSubscribeOptions so;
+  so.filters = {"namespace==ns1"};
+  Collector berth_sub(eventd.address(), so);
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        EXPECT_TRUE(Publish(*stub, "default", "/test/ping", Exit(0)).ok());
+        return absl::StrContains(ctr.ReadLog(), "/test/ping") && berth_sub.live();
+      },
+      absl::Seconds(20)))
+      << ctr.ReadLog();
+
+  containerd::events::ContentDelete del;
+  del.set_digest("sha256:0123456789abcdef");
+  google::protobuf::Any any;
+  any.set_type_url("containerd.events.ContentDelete");
+  del.SerializeToString(any.mutable_value());
+  std::string any_path = dir.Join("any.bin");
+  {
+    std::ofstream f(any_path, std::ios::binary);
+    f << any.SerializeAsString();
+  }
+  int code = -1;
+  std::string out = testing::RunCommand(
+      absl::StrCat("containerd --address ", eventd.address(),
+                   " publish --namespace ns1 --topic /content/delete < ", any_path),
+      &code);
+  ASSERT_EQ(code, 0) << out;
+
+  ASSERT_TRUE(berth_sub.WaitSize(1, absl::Seconds(20)));
+  cpb::Envelope got = berth_sub.envelopes()[0];
+  EXPECT_EQ(got.namespace_(), "ns1");
+  EXPECT_EQ(got.topic(), "/content/delete");
+  EXPECT_EQ(got.event().type_url(), "containerd.events.ContentDelete");
+  containerd::events::ContentDelete back;
+  ASSERT_TRUE(back.ParseFromString(got.event().value()));
+  EXPECT_EQ(back.digest(), "sha256:0123456789abcdef");
+  // ctr decodes it too (it only resolves containerd's bare type names).
+  EXPECT_TRUE(LogContains(ctr, "ns1 /content/delete {\"digest\":\"sha256:0123456789abcdef\"}"))
+      << ctr.ReadLog();
+
+  // ctr's filters go through eventd's containerd filter matching.
+  Process filtered({"ctr", "--address", eventd.address(), "events",
+                    "topic~=\"^/content/\",namespace==ns2"},
+                   dir.path());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        EXPECT_TRUE(Publish(*stub, "ns2", "/content/delete", del).ok());
+        return absl::StrContains(filtered.ReadLog(), "ns2 /content/delete");
+      },
+      absl::Seconds(20)))
+      << filtered.ReadLog();
+  ASSERT_TRUE(Publish(*stub, "ns2", "/test/ping", Exit(1)).ok());
+  ASSERT_TRUE(Publish(*stub, "ns3", "/content/delete", del).ok());
+  ASSERT_TRUE(Publish(*stub, "ns2", "/content/delete", del).ok());
+  ASSERT_TRUE(WaitFor([&] { return berth_sub.size() >= 1; }, absl::Seconds(5)));
+  absl::SleepFor(absl::Milliseconds(500));
+  std::string log = filtered.ReadLog();
+  EXPECT_FALSE(absl::StrContains(log, "/test/ping")) << log;
+  EXPECT_FALSE(absl::StrContains(log, "ns3")) << log;
+
+  // event.<field> filters, as containerd adapts them.
+  events::EventdSubscribeOptions by_field;
+  by_field.start_sequence = 1;
+  by_field.filters = {"event.digest==\"sha256:0123456789abcdef\",namespace==ns1"};
+  Collector field_sub(eventd.address(), by_field);
+  ASSERT_TRUE(field_sub.WaitSize(1, absl::Seconds(20)));
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(field_sub.size(), 1u);
+}
+
+TEST(EventdTest, BadInputIsInvalidArgument) {
+  TempDir dir;
+  NatsServer nats(AuthNats());
+  Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials());
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  auto stub = cpb::Events::NewStub(Dial(eventd.address()));
+  for (const char* topic : {"", "/", "tasks/exit", "/tasks//exit", "/tasks/exit/", "/ta sks",
+                            "/-x"}) {
+    EXPECT_EQ(Publish(*stub, "default", topic, Exit(0)).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT)
+        << topic;
+  }
+  for (const char* ns : {"bad ns", "-x", "a..b", "ns/x"}) {
+    EXPECT_EQ(Publish(*stub, ns, "/tasks/exit", Exit(0)).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT)
+        << ns;
+  }
+  {
+    grpc::ClientContext context;
+    cpb::ForwardRequest request;
+    request.mutable_envelope()->set_namespace_("default");
+    request.mutable_envelope()->set_topic("/tasks/exit");  // no timestamp
+    google::protobuf::Empty empty;
+    EXPECT_EQ(stub->Forward(&context, request, &empty).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext context;
+    cpb::ForwardRequest request;
+    request.mutable_envelope()->set_namespace_("Bad NS");
+    request.mutable_envelope()->set_topic("/tasks/exit");
+    request.mutable_envelope()->mutable_timestamp()->set_seconds(1);
+    google::protobuf::Empty empty;
+    EXPECT_EQ(stub->Forward(&context, request, &empty).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  for (const char* filter : {"topic==\"", "topic~=(", "==x", "topic==a,,"}) {
+    grpc::ClientContext context;
+    cpb::SubscribeRequest request;
+    request.add_filters(filter);
+    auto reader = stub->Subscribe(&context, request);
+    cpb::Envelope envelope;
+    EXPECT_FALSE(reader->Read(&envelope));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT) << filter;
+
+    grpc::ClientContext context2;
+    bpb::SubscribeRequest request2;
+    request2.add_filters(filter);
+    request2.set_start_sequence(1);
+    auto berth_stub = bpb::Events::NewStub(Dial(eventd.address()));
+    auto reader2 = berth_stub->Subscribe(&context2, request2);
+    bpb::StreamedEvent item;
+    EXPECT_FALSE(reader2->Read(&item));
+    EXPECT_EQ(reader2->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT) << filter;
+  }
+  int code = -1;
+  std::string out = testing::RunCommand(
+      {BinaryPath("tools/berth/berth"), "--eventd-address", eventd.address(), "events",
+       "topic~=("},
+      &code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_TRUE(absl::StrContains(out, "berth: ")) << out;
+  out = testing::RunCommand({BinaryPath("tools/berth/berth"), "--eventd-address",
+                             eventd.address(), "events", "--since", "yesterday"},
+                            &code);
+  EXPECT_EQ(code, 2) << out;
+}
+
+// The bus refuses clients without the right credentials, and they say so.
+TEST(EventdTest, WrongNatsCredentialsAreRefusedAndSaidSo) {
+  TempDir dir;
+  NatsServer nats(AuthNats());
+  Eventd bad(dir.Join("bad"), nats.url(), absl::StrCat(kUser, ":wrong"));
+  EXPECT_FALSE(bad.Start().ok());
+  EXPECT_NE(bad.WaitExit(), 0);
+  EXPECT_TRUE(absl::StrContains(bad.ReadLog(), "refused the credentials of user \"berth\""))
+      << bad.ReadLog();
+  Eventd none(dir.Join("none"), nats.url(), "");
+  EXPECT_FALSE(none.Start().ok());
+  EXPECT_TRUE(absl::StrContains(none.ReadLog(), "refused a connection without credentials"))
+      << none.ReadLog();
+
+  Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials());
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  events::NatsPublisherOptions po;
+  po.outbox_path = dir.Join("outbox.db");
+  po.url = nats.url();
+  po.credentials = absl::StrCat(kUser, ":wrong");
+  po.reconnect_wait_min = absl::Milliseconds(20);
+  po.reconnect_wait_max = absl::Milliseconds(100);
+  absl::StatusOr<std::unique_ptr<events::NatsPublisher>> publisher =
+      events::NatsPublisher::Open(po);
+  ASSERT_TRUE(publisher.ok());
+  ASSERT_TRUE((*publisher)->Publish("default", "/tasks/exit", Exit(1)).ok());
+  EXPECT_TRUE(WaitFor([&] { return (*publisher)->credentials_refused(); }, absl::Seconds(10)));
+  EXPECT_EQ((*publisher)->pending(), 1);  // kept, not lost
+
+  // A raw client without credentials cannot even connect, so cannot publish.
+  natsConnection* nc = nullptr;
+  EXPECT_NE(natsConnection_ConnectTo(&nc, nats.url().c_str()), NATS_OK);
+  if (nc != nullptr) {
+    natsConnection_Destroy(nc);
+  }
+  events::EventdSubscribeOptions so;
+  so.start_sequence = 1;
+  Collector all(eventd.address(), so);
+  ASSERT_TRUE(WaitFor([&] { return all.live(); }, absl::Seconds(10)));
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(all.size(), 0u);
+}
+
+// eventd killed and restarted under a subscriber: the client resumes after its last sequence,
+// and gets what was published while eventd was down (daemons publish to NATS directly).
+TEST(EventdTest, EventdRestartMidSubscriptionResumesWithoutLoss) {
+  TempDir dir;
+  NatsServer nats(AuthNats());
+  Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials());
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  auto stub = cpb::Events::NewStub(Dial(eventd.address()));
+
+  events::EventdSubscribeOptions so;  // live: the marker tells it where it stands
+  Collector sub(eventd.address(), so);
+  ASSERT_TRUE(WaitFor([&] { return sub.live(); }, absl::Seconds(10)));
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(Publish(*stub, "default", "/tasks/exit", Exit(i)).ok());
+  }
+  ASSERT_TRUE(sub.WaitSize(50, absl::Seconds(20)));
+  eventd.Kill();
+
+  events::NatsPublisherOptions po;
+  po.outbox_path = dir.Join("outbox.db");
+  po.url = nats.url();
+  po.credentials = nats.credentials();
+  absl::StatusOr<std::unique_ptr<events::NatsPublisher>> publisher =
+      events::NatsPublisher::Open(po);
+  ASSERT_TRUE(publisher.ok());
+  for (int i = 100; i < 200; ++i) {
+    ASSERT_TRUE((*publisher)->Publish("default", "/tasks/exit", Exit(i)).ok());
+  }
+  ASSERT_TRUE((*publisher)->WaitForDelivery(absl::Seconds(20)));
+
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  for (int i = 200; i < 300; ++i) {
+    ASSERT_TRUE(Publish(*stub, "default", "/tasks/exit", Exit(i)).ok());
+  }
+  ASSERT_TRUE(sub.WaitSize(300, absl::Seconds(30))) << sub.size();
+  absl::SleepFor(absl::Milliseconds(300));
+  std::vector<cpb::Envelope> got = sub.envelopes();
+  ASSERT_EQ(got.size(), 300u);
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_EQ(PidOf(got[i]), i) << "at " << i;
+  }
+  EXPECT_GE(sub.subscriber().reconnects(), 1);
+}
+
+// berth.events.v1 from a time: events stored at or after it.
+TEST(EventdTest, SubscribeFromTime) {
+  TempDir dir;
+  NatsServer nats(AuthNats());
+  Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials());
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  auto stub = cpb::Events::NewStub(Dial(eventd.address()));
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(Publish(*stub, "default", "/tasks/exit", Exit(i)).ok());
+  }
+  absl::SleepFor(absl::Milliseconds(50));
+  absl::Time middle = absl::Now();
+  absl::SleepFor(absl::Milliseconds(50));
+  for (int i = 5; i < 10; ++i) {
+    ASSERT_TRUE(Publish(*stub, "default", "/tasks/exit", Exit(i)).ok());
+  }
+  events::EventdSubscribeOptions so;
+  so.start_time = middle;
+  Collector sub(eventd.address(), so);
+  ASSERT_TRUE(sub.WaitSize(5, absl::Seconds(20)))
+      << sub.size() << " received; subscriber " << sub.state() << "\n" << eventd.ReadLog();
+  absl::SleepFor(absl::Milliseconds(300));
+  std::vector<cpb::Envelope> got = sub.envelopes();
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_EQ(PidOf(got[0]), 5);
+  EXPECT_EQ(PidOf(got[4]), 9);
+}
+
+}  // namespace
+}  // namespace berth::integration

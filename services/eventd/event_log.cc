@@ -1,0 +1,376 @@
+#include "services/eventd/event_log.h"
+
+#include <nats/nats.h>
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "lib/base/logging.h"
+#include "lib/events/nats_publisher.h"
+
+namespace berth::eventd {
+namespace {
+
+std::string LastNatsError(natsStatus s) {
+  const char* text = nats_GetLastError(nullptr);
+  if (text != nullptr && *text != '\0') {
+    return absl::StrCat(natsStatus_GetText(s), ": ", text);
+  }
+  return natsStatus_GetText(s);
+}
+
+int64_t Millis(absl::Duration d) { return std::max<int64_t>(1, absl::ToInt64Milliseconds(d)); }
+
+// No closure: these may run on nats.c's callback thread after the log is gone.
+void LogDisconnected(natsConnection* nc, void*) {
+  BERTH_LOG(Warn) << "eventd: lost the connection to NATS; reconnecting";
+}
+void LogReconnected(natsConnection* nc, void*) {
+  char url[256] = {0};
+  natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+  BERTH_LOG(Info) << "eventd: reconnected to NATS at " << url;
+}
+
+std::string RandomHex() {
+  unsigned char bytes[8] = {0};
+  if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
+    uint64_t now = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+    std::memcpy(bytes, &now, sizeof(bytes));
+  }
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
+
+class JetStreamSubscription : public EventSubscription {
+ public:
+  JetStreamSubscription(natsSubscription* sub, std::optional<uint64_t> resume_after)
+      : sub_(sub), resume_after_(resume_after) {}
+  ~JetStreamSubscription() override {
+    natsSubscription_Unsubscribe(sub_);  // deletes the ephemeral consumer
+    natsSubscription_Destroy(sub_);
+  }
+
+  absl::StatusOr<std::optional<StoredEvent>> Next(absl::Duration timeout) override {
+    absl::Time deadline = absl::Now() + timeout;
+    while (true) {
+      natsMsg* msg = nullptr;
+      natsStatus s =
+          natsSubscription_NextMsg(&msg, sub_, Millis(deadline - absl::Now()));
+      if (s == NATS_TIMEOUT) {
+        return std::optional<StoredEvent>();
+      }
+      if (s == NATS_SLOW_CONSUMER) {
+        continue;  // the ordered consumer notices the gap and restarts after the last one
+      }
+      if (s != NATS_OK) {
+        return absl::UnavailableError(absl::StrCat("event stream: ", LastNatsError(s)));
+      }
+      jsMsgMetaData* meta = nullptr;
+      s = natsMsg_GetMetaData(&meta, msg);
+      if (s != NATS_OK) {
+        natsMsg_Destroy(msg);
+        return absl::UnavailableError(absl::StrCat("event stream metadata: ", LastNatsError(s)));
+      }
+      StoredEvent event;
+      event.sequence = meta->Sequence.Stream;
+      jsMsgMetaData_Destroy(meta);
+      bool parsed = event.envelope.ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+      if (!parsed) {
+        BERTH_LOG(Warn) << "eventd: skipping stream message " << event.sequence << " on "
+                        << natsMsg_GetSubject(msg) << ": not an events Envelope";
+      }
+      natsMsg_Destroy(msg);
+      if (parsed) {
+        return std::optional<StoredEvent>(std::move(event));
+      }
+      if (absl::Now() >= deadline) {
+        return std::optional<StoredEvent>();
+      }
+    }
+  }
+
+  std::optional<uint64_t> resume_after() const override { return resume_after_; }
+
+ private:
+  natsSubscription* sub_;
+  std::optional<uint64_t> resume_after_;
+};
+
+// Creates the stream, or brings an existing one's limits in line with `o`.
+absl::Status EnsureStream(jsCtx* js, const StreamOptions& o) {
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = o.name.c_str();
+  const char* subjects[] = {o.subjects.c_str()};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = o.memory_storage ? js_MemoryStorage : js_FileStorage;
+  cfg.Retention = js_LimitsPolicy;
+  cfg.Discard = js_DiscardOld;
+  cfg.MaxAge = absl::ToInt64Nanoseconds(o.max_age);
+  cfg.MaxBytes = o.max_bytes > 0 ? o.max_bytes : -1;
+  cfg.Duplicates = absl::ToInt64Nanoseconds(o.duplicate_window);
+
+  jsStreamInfo* info = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, js, o.name.c_str(), nullptr, &jerr);
+  if (s == NATS_NO_RESPONDERS) {
+    return absl::UnavailableError("NATS has JetStream disabled; eventd needs it (jetstream {} in "
+                                  "nats-server.conf)");
+  }
+  const char* action = "update";
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(info);
+    info = nullptr;
+    s = js_UpdateStream(&info, js, &cfg, nullptr, &jerr);
+  } else if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+    action = "create";
+    s = js_AddStream(&info, js, &cfg, nullptr, &jerr);
+  }
+  if (s != NATS_OK) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot ", action, " JetStream stream ", o.name, " (subjects ", o.subjects,
+        "): ", LastNatsError(s), jerr != 0 ? absl::StrCat(" (error code ", jerr, ")") : ""));
+  }
+  BERTH_LOG(Info) << "eventd: JetStream stream " << o.name << " (" << action << "d): subjects "
+                  << o.subjects << ", " << info->State.Msgs << " events kept, sequences "
+                  << info->State.FirstSeq << ".." << info->State.LastSeq << ", max age "
+                  << o.max_age << ", max bytes " << cfg.MaxBytes << ", duplicate window "
+                  << o.duplicate_window;
+  jsStreamInfo_Destroy(info);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOptions options) {
+  if (options.url.empty()) {
+    return absl::InvalidArgumentError("eventd needs a NATS server: set nats_url (--nats-url)");
+  }
+  std::string user, password;
+  if (!options.credentials.empty()) {
+    size_t colon = options.credentials.find(':');
+    if (colon == std::string::npos || colon == 0) {
+      return absl::InvalidArgumentError("nats credentials: want \"user:password\"");
+    }
+    user = options.credentials.substr(0, colon);
+    password = options.credentials.substr(colon + 1);
+  }
+  natsOptions* opts = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  if (s == NATS_OK) s = natsOptions_SetURL(opts, options.url.c_str());
+  if (s == NATS_OK) s = natsOptions_SetName(opts, options.client_name.c_str());
+  if (s == NATS_OK && !user.empty()) {
+    s = natsOptions_SetUserInfo(opts, user.c_str(), password.c_str());
+  }
+  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, &LogDisconnected, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, &LogReconnected, nullptr);
+  if (s != NATS_OK) {
+    natsOptions_Destroy(opts);
+    return absl::InvalidArgumentError(absl::StrCat("nats options: ", LastNatsError(s)));
+  }
+  natsConnection* conn = nullptr;
+  absl::Time deadline = absl::Now() + options.connect_timeout;
+  bool waiting_logged = false;
+  while (true) {
+    s = natsConnection_Connect(&conn, opts);
+    if (s == NATS_OK) {
+      break;
+    }
+    std::string why = LastNatsError(s);
+    if (s == NATS_CONNECTION_AUTH_FAILED || absl::StrContains(why, "Authorization") ||
+        absl::StrContains(why, "authorization")) {
+      natsOptions_Destroy(opts);
+      return absl::UnauthenticatedError(absl::StrCat(
+          "NATS at ", options.url, " refused ",
+          user.empty() ? std::string("a connection without credentials")
+                       : absl::StrCat("the credentials of user \"", user, "\""),
+          " (", why, "); check nats_credentials / --nats-credentials"));
+    }
+    if (s != NATS_NO_SERVER || absl::Now() >= deadline) {
+      natsOptions_Destroy(opts);
+      return absl::UnavailableError(absl::StrCat("cannot connect to NATS at ", options.url, ": ",
+                                                 why));
+    }
+    if (!waiting_logged) {
+      BERTH_LOG(Warn) << "eventd: NATS at " << options.url << " is not reachable yet ("
+                      << why << "); retrying for up to " << options.connect_timeout;
+      waiting_logged = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  natsOptions_Destroy(opts);
+
+  jsCtx* js = nullptr;
+  jsOptions js_options;
+  jsOptions_Init(&js_options);
+  js_options.Wait = Millis(options.publish_timeout);
+  s = natsConnection_JetStream(&js, conn, &js_options);
+  if (s != NATS_OK) {
+    natsConnection_Destroy(conn);
+    return absl::InternalError(absl::StrCat("nats JetStream context: ", LastNatsError(s)));
+  }
+  if (absl::Status st = EnsureStream(js, options.stream); !st.ok()) {
+    jsCtx_Destroy(js);
+    natsConnection_Close(conn);
+    natsConnection_Destroy(conn);
+    return st;
+  }
+  return std::unique_ptr<JetStreamLog>(
+      new JetStreamLog(std::move(options), conn, js, RandomHex()));
+}
+
+JetStreamLog::JetStreamLog(JetStreamLogOptions options, natsConnection* conn, jsCtx* js,
+                           std::string instance_id)
+    : options_(std::move(options)), conn_(conn), js_(js), instance_id_(std::move(instance_id)) {}
+
+JetStreamLog::~JetStreamLog() {
+  jsCtx_Destroy(js_);
+  natsConnection_Close(conn_);
+  natsConnection_Destroy(conn_);
+}
+
+absl::Status JetStreamLog::Append(const Envelope& envelope) {
+  if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
+    // A publish now would sit in the reconnect buffer with no one to confirm it.
+    return absl::UnavailableError(
+        absl::StrCat("event bus: not connected to NATS at ", options_.url));
+  }
+  std::string payload;
+  if (!envelope.SerializeToString(&payload)) {
+    return absl::InternalError("event envelope: cannot serialize");
+  }
+  std::string subject = events::SubjectFor(envelope.namespace_(), envelope.topic());
+  std::string msg_id = absl::StrCat("eventd-", instance_id_, "-", next_msg_.fetch_add(1));
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, payload.data(),
+                                static_cast<int>(payload.size()));
+  if (s == NATS_OK) {
+    s = natsMsgHeader_Set(msg, events::kMsgIdHeader, msg_id.c_str());
+  }
+  jsPubAck* ack = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  if (s == NATS_OK) {
+    jsPubOptions pub;
+    jsPubOptions_Init(&pub);
+    pub.MaxWait = Millis(options_.publish_timeout);
+    pub.ExpectStream = options_.stream.name.c_str();
+    s = js_PublishMsg(&ack, js_, msg, &pub, &jerr);
+  }
+  natsMsg_Destroy(msg);
+  if (s == NATS_MAX_PAYLOAD) {
+    return absl::InvalidArgumentError(absl::StrCat("event on ", envelope.topic(), ": ",
+                                                   payload.size(), " bytes, over NATS's limit"));
+  }
+  if (s != NATS_OK) {
+    return absl::UnavailableError(
+        absl::StrCat("event bus: publish on ", subject, ": ", LastNatsError(s)));
+  }
+  jsPubAck_Destroy(ack);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> JetStreamLog::LastSequence() {
+  jsStreamInfo* info = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, js_, options_.stream.name.c_str(), nullptr, &jerr);
+  if (s != NATS_OK) {
+    return absl::UnavailableError(absl::StrCat("event stream ", options_.stream.name, ": ",
+                                               LastNatsError(s)));
+  }
+  uint64_t last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  return last;
+}
+
+absl::StatusOr<uint64_t> JetStreamLog::FirstSequenceAtOrAfter(absl::Time time) {
+  jsStreamInfo* info = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, js_, options_.stream.name.c_str(), nullptr, &jerr);
+  if (s != NATS_OK) {
+    return absl::UnavailableError(absl::StrCat("event stream ", options_.stream.name, ": ",
+                                               LastNatsError(s)));
+  }
+  uint64_t lo = std::max<uint64_t>(info->State.FirstSeq, 1);
+  uint64_t hi = info->State.LastSeq + 1;  // answer in [lo, hi]; hi: nothing stored at/after
+  jsStreamInfo_Destroy(info);
+  int64_t want = absl::ToUnixNanos(time);
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    natsMsg* msg = nullptr;
+    s = js_GetMsg(&msg, js_, options_.stream.name.c_str(), mid, nullptr, &jerr);
+    if (s == NATS_NOT_FOUND) {
+      lo = mid + 1;  // removed (aged out or deleted): look later
+      continue;
+    }
+    if (s != NATS_OK) {
+      return absl::UnavailableError(absl::StrCat("event stream ", options_.stream.name,
+                                                 " message ", mid, ": ", LastNatsError(s)));
+    }
+    int64_t stored = natsMsg_GetTime(msg);
+    natsMsg_Destroy(msg);
+    if (stored >= want) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+absl::StatusOr<std::unique_ptr<EventSubscription>> JetStreamLog::Subscribe(StartPosition start) {
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = options_.stream.name.c_str();
+  so.Ordered = true;
+  std::optional<uint64_t> resume_after;
+  switch (start.kind) {
+    case StartPosition::Kind::kLive: {
+      // Not DeliverNew: starting after the last sequence we read lets us tell the client
+      // where it stands before any event arrives, with no race between the two.
+      absl::StatusOr<uint64_t> last = LastSequence();
+      if (!last.ok()) {
+        return last.status();
+      }
+      resume_after = *last;
+      break;
+    }
+    case StartPosition::Kind::kSequence:
+      resume_after = std::max<uint64_t>(start.sequence, 1) - 1;
+      break;
+    case StartPosition::Kind::kTime: {
+      // Resolved to a sequence here (a binary search over stored timestamps, which only grow),
+      // so every start is a sequence and the reader learns where it stands.
+      absl::StatusOr<uint64_t> first = FirstSequenceAtOrAfter(start.time);
+      if (!first.ok()) {
+        return first.status();
+      }
+      resume_after = *first - 1;
+      break;
+    }
+  }
+  if (resume_after.has_value()) {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = *resume_after + 1;
+  }
+  natsSubscription* sub = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_SubscribeSync(&sub, js_, options_.stream.subjects.c_str(), nullptr, &so, &jerr);
+  if (s != NATS_OK) {
+    return absl::UnavailableError(absl::StrCat("subscribe to event stream ",
+                                               options_.stream.name, ": ", LastNatsError(s)));
+  }
+  return std::unique_ptr<EventSubscription>(new JetStreamSubscription(sub, resume_after));
+}
+
+}  // namespace berth::eventd

@@ -1,0 +1,200 @@
+#include "services/eventd/events_service.h"
+
+#include <algorithm>
+#include <functional>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "lib/base/grpc_status.h"
+#include "lib/base/identifiers.h"
+#include "lib/base/logging.h"
+#include "lib/events/nats_publisher.h"
+#include "lib/server/request_context.h"
+#include "services/eventd/envelope_filter.h"
+
+namespace berth::eventd {
+namespace {
+
+namespace cpb = ::containerd::services::events::v1;
+namespace bpb = ::berth::events::v1;
+
+// How often a waiting handler checks whether its client went away.
+constexpr absl::Duration kPollInterval = absl::Milliseconds(200);
+
+// Streams the log from `start` to `emit` until the client cancels or `emit` fails, resuming
+// after the last sequence seen whenever the log's subscription breaks. `marker` gets the
+// resume point once, before any event, when the first subscription knows it.
+grpc::Status Pump(grpc::ServerContext* context, EventLog& log, StartPosition start,
+                  const filters::Filter& filter,
+                  const std::function<bool(uint64_t)>& marker,
+                  const std::function<bool(const StoredEvent&)>& emit) {
+  std::optional<uint64_t> last;  // the last sequence handled (sent or filtered out)
+  bool marker_sent = false;
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (!context->IsCancelled()) {
+    StartPosition from = last.has_value() ? StartPosition::AtSequence(*last + 1) : start;
+    absl::StatusOr<std::unique_ptr<EventSubscription>> sub = log.Subscribe(from);
+    if (!sub.ok()) {
+      if (!marker_sent && !last.has_value()) {
+        return ToGrpcStatus(sub.status());  // nothing streamed yet: tell the client now
+      }
+      BERTH_LOG(Warn) << "eventd: resubscribing after sequence " << last.value_or(0) << ": "
+                      << sub.status();
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+      continue;
+    }
+    if (!last.has_value() && (*sub)->resume_after().has_value()) {
+      last = (*sub)->resume_after();
+      if (!marker_sent) {
+        marker_sent = true;
+        if (!marker(*last)) {
+          return grpc::Status::OK;  // the client went away
+        }
+      }
+    }
+    marker_sent = true;
+    while (!context->IsCancelled()) {
+      absl::StatusOr<std::optional<StoredEvent>> next = (*sub)->Next(kPollInterval);
+      if (!next.ok()) {
+        BERTH_LOG(Warn) << "eventd: subscription broke after sequence " << last.value_or(0)
+                        << ": " << next.status() << "; resubscribing";
+        break;
+      }
+      if (!next->has_value()) {
+        continue;
+      }
+      backoff = absl::Milliseconds(100);
+      const StoredEvent& event = **next;
+      if (last.has_value() && event.sequence <= *last) {
+        continue;  // never twice, whatever the consumer does
+      }
+      last = event.sequence;
+      if (MatchEnvelope(filter, event.envelope) && !emit(event)) {
+        return grpc::Status::OK;  // the client went away
+      }
+    }
+  }
+  return grpc::Status::OK;
+}
+
+absl::Status ValidateTopicOf(absl::string_view topic) {
+  if (absl::Status st = events::ValidateTopic(topic); !st.ok()) {
+    return absl::InvalidArgumentError(st.message());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateEnvelope(const Envelope& envelope) {
+  if (absl::Status st = ValidateNamespace(envelope.namespace_()); !st.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("event envelope has invalid namespace: ", st.message()));
+  }
+  if (absl::Status st = ValidateTopicOf(envelope.topic()); !st.ok()) {
+    return st;
+  }
+  if (!envelope.has_timestamp() ||
+      (envelope.timestamp().seconds() == 0 && envelope.timestamp().nanos() == 0)) {
+    return absl::InvalidArgumentError("timestamp must be set on forwarded event");
+  }
+  return absl::OkStatus();
+}
+
+ContainerdEventsService::ContainerdEventsService(EventLog& log, std::string default_namespace)
+    : log_(log), default_namespace_(std::move(default_namespace)) {}
+
+grpc::Status ContainerdEventsService::Publish(grpc::ServerContext* context,
+                                              const cpb::PublishRequest* request,
+                                              google::protobuf::Empty* response) {
+  absl::StatusOr<Context> ctx = server::ContextFrom(*context, default_namespace_);
+  if (!ctx.ok()) {
+    return ToGrpcStatus(ctx.status());
+  }
+  if (absl::Status st = ValidateTopicOf(request->topic()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  if (!request->has_event() || request->event().type_url().empty()) {
+    return ToGrpcStatus(absl::InvalidArgumentError("publish: an event (Any with a type) is required"));
+  }
+  Envelope envelope;
+  int64_t nanos = absl::ToUnixNanos(absl::Now());
+  envelope.mutable_timestamp()->set_seconds(nanos / 1000000000);
+  envelope.mutable_timestamp()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  envelope.set_namespace_(ctx->ns);
+  envelope.set_topic(request->topic());
+  *envelope.mutable_event() = request->event();
+  return ToGrpcStatus(log_.Append(envelope));
+}
+
+grpc::Status ContainerdEventsService::Forward(grpc::ServerContext* context,
+                                              const cpb::ForwardRequest* request,
+                                              google::protobuf::Empty* response) {
+  if (absl::Status st = ValidateEnvelope(request->envelope()); !st.ok()) {
+    return ToGrpcStatus(st);
+  }
+  return ToGrpcStatus(log_.Append(request->envelope()));
+}
+
+grpc::Status ContainerdEventsService::Subscribe(grpc::ServerContext* context,
+                                                const cpb::SubscribeRequest* request,
+                                                grpc::ServerWriter<cpb::Envelope>* writer) {
+  absl::StatusOr<filters::Filter> filter = ParseEventFilters(
+      std::vector<std::string>(request->filters().begin(), request->filters().end()));
+  if (!filter.ok()) {
+    return ToGrpcStatus(filter.status());
+  }
+  // gRPC sends response headers with the first message; send them now so the client knows
+  // it is subscribed before any event exists.
+  writer->SendInitialMetadata();
+  return Pump(
+      context, log_, StartPosition::Live(), *filter, [](uint64_t) { return true; },
+      [writer](const StoredEvent& event) { return writer->Write(event.envelope); });
+}
+
+BerthEventsService::BerthEventsService(EventLog& log) : log_(log) {}
+
+grpc::Status BerthEventsService::Subscribe(grpc::ServerContext* context,
+                                           const bpb::SubscribeRequest* request,
+                                           grpc::ServerWriter<bpb::StreamedEvent>* writer) {
+  absl::StatusOr<filters::Filter> filter = ParseEventFilters(
+      std::vector<std::string>(request->filters().begin(), request->filters().end()));
+  if (!filter.ok()) {
+    return ToGrpcStatus(filter.status());
+  }
+  StartPosition start = StartPosition::Live();
+  switch (request->start_case()) {
+    case bpb::SubscribeRequest::kStartSequence:
+      start = StartPosition::AtSequence(request->start_sequence());
+      break;
+    case bpb::SubscribeRequest::kStartTime: {
+      const auto& ts = request->start_time();
+      if (ts.seconds() < 0 || ts.nanos() < 0 || ts.nanos() > 999999999) {
+        return ToGrpcStatus(absl::InvalidArgumentError("start_time: not a valid timestamp"));
+      }
+      start = StartPosition::AtTime(absl::FromUnixSeconds(ts.seconds()) +
+                                    absl::Nanoseconds(ts.nanos()));
+      break;
+    }
+    case bpb::SubscribeRequest::START_NOT_SET:
+      break;
+  }
+  return Pump(
+      context, log_, start, *filter,
+      [writer](uint64_t resume_after) {
+        bpb::StreamedEvent marker;
+        marker.set_sequence(resume_after);
+        return writer->Write(marker);
+      },
+      [writer](const StoredEvent& event) {
+        bpb::StreamedEvent item;
+        item.set_sequence(event.sequence);
+        *item.mutable_envelope() = event.envelope;
+        return writer->Write(item);
+      });
+}
+
+}  // namespace berth::eventd

@@ -1,0 +1,63 @@
+#pragma once
+
+// eventd's gRPC servers over an EventLog:
+// - containerd.services.events.v1.Events: Publish and Forward validate as containerd's exchange
+//   does (namespace identifier, topic "/a/b" of identifiers, a timestamp on forwarded
+//   envelopes) and append to the log; Subscribe streams live events matching containerd
+//   filters, so `ctr events` works against eventd.
+// - berth.events.v1.Events: Subscribe from a sequence or a time, each item with its sequence.
+// A subscription outlives bus outages: when the log's subscription breaks, the handler
+// subscribes again after the last sequence it saw, so the client sees no gap and no duplicate.
+// Thread-safe.
+
+#include <string>
+
+#include "berth/events/v1/events.grpc.pb.h"
+#include "containerd/services/events/v1/events.grpc.pb.h"
+#include "services/eventd/event_log.h"
+
+namespace berth::eventd {
+
+class ContainerdEventsService final
+    : public ::containerd::services::events::v1::Events::Service {
+ public:
+  // `log` must outlive the service. Publish uses `default_namespace` when the request has no
+  // containerd-namespace header.
+  ContainerdEventsService(EventLog& log, std::string default_namespace);
+  ContainerdEventsService(const ContainerdEventsService&) = delete;
+  ContainerdEventsService& operator=(const ContainerdEventsService&) = delete;
+
+  grpc::Status Publish(grpc::ServerContext* context,
+                       const ::containerd::services::events::v1::PublishRequest* request,
+                       google::protobuf::Empty* response) override;
+  grpc::Status Forward(grpc::ServerContext* context,
+                       const ::containerd::services::events::v1::ForwardRequest* request,
+                       google::protobuf::Empty* response) override;
+  grpc::Status Subscribe(
+      grpc::ServerContext* context,
+      const ::containerd::services::events::v1::SubscribeRequest* request,
+      grpc::ServerWriter<::containerd::services::events::v1::Envelope>* writer) override;
+
+ private:
+  EventLog& log_;
+  const std::string default_namespace_;
+};
+
+class BerthEventsService final : public ::berth::events::v1::Events::Service {
+ public:
+  explicit BerthEventsService(EventLog& log);
+  BerthEventsService(const BerthEventsService&) = delete;
+  BerthEventsService& operator=(const BerthEventsService&) = delete;
+
+  grpc::Status Subscribe(grpc::ServerContext* context,
+                         const ::berth::events::v1::SubscribeRequest* request,
+                         grpc::ServerWriter<::berth::events::v1::StreamedEvent>* writer) override;
+
+ private:
+  EventLog& log_;
+};
+
+// containerd's validateTopic and validateEnvelope (InvalidArgument), shared with tests.
+absl::Status ValidateEnvelope(const Envelope& envelope);
+
+}  // namespace berth::eventd
