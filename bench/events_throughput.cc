@@ -1,17 +1,26 @@
 // Events end to end: Publish (containerd.services.events.v1 unary calls from several client
-// threads) -> gRPC Subscribe stream, throughput and latency, berth (eventd over NATS JetStream,
-// nats-server with a user/password) vs a containerd started here (its in-memory exchange).
-// One run each, same client code, same event count; prints both and the ratio.
+// threads, each keeping WINDOW calls in flight) -> gRPC Subscribe stream, throughput and
+// latency, berth (eventd over NATS JetStream, nats-server with a user/password) vs a containerd
+// started here (its in-memory exchange). One run each, same client code, same event count, same
+// concurrency; prints both and the ratio. Latency: from just before a Publish call starts to
+// the subscriber reading that event. A unary Publish costs a round trip, so THREADS * WINDOW
+// calls in flight cap the rate at (THREADS * WINDOW) / round trip, on either side.
 //
-//   BERTH_BINARY_DIR=build BERTH_SOURCE_DIR=. build/integration/events_throughput [N] [THREADS]
+//   BERTH_BINARY_DIR=$PWD/build BERTH_SOURCE_DIR=$PWD build/integration/events_throughput
+//       [N=20000] [THREADS=8] [WINDOW=1]
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <dirent.h>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -38,9 +47,51 @@ struct Result {
   double p50_ms = 0, p99_ms = 0, max_ms = 0;
 };
 
-grpc::Status Publish(cpb::Events::Stub& stub, const std::string& topic, uint32_t id) {
-  grpc::ClientContext context;
-  context.AddMetadata("containerd-namespace", "bench");
+// CPU seconds (user + system) used so far by this process's children named `comm` (the
+// daemons it started), from /proc/<pid>/stat.
+double ChildCpuSeconds(const std::string& comm) {
+  double total = 0;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) {
+    return 0;
+  }
+  while (dirent* entry = readdir(proc)) {
+    if (entry->d_name[0] < '0' || entry->d_name[0] > '9') {
+      continue;
+    }
+    std::ifstream in(absl::StrCat("/proc/", entry->d_name, "/stat"));
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close < open) {
+      continue;
+    }
+    std::string name = stat.substr(open + 1, close - open - 1);
+    std::istringstream fields(stat.substr(close + 1));
+    std::string state;
+    long ppid = 0;
+    fields >> state >> ppid;
+    std::string skip;
+    for (int i = 0; i < 9; ++i) {
+      fields >> skip;  // pgrp .. cmajflt
+    }
+    double utime = 0, stime = 0;
+    fields >> utime >> stime;
+    if (ppid == getpid() && name == comm) {
+      total += (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+    }
+  }
+  closedir(proc);
+  return total;
+}
+
+double SelfCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+cpb::PublishRequest MakeRequest(const std::string& topic, uint32_t id) {
   cpb::PublishRequest request;
   request.set_topic(topic);
   containerd::events::TaskExit exit;
@@ -48,11 +99,61 @@ grpc::Status Publish(cpb::Events::Stub& stub, const std::string& topic, uint32_t
   exit.set_pid(id);
   request.mutable_event()->set_type_url("containerd.events.TaskExit");
   exit.SerializeToString(request.mutable_event()->mutable_value());
-  google::protobuf::Empty empty;
-  return stub.Publish(&context, request, &empty);
+  return request;
 }
 
-Result Run(const std::string& name, const std::string& socket, int n, int threads) {
+grpc::Status Publish(cpb::Events::Stub& stub, const std::string& topic, uint32_t id) {
+  grpc::ClientContext context;
+  context.AddMetadata("containerd-namespace", "bench");
+  google::protobuf::Empty empty;
+  return stub.Publish(&context, MakeRequest(topic, id), &empty);
+}
+
+// One publishing thread: events first, first + step, ... below n, `window` calls in flight.
+void PublishAll(cpb::Events::Stub& stub, int first, int step, int n, int window,
+                std::vector<int64_t>& sent, std::atomic<int64_t>& errors) {
+  struct Call {
+    grpc::ClientContext context;
+    google::protobuf::Empty response;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<google::protobuf::Empty>> rpc;
+  };
+  grpc::CompletionQueue cq;
+  int next = first;
+  int in_flight = 0;
+  auto start_next = [&] {
+    auto* call = new Call;
+    call->context.AddMetadata("containerd-namespace", "bench");
+    cpb::PublishRequest request = MakeRequest("/bench/event", static_cast<uint32_t>(next));
+    sent[next] = absl::GetCurrentTimeNanos();
+    call->rpc = stub.AsyncPublish(&call->context, request, &cq);
+    call->rpc->Finish(&call->response, &call->status, call);
+    next += step;
+    ++in_flight;
+  };
+  while (next < n && in_flight < window) {
+    start_next();
+  }
+  void* tag = nullptr;
+  bool ok = false;
+  while (in_flight > 0 && cq.Next(&tag, &ok)) {
+    std::unique_ptr<Call> call(static_cast<Call*>(tag));
+    --in_flight;
+    if (!ok || !call->status.ok()) {
+      errors.fetch_add(1);
+    }
+    if (next < n) {
+      start_next();
+    }
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+// `daemons`: the command names of the processes serving this side, for CPU per event.
+Result Run(const std::string& name, const std::string& socket, int n, int threads, int window,
+           const std::vector<std::string>& daemons) {
   auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
   auto stub = cpb::Events::NewStub(channel);
   std::vector<int64_t> sent(n, 0), got(n, 0);
@@ -87,23 +188,30 @@ Result Run(const std::string& name, const std::string& socket, int n, int thread
     std::exit(1);
   }
   int64_t start = absl::GetCurrentTimeNanos();
+  std::vector<double> daemon_cpu(daemons.size());
+  for (size_t i = 0; i < daemons.size(); ++i) {
+    daemon_cpu[i] = -ChildCpuSeconds(daemons[i]);
+  }
+  double client_cpu_start = SelfCpuSeconds();
   std::vector<std::thread> publishers;
   std::atomic<int64_t> errors{0};
   for (int t = 0; t < threads; ++t) {
     publishers.emplace_back([&, t] {
       auto own = cpb::Events::NewStub(channel);
-      for (int i = t; i < n; i += threads) {
-        sent[i] = absl::GetCurrentTimeNanos();
-        if (!Publish(*own, "/bench/event", static_cast<uint32_t>(i)).ok()) {
-          errors.fetch_add(1);
-        }
-      }
+      PublishAll(*own, t, threads, n, window, sent, errors);
     });
   }
   for (std::thread& p : publishers) {
     p.join();
   }
   WaitFor([&] { return received.load() == n; }, absl::Seconds(60));
+  double client_cpu = SelfCpuSeconds() - client_cpu_start;
+  std::string cpu_line;
+  for (size_t i = 0; i < daemons.size(); ++i) {
+    daemon_cpu[i] += ChildCpuSeconds(daemons[i]);
+    absl::StrAppendFormat(&cpu_line, "%s %.1f us, ", daemons[i],
+                          daemon_cpu[i] * 1e6 / std::max<int64_t>(received.load(), 1));
+  }
   int64_t end = 0;
   std::vector<double> latencies;
   for (int i = 0; i < n; ++i) {
@@ -126,9 +234,11 @@ Result Run(const std::string& name, const std::string& socket, int n, int thread
   }
   std::cout << absl::StrFormat(
       "%-10s %7d events  %6.2f s  %9.0f events/s  p50 %7.3f ms  p99 %7.3f ms  max %8.3f ms  "
-      "(%d publish errors)\n",
+      "(%d publish errors)\n"
+      "%-10s cpu per event: %sclient (publishers + subscriber) %.1f us\n",
       name, r.received, r.seconds, r.received / std::max(r.seconds, 1e-9), r.p50_ms, r.p99_ms,
-      r.max_ms, static_cast<int>(errors.load()));
+      r.max_ms, static_cast<int>(errors.load()), "", cpu_line,
+      client_cpu * 1e6 / std::max<int64_t>(r.received, 1));
   return r;
 }
 
@@ -137,6 +247,11 @@ Result Run(const std::string& name, const std::string& socket, int n, int thread
 int main(int argc, char** argv) {
   int n = argc > 1 ? std::atoi(argv[1]) : 20000;
   int threads = argc > 2 ? std::atoi(argv[2]) : 8;
+  int window = argc > 3 ? std::atoi(argv[3]) : 1;
+  if (n <= 0 || threads <= 0 || window <= 0) {
+    std::cerr << "usage: events_throughput [N > 0] [THREADS > 0] [WINDOW > 0]\n";
+    return 2;
+  }
   berth::testing::TempDir dir;
 
   berth::testing::NatsServer::Options nats_options;
@@ -163,9 +278,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "publish -> gRPC Subscribe, " << n << " events, " << threads
-            << " publishing threads, one subscriber\n";
-  Result berth = Run("berth", eventd_socket, n, threads);
-  Result ctrd = Run("containerd", containerd.address(), n, threads);
+            << " publishing threads x " << window << " calls in flight, one subscriber\n";
+  Result berth = Run("berth", eventd_socket, n, threads, window, {"eventd", "nats-server"});
+  Result ctrd = Run("containerd", containerd.address(), n, threads, window, {"containerd"});
   double berth_rate = berth.received / std::max(berth.seconds, 1e-9);
   double ctrd_rate = ctrd.received / std::max(ctrd.seconds, 1e-9);
   std::cout << absl::StrFormat(

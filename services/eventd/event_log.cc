@@ -8,9 +8,12 @@
 #include <thread>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "lib/base/logging.h"
 #include "lib/events/nats_publisher.h"
@@ -150,6 +153,69 @@ absl::Status EnsureStream(jsCtx* js, const StreamOptions& o) {
 
 }  // namespace
 
+// Appends in flight: each one registers its completion under its message before publishing
+// it; nats.c's acknowledgement callback (on one thread, the async reply subscription's) takes
+// it out and calls it.
+class JetStreamLog::AckWaiters {
+ public:
+  void Register(natsMsg* msg, AppendDone done) {
+    absl::MutexLock lock(&mu_);
+    pending_[msg] = std::move(done);
+  }
+  // The publish failed and the caller kept `msg`: its completion, which was never called.
+  AppendDone Take(natsMsg* msg) {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(msg);
+    if (it == pending_.end()) {
+      return nullptr;
+    }
+    AppendDone done = std::move(it->second);
+    pending_.erase(it);
+    return done;
+  }
+
+  // jsPubAckHandler: called once per published message, positive or not (server error,
+  // no responders, or nats.c's own timeout after the publish's MaxWait).
+  static void OnAck(jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err, void* closure) {
+    AppendDone done = static_cast<AckWaiters*>(closure)->Take(msg);
+    if (done != nullptr) {
+      if (ack != nullptr) {
+        done(absl::OkStatus());
+      } else {
+        natsStatus s = err != nullptr ? err->Err : NATS_ERR;
+        std::string why = natsStatus_GetText(s);
+        if (err != nullptr && err->ErrText != nullptr && why != err->ErrText) {
+          absl::StrAppend(&why, ": ", err->ErrText);
+        }
+        if (err != nullptr && err->ErrCode != 0) {
+          absl::StrAppend(&why, " (error code ", err->ErrCode, ")");
+        }
+        done(absl::UnavailableError(
+            absl::StrCat("event bus: publish on ", natsMsg_GetSubject(msg), ": ", why)));
+      }
+    }
+    natsMsg_Destroy(msg);  // ours once the callback runs
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<natsMsg*, AppendDone> pending_ ABSL_GUARDED_BY(mu_);
+};
+
+absl::Status EventLog::Append(const Envelope& envelope) {
+  struct Outcome {
+    absl::Notification done;
+    absl::Status status;
+  };
+  auto outcome = std::make_shared<Outcome>();
+  AppendAsync(envelope, [outcome](absl::Status st) {
+    outcome->status = std::move(st);
+    outcome->done.Notify();
+  });
+  outcome->done.WaitForNotification();
+  return outcome->status;
+}
+
 absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOptions options) {
   if (options.url.empty()) {
     return absl::InvalidArgumentError("eventd needs a NATS server: set nats_url (--nats-url)");
@@ -173,6 +239,9 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOpt
   if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
+  // Each publish goes out from the publishing thread: waking nats.c's flusher thread for every
+  // event cost more than the writes it saves.
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, &LogDisconnected, nullptr);
   if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, &LogReconnected, nullptr);
   if (s != NATS_OK) {
@@ -211,10 +280,15 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOpt
   }
   natsOptions_Destroy(opts);
 
+  auto waiters = std::make_unique<AckWaiters>();
   jsCtx* js = nullptr;
   jsOptions js_options;
   jsOptions_Init(&js_options);
   js_options.Wait = Millis(options.publish_timeout);
+  js_options.PublishAsync.MaxPending = std::max<int64_t>(1, options.max_in_flight);
+  js_options.PublishAsync.StallWait = Millis(options.publish_timeout);
+  js_options.PublishAsync.AckHandler = &AckWaiters::OnAck;
+  js_options.PublishAsync.AckHandlerClosure = waiters.get();
   s = natsConnection_JetStream(&js, conn, &js_options);
   if (s != NATS_OK) {
     natsConnection_Destroy(conn);
@@ -227,28 +301,40 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOpt
     return st;
   }
   return std::unique_ptr<JetStreamLog>(
-      new JetStreamLog(std::move(options), conn, js, RandomHex()));
+      new JetStreamLog(std::move(options), conn, js, std::move(waiters), RandomHex()));
 }
 
 JetStreamLog::JetStreamLog(JetStreamLogOptions options, natsConnection* conn, jsCtx* js,
-                           std::string instance_id)
-    : options_(std::move(options)), conn_(conn), js_(js), instance_id_(std::move(instance_id)) {}
+                           std::unique_ptr<AckWaiters> waiters, std::string instance_id)
+    : options_(std::move(options)),
+      waiters_(std::move(waiters)),
+      conn_(conn),
+      js_(js),
+      instance_id_(std::move(instance_id)) {}
 
 JetStreamLog::~JetStreamLog() {
+  // Every publish is acknowledged or timed out (MaxWait) by then, and each callback has
+  // returned, so none runs against a freed waiters_.
+  jsPubOptions wait;
+  jsPubOptions_Init(&wait);
+  wait.MaxWait = Millis(options_.publish_timeout + absl::Seconds(1));
+  js_PublishAsyncComplete(js_, &wait);
   jsCtx_Destroy(js_);
   natsConnection_Close(conn_);
   natsConnection_Destroy(conn_);
 }
 
-absl::Status JetStreamLog::Append(const Envelope& envelope) {
+void JetStreamLog::AppendAsync(const Envelope& envelope, AppendDone done) {
   if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
     // A publish now would sit in the reconnect buffer with no one to confirm it.
-    return absl::UnavailableError(
-        absl::StrCat("event bus: not connected to NATS at ", options_.url));
+    done(absl::UnavailableError(
+        absl::StrCat("event bus: not connected to NATS at ", options_.url)));
+    return;
   }
   std::string payload;
   if (!envelope.SerializeToString(&payload)) {
-    return absl::InternalError("event envelope: cannot serialize");
+    done(absl::InternalError("event envelope: cannot serialize"));
+    return;
   }
   std::string subject = events::SubjectFor(envelope.namespace_(), envelope.topic());
   std::string msg_id = absl::StrCat("eventd-", instance_id_, "-", next_msg_.fetch_add(1));
@@ -258,26 +344,29 @@ absl::Status JetStreamLog::Append(const Envelope& envelope) {
   if (s == NATS_OK) {
     s = natsMsgHeader_Set(msg, events::kMsgIdHeader, msg_id.c_str());
   }
-  jsPubAck* ack = nullptr;
-  jsErrCode jerr = static_cast<jsErrCode>(0);
   if (s == NATS_OK) {
     jsPubOptions pub;
     jsPubOptions_Init(&pub);
-    pub.MaxWait = Millis(options_.publish_timeout);
+    pub.MaxWait = Millis(options_.publish_timeout);  // nats.c reports a missing ack as a timeout
     pub.ExpectStream = options_.stream.name.c_str();
-    s = js_PublishMsg(&ack, js_, msg, &pub, &jerr);
+    natsMsg* sent = msg;
+    waiters_->Register(sent, std::move(done));  // before publishing: the ack may beat us back
+    s = js_PublishMsgAsync(js_, &msg, &pub);  // on success nats.c owns it and clears `msg`
+    if (s != NATS_OK) {
+      done = waiters_->Take(sent);  // still ours: nats.c neither sent it nor acknowledged it
+    }
   }
   natsMsg_Destroy(msg);
+  if (s == NATS_OK || done == nullptr) {
+    return;
+  }
   if (s == NATS_MAX_PAYLOAD) {
-    return absl::InvalidArgumentError(absl::StrCat("event on ", envelope.topic(), ": ",
-                                                   payload.size(), " bytes, over NATS's limit"));
+    done(absl::InvalidArgumentError(absl::StrCat("event on ", envelope.topic(), ": ",
+                                                 payload.size(), " bytes, over NATS's limit")));
+    return;
   }
-  if (s != NATS_OK) {
-    return absl::UnavailableError(
-        absl::StrCat("event bus: publish on ", subject, ": ", LastNatsError(s)));
-  }
-  jsPubAck_Destroy(ack);
-  return absl::OkStatus();
+  done(absl::UnavailableError(
+      absl::StrCat("event bus: publish on ", subject, ": ", LastNatsError(s))));
 }
 
 absl::StatusOr<uint64_t> JetStreamLog::LastSequence() {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 
 struct __natsConnection;
 struct __jsCtx;
+struct __natsMsg;
 
 namespace berth::eventd {
 
@@ -56,11 +58,16 @@ class EventSubscription {
 
 class EventLog {
  public:
+  using AppendDone = std::function<void(absl::Status)>;
+
   virtual ~EventLog() = default;
-  // Stores the envelope (already validated by the caller) on its subject; OK means it is in
-  // the history. Unavailable when the bus is unreachable or did not confirm in time.
-  // Thread-safe.
-  virtual absl::Status Append(const Envelope& envelope) = 0;
+  // Stores the envelope (already validated by the caller) on its subject and calls `done`
+  // once with the outcome: OK means it is in the history; Unavailable when the bus is
+  // unreachable or did not confirm in time. `done` may run before AppendAsync returns or on
+  // another thread (the bus client's), so it must be quick and must not block. Thread-safe.
+  virtual void AppendAsync(const Envelope& envelope, AppendDone done) = 0;
+  // AppendAsync, waiting for the outcome.
+  absl::Status Append(const Envelope& envelope);
   // Thread-safe. Unavailable when the bus is unreachable.
   virtual absl::StatusOr<std::unique_ptr<EventSubscription>> Subscribe(StartPosition start) = 0;
 };
@@ -85,12 +92,21 @@ struct JetStreamLogOptions {
   absl::Duration connect_timeout = absl::Seconds(30);
   // How long Append waits for the stream's acknowledgement.
   absl::Duration publish_timeout = absl::Seconds(5);
+  // Appends sent to the stream and not yet acknowledged, at most; a further Append waits for
+  // room (up to publish_timeout).
+  int64_t max_in_flight = 8192;
 };
 
 // The EventLog on NATS JetStream. Open connects, creates the stream or updates its limits to
 // the options, and keeps reconnecting for as long as the object lives. Each subscription is an
 // ordered ephemeral consumer, which the client library re-creates at the right sequence after a
 // reconnect.
+//
+// Appends are pipelined: each one is published asynchronously (js_PublishMsgAsync) and
+// completes when that message's own acknowledgement arrives, so concurrent Appends share the
+// connection's write batches and the stream's store round trips instead of taking turns, and
+// no thread waits per event. The durability promise is unchanged: an Append completes with OK
+// only once JetStream has stored the event.
 class JetStreamLog : public EventLog {
  public:
   // Errors: InvalidArgument for malformed options or credentials; Unauthenticated when the
@@ -102,7 +118,7 @@ class JetStreamLog : public EventLog {
   JetStreamLog(const JetStreamLog&) = delete;
   JetStreamLog& operator=(const JetStreamLog&) = delete;
 
-  absl::Status Append(const Envelope& envelope) override;
+  void AppendAsync(const Envelope& envelope, AppendDone done) override;
   absl::StatusOr<std::unique_ptr<EventSubscription>> Subscribe(StartPosition start) override;
 
   // The stream's last sequence (0 when empty).
@@ -111,10 +127,15 @@ class JetStreamLog : public EventLog {
   absl::StatusOr<uint64_t> FirstSequenceAtOrAfter(absl::Time time);
 
  private:
+  class AckWaiters;  // Appends waiting for their acknowledgement, keyed by message
+
   JetStreamLog(JetStreamLogOptions options, __natsConnection* conn, __jsCtx* js,
-               std::string instance_id);
+               std::unique_ptr<AckWaiters> waiters, std::string instance_id);
 
   const JetStreamLogOptions options_;
+  // The acknowledgement callback's closure; the destructor waits for every callback before
+  // members go.
+  std::unique_ptr<AckWaiters> waiters_;
   __natsConnection* conn_;
   __jsCtx* js_;
   const std::string instance_id_;  // Msg-Ids are "eventd-<instance_id>-<counter>"

@@ -6,12 +6,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "lib/base/grpc_status.h"
 #include "lib/base/identifiers.h"
 #include "lib/base/logging.h"
 #include "lib/events/nats_publisher.h"
-#include "lib/server/request_context.h"
 #include "services/eventd/envelope_filter.h"
 
 namespace berth::eventd {
@@ -80,6 +80,44 @@ grpc::Status Pump(grpc::ServerContext* context, EventLog& log, StartPosition sta
   return grpc::Status::OK;
 }
 
+// server::ContextFrom's namespace rule (the containerd-namespace header, `default_ns` when
+// absent or empty, validated as containerd does), for callback handlers: ContextFrom takes the
+// synchronous API's ServerContext.
+absl::StatusOr<std::string> NamespaceOf(const grpc::CallbackServerContext& context,
+                                        absl::string_view default_ns) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("containerd-namespace");
+  std::string ns = it == metadata.end() ? std::string()
+                                        : std::string(it->second.data(), it->second.size());
+  if (ns.empty()) {
+    ns = std::string(default_ns);
+  }
+  if (absl::Status st = ValidateNamespace(ns); !st.ok()) {
+    std::string prefix = absl::StrCat("namespace \"", ns, "\" is ");
+    absl::string_view reason = st.message();
+    if (absl::ConsumePrefix(&reason, prefix)) {
+      absl::ConsumePrefix(&reason, "invalid: ");
+    }
+    return absl::InvalidArgumentError(absl::StrCat(prefix, "invalid: ", reason));
+  }
+  return ns;
+}
+
+// Appends `envelope` and finishes the call with the outcome, when the log has it.
+grpc::ServerUnaryReactor* AppendAndFinish(grpc::CallbackServerContext* context, EventLog& log,
+                                          const Envelope& envelope) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  log.AppendAsync(envelope, [reactor](absl::Status st) { reactor->Finish(ToGrpcStatus(st)); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* Finished(grpc::CallbackServerContext* context,
+                                   const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
 absl::Status ValidateTopicOf(absl::string_view topic) {
   if (absl::Status st = events::ValidateTopic(topic); !st.ok()) {
     return absl::InvalidArgumentError(st.message());
@@ -107,36 +145,37 @@ absl::Status ValidateEnvelope(const Envelope& envelope) {
 ContainerdEventsService::ContainerdEventsService(EventLog& log, std::string default_namespace)
     : log_(log), default_namespace_(std::move(default_namespace)) {}
 
-grpc::Status ContainerdEventsService::Publish(grpc::ServerContext* context,
-                                              const cpb::PublishRequest* request,
-                                              google::protobuf::Empty* response) {
-  absl::StatusOr<Context> ctx = server::ContextFrom(*context, default_namespace_);
-  if (!ctx.ok()) {
-    return ToGrpcStatus(ctx.status());
+grpc::ServerUnaryReactor* ContainerdEventsService::Publish(grpc::CallbackServerContext* context,
+                                                          const cpb::PublishRequest* request,
+                                                          google::protobuf::Empty* response) {
+  absl::StatusOr<std::string> ns = NamespaceOf(*context, default_namespace_);
+  if (!ns.ok()) {
+    return Finished(context, ns.status());
   }
   if (absl::Status st = ValidateTopicOf(request->topic()); !st.ok()) {
-    return ToGrpcStatus(st);
+    return Finished(context, st);
   }
   if (!request->has_event() || request->event().type_url().empty()) {
-    return ToGrpcStatus(absl::InvalidArgumentError("publish: an event (Any with a type) is required"));
+    return Finished(context,
+                    absl::InvalidArgumentError("publish: an event (Any with a type) is required"));
   }
   Envelope envelope;
   int64_t nanos = absl::ToUnixNanos(absl::Now());
   envelope.mutable_timestamp()->set_seconds(nanos / 1000000000);
   envelope.mutable_timestamp()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-  envelope.set_namespace_(ctx->ns);
+  envelope.set_namespace_(*std::move(ns));
   envelope.set_topic(request->topic());
   *envelope.mutable_event() = request->event();
-  return ToGrpcStatus(log_.Append(envelope));
+  return AppendAndFinish(context, log_, envelope);
 }
 
-grpc::Status ContainerdEventsService::Forward(grpc::ServerContext* context,
-                                              const cpb::ForwardRequest* request,
-                                              google::protobuf::Empty* response) {
+grpc::ServerUnaryReactor* ContainerdEventsService::Forward(grpc::CallbackServerContext* context,
+                                                          const cpb::ForwardRequest* request,
+                                                          google::protobuf::Empty* response) {
   if (absl::Status st = ValidateEnvelope(request->envelope()); !st.ok()) {
-    return ToGrpcStatus(st);
+    return Finished(context, st);
   }
-  return ToGrpcStatus(log_.Append(request->envelope()));
+  return AppendAndFinish(context, log_, request->envelope());
 }
 
 grpc::Status ContainerdEventsService::Subscribe(grpc::ServerContext* context,

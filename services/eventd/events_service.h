@@ -18,8 +18,12 @@
 
 namespace berth::eventd {
 
+// Publish and Forward are callback handlers: they hand the envelope to the log and return,
+// and the call completes when the log confirms it, so in-flight publishes hold no thread.
 class ContainerdEventsService final
-    : public ::containerd::services::events::v1::Events::Service {
+    : public ::containerd::services::events::v1::Events::WithCallbackMethod_Publish<
+          ::containerd::services::events::v1::Events::WithCallbackMethod_Forward<
+              ::containerd::services::events::v1::Events::Service>> {
  public:
   // `log` must outlive the service. Publish uses `default_namespace` when the request has no
   // containerd-namespace header.
@@ -27,12 +31,14 @@ class ContainerdEventsService final
   ContainerdEventsService(const ContainerdEventsService&) = delete;
   ContainerdEventsService& operator=(const ContainerdEventsService&) = delete;
 
-  grpc::Status Publish(grpc::ServerContext* context,
-                       const ::containerd::services::events::v1::PublishRequest* request,
-                       google::protobuf::Empty* response) override;
-  grpc::Status Forward(grpc::ServerContext* context,
-                       const ::containerd::services::events::v1::ForwardRequest* request,
-                       google::protobuf::Empty* response) override;
+  grpc::ServerUnaryReactor* Publish(
+      grpc::CallbackServerContext* context,
+      const ::containerd::services::events::v1::PublishRequest* request,
+      google::protobuf::Empty* response) override;
+  grpc::ServerUnaryReactor* Forward(
+      grpc::CallbackServerContext* context,
+      const ::containerd::services::events::v1::ForwardRequest* request,
+      google::protobuf::Empty* response) override;
   grpc::Status Subscribe(
       grpc::ServerContext* context,
       const ::containerd::services::events::v1::SubscribeRequest* request,
