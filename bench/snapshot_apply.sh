@@ -14,6 +14,9 @@
 #   berth parallel: every layer applied at once into its own parentless snapshot (overlay
 #                 layers are independent directories; the snapshot API fixes a parent at
 #                 Prepare, so this is the apply work alone, not a usable chain)
+#   berth unpack: `berth snapshot unpack NAME=DIGEST...`, snapshotd's Unpacker extension: the
+#                 whole chain in one call, layers applied in parallel into detached snapshots and
+#                 committed in chain order: the same chain containerd builds
 # and prints seconds, MB/s of uncompressed data, and ratios (time of the other / time of berth;
 # above 1 means berth is faster). Everything it starts is stopped by PID, everything it made
 # (and mounted) is removed.
@@ -42,7 +45,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "snapshot_apply: run as root" >&2; exit 1; }
 
 total_mb=$(( LAYERS * LAYER_MB ))
-need_kb=$(( total_mb * 1024 * 6 ))  # sources, layers, the floor's copy, containerd, 2x berth
+need_kb=$(( total_mb * 1024 * 7 ))  # sources, layers, the floor's copy, containerd, 3x berth
 avail_kb=$(df -Pk "$BENCH_TMP" | awk 'NR==2 {print $4}')
 if [ "$avail_kb" -lt "$need_kb" ]; then
   echo "snapshot_apply: need $((need_kb / 1024)) MiB free in $BENCH_TMP, have $((avail_kb / 1024))" >&2
@@ -248,6 +251,20 @@ berth_parallel() {
   done
 }
 timeit berth_parallel berth_parallel
+sync
+
+berth_unpack() {
+  local i args=()
+  for i in $(seq "$LAYERS"); do
+    args+=("unpack-chain-$i=${layer_digests[$((i - 1))]}")
+  done
+  berth snapshot unpack "${args[@]}" > "$work/unpacked"
+}
+timeit berth_unpack berth_unpack
+[ "$(cat "$work/unpacked")" = "$(printf '%s\n' "${diff_ids[@]}")" ] ||
+  { echo "snapshot_apply: unpack applied $(cat "$work/unpacked"), want ${diff_ids[*]}" >&2; exit 1; }
+[ "$(berth snapshot ls | awk '$1 ~ /^unpack-chain-/ && $NF == "Committed"' | wc -l)" -eq "$LAYERS" ] ||
+  { echo "snapshot_apply: unpack did not commit $LAYERS layers" >&2; exit 1; }
 
 # ---- report
 mbps() { awk -v b="$uncompressed" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
@@ -259,8 +276,11 @@ printf '%-58s %9s %9s\n' "gzip -dc | tar -x, layer after layer (floor)" "${secon
 printf '%-58s %9s %9s\n' "containerd unpack (ctr images mount, overlayfs)" "${seconds[containerd]}" "$(mbps "${seconds[containerd]}")"
 printf '%-58s %9s %9s\n' "berth: snapshot apply --parent --commit, chain, serial" "${seconds[berth_serial]}" "$(mbps "${seconds[berth_serial]}")"
 printf '%-58s %9s %9s\n' "berth: snapshot apply, all layers at once (no chain)" "${seconds[berth_parallel]}" "$(mbps "${seconds[berth_parallel]}")"
+printf '%-58s %9s %9s\n' "berth: unpack (parallel, chain)" "${seconds[berth_unpack]}" "$(mbps "${seconds[berth_unpack]}")"
 printf '\nratios (time of the other / time of berth; above 1: berth is faster)\n'
 printf '  containerd / berth serial      %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_serial]}")"
 printf '  containerd / berth parallel    %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_parallel]}")"
+printf '  containerd / berth unpack      %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_unpack]}")"
 printf '  gzip|tar   / berth serial      %s\n' "$(ratio "${seconds[floor]}" "${seconds[berth_serial]}")"
 printf '  gzip|tar   / berth parallel    %s\n' "$(ratio "${seconds[floor]}" "${seconds[berth_parallel]}")"
+printf '  gzip|tar   / berth unpack      %s\n' "$(ratio "${seconds[floor]}" "${seconds[berth_unpack]}")"

@@ -36,21 +36,6 @@ absl::Status MakeDir(const std::string& path) {
   return absl::OkStatus();
 }
 
-std::string ReadAllLogs(const std::vector<std::string>& old_logs,
-                        const testing::Process* current) {
-  std::string out;
-  for (const std::string& path : old_logs) {
-    absl::StatusOr<std::string> text = ReadFile(path);
-    if (text.ok()) {
-      absl::StrAppend(&out, "----- ", path, "\n", *text);
-    }
-  }
-  if (current != nullptr) {
-    absl::StrAppend(&out, "----- ", current->log_path(), "\n", current->ReadLog());
-  }
-  return out;
-}
-
 std::string TomlString(const std::string& s) {
   // Paths in tests never contain quotes or backslashes; keep the quoting honest anyway.
   std::string out = "\"";
@@ -105,6 +90,56 @@ CommandResult Ctr(const std::string& address, const std::string& ns,
 }
 
 // ---------------------------------------------------------------------------------------------
+// DaemonProcess
+
+bool DaemonProcess::Start(const std::vector<std::string>& argv,
+                          const std::function<bool()>& ready, absl::Duration timeout) {
+  if (process_ != nullptr) {
+    old_logs_.push_back(process_->log_path());
+    process_.reset();
+  }
+  process_ = std::make_unique<testing::Process>(argv, dir_);
+  bool up = testing::WaitFor([&] { return process_->TryReap() || ready(); }, timeout);
+  return up && process_->running();
+}
+
+absl::Status DaemonProcess::StartServing(absl::string_view name,
+                                         const std::vector<std::string>& argv,
+                                         const std::string& socket) {
+  if (!Start(
+          argv, [&] { return testing::WaitForUnixSocket(socket, absl::ZeroDuration()); },
+          absl::Seconds(20))) {
+    return absl::UnavailableError(absl::StrCat(name, " (", absl::StrJoin(argv, " "),
+                                               ") did not come up; log:\n", ReadLog()));
+  }
+  return absl::OkStatus();
+}
+
+void DaemonProcess::Kill() {
+  if (process_ != nullptr) {
+    process_->Kill();
+  }
+}
+
+int DaemonProcess::Stop(absl::Duration timeout) {
+  return running() ? process_->Terminate(timeout) : 0;
+}
+
+std::string DaemonProcess::ReadLog() const {
+  std::string out;
+  for (const std::string& path : old_logs_) {
+    absl::StatusOr<std::string> text = ReadFile(path);
+    if (text.ok()) {
+      absl::StrAppend(&out, "----- ", path, "\n", *text);
+    }
+  }
+  if (process_ != nullptr) {
+    absl::StrAppend(&out, "----- ", process_->log_path(), "\n", process_->ReadLog());
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Contentd
 
 Contentd::Contentd(std::string dir, Options options)
@@ -112,17 +147,14 @@ Contentd::Contentd(std::string dir, Options options)
       options_(std::move(options)),
       root_(dir_ + "/root"),
       state_(dir_ + "/state"),
-      address_(dir_ + "/cd.sock") {}
+      address_(dir_ + "/cd.sock"),
+      process_(dir_) {}
 
 Contentd::~Contentd() = default;
 
 absl::Status Contentd::Start() {
   if (running()) {
     return absl::OkStatus();
-  }
-  if (process_ != nullptr) {
-    old_logs_.push_back(process_->log_path());
-    process_.reset();
   }
   std::vector<std::string> argv = {testing::BinaryPath("services/contentd/contentd"),
                                     "--root",
@@ -143,30 +175,14 @@ absl::Status Contentd::Start() {
                 {"--metrics-address", absl::StrCat("127.0.0.1:", options_.metrics_port)});
   }
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
-  process_ = std::make_unique<testing::Process>(argv, dir_);
-  bool ready = testing::WaitFor(
-      [&] {
-        return process_->TryReap() || testing::WaitForUnixSocket(address_, absl::ZeroDuration());
-      },
-      absl::Seconds(20));
-  if (!ready || !process_->running()) {
-    return absl::UnavailableError(absl::StrCat("contentd (", absl::StrJoin(argv, " "),
-                                               ") did not come up; log:\n", ReadLog()));
-  }
-  return absl::OkStatus();
+  return process_.StartServing("contentd", argv, address_);
 }
 
-void Contentd::Kill() {
-  if (process_ != nullptr) {
-    process_->Kill();
-  }
-}
+void Contentd::Kill() { process_.Kill(); }
 
 // 30 s, not 10: contentd can spend up to ~10 s in grpc_shutdown() after it logs "stopped"
 // (reported; see integration/README.md), and a SIGKILL would turn that into a test failure.
-int Contentd::Stop() { return running() ? process_->Terminate(absl::Seconds(30)) : 0; }
-
-std::string Contentd::ReadLog() const { return ReadAllLogs(old_logs_, process_.get()); }
+int Contentd::Stop() { return process_.Stop(absl::Seconds(30)); }
 
 // ---------------------------------------------------------------------------------------------
 // Registry
@@ -258,7 +274,8 @@ Containerd::Containerd(std::string dir, Options options)
       root_(dir_ + "/ctd-root"),
       state_(dir_ + "/ctd-state"),
       address_(dir_ + "/ctd.sock"),
-      config_path_(dir_ + "/containerd.toml") {}
+      config_path_(dir_ + "/containerd.toml"),
+      process_(dir_) {}
 
 Containerd::~Containerd() { Stop(); }
 
@@ -319,38 +336,25 @@ absl::Status Containerd::Start() {
   if (!status.ok()) {
     return status;
   }
-  if (process_ != nullptr) {
-    old_logs_.push_back(process_->log_path());
-  }
-  process_ = std::make_unique<testing::Process>(
-      std::vector<std::string>{"containerd", "--config", config_path_}, dir_);
-  bool ready = testing::WaitFor(
+  bool up = process_.Start(
+      {"containerd", "--config", config_path_},
       [&] {
-        if (process_->TryReap()) {
-          return true;
-        }
         if (!testing::WaitForUnixSocket(address_, absl::ZeroDuration())) {
           return false;
         }
         return Ctr(address_, "", {"version"}).exit_code == 0;
       },
       absl::Seconds(30));
-  if (!ready || !process_->running()) {
+  if (!up) {
     return absl::UnavailableError(absl::StrCat("containerd did not come up; config:\n",
                                                ConfigText(), "log:\n", ReadLog()));
   }
   return absl::OkStatus();
 }
 
-int Containerd::Stop() { return running() ? process_->Terminate(absl::Seconds(20)) : 0; }
+int Containerd::Stop() { return process_.Stop(absl::Seconds(20)); }
 
-void Containerd::Kill() {
-  if (process_ != nullptr) {
-    process_->Kill();
-  }
-}
-
-std::string Containerd::ReadLog() const { return ReadAllLogs(old_logs_, process_.get()); }
+void Containerd::Kill() { process_.Kill(); }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

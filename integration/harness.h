@@ -5,12 +5,15 @@
 // plus ctr and the test image script. Nothing here sleeps to let something happen; readiness is
 // polled with a deadline (lib/testing WaitFor*). Not thread-safe: use from the test's thread.
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "containerd/services/content/v1/content.grpc.pb.h"
 #include "lib/testing/testing.h"
@@ -26,6 +29,38 @@ struct CommandResult {
 // Runs `ctr --address address [-n ns] args...`. An empty `ns` leaves ctr's default ("default").
 CommandResult Ctr(const std::string& address, const std::string& ns,
                   const std::vector<std::string>& args);
+
+// One daemon process run from `dir` (its logs go there), started again as often as a test
+// wants: the logs of every start are kept for ReadLog. The process part of Contentd, Snapshotd
+// and Containerd. The destructor SIGKILLs a running process (through testing::Process).
+class DaemonProcess {
+ public:
+  explicit DaemonProcess(std::string dir) : dir_(std::move(dir)) {}
+  DaemonProcess(const DaemonProcess&) = delete;
+  DaemonProcess& operator=(const DaemonProcess&) = delete;
+
+  // Spawns `argv` and polls `ready` for up to `timeout`. Returns whether it came up: `ready`
+  // held and the process has not exited.
+  bool Start(const std::vector<std::string>& argv, const std::function<bool()>& ready,
+             absl::Duration timeout);
+  // Start, ready once `socket` accepts connections (up to 20 s). Otherwise Unavailable,
+  // naming `name` and `argv`, with the log.
+  absl::Status StartServing(absl::string_view name, const std::vector<std::string>& argv,
+                            const std::string& socket);
+  // SIGKILL and reap.
+  void Kill();
+  // SIGTERM, wait up to `timeout` (then SIGKILL); returns the wait status (0 when not running).
+  int Stop(absl::Duration timeout);
+  bool running() const { return process_ != nullptr && process_->running(); }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
+  // Every log written by every start so far.
+  std::string ReadLog() const;
+
+ private:
+  std::string dir_;
+  std::unique_ptr<testing::Process> process_;
+  std::vector<std::string> old_logs_;
+};
 
 // A contentd under `dir`: root dir/root, state dir/state, socket dir/cd.sock. Start() waits until
 // the socket accepts connections.
@@ -50,14 +85,14 @@ class Contentd {
   void Kill();
   // SIGTERM, wait; returns the wait status (0 when not running).
   int Stop();
-  bool running() const { return process_ != nullptr && process_->running(); }
+  bool running() const { return process_.running(); }
 
   const std::string& address() const { return address_; }
   const std::string& root() const { return root_; }
   const std::string& state() const { return state_; }
-  pid_t pid() const { return process_ ? process_->pid() : -1; }
+  pid_t pid() const { return process_.pid(); }
   // Every log written by every start so far.
-  std::string ReadLog() const;
+  std::string ReadLog() const { return process_.ReadLog(); }
 
  private:
   std::string dir_;
@@ -65,8 +100,7 @@ class Contentd {
   std::string root_;
   std::string state_;
   std::string address_;
-  std::unique_ptr<testing::Process> process_;
-  std::vector<std::string> old_logs_;
+  DaemonProcess process_;
 };
 
 // A docker-registry (distribution 2.x) on 127.0.0.1:<free port>, storing on the filesystem under
@@ -125,12 +159,12 @@ class Containerd {
   int Stop();
   // SIGKILL and reap.
   void Kill();
-  bool running() const { return process_ != nullptr && process_->running(); }
+  bool running() const { return process_.running(); }
 
   const std::string& address() const { return address_; }
   const std::string& root() const { return root_; }
   const std::string& config_path() const { return config_path_; }
-  std::string ReadLog() const;
+  std::string ReadLog() const { return process_.ReadLog(); }
 
   // The config file's text for these options (exposed for the benchmark and for failures).
   std::string ConfigText() const;
@@ -142,8 +176,7 @@ class Containerd {
   std::string state_;
   std::string address_;
   std::string config_path_;
-  std::unique_ptr<testing::Process> process_;
-  std::vector<std::string> old_logs_;
+  DaemonProcess process_;
 };
 
 // Content API calls through the generated stubs, in namespace `ns` (sent as the

@@ -1,14 +1,13 @@
 #pragma once
 
 // A real snapshotd for integration tests, started in a directory the test owns and stopped by
-// the object that started it (by PID), like harness.h's Contentd.
+// the object that started it (by PID), like harness.h's Contentd (it shares DaemonProcess).
 
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "lib/testing/testing.h"
+#include "integration/harness.h"
 
 namespace berth::integration {
 
@@ -35,14 +34,14 @@ class Snapshotd {
   void Kill();
   // SIGTERM, wait; returns the wait status (0 when not running).
   int Stop();
-  bool running() const { return process_ != nullptr && process_->running(); }
+  bool running() const { return process_.running(); }
 
   const std::string& address() const { return address_; }
   const std::string& root() const { return root_; }
   const std::string& state() const { return state_; }
-  pid_t pid() const { return process_ ? process_->pid() : -1; }
+  pid_t pid() const { return process_.pid(); }
   // Every log written by every start so far.
-  std::string ReadLog() const;
+  std::string ReadLog() const { return process_.ReadLog(); }
 
  private:
   std::string dir_;
@@ -50,8 +49,7 @@ class Snapshotd {
   std::string root_;
   std::string state_;
   std::string address_;
-  std::unique_ptr<testing::Process> process_;
-  std::vector<std::string> old_logs_;
+  DaemonProcess process_;
 };
 
 }  // namespace berth::integration

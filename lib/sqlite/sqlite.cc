@@ -68,6 +68,21 @@ absl::Status Statement::Run() {
   }
 }
 
+absl::Status Statement::ForEachRow(const std::function<absl::Status()>& row) {
+  while (true) {
+    absl::StatusOr<bool> more = Step();
+    if (!more.ok()) {
+      return more.status();
+    }
+    if (!*more) {
+      return absl::OkStatus();
+    }
+    if (absl::Status st = row(); !st.ok()) {
+      return st;
+    }
+  }
+}
+
 std::string Statement::Text(int column) const {
   const void* p = sqlite3_column_blob(stmt_, column);
   int n = sqlite3_column_bytes(stmt_, column);

@@ -37,6 +37,30 @@ TEST_F(SqliteTest, MigrationsRunOnceAndInOrder) {
   EXPECT_TRUE(q->IsNull(2));
 }
 
+TEST_F(SqliteTest, ForEachRowVisitsEveryRowAndStopsAtAnError) {
+  auto db = Db::Open(dir_ + "/db", {"CREATE TABLE t (v INTEGER)"});
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_TRUE((*db)->Exec("INSERT INTO t VALUES (1), (2), (3)").ok());
+  auto q = (*db)->Prepare("SELECT v FROM t ORDER BY v");
+  ASSERT_TRUE(q.ok());
+  std::vector<int64_t> seen;
+  ASSERT_TRUE(q->ForEachRow([&]() {
+                 seen.push_back(q->Int(0));
+                 return absl::OkStatus();
+               }).ok());
+  EXPECT_EQ(seen, (std::vector<int64_t>{1, 2, 3}));
+
+  auto again = (*db)->Prepare("SELECT v FROM t ORDER BY v");
+  ASSERT_TRUE(again.ok());
+  seen.clear();
+  absl::Status st = again->ForEachRow([&]() -> absl::Status {
+    seen.push_back(again->Int(0));
+    return seen.size() == 2 ? absl::DataLossError("bad row") : absl::OkStatus();
+  });
+  EXPECT_EQ(st.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(seen, (std::vector<int64_t>{1, 2}));
+}
+
 TEST_F(SqliteTest, NewerSchemaIsRefused) {
   ASSERT_TRUE(Db::Open(dir_ + "/db", {"CREATE TABLE a (x)", "CREATE TABLE b (x)"}).ok());
   auto db = Db::Open(dir_ + "/db", {"CREATE TABLE a (x)"});

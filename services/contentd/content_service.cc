@@ -9,6 +9,7 @@
 #include "lib/base/grpc_status.h"
 #include "lib/base/logging.h"
 #include "lib/content/proto_convert.h"
+#include "lib/server/block_writer.h"
 #include "lib/server/request_context.h"
 
 namespace berth::contentd {
@@ -18,8 +19,6 @@ namespace v1 = ::containerd::services::content::v1;
 
 // The most data one Read response carries.
 constexpr int64_t kReadChunk = 1 << 20;
-// How many infos one List response carries (containerd sends blocks of 100).
-constexpr int kListBlock = 100;
 
 std::vector<std::string> Strings(const google::protobuf::RepeatedPtrField<std::string>& field) {
   return std::vector<std::string>(field.begin(), field.end());
@@ -94,20 +93,15 @@ grpc::Status ContentService::List(grpc::ServerContext* server_context,
   if (!ctx.ok()) {
     return ToGrpcStatus(ctx.status());
   }
-  v1::ListContentResponse block;
+  server::BlockWriter<v1::ListContentResponse> blocks(writer, "list");
   absl::Status status =
       store_.Walk(*ctx, Strings(request->filters()), [&](const content::Info& info) {
-        *block.add_info() = content::InfoToProto(info);
-        if (block.info_size() >= kListBlock) {
-          if (!writer->Write(block)) {
-            return absl::CancelledError("list: the client went away");
-          }
-          block.Clear();
-        }
-        return absl::OkStatus();
+        return blocks.Add([&](v1::ListContentResponse& block) {
+          *block.add_info() = content::InfoToProto(info);
+        });
       });
-  if (status.ok() && block.info_size() > 0 && !writer->Write(block)) {
-    status = absl::CancelledError("list: the client went away");
+  if (status.ok()) {
+    status = blocks.Flush();
   }
   return ToGrpcStatus(status);
 }

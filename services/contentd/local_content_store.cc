@@ -479,19 +479,16 @@ absl::Status FileStore::Recover() {
     if (!st.ok()) {
       return st.status();
     }
-    while (true) {
-      absl::StatusOr<bool> more = st->Step();
-      if (!more.ok()) {
-        return more.status();
-      }
-      if (!*more) {
-        break;
-      }
+    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
       absl::StatusOr<IngestRow> row = IngestFromRow(*st);
       if (!row.ok()) {
         return row.status();
       }
       rows.push_back(std::move(*row));
+      return absl::OkStatus();
+    });
+    if (!scan.ok()) {
+      return scan;
     }
     for (const IngestRow& row : rows) {
       if (fs::is_regular_file(IngestDataPath(row.id), ec)) {
@@ -524,15 +521,12 @@ absl::Status FileStore::Recover() {
     if (!st.ok()) {
       return st.status();
     }
-    while (true) {
-      absl::StatusOr<bool> more = st->Step();
-      if (!more.ok()) {
-        return more.status();
-      }
-      if (!*more) {
-        break;
-      }
+    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
       referenced.insert(st->Text(0));
+      return absl::OkStatus();
+    });
+    if (!scan.ok()) {
+      return scan;
     }
   }
   std::set<std::string> present;
@@ -695,23 +689,25 @@ content::IngestStatus FileStore::StatusOf(const IngestRow& row) {
   return status;
 }
 
+absl::Status FileStore::DeleteIngestRowsLocked(const IngestRow& row) {
+  absl::StatusOr<sqlite::Statement> del =
+      db_->Prepare("DELETE FROM ingests WHERE ns = ? AND ref = ?");
+  if (!del.ok()) {
+    return del.status();
+  }
+  if (absl::Status s = del->Bind(1, row.ns).Bind(2, row.ref).Run(); !s.ok()) {
+    return s;
+  }
+  absl::StatusOr<sqlite::Statement> res =
+      db_->Prepare("DELETE FROM lease_resources WHERE ns = ? AND type = 'ingests' AND id = ?");
+  if (!res.ok()) {
+    return res.status();
+  }
+  return res->Bind(1, row.ns).Bind(2, row.ref).Run();
+}
+
 absl::Status FileStore::RemoveIngestLocked(const IngestRow& row) {
-  absl::Status st = db_->Transaction([&]() -> absl::Status {
-    absl::StatusOr<sqlite::Statement> del =
-        db_->Prepare("DELETE FROM ingests WHERE ns = ? AND ref = ?");
-    if (!del.ok()) {
-      return del.status();
-    }
-    if (absl::Status s = del->Bind(1, row.ns).Bind(2, row.ref).Run(); !s.ok()) {
-      return s;
-    }
-    absl::StatusOr<sqlite::Statement> res =
-        db_->Prepare("DELETE FROM lease_resources WHERE ns = ? AND type = 'ingests' AND id = ?");
-    if (!res.ok()) {
-      return res.status();
-    }
-    return res->Bind(1, row.ns).Bind(2, row.ref).Run();
-  });
+  absl::Status st = db_->Transaction([&]() { return DeleteIngestRowsLocked(row); });
   if (!st.ok()) {
     return st;
   }
@@ -1024,20 +1020,7 @@ absl::Status FileStore::CommitIngest(const Context& ctx, const IngestRow& row,
         !s.ok()) {
       return s;
     }
-    absl::StatusOr<sqlite::Statement> del =
-        db_->Prepare("DELETE FROM ingests WHERE ns = ? AND ref = ?");
-    if (!del.ok()) {
-      return del.status();
-    }
-    if (absl::Status s = del->Bind(1, row.ns).Bind(2, row.ref).Run(); !s.ok()) {
-      return s;
-    }
-    absl::StatusOr<sqlite::Statement> res =
-        db_->Prepare("DELETE FROM lease_resources WHERE ns = ? AND type = 'ingests' AND id = ?");
-    if (!res.ok()) {
-      return res.status();
-    }
-    if (absl::Status s = res->Bind(1, row.ns).Bind(2, row.ref).Run(); !s.ok()) {
+    if (absl::Status s = DeleteIngestRowsLocked(row); !s.ok()) {
       return s;
     }
     if (!ctx.lease.empty()) {
@@ -1128,14 +1111,7 @@ absl::Status FileStore::Walk(const Context& ctx, const std::vector<std::string>&
       return st.status();
     }
     st->Bind(1, ctx.ns);
-    while (true) {
-      absl::StatusOr<bool> more = st->Step();
-      if (!more.ok()) {
-        return more.status();
-      }
-      if (!*more) {
-        break;
-      }
+    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
       absl::StatusOr<content::Info> info = InfoFromRow(*st, 0);
       if (!info.ok()) {
         return info.status();
@@ -1154,6 +1130,10 @@ absl::Status FileStore::Walk(const Context& ctx, const std::vector<std::string>&
       if (filter->Match(adaptor)) {
         matched.push_back(std::move(*info));
       }
+      return absl::OkStatus();
+    });
+    if (!scan.ok()) {
+      return scan;
     }
   }
   for (const content::Info& info : matched) {
@@ -1224,14 +1204,7 @@ absl::StatusOr<std::vector<content::IngestStatus>> FileStore::ListStatuses(
   }
   st->Bind(1, ctx.ns);
   std::vector<content::IngestStatus> out;
-  while (true) {
-    absl::StatusOr<bool> more = st->Step();
-    if (!more.ok()) {
-      return more.status();
-    }
-    if (!*more) {
-      break;
-    }
+  absl::Status scan = st->ForEachRow([&]() -> absl::Status {
     absl::StatusOr<IngestRow> row = IngestFromRow(*st);
     if (!row.ok()) {
       return row.status();
@@ -1250,6 +1223,10 @@ absl::StatusOr<std::vector<content::IngestStatus>> FileStore::ListStatuses(
     if (filter->Match(adaptor)) {
       out.push_back(StatusOf(*row));
     }
+    return absl::OkStatus();
+  });
+  if (!scan.ok()) {
+    return scan;
   }
   return out;
 }
@@ -1335,19 +1312,16 @@ absl::StatusOr<std::vector<namespaces::Namespace>> FileStore::List() {
     return st.status();
   }
   std::vector<namespaces::Namespace> out;
-  while (true) {
-    absl::StatusOr<bool> more = st->Step();
-    if (!more.ok()) {
-      return more.status();
-    }
-    if (!*more) {
-      break;
-    }
+  absl::Status scan = st->ForEachRow([&]() -> absl::Status {
     absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(1));
     if (!labels.ok()) {
       return labels.status();
     }
     out.push_back(namespaces::Namespace{st->Text(0), std::move(*labels)});
+    return absl::OkStatus();
+  });
+  if (!scan.ok()) {
+    return scan;
   }
   return out;
 }

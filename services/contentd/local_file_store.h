@@ -139,6 +139,8 @@ class FileStore final : public LocalContentStore {
                                                            const std::string& ref)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   content::IngestStatus StatusOf(const IngestRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Deletes the ingest's row and the lease records of it; the caller holds a transaction.
+  absl::Status DeleteIngestRowsLocked(const IngestRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes the ingest's row (and lease records of it) in a transaction, then its directory.
   absl::Status RemoveIngestLocked(const IngestRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Unlinks blob files whose digest no blobs row names any more.

@@ -47,19 +47,16 @@ absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scop
       return st.status();
     }
     st->Bind(1, ns);
-    while (true) {
-      absl::StatusOr<bool> more = st->Step();
-      if (!more.ok()) {
-        return more.status();
-      }
-      if (!*more) {
-        break;
-      }
+    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
       absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(1));
       if (!labels.ok()) {
         return labels.status();
       }
       blobs.emplace(st->Text(0), std::move(*labels));
+      return absl::OkStatus();
+    });
+    if (!scan.ok()) {
+      return scan;
     }
   }
   // What live leases hold.
@@ -75,25 +72,22 @@ absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scop
       return st.status();
     }
     st->Bind(1, ns);
-    while (true) {
-      absl::StatusOr<bool> more = st->Step();
-      if (!more.ok()) {
-        return more.status();
-      }
-      if (!*more) {
-        break;
-      }
+    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
       std::string type = st->Text(0);
       std::string id = st->Text(1);
       if (type == "ingests") {
         leased_ingests.insert(id);
-        continue;
+        return absl::OkStatus();
       }
       absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(2));
       if (!labels.ok()) {
         return labels.status();
       }
       (labels->count(std::string(kGcFlatLabel)) != 0 ? flat_content : leased_content).insert(id);
+      return absl::OkStatus();
+    });
+    if (!scan.ok()) {
+      return scan;
     }
   }
 
@@ -151,20 +145,13 @@ absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scop
     }
     st->Bind(1, ns);
     absl::Time now = absl::Now();
-    while (true) {
-      absl::StatusOr<bool> more = st->Step();
-      if (!more.ok()) {
-        return more.status();
-      }
-      if (!*more) {
-        break;
-      }
+    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
       IngestRow row;
       row.ns = st->Text(0);
       row.ref = st->Text(1);
       row.id = st->Text(2);
       if (leased_ingests.count(row.ref) != 0 || active_.count(IngestKey(ns, row.ref)) != 0) {
-        continue;
+        return absl::OkStatus();
       }
       if (scope.ingests.count(row.ref) != 0) {
         dead_ingests.push_back(std::move(row));
@@ -174,6 +161,10 @@ absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scop
           dead_ingests.push_back(std::move(row));
         }
       }
+      return absl::OkStatus();
+    });
+    if (!scan.ok()) {
+      return scan;
     }
   }
 
@@ -237,20 +228,17 @@ absl::Status FileStore::DeleteLeaseLocked(const std::string& ns, const std::stri
       return st.status();
     }
     st->Bind(1, ns).Bind(2, id);
-    while (true) {
-      absl::StatusOr<bool> more = st->Step();
-      if (!more.ok()) {
-        return more.status();
-      }
-      if (!*more) {
-        break;
-      }
+    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
       std::string type = st->Text(0);
       if (type == "content") {
         scope.blobs.insert(st->Text(1));
       } else if (type == "ingests") {
         scope.ingests.insert(st->Text(1));
       }
+      return absl::OkStatus();
+    });
+    if (!scan.ok()) {
+      return scan;
     }
   }
   absl::StatusOr<sqlite::Statement> del =
@@ -275,32 +263,29 @@ absl::Status FileStore::ExpireLeasesLocked(GcResult* result, std::vector<Removal
       return st.status();
     }
     absl::Time now = absl::Now();
-    while (true) {
-      absl::StatusOr<bool> more = st->Step();
-      if (!more.ok()) {
-        return more.status();
-      }
-      if (!*more) {
-        break;
-      }
+    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
       absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(2));
       if (!labels.ok()) {
         return labels.status();
       }
       auto it = labels->find(std::string(kGcExpireLabel));
       if (it == labels->end()) {
-        continue;
+        return absl::OkStatus();
       }
       absl::Time expire;
       std::string err;
       if (!absl::ParseTime(absl::RFC3339_full, it->second, &expire, &err)) {
         BERTH_LOG(Debug) << "contentd: lease " << st->Text(0) << "/" << st->Text(1) << ": bad "
                          << kGcExpireLabel << " \"" << it->second << "\": " << err;
-        continue;
+        return absl::OkStatus();
       }
       if (expire <= now) {
         expired.emplace_back(st->Text(0), st->Text(1));
       }
+      return absl::OkStatus();
+    });
+    if (!scan.ok()) {
+      return scan;
     }
   }
   for (const auto& [ns, id] : expired) {
@@ -320,15 +305,12 @@ absl::StatusOr<std::vector<std::string>> FileStore::NamespacesLocked() {
     return st.status();
   }
   std::vector<std::string> out;
-  while (true) {
-    absl::StatusOr<bool> more = st->Step();
-    if (!more.ok()) {
-      return more.status();
-    }
-    if (!*more) {
-      break;
-    }
+  absl::Status scan = st->ForEachRow([&]() -> absl::Status {
     out.push_back(st->Text(0));
+    return absl::OkStatus();
+  });
+  if (!scan.ok()) {
+    return scan;
   }
   return out;
 }

@@ -111,14 +111,7 @@ absl::StatusOr<std::vector<leases::Lease>> FileStore::List(
   }
   st->Bind(1, ctx.ns);
   std::vector<leases::Lease> out;
-  while (true) {
-    absl::StatusOr<bool> more = st->Step();
-    if (!more.ok()) {
-      return more.status();
-    }
-    if (!*more) {
-      break;
-    }
+  absl::Status scan = st->ForEachRow([&]() -> absl::Status {
     leases::Lease lease;
     lease.id = st->Text(0);
     lease.created_at = FromNanos(st->Int(1));
@@ -138,6 +131,10 @@ absl::StatusOr<std::vector<leases::Lease>> FileStore::List(
     if (filter->Match(adaptor)) {
       out.push_back(std::move(lease));
     }
+    return absl::OkStatus();
+  });
+  if (!scan.ok()) {
+    return scan;
   }
   return out;
 }
@@ -215,15 +212,12 @@ absl::StatusOr<std::vector<leases::Resource>> FileStore::ListResources(const Con
   }
   st->Bind(1, ctx.ns).Bind(2, lease);
   std::vector<leases::Resource> out;
-  while (true) {
-    absl::StatusOr<bool> more = st->Step();
-    if (!more.ok()) {
-      return more.status();
-    }
-    if (!*more) {
-      break;
-    }
+  absl::Status scan = st->ForEachRow([&]() -> absl::Status {
     out.push_back(leases::Resource{st->Text(0), st->Text(1)});
+    return absl::OkStatus();
+  });
+  if (!scan.ok()) {
+    return scan;
   }
   return out;
 }

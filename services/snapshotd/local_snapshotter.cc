@@ -438,6 +438,33 @@ absl::StatusOr<std::vector<mount::Mount>> LocalSnapshotter::Create(const Context
 
 absl::Status LocalSnapshotter::Commit(const Context& ctx, const std::string& name,
                                       const std::string& key, const snapshots::Labels& labels) {
+  return CommitImpl(ctx, name, key, nullptr, labels);
+}
+
+absl::StatusOr<std::vector<mount::Mount>> LocalSnapshotter::PrepareDetached(
+    const Context& ctx, const std::string& key, const snapshots::Labels& labels) {
+  if (!SupportsDetached()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ", options_.kind, " snapshotter has no detached snapshots (a snapshot needs its "
+        "parent's contents)"));
+  }
+  return Create(ctx, key, "", labels, snapshots::Kind::kActive);
+}
+
+absl::Status LocalSnapshotter::CommitWithParent(const Context& ctx, const std::string& name,
+                                                const std::string& key, const std::string& parent,
+                                                const snapshots::Labels& labels) {
+  if (!SupportsDetached()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ", options_.kind, " snapshotter has no detached snapshots (a snapshot needs its "
+        "parent's contents)"));
+  }
+  return CommitImpl(ctx, name, key, &parent, labels);
+}
+
+absl::Status LocalSnapshotter::CommitImpl(const Context& ctx, const std::string& name,
+                                          const std::string& key, const std::string* parent,
+                                          const snapshots::Labels& labels) {
   if (absl::Status st = ValidateNs(ctx); !st.ok()) {
     return st;
   }
@@ -466,7 +493,29 @@ absl::Status LocalSnapshotter::Commit(const Context& ctx, const std::string& nam
     if (taken->has_value()) {
       return absl::AlreadyExistsError(absl::StrCat("snapshot ", name, ": already exists"));
     }
+    if (parent != nullptr && r->parent_id != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("snapshot ", key, " has parent ", r->info.parent, ": not detached"));
+    }
     return r->id;
+  };
+  // CommitWithParent: the new parent's id (0: none), checked committed.
+  auto check_parent = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<int64_t> {
+    if (parent == nullptr || parent->empty()) {
+      return 0;
+    }
+    absl::StatusOr<std::optional<SnapshotRecord>> p = meta_->Get(ctx.ns, *parent);
+    if (!p.ok()) {
+      return p.status();
+    }
+    if (!p->has_value()) {
+      return absl::NotFoundError(absl::StrCat("parent snapshot ", *parent, ": not found"));
+    }
+    if ((*p)->info.kind != snapshots::Kind::kCommitted) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "parent snapshot ", *parent, " is ", KindName((*p)->info.kind), ", not committed"));
+    }
+    return (*p)->id;
   };
   int64_t id = 0;
   {
@@ -476,6 +525,9 @@ absl::Status LocalSnapshotter::Commit(const Context& ctx, const std::string& nam
       return checked.status();
     }
     id = *checked;
+    if (absl::StatusOr<int64_t> p = check_parent(); !p.ok()) {
+      return p.status();
+    }
   }
   // Measured without the lock: a big tree takes a while.
   absl::StatusOr<DiskUsage> du = ComputeDiskUsage(FsDir(id));
@@ -491,6 +543,15 @@ absl::Status LocalSnapshotter::Commit(const Context& ctx, const std::string& nam
       }
       if (*checked != id) {
         return absl::AbortedError(absl::StrCat("snapshot ", key, " changed during commit"));
+      }
+      if (parent != nullptr) {
+        absl::StatusOr<int64_t> parent_id = check_parent();
+        if (!parent_id.ok()) {
+          return parent_id.status();
+        }
+        if (absl::Status st = meta_->SetParent(id, *parent_id); !st.ok()) {
+          return st;
+        }
       }
       if (absl::Status st =
               meta_->MarkCommitted(id, name, labels, {du->size, du->inodes}, absl::Now());

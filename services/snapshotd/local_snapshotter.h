@@ -90,6 +90,23 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   absl::StatusOr<std::string> UpperDir(const Context& ctx, const std::string& key);
   // The keys and names recorded under ctx.lease in ctx.ns.
   absl::StatusOr<std::vector<std::string>> LeaseResources(const Context& ctx);
+
+  // Detached snapshots (the parallel unpacker, parallel_unpacker.h): an active snapshot whose
+  // parent is decided when it commits, so layers of one chain can be applied at the same time.
+  // Only where a snapshot's own directory does not depend on its parent's contents
+  // (SupportsDetached: overlay yes, native no, FailedPrecondition there).
+  virtual bool SupportsDetached() const { return false; }
+  // Prepare(key, no parent): the mounts of a new empty active snapshot (one rw bind mount of
+  // its own directory). Events, leases and crash safety as Prepare.
+  absl::StatusOr<std::vector<mount::Mount>> PrepareDetached(const Context& ctx,
+                                                            const std::string& key,
+                                                            const snapshots::Labels& labels);
+  // Commit, and make committed `parent` (empty: none) the parent of `name`, in one transaction.
+  // `key` must be active without a parent (PrepareDetached's). A crash leaves either the active
+  // key or the committed name on its parent, nothing in between.
+  absl::Status CommitWithParent(const Context& ctx, const std::string& name,
+                                const std::string& key, const std::string& parent,
+                                const snapshots::Labels& labels);
   const std::string& root() const { return options_.root; }
 
  protected:
@@ -120,6 +137,9 @@ class LocalSnapshotter : public snapshots::Snapshotter {
                                                    const std::string& parent,
                                                    const snapshots::Labels& labels,
                                                    snapshots::Kind kind);
+  // Commit; with `parent` non-null, CommitWithParent.
+  absl::Status CommitImpl(const Context& ctx, const std::string& name, const std::string& key,
+                          const std::string* parent, const snapshots::Labels& labels);
   absl::StatusOr<SnapshotRecord> GetLocked(const std::string& ns, const std::string& key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<mount::Mount>> MountsLocked(const SnapshotRecord& record)

@@ -19,8 +19,10 @@
 #include "lib/server/daemon.h"
 #include "services/snapshotd/diff_applier.h"
 #include "services/snapshotd/diff_service.h"
+#include "services/snapshotd/parallel_unpacker.h"
 #include "services/snapshotd/snapshots_service.h"
 #include "services/snapshotd/snapshotter_factory.h"
+#include "services/snapshotd/unpack_service.h"
 #include "services/snapshotd/walking_differ.h"
 
 namespace {
@@ -110,8 +112,8 @@ int Run(int argc, char** argv) {
   snapshotter_options.root = options.root;
   snapshotter_options.kind = snapshotter_kind;
   snapshotter_options.publisher = publisher->get();
-  absl::StatusOr<std::unique_ptr<berth::snapshots::Snapshotter>> snapshotter =
-      berth::snapshotd::OpenSnapshotter(snapshotter_options);
+  absl::StatusOr<std::unique_ptr<berth::snapshotd::LocalSnapshotter>> snapshotter =
+      berth::snapshotd::OpenLocalSnapshotter(snapshotter_options);
   if (!snapshotter.ok()) {
     BERTH_LOG(Error) << "snapshotd: " << snapshotter_kind << " snapshotter: "
                      << snapshotter.status();
@@ -136,9 +138,13 @@ int Run(int argc, char** argv) {
   berth::snapshotd::SnapshotsService snapshots_service(
       **snapshotter, berth::snapshotd::SnapshotsServiceOptions{options.default_namespace});
   berth::snapshotd::DiffService diff_service(applier, differ, options.default_namespace);
+  // berth's extension: a whole chain in one call, its layers applied in parallel (overlay).
+  berth::snapshotd::ParallelUnpacker unpacker(**snapshotter, applier);
+  berth::snapshotd::UnpackService unpack_service(unpacker, options.default_namespace);
 
   daemon.AddService(&snapshots_service);
   daemon.AddService(&diff_service);
+  daemon.AddService(&unpack_service);
   daemon.AddPlugin({"io.containerd.snapshotter.v1", snapshotter_kind});
   daemon.AddPlugin({"io.containerd.differ.v1", "walking"});
   daemon.AddPlugin({"io.containerd.grpc.v1", "snapshots"});

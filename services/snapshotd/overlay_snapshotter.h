@@ -27,6 +27,9 @@ class OverlaySnapshotter : public LocalSnapshotter {
   static absl::StatusOr<std::unique_ptr<OverlaySnapshotter>> Open(
       const SnapshotterOptions& options);
 
+  // A layer's directory holds only its own changes (whiteouts as overlay char devices).
+  bool SupportsDetached() const override { return true; }
+
  protected:
   absl::Status Populate(const std::string& dir, snapshots::Kind kind,
                         const std::vector<int64_t>& parents) override;

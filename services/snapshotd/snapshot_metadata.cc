@@ -2,7 +2,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace berth::snapshotd {
@@ -37,8 +36,6 @@ CREATE INDEX lease_resources_by_key ON lease_resources (ns, key);
   };
   return *migrations;
 }
-
-constexpr size_t kMaxLabelSize = 4096;
 
 constexpr absl::string_view kColumns =
     "s.id, COALESCE(s.parent_id, 0), s.ns, s.kind, s.key, COALESCE(p.key, ''), s.labels, "
@@ -159,6 +156,18 @@ absl::StatusOr<int64_t> MetaStore::Insert(const std::string& ns, const std::stri
     return s;
   }
   return db_->LastInsertRowId();
+}
+
+absl::Status MetaStore::SetParent(int64_t id, int64_t parent_id) {
+  return RunStatement(db_.get(), "UPDATE snapshots SET parent_id = ? WHERE id = ?",
+                      [&](sqlite::Statement& st) {
+                        if (parent_id == 0) {
+                          st.BindNull(1);
+                        } else {
+                          st.Bind(1, parent_id);
+                        }
+                        st.Bind(2, id);
+                      });
 }
 
 absl::Status MetaStore::MarkCommitted(int64_t id, const std::string& name,
@@ -313,48 +322,10 @@ absl::StatusOr<snapshots::Labels> DecodeLabels(const std::string& encoded) {
   return labels;
 }
 
-absl::Status ValidateLabels(const snapshots::Labels& labels) {
-  for (const auto& [key, value] : labels) {
-    if (key.size() + value.size() > kMaxLabelSize) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "label key and value greater than maximum size (", kMaxLabelSize,
-          " bytes), key: ", absl::string_view(key).substr(0, 10)));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ApplyLabelUpdate(snapshots::Labels* current, const snapshots::Labels& given,
                               const std::vector<std::string>& fieldpaths,
                               const std::string& key) {
-  snapshots::Labels updated = *current;
-  if (fieldpaths.empty()) {
-    updated = given;
-  }
-  for (const std::string& path : fieldpaths) {
-    if (path == "labels") {
-      updated = given;
-    } else if (absl::StartsWith(path, "labels.")) {
-      std::string label = path.substr(7);
-      auto it = given.find(label);
-      if (it == given.end() || it->second.empty()) {
-        updated.erase(label);
-      } else {
-        updated[label] = it->second;
-      }
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot update \"", path, "\" field on snapshot ", key));
-    }
-  }
-  for (auto it = updated.begin(); it != updated.end();) {
-    it = it->second.empty() ? updated.erase(it) : std::next(it);
-  }
-  if (absl::Status st = ValidateLabels(updated); !st.ok()) {
-    return st;
-  }
-  *current = std::move(updated);
-  return absl::OkStatus();
+  return berth::ApplyLabelUpdate(current, given, fieldpaths, absl::StrCat("snapshot ", key));
 }
 
 }  // namespace berth::snapshotd

@@ -19,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "lib/base/labels.h"
 #include "lib/snapshots/snapshotter.h"
 #include "lib/sqlite/sqlite.h"
 
@@ -53,6 +54,9 @@ class MetaStore {
   // Turns active `id` into committed `name` with `labels` and `usage`.
   absl::Status MarkCommitted(int64_t id, const std::string& name, const snapshots::Labels& labels,
                              const snapshots::Usage& usage, absl::Time now);
+  // Sets the parent of `id` (0: none). Only for an active snapshot without children, right
+  // before it commits (LocalSnapshotter::CommitWithParent).
+  absl::Status SetParent(int64_t id, int64_t parent_id);
   absl::Status SetLabels(int64_t id, const snapshots::Labels& labels, absl::Time now);
   absl::StatusOr<int64_t> CountChildren(int64_t id);
   absl::Status Delete(int64_t id);
@@ -80,12 +84,9 @@ class MetaStore {
 std::string EncodeLabels(const snapshots::Labels& labels);
 absl::StatusOr<snapshots::Labels> DecodeLabels(const std::string& encoded);
 
-// containerd's label limit: key + value at most 4096 bytes; InvalidArgument.
-absl::Status ValidateLabels(const snapshots::Labels& labels);
-
-// containerd's Update semantics: empty `fieldpaths` or "labels" replaces all labels with
-// `given`; "labels.<key>" sets that key from `given` (removing it when absent or empty).
-// Other paths are InvalidArgument (a snapshot's other fields are immutable).
+// containerd's Update semantics (berth::ApplyLabelUpdate, lib/base/labels.h) for the snapshot
+// `key`: paths other than labels are InvalidArgument (a snapshot's other fields are immutable).
+// Labels alone are checked with berth::ValidateLabels.
 absl::Status ApplyLabelUpdate(snapshots::Labels* current, const snapshots::Labels& given,
                               const std::vector<std::string>& fieldpaths, const std::string& key);
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/grpc_status.h"
+#include "lib/server/block_writer.h"
 #include "lib/server/request_context.h"
 #include "lib/snapshots/proto_convert.h"
 
@@ -13,9 +14,6 @@ namespace berth::snapshotd {
 namespace {
 
 namespace v1 = ::containerd::services::snapshots::v1;
-
-// How many infos one List response carries (containerd's service sends blocks of 100).
-constexpr int kListBlock = 100;
 
 // InvalidArgument naming the field when `value` is empty.
 absl::Status Require(const char* method, const char* field, const std::string& value) {
@@ -175,19 +173,14 @@ grpc::Status SnapshotsService::List(grpc::ServerContext* server_context,
     return ToGrpcStatus(ctx.status());
   }
   std::vector<std::string> filters(request->filters().begin(), request->filters().end());
-  v1::ListSnapshotsResponse block;
+  server::BlockWriter<v1::ListSnapshotsResponse> blocks(writer, "list");
   absl::Status status = snapshotter_.Walk(*ctx, filters, [&](const snapshots::Info& info) {
-    *block.add_info() = snapshots::InfoToProto(info);
-    if (block.info_size() >= kListBlock) {
-      if (!writer->Write(block)) {
-        return absl::CancelledError("list: the client went away");
-      }
-      block.Clear();
-    }
-    return absl::OkStatus();
+    return blocks.Add([&](v1::ListSnapshotsResponse& block) {
+      *block.add_info() = snapshots::InfoToProto(info);
+    });
   });
-  if (status.ok() && block.info_size() > 0 && !writer->Write(block)) {
-    status = absl::CancelledError("list: the client went away");
+  if (status.ok()) {
+    status = blocks.Flush();
   }
   return ToGrpcStatus(status);
 }

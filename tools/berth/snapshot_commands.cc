@@ -1,5 +1,6 @@
-// `berth snapshot prepare|view|mounts|commit|rm|ls|usage|tree|apply`, on
-// snapshots::GrpcSnapshotter (and diff::GrpcDiff for apply) talking to snapshotd. Modeled on
+// `berth snapshot prepare|view|mounts|commit|rm|ls|usage|tree|apply|unpack`, on
+// snapshots::GrpcSnapshotter (diff::GrpcDiff for apply, snapshots::GrpcUnpacker for unpack)
+// talking to snapshotd. Modeled on
 // `ctr snapshots`: the same arguments in the same order and the same table columns.
 
 #include <iostream>
@@ -15,6 +16,7 @@
 #include "lib/content/grpc_content_store.h"
 #include "lib/diff/grpc_diff.h"
 #include "lib/snapshots/grpc_snapshotter.h"
+#include "lib/snapshots/grpc_unpacker.h"
 #include "tools/berth/commands.h"
 #include "tools/berth/output.h"
 
@@ -361,6 +363,75 @@ absl::Status ApplyLayer(Session& session, const SnapshotOptions& opts, const App
   return absl::OkStatus();
 }
 
+struct UnpackArgs {
+  std::vector<std::string> layers;  // NAME=DIGEST[:MEDIATYPE], bottom first
+  std::vector<std::string> labels;
+};
+
+// Unpacks a chain with snapshotd's Unpacker (every layer applied at once on overlay): layer i
+// is committed as NAME i on NAME i-1; names that exist already are reused. Layer sizes come
+// from contentd. Prints each layer's applied (uncompressed) digest, bottom first.
+absl::Status Unpack(Session& session, const SnapshotOptions& opts, const UnpackArgs& args) {
+  absl::StatusOr<std::map<std::string, std::string>> labels = ParseLabels(args.labels);
+  if (!labels.ok()) {
+    return labels.status();
+  }
+  content::GrpcContentStore store(session.Channel("contentd"));
+  std::vector<oci::Descriptor> layers;
+  std::vector<std::string> chain;
+  for (const std::string& arg : args.layers) {
+    size_t eq = arg.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer \"", arg, "\": want NAME=DIGEST[:MEDIATYPE]"));
+    }
+    // DIGEST is algorithm:hex, so a media type starts after the second colon.
+    std::string rest = arg.substr(eq + 1);
+    size_t colon = rest.find(':');
+    size_t second = colon == std::string::npos ? colon : rest.find(':', colon + 1);
+    oci::Descriptor desc;
+    desc.media_type = "application/vnd.oci.image.layer.v1.tar+gzip";
+    if (second != std::string::npos) {
+      desc.media_type = rest.substr(second + 1);
+      rest.resize(second);
+    }
+    absl::StatusOr<Digest> digest = ParseDigestArg(rest);
+    if (!digest.ok()) {
+      return digest.status();
+    }
+    absl::StatusOr<content::Info> blob = store.GetInfo(session.context(), *digest);
+    if (!blob.ok()) {
+      return session.Explain("contentd", blob.status());
+    }
+    desc.digest = *digest;
+    desc.size = blob->size;
+    layers.push_back(std::move(desc));
+    chain.push_back(arg.substr(0, eq));
+  }
+  snapshots::GrpcUnpacker unpacker(session.Channel(kDaemon), opts.snapshotter);
+  absl::StatusOr<std::vector<oci::Descriptor>> applied =
+      unpacker.Unpack(session.context(), layers, chain, *labels);
+  if (!applied.ok()) {
+    return session.Explain(kDaemon, applied.status());
+  }
+  if (session.json()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (size_t i = 0; i < applied->size(); ++i) {
+      const oci::Descriptor& d = (*applied)[i];
+      out.push_back({{"name", chain[i]},
+                     {"media_type", d.media_type},
+                     {"digest", d.digest.ToString()},
+                     {"size", d.size}});
+    }
+    PrintJson(std::cout, out);
+  } else {
+    for (const oci::Descriptor& d : *applied) {
+      std::cout << (d.digest.IsEmpty() ? "-" : d.digest.ToString()) << '\n';
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 void RegisterSnapshotCommands(CLI::App& root, Runner& runner) {
@@ -471,6 +542,21 @@ void RegisterSnapshotCommands(CLI::App& root, Runner& runner) {
       ->capture_default_str();
   apply->callback(runner.Wrap(
       [opts, apply_args](Session& session) { return ApplyLayer(session, *opts, *apply_args); }));
+
+  auto unpack_args = std::make_shared<UnpackArgs>();
+  CLI::App* unpack = snapshot->add_subcommand(
+      "unpack",
+      "Unpack a layer chain in one call (layers applied in parallel on overlay): layer i is "
+      "committed as NAME i on NAME i-1; existing names are reused");
+  unpack
+      ->add_option("LAYER", unpack_args->layers,
+                   "NAME=DIGEST[:MEDIATYPE], bottom first (media type default: OCI tar+gzip)")
+      ->required();
+  unpack->add_option("--label", unpack_args->labels,
+                     "Label for each committed layer, key=value (repeatable)")
+      ->allow_extra_args(false);
+  unpack->callback(runner.Wrap(
+      [opts, unpack_args](Session& session) { return Unpack(session, *opts, *unpack_args); }));
 
   CLI::App* tree = snapshot->add_subcommand("tree", "Show snapshots as a tree of parents");
   tree->callback(runner.Wrap([opts](Session& session) { return Tree(session, *opts); }));

@@ -1,0 +1,64 @@
+#pragma once
+
+// Unpacks a whole layer chain in one call (berth.snapshots.v1.Unpacker, unpack_service.h).
+// Names of the chain that exist already are reused, as containerd's unpacker does. On the
+// overlay snapshotter the remaining layers are applied at the same time, each into its own
+// detached snapshot (LocalSnapshotter::PrepareDetached: a layer's directory holds only its own
+// changes, whiteouts included), by a pool of min(layers, max_parallel) threads; then they are
+// committed in chain order, each on the one below (CommitWithParent). On the native snapshotter
+// (a snapshot is a copy of its parent) they are applied one after the other on their parents.
+//
+// On any error every snapshot the call created (active or committed) is removed, and the
+// error of the lowest failing layer is returned. A crash halfway leaves active "unpack-*"
+// snapshots (as containerd's unpacker leaves "extract-*" ones) and committed layers that are
+// complete, never a half-made committed one.
+//
+// Thread-safe; concurrent unpacks of the same chain are fine (a name committed meanwhile by
+// another call, on the same parent, is reused).
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "lib/base/context.h"
+#include "lib/diff/diff.h"
+#include "lib/oci/descriptor.h"
+#include "lib/snapshots/snapshotter.h"
+#include "services/snapshotd/local_snapshotter.h"
+
+namespace berth::snapshotd {
+
+struct ParallelUnpackerOptions {
+  // The most layers applied at once. 0: std::thread::hardware_concurrency().
+  int max_parallel = 0;
+};
+
+class ParallelUnpacker {
+ public:
+  // `snapshotter` and `applier` must outlive the unpacker; the applier writes overlay
+  // whiteouts for the overlay snapshotter (LayerApplierOptions::Whiteouts::kOverlay).
+  ParallelUnpacker(LocalSnapshotter& snapshotter, diff::Applier& applier,
+                   ParallelUnpackerOptions options = {});
+  ParallelUnpacker(const ParallelUnpacker&) = delete;
+  ParallelUnpacker& operator=(const ParallelUnpacker&) = delete;
+
+  // `layers` bottom first; `chain[i]` the committed name of layers[0..i]; `labels` go on every
+  // snapshot this call commits (with containerd.io/uncompressed=<applied digest>). Returns the
+  // uncompressed descriptor of each layer (for a reused one: digest from that label or the
+  // layer's annotation, empty if neither; size 0). InvalidArgument for mismatched or empty
+  // input; FailedPrecondition if an existing name is not committed or sits on another parent.
+  absl::StatusOr<std::vector<oci::Descriptor>> Unpack(const Context& ctx,
+                                                      const std::vector<oci::Descriptor>& layers,
+                                                      const std::vector<std::string>& chain,
+                                                      const snapshots::Labels& labels);
+
+ private:
+  LocalSnapshotter& snapshotter_;
+  diff::Applier& applier_;
+  const ParallelUnpackerOptions options_;
+  std::atomic<uint64_t> counter_{0};
+};
+
+}  // namespace berth::snapshotd
