@@ -13,7 +13,7 @@ constexpr char kNamespaceHeader[] = "containerd-namespace";
 constexpr char kLeaseHeader[] = "containerd-lease";
 
 // The first value of `key`, empty when absent (containerd reads values[0] too).
-std::string FirstValue(const grpc::ServerContext& server_context, const char* key) {
+std::string FirstValue(const grpc::ServerContextBase& server_context, const char* key) {
   const auto& metadata = server_context.client_metadata();
   auto it = metadata.find(key);
   if (it == metadata.end()) {
@@ -24,7 +24,7 @@ std::string FirstValue(const grpc::ServerContext& server_context, const char* ke
 
 }  // namespace
 
-absl::StatusOr<Context> ContextFrom(const grpc::ServerContext& server_context,
+absl::StatusOr<Context> ContextFrom(const grpc::ServerContextBase& server_context,
                                     absl::string_view default_ns) {
   Context context;
   context.ns = FirstValue(server_context, kNamespaceHeader);

@@ -12,7 +12,7 @@ namespace berth::server {
 // The namespace from the `containerd-namespace` metadata header (default_ns when absent, as
 // for containerd's proxy clients), validated as containerd does (InvalidArgument otherwise),
 // and the lease from `containerd-lease`.
-absl::StatusOr<Context> ContextFrom(const grpc::ServerContext& server_context,
+absl::StatusOr<Context> ContextFrom(const grpc::ServerContextBase& server_context,
                                     absl::string_view default_ns);
 
 }  // namespace berth::server

@@ -12,6 +12,7 @@
 #include "lib/base/identifiers.h"
 #include "lib/base/logging.h"
 #include "lib/events/nats_publisher.h"
+#include "lib/server/request_context.h"
 #include "services/eventd/envelope_filter.h"
 
 namespace berth::eventd {
@@ -80,27 +81,14 @@ grpc::Status Pump(grpc::ServerContext* context, EventLog& log, StartPosition sta
   return grpc::Status::OK;
 }
 
-// server::ContextFrom's namespace rule (the containerd-namespace header, `default_ns` when
-// absent or empty, validated as containerd does), for callback handlers: ContextFrom takes the
-// synchronous API's ServerContext.
-absl::StatusOr<std::string> NamespaceOf(const grpc::CallbackServerContext& context,
-                                        absl::string_view default_ns) {
-  const auto& metadata = context.client_metadata();
-  auto it = metadata.find("containerd-namespace");
-  std::string ns = it == metadata.end() ? std::string()
-                                        : std::string(it->second.data(), it->second.size());
-  if (ns.empty()) {
-    ns = std::string(default_ns);
+// The request's namespace, by server::ContextFrom's rule (callback handlers too).
+absl::StatusOr<std::string> NamespaceFrom(const grpc::CallbackServerContext& context,
+                                          absl::string_view default_ns) {
+  absl::StatusOr<Context> ctx = server::ContextFrom(context, default_ns);
+  if (!ctx.ok()) {
+    return ctx.status();
   }
-  if (absl::Status st = ValidateNamespace(ns); !st.ok()) {
-    std::string prefix = absl::StrCat("namespace \"", ns, "\" is ");
-    absl::string_view reason = st.message();
-    if (absl::ConsumePrefix(&reason, prefix)) {
-      absl::ConsumePrefix(&reason, "invalid: ");
-    }
-    return absl::InvalidArgumentError(absl::StrCat(prefix, "invalid: ", reason));
-  }
-  return ns;
+  return ctx->ns;
 }
 
 // Appends `envelope` and finishes the call with the outcome, when the log has it.
@@ -148,7 +136,7 @@ ContainerdEventsService::ContainerdEventsService(EventLog& log, std::string defa
 grpc::ServerUnaryReactor* ContainerdEventsService::Publish(grpc::CallbackServerContext* context,
                                                           const cpb::PublishRequest* request,
                                                           google::protobuf::Empty* response) {
-  absl::StatusOr<std::string> ns = NamespaceOf(*context, default_namespace_);
+  absl::StatusOr<std::string> ns = NamespaceFrom(*context, default_namespace_);
   if (!ns.ok()) {
     return Finished(context, ns.status());
   }
