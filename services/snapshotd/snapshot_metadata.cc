@@ -123,15 +123,12 @@ SELECT id FROM chain ORDER BY depth)sql");
   }
   st->Bind(1, id);
   std::vector<int64_t> ids;
-  while (true) {
-    absl::StatusOr<bool> row = st->Step();
-    if (!row.ok()) {
-      return row.status();
-    }
-    if (!*row) {
-      break;
-    }
+  absl::Status each = st->ForEachRow([&]() -> absl::Status {
     ids.push_back(st->Int(0));
+    return absl::OkStatus();
+  });
+  if (!each.ok()) {
+    return each;
   }
   return ids;
 }
@@ -222,19 +219,16 @@ absl::StatusOr<std::vector<SnapshotRecord>> MetaStore::List(const std::string& n
   }
   st->Bind(1, ns);
   std::vector<SnapshotRecord> out;
-  while (true) {
-    absl::StatusOr<bool> row = st->Step();
-    if (!row.ok()) {
-      return row.status();
-    }
-    if (!*row) {
-      break;
-    }
+  absl::Status each = st->ForEachRow([&]() -> absl::Status {
     absl::StatusOr<SnapshotRecord> r = FromRow(*st);
     if (!r.ok()) {
       return r.status();
     }
     out.push_back(std::move(*r));
+    return absl::OkStatus();
+  });
+  if (!each.ok()) {
+    return each;
   }
   return out;
 }
@@ -245,15 +239,12 @@ absl::StatusOr<std::set<int64_t>> MetaStore::AllIds() {
     return st.status();
   }
   std::set<int64_t> ids;
-  while (true) {
-    absl::StatusOr<bool> row = st->Step();
-    if (!row.ok()) {
-      return row.status();
-    }
-    if (!*row) {
-      break;
-    }
+  absl::Status each = st->ForEachRow([&]() -> absl::Status {
     ids.insert(st->Int(0));
+    return absl::OkStatus();
+  });
+  if (!each.ok()) {
+    return each;
   }
   return ids;
 }
@@ -286,15 +277,12 @@ absl::StatusOr<std::vector<std::string>> MetaStore::LeaseResources(const std::st
   }
   st->Bind(1, ns).Bind(2, lease);
   std::vector<std::string> keys;
-  while (true) {
-    absl::StatusOr<bool> row = st->Step();
-    if (!row.ok()) {
-      return row.status();
-    }
-    if (!*row) {
-      break;
-    }
+  absl::Status each = st->ForEachRow([&]() -> absl::Status {
     keys.push_back(st->Text(0));
+    return absl::OkStatus();
+  });
+  if (!each.ok()) {
+    return each;
   }
   return keys;
 }
