@@ -18,6 +18,8 @@
 # Environment: SIZE_MB (1024), RUNS (3), BUILD_DIR (<repo>/build), BENCH_TMP (/tmp),
 # KEEP=1 keeps the work dir (logs) for a look afterwards.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -46,18 +48,6 @@ work=$(mktemp -d "$BENCH_TMP/bt-bench-XXXXXX")  # short: sockets live here
 contentd_pid=
 containerd_pid=
 
-stop_pid() {  # stop_pid PID: SIGTERM, wait up to 20 s, then SIGKILL
-  local pid=$1 i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 200); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
   stop_pid "$containerd_pid"
   stop_pid "$contentd_pid"
@@ -70,17 +60,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_for() {  # wait_for SECONDS CMD...: poll every 50 ms
-  local deadline=$(( $(date +%s) + $1 )); shift
-  until "$@" >/dev/null 2>&1; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      return 1
-    fi
-    sleep 0.05
-  done
-}
-
-now() { date +%s.%N; }
 # mbps BYTES SECONDS
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / s / 1e6 }'; }
 
@@ -102,29 +81,8 @@ wait_for 20 berth content ls || { echo "contentd does not answer:"; cat "$work/c
 
 # ---- containerd: private, CRI off, GC only when asked (a blob nothing references would
 # otherwise be collected between ingest and read-back)
-dsock=$work/ctd.sock
-cat > "$work/containerd.toml" <<TOML
-version = 2
-root = "$work/ctd-root"
-state = "$work/ctd-state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$dsock"
-[ttrpc]
-  address = "$dsock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$work/ctd-opt"
-[plugins."io.containerd.gc.v1.scheduler"]
-  deletion_threshold = 0
-  mutation_threshold = 1000000000
-  schedule_delay = "0s"
-  startup_delay = "100000h"
-TOML
-containerd --config "$work/containerd.toml" > "$work/containerd.log" 2>&1 &
-containerd_pid=$!
-ctrd() { ctr --address "$dsock" -n bench "$@"; }
+start_reference_containerd "$work"
 ctrc() { ctr --address "$csock" -n bench "$@"; }
-wait_for 30 ctrd version || { echo "containerd did not start:"; tail -20 "$work/containerd.log"; exit 1; } >&2
 
 # containerd removes a blob's bytes only in GC: delete from the namespace, then run GC now
 # (deleting a lease with --sync runs a collection and waits for it).

@@ -25,6 +25,8 @@
 # support overlayfs upper dirs, unlike tmpfs on some kernels), KEEP=1 keeps the work dir.
 # Runs as root (containerd and snapshotd mount).
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -58,18 +60,6 @@ snapshotd_pid=
 containerd_pid=
 mounted=
 
-stop_pid() {  # stop_pid PID: SIGTERM, wait up to 20 s, then SIGKILL
-  local pid=$1 i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 200); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
   if [ -n "$mounted" ]; then
     umount "$mounted" 2>/dev/null || true
@@ -86,16 +76,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_for() {  # wait_for SECONDS CMD...: poll every 50 ms
-  local deadline=$(( $(date +%s) + $1 )); shift
-  until "$@" >/dev/null 2>&1; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      return 1
-    fi
-    sleep 0.05
-  done
-}
-now() { date +%s.%N; }
 declare -A seconds
 timeit() {  # timeit NAME CMD...: runs CMD once, records its wall time
   local name=$1; shift
@@ -173,28 +153,7 @@ timeit floor untar_all
 rm -rf "$floor"
 
 # ---- containerd: private, CRI off, overlayfs, GC off
-dsock=$work/ctd.sock
-cat > "$work/containerd.toml" <<TOML
-version = 2
-root = "$work/ctd-root"
-state = "$work/ctd-state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$dsock"
-[ttrpc]
-  address = "$dsock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "$work/ctd-opt"
-[plugins."io.containerd.gc.v1.scheduler"]
-  deletion_threshold = 0
-  mutation_threshold = 1000000000
-  schedule_delay = "0s"
-  startup_delay = "100000h"
-TOML
-containerd --config "$work/containerd.toml" > "$work/containerd.log" 2>&1 &
-containerd_pid=$!
-ctrd() { ctr --address "$dsock" -n bench "$@"; }
-wait_for 30 ctrd version || { echo "containerd did not start:"; tail -20 "$work/containerd.log"; exit 1; } >&2
+start_reference_containerd "$work"
 ctrd images import --no-unpack "$work/image.tar" >/dev/null
 mkdir -p "$work/ctd-mnt"
 sync
