@@ -14,6 +14,8 @@ packages=(
   # real peers for tests and benchmarks
   nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind
   curl jq util-linux coreutils
+  # systemd-socket-activate, for the socket-activation test
+  systemd
   # containerd's sources and API protos, for reference
   golang-github-containerd-containerd-dev
 )
