@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <iostream>
 
 #include <thread>
 
@@ -13,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/identifiers.h"
+#include "tools/berth/output.h"
 
 namespace berth::cli {
 namespace {
@@ -230,6 +232,37 @@ absl::StatusOr<absl::Duration> ParseDurationArg(absl::string_view what, absl::st
         absl::StrCat(what, " \"", text, "\": want a duration such as 30s, 5m or 1h30m"));
   }
   return duration;
+}
+
+absl::Status RemoveEach(Session& session, absl::string_view daemon,
+                        const std::vector<std::string>& names,
+                        const std::function<absl::Status(const std::string&)>& remove) {
+  absl::Status first_error;
+  std::vector<std::string> removed;
+  for (const std::string& name : names) {
+    absl::Status status = session.Explain(daemon, remove(name));
+    if (status.code() == absl::StatusCode::kUnavailable ||
+        status.code() == absl::StatusCode::kDeadlineExceeded) {
+      return status;
+    }
+    if (!status.ok()) {
+      if (first_error.ok()) {
+        first_error = status;
+      } else {
+        std::cerr << "berth: " << status.message() << '\n';
+      }
+      continue;
+    }
+    removed.push_back(name);
+  }
+  if (session.json()) {
+    PrintJson(std::cout, removed);
+  } else {
+    for (const std::string& name : removed) {
+      std::cout << name << '\n';
+    }
+  }
+  return first_error;
 }
 
 }  // namespace berth::cli

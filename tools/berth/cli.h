@@ -99,6 +99,13 @@ class Runner {
 
 // A usage error: printed like any error, but berth exits 2.
 absl::Status UsageError(absl::string_view message);
+
+// Removes each of `names` with `remove`, going on past failures: each failure after the first
+// is reported on stderr and the first is returned, except that an unreachable or timed-out
+// `daemon` stops at once. Prints the names removed, one a line (a JSON list with --json).
+absl::Status RemoveEach(Session& session, absl::string_view daemon,
+                        const std::vector<std::string>& names,
+                        const std::function<absl::Status(const std::string&)>& remove);
 bool IsUsageError(const absl::Status& status);
 
 // "key=value" -> (key, value). A missing '=' or an empty key is a usage error.

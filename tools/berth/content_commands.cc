@@ -388,32 +388,13 @@ absl::Status Remove(Session& session, const std::vector<std::string>& digest_arg
     digests.push_back(*digest);
   }
   content::GrpcContentStore store(session.Channel(kDaemon));
-  absl::Status first_error;
-  std::vector<std::string> removed;
+  std::vector<std::string> names;
   for (const Digest& digest : digests) {
-    absl::Status status = session.Explain(kDaemon, store.Delete(session.context(), digest));
-    if (status.code() == absl::StatusCode::kUnavailable ||
-        status.code() == absl::StatusCode::kDeadlineExceeded) {
-      return status;
-    }
-    if (!status.ok()) {
-      if (first_error.ok()) {
-        first_error = status;
-      } else {
-        std::cerr << "berth: " << status.message() << '\n';
-      }
-      continue;
-    }
-    removed.push_back(digest.ToString());
+    names.push_back(digest.ToString());
   }
-  if (session.json()) {
-    PrintJson(std::cout, removed);
-  } else {
-    for (const std::string& digest : removed) {
-      std::cout << digest << '\n';
-    }
-  }
-  return first_error;
+  return RemoveEach(session, kDaemon, names, [&](const std::string& name) {
+    return store.Delete(session.context(), *Digest::Parse(name));
+  });
 }
 
 // `label DIGEST k=v k2=`: sets k, removes k2, leaves other labels alone (like ctr).

@@ -100,32 +100,9 @@ absl::Status List(Session& session, const std::vector<std::string>& filters, boo
 // Removes every lease it can; reports each failure and fails if any did.
 absl::Status Remove(Session& session, const std::vector<std::string>& ids, bool sync) {
   leases::GrpcLeaseManager manager(session.Channel(kDaemon));
-  absl::Status first_error;
-  std::vector<std::string> removed;
-  for (const std::string& id : ids) {
-    absl::Status status = session.Explain(kDaemon, manager.Delete(session.context(), id, sync));
-    if (status.code() == absl::StatusCode::kUnavailable ||
-        status.code() == absl::StatusCode::kDeadlineExceeded) {
-      return status;
-    }
-    if (!status.ok()) {
-      if (first_error.ok()) {
-        first_error = status;
-      } else {
-        std::cerr << "berth: " << status.message() << '\n';
-      }
-      continue;
-    }
-    removed.push_back(id);
-  }
-  if (session.json()) {
-    PrintJson(std::cout, removed);
-  } else {
-    for (const std::string& id : removed) {
-      std::cout << id << '\n';
-    }
-  }
-  return first_error;
+  return RemoveEach(session, kDaemon, ids, [&](const std::string& id) {
+    return manager.Delete(session.context(), id, sync);
+  });
 }
 
 }  // namespace

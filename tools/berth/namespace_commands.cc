@@ -100,38 +100,14 @@ absl::Status List(Session& session, bool quiet) {
 // Removes every name it can; reports each failure and fails if any did.
 absl::Status Remove(Session& session, const std::vector<std::string>& names) {
   auto stub = pb::Namespaces::NewStub(session.Channel(kDaemon));
-  absl::Status first_error;
-  std::vector<std::string> removed;
-  for (const std::string& name : names) {
+  return RemoveEach(session, kDaemon, names, [&](const std::string& name) {
     pb::DeleteNamespaceRequest request;
     request.set_name(name);
     google::protobuf::Empty response;
     grpc::ClientContext context;
     session.Prepare(&context);
-    absl::Status status = FromGrpcStatus(stub->Delete(&context, request, &response));
-    if (!status.ok()) {
-      status = session.Explain(kDaemon, status);
-      if (status.code() == absl::StatusCode::kUnavailable ||
-          status.code() == absl::StatusCode::kDeadlineExceeded) {
-        return status;
-      }
-      if (first_error.ok()) {
-        first_error = status;
-      } else {
-        std::cerr << "berth: " << status.message() << '\n';
-      }
-      continue;
-    }
-    removed.push_back(name);
-  }
-  if (session.json()) {
-    PrintJson(std::cout, removed);
-  } else {
-    for (const std::string& name : removed) {
-      std::cout << name << '\n';
-    }
-  }
-  return first_error;
+    return FromGrpcStatus(stub->Delete(&context, request, &response));
+  });
 }
 
 }  // namespace

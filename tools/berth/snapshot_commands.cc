@@ -139,32 +139,9 @@ absl::Status Commit(Session& session, const SnapshotOptions& opts, const CommitA
 absl::Status Remove(Session& session, const SnapshotOptions& opts,
                     const std::vector<std::string>& keys) {
   snapshots::GrpcSnapshotter snapshotter(session.Channel(kDaemon), opts.snapshotter);
-  absl::Status first_error;
-  std::vector<std::string> removed;
-  for (const std::string& key : keys) {
-    absl::Status status = session.Explain(kDaemon, snapshotter.Remove(session.context(), key));
-    if (status.code() == absl::StatusCode::kUnavailable ||
-        status.code() == absl::StatusCode::kDeadlineExceeded) {
-      return status;
-    }
-    if (!status.ok()) {
-      if (first_error.ok()) {
-        first_error = status;
-      } else {
-        std::cerr << "berth: " << status.message() << '\n';
-      }
-      continue;
-    }
-    removed.push_back(key);
-  }
-  if (session.json()) {
-    PrintJson(std::cout, removed);
-  } else {
-    for (const std::string& key : removed) {
-      std::cout << key << '\n';
-    }
-  }
-  return first_error;
+  return RemoveEach(session, kDaemon, keys, [&](const std::string& key) {
+    return snapshotter.Remove(session.context(), key);
+  });
 }
 
 // Every snapshot matching `filters`, in the order the server walks them.
