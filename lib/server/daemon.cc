@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -325,8 +326,20 @@ void Daemon::BlockTerminationSignals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+void Daemon::TuneAllocator() {
+  // glibc serves blocks above its mmap threshold (128 KiB at first, adapting upwards only
+  // after a free) with a fresh mmap each, and gives memory above the trim threshold back with
+  // madvise at every free. A daemon that streams blobs in 1 MiB messages then pays a page
+  // fault per 4 KiB of every message, twice over: measured on snapshotd's unpack, a quarter
+  // of the daemons' CPU. Buffers up to 8 MiB come from the heap instead, and up to 64 MiB of
+  // freed heap stays for the next message.
+  mallopt(M_MMAP_THRESHOLD, 8 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
+}
+
 Daemon::Daemon(const config::CommonOptions& options)
     : impl_(std::make_unique<Impl>(options)), registry_(std::make_shared<prometheus::Registry>()) {
+  TuneAllocator();
   BlockTerminationSignals();
   // Hold one reference to the gRPC library for the life of the process. Without it, the
   // server's destructor drops the last one and grpc_shutdown joins gRPC's executor thread,
