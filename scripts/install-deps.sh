@@ -9,7 +9,7 @@ packages=(
   # core libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libnats-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev prometheus-cpp-dev
-  libabsl-dev libarchive-dev zlib1g-dev libzstd-dev libtomlplusplus-dev libcli11-dev
+  libabsl-dev libarchive-dev zlib1g-dev libzstd-dev libisal-dev libtomlplusplus-dev libcli11-dev
   nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev
   # real peers for tests and benchmarks
   nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind

@@ -1,5 +1,6 @@
 #include "services/snapshotd/archive_stream.h"
 
+#include <isa-l/igzip_lib.h>
 #include <zlib.h>
 #include <zstd.h>
 
@@ -21,7 +22,35 @@ constexpr absl::string_view kDockerLayer = "application/vnd.docker.image.rootfs.
 constexpr absl::string_view kDockerForeign =
     "application/vnd.docker.image.rootfs.foreign.diff.tar";
 
-z_stream* Z(void* p) { return static_cast<z_stream*>(p); }
+inflate_state* Inflater(void* p) { return static_cast<inflate_state*>(p); }
+
+// Starts (or restarts, for the next member of a concatenated stream) a gzip member: ISA-L
+// parses the header and checks the trailer's CRC and length itself.
+void StartGzipMember(inflate_state* state) {
+  isal_inflate_reset(state);
+  state->crc_flag = ISAL_GZIP;
+}
+
+const char* IsalInflateError(int ret) {
+  switch (ret) {
+    case ISAL_INVALID_BLOCK:
+      return "invalid deflate block";
+    case ISAL_INVALID_SYMBOL:
+      return "invalid deflate symbol";
+    case ISAL_INVALID_LOOKBACK:
+      return "invalid back-reference distance";
+    case ISAL_INVALID_WRAPPER:
+      return "not a gzip header";
+    case ISAL_UNSUPPORTED_METHOD:
+      return "unsupported compression method";
+    case ISAL_INCORRECT_CHECKSUM:
+      return "incorrect checksum";
+    case ISAL_NEED_DICT:
+      return "a preset dictionary is required";
+    default:
+      return "inflate error";
+  }
+}
 
 }  // namespace
 
@@ -110,13 +139,10 @@ absl::StatusOr<std::unique_ptr<DecompressingSource>> DecompressingSource::Create
   src->in_eof_ = eof;
   src->consumed_ = static_cast<int64_t>(len);
   if (c == Compression::kGzip) {
-    auto* z = new z_stream;
-    memset(z, 0, sizeof(*z));
-    if (inflateInit2(z, 16 + MAX_WBITS) != Z_OK) {
-      delete z;
-      return absl::InternalError("inflateInit2 failed");
-    }
-    src->z_ = z;
+    auto* state = new inflate_state;
+    isal_inflate_init(state);
+    state->crc_flag = ISAL_GZIP;
+    src->inflate_ = state;
   } else if (c == Compression::kZstd) {
     ZSTD_DStream* ds = ZSTD_createDStream();
     if (ds == nullptr) {
@@ -131,10 +157,7 @@ DecompressingSource::DecompressingSource(ByteSource& in, Compression compression
     : in_(in), compression_(compression), digester_(Digester::Sha256()) {}
 
 DecompressingSource::~DecompressingSource() {
-  if (z_ != nullptr) {
-    inflateEnd(Z(z_));
-    delete Z(z_);
-  }
+  delete Inflater(inflate_);
   if (zstd_ != nullptr) {
     ZSTD_freeDStream(static_cast<ZSTD_DStream*>(zstd_));
   }
@@ -193,30 +216,30 @@ absl::StatusOr<size_t> DecompressingSource::ReadRaw(char* buf, size_t size) {
 }
 
 absl::StatusOr<size_t> DecompressingSource::ReadGzip(char* buf, size_t size) {
-  z_stream* z = Z(z_);
-  z->next_out = reinterpret_cast<Bytef*>(buf);
-  z->avail_out = static_cast<uInt>(std::min<size_t>(size, 1u << 30));
-  const uInt want = z->avail_out;
+  inflate_state* state = Inflater(inflate_);
+  state->next_out = reinterpret_cast<uint8_t*>(buf);
+  state->avail_out = static_cast<uint32_t>(std::min<size_t>(size, 1u << 30));
+  const uint32_t want = state->avail_out;
   while (true) {
     if (stream_end_ && in_pos_ < in_len_) {
       // Another gzip member follows (concatenated gzip is one stream).
-      inflateReset(z);
+      StartGzipMember(state);
       stream_end_ = false;
     }
     if (!stream_end_) {
-      z->next_in = reinterpret_cast<Bytef*>(in_buf_.get() + in_pos_);
-      z->avail_in = static_cast<uInt>(in_len_ - in_pos_);
-      int ret = inflate(z, Z_NO_FLUSH);
-      in_pos_ = in_len_ - z->avail_in;
-      if (ret == Z_STREAM_END) {
+      state->next_in = reinterpret_cast<uint8_t*>(in_buf_.get() + in_pos_);
+      state->avail_in = static_cast<uint32_t>(in_len_ - in_pos_);
+      int ret = isal_inflate(state);
+      in_pos_ = in_len_ - state->avail_in;
+      if (ret != ISAL_DECOMP_OK) {
+        return absl::DataLossError(absl::StrCat("corrupt gzip data: ", IsalInflateError(ret)));
+      }
+      if (state->block_state == ISAL_BLOCK_FINISH) {
         stream_end_ = true;
-      } else if (ret != Z_OK && ret != Z_BUF_ERROR) {
-        return absl::DataLossError(absl::StrCat(
-            "corrupt gzip data: ", z->msg != nullptr ? z->msg : "inflate error"));
       }
     }
-    if (z->avail_out != want) {
-      return static_cast<size_t>(want - z->avail_out);
+    if (state->avail_out != want) {
+      return static_cast<size_t>(want - state->avail_out);
     }
     if (in_pos_ == in_len_) {
       if (in_eof_) {

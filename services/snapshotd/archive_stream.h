@@ -76,7 +76,7 @@ class DecompressingSource : public ByteSource {
   size_t in_len_ = 0;
   bool in_eof_ = false;
   bool stream_end_ = false;  // the current compressed frame/member is complete
-  void* z_ = nullptr;        // z_stream*
+  void* inflate_ = nullptr;  // ISA-L's inflate_state*
   void* zstd_ = nullptr;     // ZSTD_DStream*
   std::unique_ptr<Digester> digester_;
   int64_t produced_ = 0;
