@@ -22,7 +22,13 @@
 # (and mounted) is removed.
 #
 # Environment: LAYERS (6), LAYER_MB (100), BUILD_DIR (<repo>/build), BENCH_TMP (/var/tmp: must
-# support overlayfs upper dirs, unlike tmpfs on some kernels), KEEP=1 keeps the work dir.
+# support overlayfs upper dirs, unlike tmpfs on some kernels), KEEP=1 keeps the work dir,
+# BENCH_FS (loop): "loop" runs everything on a fresh ext4 (journal on, Debian's mkfs defaults)
+# in a sparse file under BENCH_TMP on a loop device, so every run starts from the same
+# filesystem state; "dir" uses BENCH_TMP's own filesystem as it is. (An ext4 without a journal
+# that has just deleted many files, as earlier runs do, makes every file creation scan the
+# recently deleted inodes: extraction then runs 3-4x slower for a minute or more, for every
+# side, and the figures say more about the filesystem than about the unpackers.)
 # Runs as root (containerd and snapshotd mount).
 set -euo pipefail
 # shellcheck source=bench/lib.sh
@@ -47,18 +53,21 @@ done
 [ "$(id -u)" = 0 ] || { echo "snapshot_apply: run as root" >&2; exit 1; }
 
 total_mb=$(( LAYERS * LAYER_MB ))
-need_kb=$(( total_mb * 1024 * 7 ))  # sources, layers, the floor's copy, containerd, 3x berth
+need_kb=$(( total_mb * 1024 * 12 ))  # layers (3 copies), the floor, containerd and contentd blobs and snapshots, 3x berth
 avail_kb=$(df -Pk "$BENCH_TMP" | awk 'NR==2 {print $4}')
 if [ "$avail_kb" -lt "$need_kb" ]; then
   echo "snapshot_apply: need $((need_kb / 1024)) MiB free in $BENCH_TMP, have $((avail_kb / 1024))" >&2
   exit 1
 fi
 
-work=$(mktemp -d "$BENCH_TMP/bt-snap-XXXXXX")
+BENCH_FS=${BENCH_FS:-loop}
+base=$(mktemp -d "$BENCH_TMP/bt-snap-XXXXXX")
+work=$base
 contentd_pid=
 snapshotd_pid=
 containerd_pid=
 mounted=
+loopdev=
 
 cleanup() {
   if [ -n "$mounted" ]; then
@@ -68,13 +77,34 @@ cleanup() {
   stop_pid "$snapshotd_pid"
   stop_pid "$contentd_pid"
   if [ "${KEEP:-0}" = 1 ]; then
-    echo "snapshot_apply: work dir kept: $work" >&2
-  else
-    rm -rf "$work"
+    echo "snapshot_apply: work dir kept: $work${loopdev:+ (on $loopdev, mounted at $base/fs)}" >&2
+    return
   fi
+  if [ -n "$loopdev" ]; then
+    rm -rf "$work"
+    umount "$base/fs" 2>/dev/null || true
+    losetup -d "$loopdev" 2>/dev/null || true
+  fi
+  rm -rf "$base"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [ "$BENCH_FS" = loop ]; then
+  for tool in mkfs.ext4 losetup; do
+    command -v "$tool" >/dev/null || { echo "snapshot_apply: $tool not found (or BENCH_FS=dir)" >&2; exit 1; }
+  done
+  truncate -s $(( need_kb + 1048576 ))K "$base/fs.img"
+  mkfs.ext4 -q -F -m 0 "$base/fs.img"
+  mkdir "$base/fs"
+  loopdev=$(losetup --direct-io=on -f --show "$base/fs.img")
+  mount "$loopdev" "$base/fs"
+  work=$base/fs/work
+  mkdir "$work"
+elif [ "$BENCH_FS" != dir ]; then
+  echo "snapshot_apply: BENCH_FS is loop or dir, not \"$BENCH_FS\"" >&2
+  exit 1
+fi
 
 declare -A seconds
 timeit() {  # timeit NAME CMD...: runs CMD once, records its wall time
@@ -150,7 +180,6 @@ untar_all() {
   done
 }
 timeit floor untar_all
-rm -rf "$floor"
 
 # ---- containerd: private, CRI off, overlayfs, GC off
 start_reference_containerd "$work"
