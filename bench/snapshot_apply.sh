@@ -8,7 +8,8 @@
 # of 64 KiB (base64, compressible) and 5% files of 4 KiB, in a few directories. Then times:
 #   gzip -dc L | tar -x, layer after layer into one dir     the floor, no daemon, no isolation
 #   containerd (private, overlayfs): `ctr images mount` of the image imported with --no-unpack
-#                                   = its unpack (prepare, apply, commit per layer) + one view
+#                                   = its unpack (prepare, apply, commit per layer) + one view;
+#                                   with Go's gzip, and again with unpigz when it is installed
 #   berth serial: `berth snapshot apply --parent <prev> --commit` per layer (contentd holds the
 #                 blobs; snapshotd's Diff API applies them): the same chain containerd builds
 #   berth parallel: every layer applied at once into its own parentless snapshot (overlay
@@ -53,7 +54,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "snapshot_apply: run as root" >&2; exit 1; }
 
 total_mb=$(( LAYERS * LAYER_MB ))
-need_kb=$(( total_mb * 1024 * 12 ))  # layers (3 copies), the floor, containerd and contentd blobs and snapshots, 3x berth
+need_kb=$(( total_mb * 1024 * 14 ))  # layers (3 copies), the floor, 2 containerds and contentd (blobs, snapshots), 3x berth
 avail_kb=$(df -Pk "$BENCH_TMP" | awk 'NR==2 {print $4}')
 if [ "$avail_kb" -lt "$need_kb" ]; then
   echo "snapshot_apply: need $((need_kb / 1024)) MiB free in $BENCH_TMP, have $((avail_kb / 1024))" >&2
@@ -181,20 +182,38 @@ untar_all() {
 }
 timeit floor untar_all
 
-# ---- containerd: private, CRI off, overlayfs, GC off
-start_reference_containerd "$work"
-ctrd images import --no-unpack "$work/image.tar" >/dev/null
-mkdir -p "$work/ctd-mnt"
-sync
-containerd_unpack() {
-  ctrd images mount --snapshotter overlayfs "$image_ref" "$work/ctd-mnt" >/dev/null
-  mounted=$work/ctd-mnt
+# ---- containerd: private, CRI off, overlayfs, GC off. containerd 1.6 decompresses gzip
+# layers with `unpigz` when it is on PATH and with Go's compress/gzip otherwise (or with
+# CONTAINERD_DISABLE_PIGZ=1): both are measured when unpigz is installed, each in a containerd
+# of its own, and the ratios use the faster.
+containerd_run() {  # containerd_run NAME DIR PIGZ_OFF: import, then time the unpack
+  local name=$1 dir=$2
+  mkdir -p "$dir"
+  export CONTAINERD_DISABLE_PIGZ=$3
+  start_reference_containerd "$dir"
+  unset CONTAINERD_DISABLE_PIGZ
+  ctrd images import --no-unpack "$work/image.tar" >/dev/null
+  mkdir -p "$dir/ctd-mnt"
+  sync
+  containerd_unpack() {
+    ctrd images mount --snapshotter overlayfs "$image_ref" "$dir/ctd-mnt" >/dev/null
+    mounted=$dir/ctd-mnt
+  }
+  timeit "$name" containerd_unpack
+  [ "$(ctrd snapshots --snapshotter overlayfs ls | grep -c Committed)" -eq "$LAYERS" ] ||
+    { echo "snapshot_apply: containerd did not commit $LAYERS layers" >&2; exit 1; }
+  umount "$dir/ctd-mnt"; mounted=
+  stop_pid "$containerd_pid"; containerd_pid=
 }
-timeit containerd containerd_unpack
-[ "$(ctrd snapshots --snapshotter overlayfs ls | grep -c Committed)" -eq "$LAYERS" ] ||
-  { echo "snapshot_apply: containerd did not commit $LAYERS layers" >&2; exit 1; }
-umount "$work/ctd-mnt"; mounted=
-stop_pid "$containerd_pid"; containerd_pid=
+containerd_run containerd_go "$work/ctd-go" true
+seconds[containerd]=${seconds[containerd_go]}
+containerd_label="containerd unpack, Go gzip (ctr images mount, overlayfs)"
+if command -v unpigz >/dev/null; then
+  containerd_run containerd_pigz "$work/ctd-pigz" false
+  if awk -v a="${seconds[containerd_pigz]}" -v b="${seconds[containerd_go]}" 'BEGIN { exit !(a < b) }'; then
+    seconds[containerd]=${seconds[containerd_pigz]}
+  fi
+fi
 
 # ---- berth: contentd holds the blobs, snapshotd applies them
 csock=$work/cd.sock
@@ -261,11 +280,14 @@ printf '\nsnapshot apply benchmark: %d layers, %d bytes uncompressed (%d gzip), 
   "$LAYERS" "$uncompressed" "$compressed" "$(nproc)" "$(uname -r)"
 printf '%-58s %9s %9s\n' "what" "seconds" "MB/s"
 printf '%-58s %9s %9s\n' "gzip -dc | tar -x, layer after layer (floor)" "${seconds[floor]}" "$(mbps "${seconds[floor]}")"
-printf '%-58s %9s %9s\n' "containerd unpack (ctr images mount, overlayfs)" "${seconds[containerd]}" "$(mbps "${seconds[containerd]}")"
+printf '%-58s %9s %9s\n' "$containerd_label" "${seconds[containerd_go]}" "$(mbps "${seconds[containerd_go]}")"
+if [ -n "${seconds[containerd_pigz]:-}" ]; then
+  printf '%-58s %9s %9s\n' "containerd unpack, unpigz (ctr images mount, overlayfs)" "${seconds[containerd_pigz]}" "$(mbps "${seconds[containerd_pigz]}")"
+fi
 printf '%-58s %9s %9s\n' "berth: snapshot apply --parent --commit, chain, serial" "${seconds[berth_serial]}" "$(mbps "${seconds[berth_serial]}")"
 printf '%-58s %9s %9s\n' "berth: snapshot apply, all layers at once (no chain)" "${seconds[berth_parallel]}" "$(mbps "${seconds[berth_parallel]}")"
 printf '%-58s %9s %9s\n' "berth: unpack (parallel, chain)" "${seconds[berth_unpack]}" "$(mbps "${seconds[berth_unpack]}")"
-printf '\nratios (time of the other / time of berth; above 1: berth is faster)\n'
+printf '\nratios (time of the other / time of berth; above 1: berth is faster; containerd: its faster run)\n'
 printf '  containerd / berth serial      %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_serial]}")"
 printf '  containerd / berth parallel    %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_parallel]}")"
 printf '  containerd / berth unpack      %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_unpack]}")"

@@ -12,7 +12,7 @@ packages=(
   libabsl-dev libarchive-dev zlib1g-dev libzstd-dev libisal-dev libtomlplusplus-dev libcli11-dev
   nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev
   # real peers for tests and benchmarks
-  nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind
+  nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind pigz
   curl jq util-linux coreutils
   # systemd-socket-activate, for the socket-activation test
   systemd
