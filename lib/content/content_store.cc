@@ -1,10 +1,39 @@
 #include "lib/content/content_store.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace berth::content {
+
+filters::Adaptor BlobFilterAdaptor(const Info& info) {
+  return filters::MakeAdaptor(
+      [&info](absl::string_view field) -> std::optional<std::string> {
+        if (field == "digest") {
+          return info.digest.ToString();
+        }
+        if (field == "size") {
+          return absl::StrCat(info.size);
+        }
+        return std::nullopt;
+      },
+      &info.labels);
+}
+
+filters::Adaptor IngestFilterAdaptor(const IngestStatus& status) {
+  return filters::MakeAdaptor(
+      [&status](absl::string_view field) -> std::optional<std::string> {
+        if (field == "ref") {
+          return status.ref;
+        }
+        if (field == "expected" && !status.expected.IsEmpty()) {
+          return status.expected.ToString();
+        }
+        return std::nullopt;
+      },
+      nullptr);
+}
 
 absl::StatusOr<std::string> ReadBlob(Provider& provider, const Context& ctx,
                                      const Digest& digest) {

@@ -6,8 +6,9 @@
 //   ingest  a write in progress, named by a client-chosen `ref` unique within its namespace; it
 //           survives the writer closing (and the daemon restarting) and resumes at its offset.
 // Every call takes a Context: the namespace it acts in and the lease protecting what it creates.
-// Implementations: LocalContentStore (services/contentd) and GrpcContentStore (this folder),
-// which talks to a contentd; both pass content_store_testsuite.h. All methods are thread-safe.
+// Implementations: LocalContentStore (services/contentd), GrpcContentStore (this folder), which
+// talks to a contentd, and MemoryContentStore (this folder, in-process); all pass
+// content_store_testsuite.h. All methods are thread-safe.
 
 #include <cstdint>
 #include <functional>
@@ -21,6 +22,7 @@
 #include "absl/time/time.h"
 #include "lib/base/context.h"
 #include "lib/base/digest.h"
+#include "lib/filters/filter.h"
 
 namespace berth::content {
 
@@ -133,6 +135,11 @@ class IngestManager {
 };
 
 class ContentStore : public Manager, public Provider, public IngestManager, public Ingester {};
+
+// The fields containerd's filters see on a blob (Walk: digest, size, labels.<key>) and on an
+// ingest (ListStatuses: ref, expected). The adaptors refer to their argument: keep it alive.
+filters::Adaptor BlobFilterAdaptor(const Info& info);
+filters::Adaptor IngestFilterAdaptor(const IngestStatus& status);
 
 // Reads a whole blob (for small documents: manifests, configs). Helper over Provider.
 absl::StatusOr<std::string> ReadBlob(Provider& provider, const Context& ctx, const Digest& digest);

@@ -1116,18 +1116,7 @@ absl::Status FileStore::Walk(const Context& ctx, const std::vector<std::string>&
       if (!info.ok()) {
         return info.status();
       }
-      filters::Adaptor adaptor = filters::MakeAdaptor(
-          [&](absl::string_view field) -> std::optional<std::string> {
-            if (field == "digest") {
-              return info->digest.ToString();
-            }
-            if (field == "size") {
-              return absl::StrCat(info->size);
-            }
-            return std::nullopt;
-          },
-          &info->labels);
-      if (filter->Match(adaptor)) {
+      if (filter->Match(content::BlobFilterAdaptor(*info))) {
         matched.push_back(std::move(*info));
       }
       return absl::OkStatus();
@@ -1209,19 +1198,9 @@ absl::StatusOr<std::vector<content::IngestStatus>> FileStore::ListStatuses(
     if (!row.ok()) {
       return row.status();
     }
-    filters::Adaptor adaptor = filters::MakeAdaptor(
-        [&](absl::string_view field) -> std::optional<std::string> {
-          if (field == "ref") {
-            return row->ref;
-          }
-          if (field == "expected" && !row->expected.IsEmpty()) {
-            return row->expected.ToString();
-          }
-          return std::nullopt;
-        },
-        nullptr);
-    if (filter->Match(adaptor)) {
-      out.push_back(StatusOf(*row));
+    content::IngestStatus status = StatusOf(*row);
+    if (filter->Match(content::IngestFilterAdaptor(status))) {
+      out.push_back(std::move(status));
     }
     return absl::OkStatus();
   });

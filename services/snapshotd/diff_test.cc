@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "lib/content/content_store.h"
+#include "lib/content/memory_content_store.h"
 #include "lib/testing/testing.h"
-#include "services/contentd/local_content_store.h"
 #include "services/snapshotd/archive_testutil.h"
 #include "services/snapshotd/diff_applier.h"
 #include "services/snapshotd/walking_differ.h"
@@ -50,12 +50,7 @@ std::vector<mount::Mount> Bind(const std::string& dir) {
 class DiffTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    contentd::StoreOptions options;
-    options.root = dir_.Join("content");
-    options.lease_expiry_interval = absl::ZeroDuration();
-    auto store = contentd::LocalContentStore::Open(options);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = std::move(*store);
+    store_ = content::NewMemoryContentStore();
     ctx_.ns = "default";
   }
 
@@ -130,7 +125,7 @@ class DiffTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
-  std::unique_ptr<contentd::LocalContentStore> store_;
+  std::unique_ptr<content::ContentStore> store_;
   Context ctx_;
 };
 

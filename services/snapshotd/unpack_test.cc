@@ -18,10 +18,10 @@
 #include "gtest/gtest.h"
 #include "lib/base/grpc_client.h"
 #include "lib/content/content_store.h"
+#include "lib/content/memory_content_store.h"
 #include "lib/mount/mount.h"
 #include "lib/snapshots/grpc_unpacker.h"
 #include "lib/testing/testing.h"
-#include "services/contentd/local_content_store.h"
 #include "services/snapshotd/archive_stream.h"
 #include "services/snapshotd/archive_testutil.h"
 #include "services/snapshotd/diff_applier.h"
@@ -90,12 +90,7 @@ class UnpackTest : public ::testing::Test {
     unpacker_.reset();
     applier_.reset();
     snapshotter_.reset();
-    contentd::StoreOptions store_options;
-    store_options.root = dir_.Join(kind + "-content");
-    store_options.lease_expiry_interval = absl::ZeroDuration();
-    auto store = contentd::LocalContentStore::Open(store_options);
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = std::move(*store);
+    store_ = content::NewMemoryContentStore();
     SnapshotterOptions options;
     options.root = dir_.Join(kind + "-snapshots");
     options.kind = kind;
@@ -191,7 +186,7 @@ class UnpackTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
-  std::unique_ptr<contentd::LocalContentStore> store_;
+  std::unique_ptr<content::ContentStore> store_;
   std::unique_ptr<LocalSnapshotter> snapshotter_;
   std::unique_ptr<LayerApplier> applier_;
   std::unique_ptr<ParallelUnpacker> unpacker_;
