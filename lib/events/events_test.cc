@@ -6,6 +6,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -177,6 +178,37 @@ TEST(NatsPublisherTest, NoUrlJustStores) {
   EXPECT_EQ(p->publisher_id(), id);
   EXPECT_EQ(p->pending(), 3);
   EXPECT_EQ(GaugeValue(*registry, "berth_events_outbox_pending"), 3);
+}
+
+// Publishes from many threads are committed in groups: every one that returned OK is in the
+// outbox once, also after the publisher is reopened.
+TEST(NatsPublisherTest, ConcurrentPublishesAreAllDurable) {
+  TempDir dir;
+  NatsPublisherOptions o = FastOptions(dir.Join("outbox.db"), "");
+  constexpr int kThreads = 8, kEach = 400;
+  {
+    auto p = MustOpen(o);
+    ASSERT_NE(p, nullptr);
+    std::vector<std::thread> threads;
+    std::atomic<int> ok{0};
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kEach; ++i) {
+          if (p->Publish("default", "/tasks/exit", MakeExit(t * kEach + i)).ok()) {
+            ok.fetch_add(1);
+          }
+        }
+      });
+    }
+    for (std::thread& t : threads) {
+      t.join();
+    }
+    EXPECT_EQ(ok.load(), kThreads * kEach);
+    EXPECT_EQ(p->pending(), kThreads * kEach);
+  }
+  auto p = MustOpen(o);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(p->pending(), kThreads * kEach);
 }
 
 TEST(NatsPublisherTest, RejectsBadNamespaceAndTopic) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -157,6 +158,8 @@ void DiscardUnacknowledged(jsCtx* js) {
 
 // NATS's default max_payload (1 MiB). Events are a few hundred bytes.
 constexpr size_t kMaxEventBytes = 1 << 20;
+// Rows one outbox transaction takes from the publishers queued behind it, at most.
+constexpr size_t kMaxGroupCommit = 1024;
 
 int64_t Backoff(absl::Duration min, absl::Duration max, int attempts) {
   absl::Duration d = min;
@@ -335,23 +338,77 @@ absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topi
         absl::StrCat("event ", event.GetDescriptor()->full_name(), ": ", payload.size(),
                      " bytes, more than NATS's default max_payload (", kMaxEventBytes, ")"));
   }
-  std::string subject = SubjectFor(ns, topic);
+  Waiter waiter;
+  waiter.subject = SubjectFor(ns, topic);
+  waiter.payload = std::move(payload);
+  waiter.nanos = nanos;
+  return CommitInGroup(waiter);
+}
 
-  absl::MutexLock lock(&mu_);
-  absl::Status st = db_->Transaction([&]() -> absl::Status {
-    absl::StatusOr<sqlite::Statement> insert = db_->Prepare(
-        "INSERT INTO outbox (subject, payload, created_unix_nanos) VALUES (?, ?, ?)");
-    if (!insert.ok()) {
-      return insert.status();
-    }
-    return insert->Bind(1, subject).BindBlob(2, payload).Bind(3, nanos).Run();
-  });
-  if (!st.ok()) {
-    return absl::Status(st.code(), absl::StrCat("events outbox: ", st.message()));
+// Group commit (after LevelDB's writer queue): every Publish queues its row; the one at the
+// front commits everything queued so far in one transaction (one fsync), then hands the front to
+// the next. Publishers that arrive during a commit form the next group, so the cost of an fsync
+// is shared by as many events as arrive while it runs, and no Publish returns before its row is
+// durable.
+absl::Status NatsPublisher::CommitInGroup(Waiter& waiter) {
+  struct Turn {
+    NatsPublisher* self;
+    Waiter* waiter;
+  } turn{this, &waiter};
+  write_mu_.Lock();
+  writers_.push_back(&waiter);
+  write_mu_.Await(absl::Condition(
+      +[](Turn* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->self->write_mu_) {
+        return t->waiter->done || t->self->writers_.front() == t->waiter;
+      },
+      &turn));
+  if (waiter.done) {
+    write_mu_.Unlock();
+    return waiter.status;
   }
-  SetPendingLocked(pending_ + 1);
-  wake_ = true;
-  return absl::OkStatus();
+  size_t group = std::min(writers_.size(), kMaxGroupCommit);
+  std::vector<Waiter*> batch(writers_.begin(), writers_.begin() + group);
+  write_mu_.Unlock();
+
+  absl::Status st;
+  {
+    absl::MutexLock lock(&mu_);
+    st = db_->Transaction([&]() -> absl::Status {
+      absl::StatusOr<sqlite::Statement> insert = db_->Prepare(
+          "INSERT INTO outbox (subject, payload, created_unix_nanos) VALUES (?, ?, ?)");
+      if (!insert.ok()) {
+        return insert.status();
+      }
+      for (Waiter* w : batch) {
+        if (absl::Status s = insert->Bind(1, w->subject).BindBlob(2, w->payload).Bind(3, w->nanos)
+                                 .Run();
+            !s.ok()) {
+          return s;
+        }
+        insert->Reset();
+      }
+      return absl::OkStatus();
+    });
+    if (st.ok()) {
+      SetPendingLocked(pending_ + static_cast<int64_t>(batch.size()));
+      wake_ = true;
+    } else {
+      st = absl::Status(st.code(), absl::StrCat("events outbox: ", st.message()));
+    }
+  }
+
+  write_mu_.Lock();
+  for (Waiter* w : batch) {
+    if (writers_.front() != w) {  // only the front commits, and nobody else pops
+      BERTH_LOG(Error) << "events outbox: group commit queue out of order";
+      std::abort();
+    }
+    writers_.pop_front();
+    w->status = st;
+    w->done = true;
+  }
+  write_mu_.Unlock();
+  return st;
 }
 
 void NatsPublisher::OnDisconnected(natsConnection* nc, void* closure) {

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -117,6 +118,15 @@ class NatsPublisher : public Publisher {
     std::string subject;
     std::string payload;
   };
+  // A Publish waiting for its row to be committed (CommitInGroup).
+  struct Waiter {
+    std::string subject;
+    std::string payload;
+    int64_t nanos = 0;
+    bool done = false;  // guarded by write_mu_
+    absl::Status status;
+  };
+  absl::Status CommitInGroup(Waiter& waiter);
 
   NatsPublisher(NatsPublisherOptions options, std::unique_ptr<sqlite::Db> db,
                 std::string publisher_id, int64_t pending, std::string user, std::string password);
@@ -142,6 +152,11 @@ class NatsPublisher : public Publisher {
   const std::string user_;
   const std::string password_;
   const uint64_t callback_id_;
+
+  // The publishers waiting to commit, in arrival order; the front one commits for the group.
+  // Taken before mu_, never while holding it.
+  absl::Mutex write_mu_;
+  std::deque<Waiter*> writers_ ABSL_GUARDED_BY(write_mu_);
 
   mutable absl::Mutex mu_;
   std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);

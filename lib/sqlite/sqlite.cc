@@ -68,6 +68,11 @@ absl::Status Statement::Run() {
   }
 }
 
+Statement& Statement::Reset() {
+  sqlite3_reset(stmt_);
+  return *this;
+}
+
 absl::Status Statement::ForEachRow(const std::function<absl::Status()>& row) {
   while (true) {
     absl::StatusOr<bool> more = Step();

@@ -35,6 +35,8 @@ class Statement {
   absl::StatusOr<bool> Step();
   // Step() to the end, for statements that return no rows.
   absl::Status Run();
+  // Makes the statement ready to run again with new bindings (sqlite3_reset).
+  Statement& Reset();
   // Step() to the end, calling `row` on each row (read it with Text, Int, ...). Stops at the
   // first error, Step's or `row`'s, and returns it.
   absl::Status ForEachRow(const std::function<absl::Status()>& row);
