@@ -101,6 +101,14 @@ class JetStreamSubscription : public EventSubscription {
 
   std::optional<uint64_t> resume_after() const override { return resume_after_; }
 
+  int64_t buffered() const override {
+    int msgs = 0, bytes = 0;
+    if (natsSubscription_GetPending(sub_, &msgs, &bytes) != NATS_OK) {
+      return 0;
+    }
+    return msgs;
+  }
+
  private:
   natsSubscription* sub_;
   std::optional<uint64_t> resume_after_;

@@ -51,6 +51,9 @@ class EventSubscription {
   // The next event; nullopt when none arrived within `timeout`. Unavailable when the
   // subscription broke (the caller subscribes again from its last sequence + 1).
   virtual absl::StatusOr<std::optional<StoredEvent>> Next(absl::Duration timeout) = 0;
+  // How many events have arrived and wait to be read: Next returns at once while this is > 0.
+  // A reader uses it to hand a burst on in one batch.
+  virtual int64_t buffered() const = 0;
   // The sequence just before the first event this subscription can deliver, so a reader that
   // has received nothing yet knows where to resume.
   virtual std::optional<uint64_t> resume_after() const = 0;

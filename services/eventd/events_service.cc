@@ -4,6 +4,7 @@
 #include <functional>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -24,16 +25,22 @@ namespace bpb = ::berth::events::v1;
 // How often a waiting handler checks whether its client went away.
 constexpr absl::Duration kPollInterval = absl::Milliseconds(200);
 
+// How many events a handler takes from its subscription before writing them out, at most.
+constexpr int64_t kMaxBatch = 256;
+
 // Streams the log from `start` to `emit` until the client cancels or `emit` fails, resuming
 // after the last sequence seen whenever the log's subscription breaks. `marker` gets the
-// resume point once, before any event, when the first subscription knows it.
+// resume point once, before any event, when the first subscription knows it. Events that have
+// already arrived are taken as one batch and emitted with `more` set on all but the last, so a
+// burst goes out in a few writes instead of one wake-up and one write per event.
 grpc::Status Pump(grpc::ServerContext* context, EventLog& log, StartPosition start,
                   const filters::Filter& filter,
                   const std::function<bool(uint64_t)>& marker,
-                  const std::function<bool(const StoredEvent&)>& emit) {
+                  const std::function<bool(const StoredEvent&, bool more)>& emit) {
   std::optional<uint64_t> last;  // the last sequence handled (sent or filtered out)
   bool marker_sent = false;
   absl::Duration backoff = absl::Milliseconds(100);
+  std::vector<StoredEvent> batch;
   while (!context->IsCancelled()) {
     StartPosition from = last.has_value() ? StartPosition::AtSequence(*last + 1) : start;
     absl::StatusOr<std::unique_ptr<EventSubscription>> sub = log.Subscribe(from);
@@ -57,28 +64,52 @@ grpc::Status Pump(grpc::ServerContext* context, EventLog& log, StartPosition sta
       }
     }
     marker_sent = true;
-    while (!context->IsCancelled()) {
-      absl::StatusOr<std::optional<StoredEvent>> next = (*sub)->Next(kPollInterval);
-      if (!next.ok()) {
-        BERTH_LOG(Warn) << "eventd: subscription broke after sequence " << last.value_or(0)
-                        << ": " << next.status() << "; resubscribing";
-        break;
+    bool broken = false;
+    while (!broken && !context->IsCancelled()) {
+      batch.clear();
+      absl::Duration wait = kPollInterval;
+      do {
+        absl::StatusOr<std::optional<StoredEvent>> next = (*sub)->Next(wait);
+        if (!next.ok()) {
+          BERTH_LOG(Warn) << "eventd: subscription broke after sequence " << last.value_or(0)
+                          << ": " << next.status() << "; resubscribing";
+          broken = true;
+          break;
+        }
+        if (!next->has_value()) {
+          break;
+        }
+        StoredEvent& event = **next;
+        if (last.has_value() && event.sequence <= *last) {
+          continue;  // never twice, whatever the consumer does
+        }
+        last = event.sequence;
+        if (MatchEnvelope(filter, event.envelope)) {
+          batch.push_back(std::move(event));
+        }
+        wait = absl::Milliseconds(1);  // only what is already there joins the batch
+      } while (static_cast<int64_t>(batch.size()) < kMaxBatch && (*sub)->buffered() > 0);
+      if (!batch.empty()) {
+        backoff = absl::Milliseconds(100);
       }
-      if (!next->has_value()) {
-        continue;
-      }
-      backoff = absl::Milliseconds(100);
-      const StoredEvent& event = **next;
-      if (last.has_value() && event.sequence <= *last) {
-        continue;  // never twice, whatever the consumer does
-      }
-      last = event.sequence;
-      if (MatchEnvelope(filter, event.envelope) && !emit(event)) {
-        return grpc::Status::OK;  // the client went away
+      // Events taken before the subscription broke are still sent: `last` already covers them.
+      for (size_t i = 0; i < batch.size(); ++i) {
+        if (!emit(batch[i], i + 1 < batch.size())) {
+          return grpc::Status::OK;  // the client went away
+        }
       }
     }
   }
   return grpc::Status::OK;
+}
+
+// A write that gRPC may hold back until the next one when `more` follow.
+grpc::WriteOptions WriteOptionsFor(bool more) {
+  grpc::WriteOptions options;
+  if (more) {
+    options.set_buffer_hint();
+  }
+  return options;
 }
 
 // The request's namespace, by server::ContextFrom's rule (callback handlers too).
@@ -179,7 +210,9 @@ grpc::Status ContainerdEventsService::Subscribe(grpc::ServerContext* context,
   writer->SendInitialMetadata();
   return Pump(
       context, log_, StartPosition::Live(), *filter, [](uint64_t) { return true; },
-      [writer](const StoredEvent& event) { return writer->Write(event.envelope); });
+      [writer](const StoredEvent& event, bool more) {
+        return writer->Write(event.envelope, WriteOptionsFor(more));
+      });
 }
 
 BerthEventsService::BerthEventsService(EventLog& log) : log_(log) {}
@@ -216,11 +249,11 @@ grpc::Status BerthEventsService::Subscribe(grpc::ServerContext* context,
         marker.set_sequence(resume_after);
         return writer->Write(marker);
       },
-      [writer](const StoredEvent& event) {
+      [writer](const StoredEvent& event, bool more) {
         bpb::StreamedEvent item;
         item.set_sequence(event.sequence);
         *item.mutable_envelope() = event.envelope;
-        return writer->Write(item);
+        return writer->Write(item, WriteOptionsFor(more));
       });
 }
 
