@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <dirent.h>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <memory>
@@ -34,6 +35,7 @@
 #include "containerd/events/task.pb.h"
 #include "containerd/services/events/v1/events.grpc.pb.h"
 #include "integration/harness.h"
+#include "lib/events/nats_publisher.h"
 #include "lib/testing/testing.h"
 
 namespace {
@@ -109,9 +111,23 @@ grpc::Status Publish(cpb::Events::Stub& stub, const std::string& topic, uint32_t
   return stub.Publish(&context, MakeRequest(topic, id), &empty);
 }
 
+// Paces a publishing thread to `rate` events/s for the thread's share (0: as fast as it can):
+// waits until event k's slot on a fixed schedule from `start`.
+void Pace(int64_t start_nanos, double rate_per_thread, int k) {
+  if (rate_per_thread <= 0) {
+    return;
+  }
+  int64_t due = start_nanos + static_cast<int64_t>(k * 1e9 / rate_per_thread);
+  int64_t now = absl::GetCurrentTimeNanos();
+  if (due > now) {
+    absl::SleepFor(absl::Nanoseconds(due - now));
+  }
+}
+
 // One publishing thread: events first, first + step, ... below n, `window` calls in flight.
 void PublishAll(cpb::Events::Stub& stub, int first, int step, int n, int window,
-                std::vector<int64_t>& sent, std::atomic<int64_t>& errors) {
+                double rate_per_thread, std::vector<int64_t>& sent,
+                std::atomic<int64_t>& errors) {
   struct Call {
     grpc::ClientContext context;
     google::protobuf::Empty response;
@@ -121,7 +137,9 @@ void PublishAll(cpb::Events::Stub& stub, int first, int step, int n, int window,
   grpc::CompletionQueue cq;
   int next = first;
   int in_flight = 0;
+  const int64_t start = absl::GetCurrentTimeNanos();
   auto start_next = [&] {
+    Pace(start, rate_per_thread, (next - first) / step);
     auto* call = new Call;
     call->context.AddMetadata("containerd-namespace", "bench");
     cpb::PublishRequest request = MakeRequest("/bench/event", static_cast<uint32_t>(next));
@@ -151,11 +169,20 @@ void PublishAll(cpb::Events::Stub& stub, int first, int step, int n, int window,
   }
 }
 
+std::shared_ptr<grpc::Channel> Channel(const std::string& socket) {
+  return grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
+}
+
+// One publishing thread's share: events first, first + step, ... below n; records each
+// event's start time in sent[id] and counts failures in errors.
+using PublishBody = std::function<void(int first, int step, int n, std::vector<int64_t>& sent,
+                                       std::atomic<int64_t>& errors)>;
+
 // `daemons`: the command names of the processes serving this side, for CPU per event.
-Result Run(const std::string& name, const std::string& socket, int n, int threads, int window,
-           const std::vector<std::string>& daemons) {
-  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
-  auto stub = cpb::Events::NewStub(channel);
+// `subscribe_socket`: where the subscriber (and the readiness ping) goes; `body` publishes.
+Result Run(const std::string& name, const std::string& socket, int n, int threads,
+           const PublishBody& body, const std::vector<std::string>& daemons) {
+  auto stub = cpb::Events::NewStub(Channel(socket));
   std::vector<int64_t> sent(n, 0), got(n, 0);
   std::atomic<int64_t> received{0};
   std::atomic<bool> ready{false};
@@ -196,10 +223,7 @@ Result Run(const std::string& name, const std::string& socket, int n, int thread
   std::vector<std::thread> publishers;
   std::atomic<int64_t> errors{0};
   for (int t = 0; t < threads; ++t) {
-    publishers.emplace_back([&, t] {
-      auto own = cpb::Events::NewStub(channel);
-      PublishAll(*own, t, threads, n, window, sent, errors);
-    });
+    publishers.emplace_back([&, t] { body(t, threads, n, sent, errors); });
   }
   for (std::thread& p : publishers) {
     p.join();
@@ -233,14 +257,46 @@ Result Run(const std::string& name, const std::string& socket, int n, int thread
     r.max_ms = latencies.back();
   }
   std::cout << absl::StrFormat(
-      "%-10s %7d events  %6.2f s  %9.0f events/s  p50 %7.3f ms  p99 %7.3f ms  max %8.3f ms  "
+      "%-45s %7d events  %6.2f s  %9.0f events/s  p50 %7.3f ms  p99 %7.3f ms  max %8.3f ms  "
       "(%d publish errors)\n"
-      "%-10s cpu per event: %sclient (publishers + subscriber) %.1f us\n",
+      "%-45s cpu per event: %sclient (publishers + subscriber) %.1f us\n",
       name, r.received, r.seconds, r.received / std::max(r.seconds, 1e-9), r.p50_ms, r.p99_ms,
       r.max_ms, static_cast<int>(errors.load()), "", cpu_line,
       client_cpu * 1e6 / std::max<int64_t>(r.received, 1));
   return r;
 }
+
+// Publishes the way berth's daemons do: NatsPublisher::Publish (the event committed to a sqlite
+// outbox, group-committed with the other threads' events, then sent to JetStream by the
+// publisher's sender thread) -> the stream -> eventd -> the gRPC subscriber.
+PublishBody NativeBody(berth::events::NatsPublisher& publisher, double rate_per_thread) {
+  return [&publisher, rate_per_thread](int first, int step, int n, std::vector<int64_t>& sent,
+                                       std::atomic<int64_t>& errors) {
+    const int64_t start = absl::GetCurrentTimeNanos();
+    for (int id = first, k = 0; id < n; id += step, ++k) {
+      Pace(start, rate_per_thread, k);
+      containerd::events::TaskExit exit;
+      exit.set_container_id("bench");
+      exit.set_pid(static_cast<uint32_t>(id));
+      sent[id] = absl::GetCurrentTimeNanos();
+      if (!publisher.Publish("bench", "/bench/event", exit).ok()) {
+        errors.fetch_add(1);
+      }
+    }
+  };
+}
+
+PublishBody UnaryBody(const std::shared_ptr<grpc::Channel>& channel, int window,
+                      double rate_per_thread) {
+  return [channel, window, rate_per_thread](int first, int step, int n,
+                                            std::vector<int64_t>& sent,
+                                            std::atomic<int64_t>& errors) {
+    auto own = cpb::Events::NewStub(channel);
+    PublishAll(*own, first, step, n, window, rate_per_thread, sent, errors);
+  };
+}
+
+double Rate(const Result& r) { return r.received / std::max(r.seconds, 1e-9); }
 
 }  // namespace
 
@@ -248,10 +304,12 @@ int main(int argc, char** argv) {
   int n = argc > 1 ? std::atoi(argv[1]) : 20000;
   int threads = argc > 2 ? std::atoi(argv[2]) : 8;
   int window = argc > 3 ? std::atoi(argv[3]) : 1;
-  if (n <= 0 || threads <= 0 || window <= 0) {
-    std::cerr << "usage: events_throughput [N > 0] [THREADS > 0] [WINDOW > 0]\n";
+  double rate = argc > 4 ? std::atof(argv[4]) : 0;  // offered events/s in all; 0: flat out
+  if (n <= 0 || threads <= 0 || window <= 0 || rate < 0) {
+    std::cerr << "usage: events_throughput [N > 0] [THREADS > 0] [WINDOW > 0] [RATE >= 0]\n";
     return 2;
   }
+  const double rate_per_thread = rate / threads;
   berth::testing::TempDir dir;
 
   berth::testing::NatsServer::Options nats_options;
@@ -277,15 +335,39 @@ int main(int argc, char** argv) {
     std::cerr << "containerd: " << st << "\n";
     return 1;
   }
+  berth::events::NatsPublisherOptions publisher_options;
+  publisher_options.outbox_path = dir.Join("bench-outbox.db");
+  publisher_options.url = nats.url();
+  publisher_options.credentials = nats.credentials();
+  publisher_options.client_name = "bench-publisher";
+  absl::StatusOr<std::unique_ptr<berth::events::NatsPublisher>> publisher =
+      berth::events::NatsPublisher::Open(publisher_options);
+  if (!publisher.ok()) {
+    std::cerr << "publisher: " << publisher.status() << "\n";
+    return 1;
+  }
+
   std::cout << "publish -> gRPC Subscribe, " << n << " events, " << threads
-            << " publishing threads x " << window << " calls in flight, one subscriber\n";
-  Result berth = Run("berth", eventd_socket, n, threads, window, {"eventd", "nats-server"});
-  Result ctrd = Run("containerd", containerd.address(), n, threads, window, {"containerd"});
-  double berth_rate = berth.received / std::max(berth.seconds, 1e-9);
-  double ctrd_rate = ctrd.received / std::max(ctrd.seconds, 1e-9);
+            << " publishing threads (unary calls: x " << window << " in flight), one subscriber, "
+            << (rate > 0 ? absl::StrCat("offered ", rate, " events/s") : "as fast as they go")
+            << "\n";
+  auto eventd_channel = Channel(eventd_socket);
+  auto containerd_channel = Channel(containerd.address());
+  Result native = Run("berth (daemon publisher -> NATS -> eventd)", eventd_socket, n, threads,
+                      NativeBody(**publisher, rate_per_thread),
+                      {"eventd", "nats-server"});
+  Result unary = Run("berth (unary Publish to eventd)", eventd_socket, n, threads,
+                     UnaryBody(eventd_channel, window, rate_per_thread),
+                     {"eventd", "nats-server"});
+  Result ctrd = Run("containerd (unary Publish)", containerd.address(), n, threads,
+                    UnaryBody(containerd_channel, window, rate_per_thread), {"containerd"});
   std::cout << absl::StrFormat(
-      "ratio berth/containerd: throughput %.2fx, p99 latency %.2fx (lower is better)\n",
-      berth_rate / ctrd_rate, berth.p99_ms / std::max(ctrd.p99_ms, 1e-9));
+      "ratio berth/containerd, daemon publisher: throughput %.2fx, p99 latency %.2fx "
+      "(lower is better)\n"
+      "ratio berth/containerd, unary Publish:    throughput %.2fx, p99 latency %.2fx\n",
+      Rate(native) / Rate(ctrd), native.p99_ms / std::max(ctrd.p99_ms, 1e-9),
+      Rate(unary) / Rate(ctrd), unary.p99_ms / std::max(ctrd.p99_ms, 1e-9));
+  publisher->reset();
   containerd.Stop();
   eventd.Terminate();
   return 0;
