@@ -367,6 +367,49 @@ TEST(NatsPublisherTest, OutageKeepsEventsAndDeliversAfterRestartInOrder) {
   natsConnection_Destroy(nc);
 }
 
+// The sender keeps many publishes in flight and deletes acknowledged rows in groups; with a
+// window smaller than a batch and batches that do not divide the total, every event still
+// reaches the stream once and in order, and the outbox ends empty.
+TEST(NatsPublisherTest, PipelinedPublishesAreStoredOnceInOrder) {
+  NatsServer server;
+  natsConnection* nc = nullptr;
+  ASSERT_EQ(natsConnection_ConnectTo(&nc, server.url().c_str()), NATS_OK);
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = "EVENTS";
+  const char* subjects[] = {"berth.events.>"};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  cfg.Duplicates = absl::ToInt64Nanoseconds(absl::Milliseconds(100));  // hides no resend
+  jsStreamInfo* si = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  ASSERT_EQ(js_AddStream(&si, js, &cfg, nullptr, &jerr), NATS_OK) << jerr;
+  jsStreamInfo_Destroy(si);
+
+  TempDir dir;
+  NatsPublisherOptions o = FastOptions(dir.Join("outbox.db"), server.url());
+  o.batch_size = 7;
+  o.max_in_flight = 5;
+  auto p = MustOpen(o);
+  ASSERT_NE(p, nullptr);
+  constexpr int kEvents = 1003;
+  for (int i = 0; i < kEvents; ++i) {
+    ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
+  }
+  ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(30))) << p->pending() << " still pending";
+  EXPECT_EQ(p->delivered(), kEvents);
+  std::vector<Received> got = ReadStream(js, "EVENTS");
+  ASSERT_EQ(got.size(), static_cast<size_t>(kEvents));
+  ExpectExits(got, 0, p->publisher_id(), 1);
+
+  jsCtx_Destroy(js);
+  natsConnection_Close(nc);
+  natsConnection_Destroy(nc);
+}
+
 // Once a stream has captured the events, its absence is an outage, not "no history wanted":
 // a publish the server answers with "no responders" (what a nats-server stopping JetStream
 // before it drops its clients answers) or a stream that is gone keeps the events in the outbox

@@ -257,15 +257,15 @@ NatsPublisher::NatsPublisher(NatsPublisherOptions options, std::unique_ptr<sqlit
   {
     absl::MutexLock lock(&mu_);
     SetPendingLocked(pending);
-    wake_ = true;  // drain what a previous run left behind
   }
+  Wake();  // drain what a previous run left behind
   sender_ = std::thread([this] { Run(); });
 }
 
 NatsPublisher::~NatsPublisher() {
   Unregister(callback_id_);
   {
-    absl::MutexLock lock(&mu_);
+    absl::MutexLock lock(&ack_mu_);
     stop_ = true;
   }
   sender_.join();
@@ -305,7 +305,7 @@ bool NatsPublisher::WaitForDelivery(absl::Duration timeout) {
 }
 
 void NatsPublisher::Wake() {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&ack_mu_);
   wake_ = true;
 }
 
@@ -391,10 +391,12 @@ absl::Status NatsPublisher::CommitInGroup(Waiter& waiter) {
     });
     if (st.ok()) {
       SetPendingLocked(pending_ + static_cast<int64_t>(batch.size()));
-      wake_ = true;
     } else {
       st = absl::Status(st.code(), absl::StrCat("events outbox: ", st.message()));
     }
+  }
+  if (st.ok()) {
+    Wake();
   }
 
   write_mu_.Lock();
@@ -493,7 +495,8 @@ absl::Status NatsPublisher::Connect() {
   jsOptions_Init(&js_options);
   js_options.PublishAsync.AckHandler = &NatsPublisher::OnPublishAck;
   js_options.PublishAsync.AckHandlerClosure = closure;
-  js_options.PublishAsync.MaxPending = std::max(options_.batch_size, 1);
+  // Room above our own limit (max_in_flight), so nats.c never stalls a publish itself.
+  js_options.PublishAsync.MaxPending = std::max(options_.max_in_flight, 1) + 16;
   jsCtx* js = nullptr;
   s = natsConnection_JetStream(&js, conn, &js_options);
   if (s != NATS_OK) {
@@ -504,15 +507,39 @@ absl::Status NatsPublisher::Connect() {
   }
   conn_ = conn;
   js_ = js;
+  published_async_ = false;
   return absl::OkStatus();
 }
 
+namespace {
+// The row id a message carries in its Msg-Id ("<publisher id>-<row id>"); 0 if none.
+int64_t RowIdOf(natsMsg* msg) {
+  const char* value = nullptr;
+  if (natsMsgHeader_Get(msg, kMsgIdHeader, &value) != NATS_OK || value == nullptr) {
+    return 0;
+  }
+  const char* dash = std::strrchr(value, '-');
+  return dash == nullptr ? 0 : std::strtoll(dash + 1, nullptr, 10);
+}
+
+// An outbox row's message with its Msg-Id header; *msg is the caller's even on error.
+natsStatus NewEventMsg(const std::string& subject, const std::string& payload,
+                       const std::string& msg_id, natsMsg** msg) {
+  natsStatus s = natsMsg_Create(msg, subject.c_str(), nullptr, payload.data(),
+                                static_cast<int>(payload.size()));
+  if (s == NATS_OK) {
+    s = natsMsgHeader_Set(*msg, kMsgIdHeader, msg_id.c_str());
+  }
+  return s;
+}
+}  // namespace
+
 void NatsPublisher::OnPublishAck(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err,
                                  void* closure) {
+  int64_t id = RowIdOf(msg);
   WithPublisher(closure, [&](NatsPublisher* p) {
     absl::MutexLock lock(&p->ack_mu_);
-    ++p->acks_;
-    // Every error keeps the batch in the outbox, "no responders" included: we only publish
+    // Every error keeps the event in the outbox, "no responders" included: we only publish
     // through JetStream once a stream captured the subject, so no responder means the stream is
     // not there right now (nats-server stops JetStream before it closes client connections, and
     // publishes in between are answered so), not that nothing will ever store the event.
@@ -525,19 +552,30 @@ void NatsPublisher::OnPublishAck(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAc
           absl::StrAppend(&p->ack_error_, ": ", err->ErrText);
         }
       }
+      return;
+    }
+    // An ack for a row no longer in flight (sent before a reset and since resent or deleted)
+    // finds nothing: the stream has it, and its copy is dropped as a duplicate.
+    auto it = std::lower_bound(p->in_flight_.begin(), p->in_flight_.end(), id,
+                               [](const InFlight& f, int64_t v) { return f.id < v; });
+    if (it != p->in_flight_.end() && it->id == id && !it->acked) {
+      it->acked = true;
+      --p->unacked_;
+      ++p->acks_unseen_;
     }
   });
   natsMsg_Destroy(msg);
 }
 
-absl::StatusOr<std::vector<NatsPublisher::Row>> NatsPublisher::ReadBatch() {
+absl::StatusOr<std::vector<NatsPublisher::Row>> NatsPublisher::ReadBatch(int64_t after_id,
+                                                                         int64_t limit) {
   absl::MutexLock lock(&mu_);
   absl::StatusOr<sqlite::Statement> select =
-      db_->Prepare("SELECT id, subject, payload FROM outbox ORDER BY id LIMIT ?");
+      db_->Prepare("SELECT id, subject, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?");
   if (!select.ok()) {
     return select.status();
   }
-  select->Bind(1, static_cast<int64_t>(options_.batch_size));
+  select->Bind(1, after_id).Bind(2, limit);
   std::vector<Row> rows;
   while (true) {
     absl::StatusOr<bool> row = select->Step();
@@ -571,7 +609,84 @@ std::optional<bool> NatsPublisher::StreamCapturesEvents() {
   return body.find("\"streams\":[\"") != std::string::npos;
 }
 
-absl::Status NatsPublisher::DrainBatch(bool* more) {
+absl::Status NatsPublisher::DeleteThrough(int64_t last_id, int64_t rows, int64_t dropped) {
+  absl::MutexLock lock(&mu_);
+  // A delete needs no fsync of its own: if it is lost (power loss) the rows are sent again and
+  // the stream drops them by Msg-Id. So it is committed with synchronous=NORMAL, and the next
+  // insert's fsync (synchronous=FULL: the whole WAL) makes it durable too.
+  if (absl::Status st = db_->Exec("PRAGMA synchronous=NORMAL"); !st.ok()) {
+    return st;
+  }
+  absl::StatusOr<sqlite::Statement> del = db_->Prepare("DELETE FROM outbox WHERE id <= ?");
+  absl::Status st = del.ok() ? del->Bind(1, last_id).Run() : del.status();
+  absl::Status restore = db_->Exec("PRAGMA synchronous=FULL");
+  if (!restore.ok()) {
+    // Inserts must not be committed without an fsync: a broken invariant, not an outage.
+    BERTH_LOG(Error) << "events outbox: cannot restore synchronous=FULL: " << restore;
+    std::abort();
+  }
+  if (!st.ok()) {
+    return st;
+  }
+  delivered_ += rows - dropped;
+  SetPendingLocked(pending_ - rows);
+  return absl::OkStatus();
+}
+
+void NatsPublisher::ResetPipeline() {
+  // nats.c 3.4 crashes taking the pending list of a context that never published async.
+  if (js_ != nullptr && published_async_) {
+    DiscardUnacknowledged(js_);
+  }
+  absl::MutexLock lock(&ack_mu_);
+  in_flight_.clear();
+  unacked_ = 0;
+  acks_unseen_ = 0;
+  ack_failures_ = 0;
+  ack_error_.clear();
+  sent_through_ = 0;  // everything still in the outbox goes out again, oldest first
+}
+
+absl::Status NatsPublisher::SendPlainBatch(bool* more, bool* progress) {
+  absl::StatusOr<std::vector<Row>> rows = ReadBatch(0, options_.batch_size);
+  if (!rows.ok() || rows->empty()) {
+    return rows.status();
+  }
+  int64_t dropped = 0;
+  for (const Row& row : *rows) {
+    std::string msg_id = absl::StrCat(publisher_id_, "-", row.id);
+    natsMsg* msg = nullptr;
+    natsStatus s = NewEventMsg(row.subject, row.payload, msg_id, &msg);
+    if (s == NATS_OK) {
+      s = natsConnection_PublishMsg(conn_, msg);
+    }
+    natsMsg_Destroy(msg);
+    if (s == NATS_MAX_PAYLOAD) {
+      BERTH_LOG(Error) << "events: dropping event " << msg_id << " on " << row.subject << ": "
+                       << row.payload.size() << " bytes exceed the server's max_payload";
+      ++dropped;
+      continue;
+    }
+    if (s != NATS_OK) {
+      return NatsError(s, absl::StrCat("publish ", row.subject));
+    }
+  }
+  natsStatus s = natsConnection_FlushTimeout(
+      conn_, std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.flush_timeout)));
+  if (s != NATS_OK) {
+    return NatsError(s, "flush");
+  }
+  if (absl::Status st =
+          DeleteThrough(rows->back().id, static_cast<int64_t>(rows->size()), dropped);
+      !st.ok()) {
+    return st;
+  }
+  *progress = true;
+  *more = rows->size() == static_cast<size_t>(options_.batch_size);
+  return absl::OkStatus();
+}
+
+absl::Status NatsPublisher::SendStep(bool* more, bool* progress) {
   *more = false;
   if (recheck_stream_.exchange(false) || absl::Now() - stream_checked_ > absl::Seconds(5)) {
     std::optional<bool> answer = StreamCapturesEvents();
@@ -594,117 +709,125 @@ absl::Status NatsPublisher::DrainBatch(bool* more) {
                                 : "no JetStream stream captures berth.events.>; events are "
                                   "published without history");
     }
+    if (found != use_jetstream_) {
+      ResetPipeline();
+    }
     use_jetstream_ = found;
     stream_checked_ = absl::Now();
   }
-  const bool jetstream = use_jetstream_;
-  absl::StatusOr<std::vector<Row>> rows = ReadBatch();
+  if (!use_jetstream_) {
+    return SendPlainBatch(more, progress);
+  }
+
+  // 1. Take the acknowledged prefix of what is in flight; stop at the first error.
+  int64_t acked_through = 0, acked_rows = 0, dropped = 0;
+  int64_t room = 0;
+  absl::Time oldest_unacked = absl::InfiniteFuture();
+  int64_t failures = 0;
+  std::string error;
+  {
+    absl::MutexLock lock(&ack_mu_);
+    failures = ack_failures_;
+    error = ack_error_;
+    acks_unseen_ = 0;
+    while (!in_flight_.empty() && in_flight_.front().acked) {
+      acked_through = in_flight_.front().id;
+      dropped += in_flight_.front().dropped ? 1 : 0;
+      ++acked_rows;
+      in_flight_.pop_front();
+    }
+    if (!in_flight_.empty()) {
+      oldest_unacked = in_flight_.front().sent;
+    }
+    room = options_.max_in_flight - static_cast<int64_t>(in_flight_.size());
+  }
+  // 2. Delete it, in one statement.
+  if (acked_rows > 0) {
+    if (absl::Status st = DeleteThrough(acked_through, acked_rows, dropped); !st.ok()) {
+      return st;
+    }
+    *progress = true;
+  }
+  if (failures > 0) {
+    // Sent again with the next attempt; the stream drops what it already has (Msg-Id).
+    ResetPipeline();
+    return absl::UnavailableError(
+        absl::StrCat("nats: the stream refused ", failures, " event(s): ", error));
+  }
+  if (absl::Now() - oldest_unacked > options_.flush_timeout) {
+    ResetPipeline();
+    return absl::UnavailableError(absl::StrCat("nats: the stream did not acknowledge within ",
+                                               absl::FormatDuration(options_.flush_timeout)));
+  }
+  if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
+    return absl::OkStatus();  // its acknowledgements will never come; Run opens a new one
+  }
+  // 3. Send what is new, without waiting for earlier acknowledgements.
+  if (room <= 0) {
+    return absl::OkStatus();  // an acknowledgement wakes us
+  }
+  absl::StatusOr<std::vector<Row>> rows =
+      ReadBatch(sent_through_, std::min<int64_t>(room, options_.batch_size));
   if (!rows.ok()) {
     return rows.status();
   }
-  if (rows->empty()) {
-    return absl::OkStatus();
-  }
-  int64_t dropped = 0;
-  {
-    absl::MutexLock lock(&ack_mu_);
-    acks_ = 0;
-    ack_failures_ = 0;
-    ack_error_.clear();
-  }
   for (const Row& row : *rows) {
-    natsMsg* msg = nullptr;
-    natsStatus s = natsMsg_Create(&msg, row.subject.c_str(), nullptr, row.payload.data(),
-                                  static_cast<int>(row.payload.size()));
     std::string msg_id = absl::StrCat(publisher_id_, "-", row.id);
+    natsMsg* msg = nullptr;
+    natsStatus s = NewEventMsg(row.subject, row.payload, msg_id, &msg);
     if (s == NATS_OK) {
-      s = natsMsgHeader_Set(msg, kMsgIdHeader, msg_id.c_str());
+      // Registered first: the acknowledgement may come back before js_PublishMsgAsync returns.
+      absl::MutexLock lock(&ack_mu_);
+      in_flight_.push_back(InFlight{row.id, absl::Now()});
+      ++unacked_;
     }
     if (s == NATS_OK) {
-      s = jetstream ? js_PublishMsgAsync(js_, &msg, nullptr)  // on success it owns msg
-                    : natsConnection_PublishMsg(conn_, msg);
+      s = js_PublishMsgAsync(js_, &msg, nullptr);  // on success it owns msg
+      published_async_ = true;
     }
     natsMsg_Destroy(msg);
     if (s == NATS_MAX_PAYLOAD) {
       // It can never be delivered; keeping it would block every event behind it.
       BERTH_LOG(Error) << "events: dropping event " << msg_id << " on " << row.subject << ": "
                        << row.payload.size() << " bytes exceed the server's max_payload";
-      ++dropped;
+      absl::MutexLock lock(&ack_mu_);
+      InFlight& last = in_flight_.back();
+      last.acked = last.dropped = true;
+      --unacked_;
+      ++acks_unseen_;
+      sent_through_ = row.id;
       continue;
     }
     if (s != NATS_OK) {
-      if (jetstream) {
-        DiscardUnacknowledged(js_);
-      }
+      ResetPipeline();
       return NatsError(s, absl::StrCat("publish ", row.subject));
     }
+    sent_through_ = row.id;
   }
-  int64_t timeout_ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(options_.flush_timeout));
-  if (jetstream) {
-    // In slices, so that a connection that closed meanwhile (its acknowledgements will never
-    // come) ends the wait at once.
-    absl::Time deadline = absl::Now() + absl::Milliseconds(timeout_ms);
-    natsStatus s;
-    while (true) {
-      jsPubOptions wait;
-      jsPubOptions_Init(&wait);
-      wait.MaxWait = std::max<int64_t>(
-          1, std::min<int64_t>(100, absl::ToInt64Milliseconds(deadline - absl::Now())));
-      s = js_PublishAsyncComplete(js_, &wait);
-      if (s != NATS_TIMEOUT || absl::Now() >= deadline) {
-        break;
-      }
-      if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
-        s = NATS_CONNECTION_CLOSED;
-        break;
-      }
-    }
-    if (s != NATS_OK) {
-      // Sent again with the next attempt; the stream drops what it already has (Msg-Id).
-      DiscardUnacknowledged(js_);
-      return NatsError(s, "waiting for the stream's acknowledgements");
-    }
-  } else {
-    natsStatus s = natsConnection_FlushTimeout(conn_, timeout_ms);
-    if (s != NATS_OK) {
-      return NatsError(s, "flush");
-    }
-  }
-  {
-    absl::MutexLock lock(&ack_mu_);
-    if (ack_failures_ > 0) {
-      std::string error = ack_error_;
-      int64_t failures = ack_failures_;
-      ack_failures_ = 0;
-      ack_error_.clear();
-      return absl::UnavailableError(absl::StrCat("nats: the stream refused ", failures,
-                                                 " event(s): ", error));
-    }
-  }
-  int64_t last = rows->back().id;
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<sqlite::Statement> del = db_->Prepare("DELETE FROM outbox WHERE id <= ?");
-  if (!del.ok()) {
-    return del.status();
-  }
-  if (absl::Status st = del->Bind(1, last).Run(); !st.ok()) {
-    return st;
-  }
-  int64_t n = static_cast<int64_t>(rows->size());
-  delivered_ += n - dropped;
-  SetPendingLocked(pending_ - n);
-  *more = rows->size() == static_cast<size_t>(options_.batch_size);
+  *more = rows->size() == static_cast<size_t>(std::min<int64_t>(room, options_.batch_size)) &&
+          !rows->empty();
   return absl::OkStatus();
 }
 
 void NatsPublisher::Run() {
   int failures = 0;
   absl::Duration wait = absl::InfiniteDuration();
+  // Acknowledgements wake the sender in groups (or when the last one in flight arrives), so it
+  // does not wake once per event just to delete rows.
+  constexpr int64_t kAckWakeGroup = 256;
   while (true) {
     {
-      absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stop_; };
-      mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
+      absl::MutexLock lock(&ack_mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(ack_mu_) {
+        return wake_ || stop_ || ack_failures_ > 0 ||
+               (acks_unseen_ > 0 && (unacked_ == 0 || acks_unseen_ >= kAckWakeGroup));
+      };
+      // While publishes are in flight, look at least every 100 ms: the connection may have
+      // closed (their acknowledgements will never come), or they may be overdue.
+      if (!in_flight_.empty()) {
+        wait = std::min(wait, absl::Milliseconds(100));
+      }
+      ack_mu_.AwaitWithTimeout(absl::Condition(&ready), wait);
       if (stop_) {
         return;
       }
@@ -716,6 +839,7 @@ void NatsPublisher::Run() {
     }
     if (conn_ != nullptr && natsConnection_Status(conn_) == NATS_CONN_STATUS_CLOSED) {
       // nats.c gave up on this connection; open a new one after a backoff.
+      ResetPipeline();
       jsCtx_Destroy(js_);
       js_ = nullptr;
       natsConnection_Destroy(conn_);
@@ -740,20 +864,21 @@ void NatsPublisher::Run() {
       continue;
     }
     bool more = true;
+    bool progress = false;  // events confirmed and deleted: the bus works again
     while (st.ok() && more) {
       {
-        absl::MutexLock lock(&mu_);
+        absl::MutexLock lock(&ack_mu_);
         if (stop_) {
           return;
         }
       }
-      st = DrainBatch(&more);
+      st = SendStep(&more, &progress);
     }
     if (st.ok()) {
-      if (failures > 0) {
+      if (failures > 0 && progress) {
         BERTH_LOG(Info) << "events: delivering to " << options_.url << " again";
+        failures = 0;
       }
-      failures = 0;
     } else {
       // Retry on a timer: the connection may look fine while the server does not answer.
       // The stream may have gone (or come): look again before the next batch.

@@ -2,7 +2,9 @@
 
 // NatsPublisher: the Publisher every daemon uses. Publish() stores the event in a sqlite outbox
 // and returns; a sender thread drains the outbox to NATS in order, deleting each row only after
-// the server confirmed it. When a JetStream stream captures berth.events.> (eventd's), events are
+// the server confirmed it. JetStream publishes are pipelined: the sender keeps up to
+// max_in_flight events sent and unacknowledged, sends each newly committed row at once, and
+// deletes the acknowledged prefix of the outbox in one statement as acknowledgements arrive. When a JetStream stream captures berth.events.> (eventd's), events are
 // JetStream publishes and the confirmation is the stream's acknowledgement that it stored them
 // (checked at each connect, after a failure and every 5 s); otherwise they are plain publishes
 // confirmed by a PING/PONG flush. Once a stream has been seen, events are never published plainly
@@ -71,10 +73,14 @@ struct NatsPublisherOptions {
   // thread reconnects; the client library's own reconnect is off).
   absl::Duration reconnect_wait_min = absl::Milliseconds(100);
   absl::Duration reconnect_wait_max = absl::Seconds(5);
-  // How long the server has to confirm a batch before it is sent again later.
+  // How long the server has to confirm an event (JetStream) or a batch (plain publishes) before
+  // it is sent again later.
   absl::Duration flush_timeout = absl::Seconds(5);
-  // Rows sent per confirmation round trip.
+  // Rows read from the outbox and sent at a time; plain publishes wait for one PING/PONG per
+  // batch.
   int batch_size = 256;
+  // JetStream publishes sent and not yet acknowledged, at most.
+  int max_in_flight = 4096;
 };
 
 // One NatsPublisher per outbox file at a time (two would send the same rows twice).
@@ -85,8 +91,9 @@ class NatsPublisher : public Publisher {
   // (Internal / FailedPrecondition), malformed credentials (InvalidArgument).
   static absl::StatusOr<std::unique_ptr<NatsPublisher>> Open(NatsPublisherOptions options);
 
-  // Stops the sender thread (waiting at most for a batch in flight, bounded by flush_timeout) and
-  // closes the connection. Undelivered events stay in the outbox.
+  // Stops the sender thread (waiting at most for a step in progress) and closes the connection.
+  // Undelivered events stay in the outbox, unacknowledged ones included (sent again later and
+  // dropped by the stream as duplicates if it had them).
   ~NatsPublisher() override;
   NatsPublisher(const NatsPublisher&) = delete;
   NatsPublisher& operator=(const NatsPublisher&) = delete;
@@ -138,12 +145,29 @@ class NatsPublisher : public Publisher {
   static void OnPublishAck(__jsCtx* js, __natsMsg* msg, jsPubAck* ack, jsPubAckErr* err,
                            void* closure);
 
+  // A JetStream publish sent and not yet deleted from the outbox, in send order (ids grow).
+  struct InFlight {
+    int64_t id;
+    absl::Time sent;
+    bool acked = false;
+    bool dropped = false;  // never sendable (over max_payload): deleted without delivery
+  };
+
   void Wake();
   void Run();                 // the sender thread
   absl::Status Connect();     // sender thread: creates conn_
-  absl::Status DrainBatch(bool* more);  // sender thread: one batch out and confirmed
+  // Sender thread: checks the stream when due, deletes the acknowledged prefix, sends rows not
+  // sent yet (up to max_in_flight). *more: call again without waiting (more rows are ready);
+  // *progress set when events were confirmed and deleted.
+  absl::Status SendStep(bool* more, bool* progress);
+  // No stream: one batch out, flushed, deleted.
+  absl::Status SendPlainBatch(bool* more, bool* progress);
+  // Sender thread: forgets what is in flight; the next step resends from the oldest row left.
+  void ResetPipeline();
+  // Deletes rows up to `last_id` (`rows` of them, `dropped` never delivered).
+  absl::Status DeleteThrough(int64_t last_id, int64_t rows, int64_t dropped);
   std::optional<bool> StreamCapturesEvents();  // sender thread: asks the server
-  absl::StatusOr<std::vector<Row>> ReadBatch();
+  absl::StatusOr<std::vector<Row>> ReadBatch(int64_t after_id, int64_t limit);
   void LogFailure(const absl::Status& st, int* failures);
   void SetPendingLocked(int64_t pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -162,8 +186,6 @@ class NatsPublisher : public Publisher {
   std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);
   int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
-  bool wake_ ABSL_GUARDED_BY(mu_) = false;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
 
   prometheus::Gauge* pending_gauge_ = nullptr;  // owned by options_.metrics
   std::atomic<bool> connected_{false};
@@ -171,14 +193,22 @@ class NatsPublisher : public Publisher {
   __natsConnection* conn_ = nullptr;  // only the sender thread (and the destructor after join)
   __jsCtx* js_ = nullptr;             // on conn_, same owner
   bool use_jetstream_ = false;        // sender thread
+  bool published_async_ = false;      // sender thread: js_ has published asynchronously
   absl::Time stream_checked_ = absl::InfinitePast();  // sender thread
   std::atomic<bool> recheck_stream_{true};
 
-  // The acknowledgements of the batch in flight, written by nats.c's callback thread.
+  // What wakes the sender thread: rows committed, a stop, or acknowledgements (written by
+  // nats.c's callback thread). Never held while taking mu_ or registry locks in reverse.
   absl::Mutex ack_mu_;
-  int64_t acks_ ABSL_GUARDED_BY(ack_mu_) = 0;
+  bool wake_ ABSL_GUARDED_BY(ack_mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(ack_mu_) = false;
+  std::deque<InFlight> in_flight_ ABSL_GUARDED_BY(ack_mu_);
+  int64_t unacked_ ABSL_GUARDED_BY(ack_mu_) = 0;       // entries of in_flight_ not acked
+  int64_t acks_unseen_ ABSL_GUARDED_BY(ack_mu_) = 0;   // acks since the sender last looked
   int64_t ack_failures_ ABSL_GUARDED_BY(ack_mu_) = 0;
   std::string ack_error_ ABSL_GUARDED_BY(ack_mu_);
+  // Sender thread only: the highest row id sent on this connection (rows after it are new).
+  int64_t sent_through_ = 0;
   std::thread sender_;
 };
 
