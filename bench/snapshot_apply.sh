@@ -107,14 +107,28 @@ elif [ "$BENCH_FS" != dir ]; then
   exit 1
 fi
 
-declare -A seconds
-timeit() {  # timeit NAME CMD...: runs CMD once, records its wall time
+declare -A seconds cpu
+# CPU ticks (user + system, with reaped children) of the processes in $timed_pids (the daemons
+# serving the phase) and of this shell's reaped children (the clients: ctr, berth, gzip, tar).
+timed_pids=
+cpu_ticks() {
+  local total pid
+  total=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
+  for pid in $timed_pids; do
+    total=$(( total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat") ))
+  done
+  echo "$total"
+}
+timeit() {  # timeit NAME CMD...: runs CMD once, records its wall time and CPU time
   local name=$1; shift
-  local t0 t1
+  local t0 t1 c0 c1
+  c0=$(cpu_ticks)
   t0=$(now)
   "$@"
   t1=$(now)
+  c1=$(cpu_ticks)
   seconds[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  cpu[$name]=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
 }
 
 # ---- the layers, and an OCI image of them
@@ -199,7 +213,9 @@ containerd_run() {  # containerd_run NAME DIR PIGZ_OFF: import, then time the un
     ctrd images mount --snapshotter overlayfs "$image_ref" "$dir/ctd-mnt" >/dev/null
     mounted=$dir/ctd-mnt
   }
+  timed_pids=$containerd_pid
   timeit "$name" containerd_unpack
+  timed_pids=
   [ "$(ctrd snapshots --snapshotter overlayfs ls | grep -c Committed)" -eq "$LAYERS" ] ||
     { echo "snapshot_apply: containerd did not commit $LAYERS layers" >&2; exit 1; }
   umount "$dir/ctd-mnt"; mounted=
@@ -207,11 +223,13 @@ containerd_run() {  # containerd_run NAME DIR PIGZ_OFF: import, then time the un
 }
 containerd_run containerd_go "$work/ctd-go" true
 seconds[containerd]=${seconds[containerd_go]}
+cpu[containerd]=${cpu[containerd_go]}
 containerd_label="containerd unpack, Go gzip (ctr images mount, overlayfs)"
 if command -v unpigz >/dev/null; then
   containerd_run containerd_pigz "$work/ctd-pigz" false
   if awk -v a="${seconds[containerd_pigz]}" -v b="${seconds[containerd_go]}" 'BEGIN { exit !(a < b) }'; then
     seconds[containerd]=${seconds[containerd_pigz]}
+    cpu[containerd]=${cpu[containerd_pigz]}
   fi
 fi
 
@@ -240,6 +258,7 @@ berth_serial() {
     parent=chain-$i
   done
 }
+timed_pids="$contentd_pid $snapshotd_pid"
 timeit berth_serial berth_serial
 for i in $(seq "$LAYERS"); do
   [ "$(cat "$work/applied-$i")" = "${diff_ids[$((i - 1))]}" ] ||
@@ -278,15 +297,19 @@ mbps() { awk -v b="$uncompressed" -v s="$1" 'BEGIN { printf "%.1f", b / s / 1e6 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 printf '\nsnapshot apply benchmark: %d layers, %d bytes uncompressed (%d gzip), one run, %d CPUs, %s\n' \
   "$LAYERS" "$uncompressed" "$compressed" "$(nproc)" "$(uname -r)"
-printf '%-58s %9s %9s\n' "what" "seconds" "MB/s"
-printf '%-58s %9s %9s\n' "gzip -dc | tar -x, layer after layer (floor)" "${seconds[floor]}" "$(mbps "${seconds[floor]}")"
-printf '%-58s %9s %9s\n' "$containerd_label" "${seconds[containerd_go]}" "$(mbps "${seconds[containerd_go]}")"
+row() {  # row LABEL NAME
+  printf '%-58s %9s %9s %9s\n' "$1" "${seconds[$2]}" "$(mbps "${seconds[$2]}")" "${cpu[$2]}"
+}
+printf '%-58s %9s %9s %9s\n' "what" "seconds" "MB/s" "CPU s"
+row "gzip -dc | tar -x, layer after layer (floor)" floor
+row "$containerd_label" containerd_go
 if [ -n "${seconds[containerd_pigz]:-}" ]; then
-  printf '%-58s %9s %9s\n' "containerd unpack, unpigz (ctr images mount, overlayfs)" "${seconds[containerd_pigz]}" "$(mbps "${seconds[containerd_pigz]}")"
+  row "containerd unpack, unpigz (ctr images mount, overlayfs)" containerd_pigz
 fi
-printf '%-58s %9s %9s\n' "berth: snapshot apply --parent --commit, chain, serial" "${seconds[berth_serial]}" "$(mbps "${seconds[berth_serial]}")"
-printf '%-58s %9s %9s\n' "berth: snapshot apply, all layers at once (no chain)" "${seconds[berth_parallel]}" "$(mbps "${seconds[berth_parallel]}")"
-printf '%-58s %9s %9s\n' "berth: unpack (parallel, chain)" "${seconds[berth_unpack]}" "$(mbps "${seconds[berth_unpack]}")"
+row "berth: snapshot apply --parent --commit, chain, serial" berth_serial
+row "berth: snapshot apply, all layers at once (no chain)" berth_parallel
+row "berth: unpack (parallel, chain)" berth_unpack
+printf '(CPU s: user + system of the daemons serving the line and of its clients)\n'
 printf '\nratios (time of the other / time of berth; above 1: berth is faster; containerd: its faster run)\n'
 printf '  containerd / berth serial      %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_serial]}")"
 printf '  containerd / berth parallel    %s\n' "$(ratio "${seconds[containerd]}" "${seconds[berth_parallel]}")"
@@ -294,3 +317,5 @@ printf '  containerd / berth unpack      %s\n' "$(ratio "${seconds[containerd]}"
 printf '  gzip|tar   / berth serial      %s\n' "$(ratio "${seconds[floor]}" "${seconds[berth_serial]}")"
 printf '  gzip|tar   / berth parallel    %s\n' "$(ratio "${seconds[floor]}" "${seconds[berth_parallel]}")"
 printf '  gzip|tar   / berth unpack      %s\n' "$(ratio "${seconds[floor]}" "${seconds[berth_unpack]}")"
+printf '  CPU: containerd / berth serial %s, / berth unpack %s\n' \
+  "$(ratio "${cpu[containerd]}" "${cpu[berth_serial]}")" "$(ratio "${cpu[containerd]}" "${cpu[berth_unpack]}")"
