@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <memory>
@@ -596,6 +597,132 @@ TEST(EventdTest, SubscribeFromTime) {
   ASSERT_EQ(got.size(), 5u);
   EXPECT_EQ(PidOf(got[0]), 5);
   EXPECT_EQ(PidOf(got[4]), 9);
+}
+
+// The request for `count` TaskExit events with pids first, first + 1, ...
+bpb::PublishRequest StreamRequest(int first, int count, const std::string& topic) {
+  bpb::PublishRequest request;
+  for (int i = first; i < first + count; ++i) {
+    cpb::PublishRequest* event = request.add_events();
+    event->set_topic(topic);
+    event->mutable_event()->set_type_url(events::TypeUrlFor(Exit(i)));
+    Exit(i).SerializeToString(event->mutable_event()->mutable_value());
+  }
+  return request;
+}
+
+// berth.events.v1 Publish against an eventd of its own.
+class StreamingPublishTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(eventd_.Start().ok()) << eventd_.ReadLog();
+    stub_ = bpb::Events::NewStub(Dial(eventd_.address()));
+  }
+
+  TempDir dir_;
+  NatsServer nats_{AuthNats()};
+  Eventd eventd_{dir_.Join("eventd"), nats_.url(), nats_.credentials()};
+  std::unique_ptr<bpb::Events::Stub> stub_;
+};
+
+// Requests of one and of many events on one call; the acks only grow and the last covers every
+// event; the events land in the history once each, in order, in the call's namespace.
+TEST_F(StreamingPublishTest, StoresEveryEventInOrderAndAcksThem) {
+  grpc::ClientContext context;
+  context.AddMetadata("containerd-namespace", "streamed");
+  auto stream = stub_->Publish(&context);
+  constexpr int kEvents = 5000;
+  std::thread writer([&] {
+    int next = 0;
+    for (int k = 0; next < kEvents; ++k) {
+      int count = std::min(kEvents - next, k % 3 == 0 ? 1 : 97);
+      if (!stream->Write(StreamRequest(next, count, "/tasks/exit"))) {
+        break;
+      }
+      next += count;
+    }
+    stream->WritesDone();
+  });
+  std::vector<uint64_t> acks;
+  bpb::PublishAck ack;
+  while (stream->Read(&ack)) {
+    acks.push_back(ack.through());
+  }
+  writer.join();
+  grpc::Status status = stream->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message() << "\n" << eventd_.ReadLog();
+  ASSERT_FALSE(acks.empty());
+  EXPECT_TRUE(std::is_sorted(acks.begin(), acks.end()));
+  EXPECT_EQ(acks.back(), static_cast<uint64_t>(kEvents));
+
+  events::EventdSubscribeOptions so;
+  so.start_sequence = 1;
+  Collector sub(eventd_.address(), so);
+  ASSERT_TRUE(sub.WaitSize(kEvents, absl::Seconds(30)))
+      << sub.size() << " received; subscriber " << sub.state() << "; " << StreamState(nats_);
+  std::vector<cpb::Envelope> got = sub.envelopes();
+  ASSERT_EQ(got.size(), static_cast<size_t>(kEvents)) << StreamState(nats_);
+  for (int i = 0; i < kEvents; ++i) {
+    ASSERT_EQ(PidOf(got[i]), i) << "out of order at " << i;
+    EXPECT_EQ(got[i].namespace_(), "streamed");
+    EXPECT_EQ(got[i].topic(), "/tasks/exit");
+    EXPECT_TRUE(got[i].has_timestamp());
+  }
+}
+
+// An invalid event ends the call with InvalidArgument after acknowledging the events before
+// it; nothing after it is stored.
+TEST_F(StreamingPublishTest, EndsAtAnInvalidEvent) {
+  grpc::ClientContext context;
+  auto stream = stub_->Publish(&context);
+  bpb::PublishRequest request = StreamRequest(0, 3, "/tasks/exit");
+  request.MergeFrom(StreamRequest(3, 1, "tasks/exit"));  // no leading slash
+  request.MergeFrom(StreamRequest(4, 2, "/tasks/exit"));
+  ASSERT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  uint64_t through = 0;
+  bpb::PublishAck ack;
+  while (stream->Read(&ack)) {
+    through = ack.through();
+  }
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "event 4")) << status.error_message();
+  EXPECT_EQ(through, 3u);
+  EXPECT_TRUE(absl::StrContains(StreamState(nats_), "3 messages")) << StreamState(nats_);
+}
+
+// With the bus down an event cannot be stored: the call ends Unavailable and acknowledges
+// nothing, and eventd keeps serving (the next call works once the bus is back).
+TEST_F(StreamingPublishTest, BusDownIsUnavailable) {
+  auto publish_one = [&](uint64_t* through) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto stream = stub_->Publish(&context);
+    stream->Write(StreamRequest(0, 1, "/tasks/exit"));
+    stream->WritesDone();
+    *through = 0;
+    bpb::PublishAck ack;
+    while (stream->Read(&ack)) {
+      *through = ack.through();
+    }
+    return stream->Finish();
+  };
+  nats_.Stop();
+  uint64_t through = 0;
+  grpc::Status status;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        status = publish_one(&through);
+        return status.error_code() == grpc::StatusCode::UNAVAILABLE;
+      },
+      absl::Seconds(20)))
+      << status.error_code() << " " << status.error_message();
+  EXPECT_EQ(through, 0u);
+  nats_.Start();
+  ASSERT_TRUE(WaitFor([&] { return publish_one(&through).ok(); }, absl::Seconds(30)))
+      << eventd_.ReadLog();
+  EXPECT_EQ(through, 1u);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "services/eventd/events_service.h"
 
 #include <algorithm>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <utility>
@@ -144,6 +145,178 @@ absl::Status ValidateTopicOf(absl::string_view topic) {
   return absl::OkStatus();
 }
 
+// One berth.events.v1 Publish call (the contract is in events.proto). Events are appended as
+// they are read; each append settles on the log's thread; `through` is the settled-OK prefix.
+//
+// Threads: gRPC's reactions, the log's callbacks. State changes under mu_; the gRPC operations
+// (StartRead, StartWrite, Finish) are started by one thread at a time, outside mu_ (Kick), so a
+// reaction that gRPC runs inline never finds mu_ held. The object goes when gRPC is done with
+// it (OnDone) and every append's callback has returned (refs_).
+class StreamPublisher : public grpc::ServerBidiReactor<bpb::PublishRequest, bpb::PublishAck> {
+ public:
+  StreamPublisher(EventLog& log, std::string ns, absl::Status ns_status, int64_t max_in_flight)
+      : log_(log), ns_(std::move(ns)), max_in_flight_(max_in_flight), error_(ns_status) {
+    Kick();  // reads the first request, or finishes at once on a bad namespace
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      absl::MutexLock lock(&mu_);
+      read_closed_ = true;  // half-closed (or gone): finish once everything has settled
+      reading_ = false;
+    } else {
+      for (const cpb::PublishRequest& event : request_.events()) {
+        absl::StatusOr<Envelope> envelope = EnvelopeForPublish(ns_, event);
+        uint64_t index = 0;
+        {
+          absl::MutexLock lock(&mu_);
+          if (!error_.ok()) {
+            break;  // nothing after an error is appended
+          }
+          if (!envelope.ok()) {
+            error_ = absl::Status(envelope.status().code(),
+                                  absl::StrCat("event ", accepted_ + 1, ": ",
+                                               envelope.status().message()));
+            break;
+          }
+          index = ++accepted_;
+          ++in_flight_;
+          ++refs_;
+          window_.push_back(Settlement::kPending);
+        }
+        log_.AppendAsync(*envelope, [this, index](absl::Status st) { Settled(index, st); });
+      }
+      absl::MutexLock lock(&mu_);
+      reading_ = false;
+    }
+    Kick();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        write_broken_ = true;
+        if (error_.ok()) {
+          error_ = absl::CancelledError("publish: the client stopped reading acknowledgements");
+        }
+      }
+    }
+    Kick();
+  }
+
+  void OnCancel() override {
+    {
+      absl::MutexLock lock(&mu_);
+      if (error_.ok()) {
+        error_ = absl::CancelledError("publish: cancelled by the client");
+      }
+    }
+    Kick();
+  }
+
+  void OnDone() override { Unref(); }
+
+ private:
+  enum class Settlement : char { kPending, kStored, kFailed };
+
+  // An append's outcome: `through` moves over the stored prefix; the first failure ends the call.
+  void Settled(uint64_t index, const absl::Status& st) {
+    {
+      absl::MutexLock lock(&mu_);
+      --in_flight_;
+      window_[index - through_ - 1] = st.ok() ? Settlement::kStored : Settlement::kFailed;
+      while (!window_.empty() && window_.front() == Settlement::kStored) {
+        window_.pop_front();
+        ++through_;
+      }
+      if (!st.ok() && error_.ok()) {
+        error_ = absl::Status(st.code(), absl::StrCat("event ", index, ": ", st.message()));
+      }
+    }
+    Kick();
+    Unref();
+  }
+
+  // Starts whatever the state calls for: the next read (room in flight, no error, not closed),
+  // an ack (through grew), or the end (everything settled and acknowledged).
+  void Kick() {
+    mu_.Lock();
+    if (kicking_) {
+      mu_.Unlock();
+      return;  // the thread kicking now decides again after its operations, under mu_
+    }
+    kicking_ = true;
+    while (true) {
+      bool read = false, write = false, finish = false;
+      grpc::Status status;
+      if (!finished_ && !reading_ && !read_closed_ && error_.ok() && in_flight_ < max_in_flight_) {
+        reading_ = read = true;
+      }
+      if (!finished_ && !writing_ && !write_broken_ && through_ > acked_) {
+        writing_ = write = true;
+        acked_ = through_;
+        ack_.set_through(through_);
+      }
+      if (!finished_ && !writing_ && in_flight_ == 0 && (read_closed_ || !error_.ok()) &&
+          (through_ == acked_ || write_broken_)) {
+        finished_ = finish = true;
+        status = ToGrpcStatus(error_);
+      }
+      if (!read && !write && !finish) {
+        break;
+      }
+      mu_.Unlock();
+      if (read) {
+        StartRead(&request_);
+      }
+      if (write) {
+        StartWrite(&ack_);
+      }
+      if (finish) {
+        Finish(status);
+      }
+      mu_.Lock();
+    }
+    kicking_ = false;
+    mu_.Unlock();
+  }
+
+  void Unref() {
+    bool last;
+    {
+      absl::MutexLock lock(&mu_);
+      last = --refs_ == 0;
+    }
+    if (last) {
+      delete this;
+    }
+  }
+
+  EventLog& log_;
+  const std::string ns_;
+  const int64_t max_in_flight_;
+  bpb::PublishRequest request_;  // the read in progress fills it; only OnReadDone reads it
+  bpb::PublishAck ack_;          // the write in progress sends it
+
+  absl::Mutex mu_;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);  // the first error: it ends the call
+  uint64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;  // events handed to the log
+  uint64_t through_ ABSL_GUARDED_BY(mu_) = 0;   // events 1..through_ are stored
+  uint64_t acked_ ABSL_GUARDED_BY(mu_) = 0;     // the last `through` sent
+  // Settlements of events through_ + 1 .. accepted_.
+  std::deque<Settlement> window_ ABSL_GUARDED_BY(mu_);
+  int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t refs_ ABSL_GUARDED_BY(mu_) = 1;  // gRPC's (until OnDone) + one per append
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool kicking_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 }  // namespace
 
 absl::Status ValidateEnvelope(const Envelope& envelope) {
@@ -161,6 +334,23 @@ absl::Status ValidateEnvelope(const Envelope& envelope) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<Envelope> EnvelopeForPublish(std::string ns, const cpb::PublishRequest& request) {
+  if (absl::Status st = ValidateTopicOf(request.topic()); !st.ok()) {
+    return st;
+  }
+  if (!request.has_event() || request.event().type_url().empty()) {
+    return absl::InvalidArgumentError("publish: an event (Any with a type) is required");
+  }
+  Envelope envelope;
+  int64_t nanos = absl::ToUnixNanos(absl::Now());
+  envelope.mutable_timestamp()->set_seconds(nanos / 1000000000);
+  envelope.mutable_timestamp()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+  envelope.set_namespace_(std::move(ns));
+  envelope.set_topic(request.topic());
+  *envelope.mutable_event() = request.event();
+  return envelope;
+}
+
 ContainerdEventsService::ContainerdEventsService(EventLog& log, std::string default_namespace)
     : log_(log), default_namespace_(std::move(default_namespace)) {}
 
@@ -171,21 +361,11 @@ grpc::ServerUnaryReactor* ContainerdEventsService::Publish(grpc::CallbackServerC
   if (!ns.ok()) {
     return Finished(context, ns.status());
   }
-  if (absl::Status st = ValidateTopicOf(request->topic()); !st.ok()) {
-    return Finished(context, st);
+  absl::StatusOr<Envelope> envelope = EnvelopeForPublish(*std::move(ns), *request);
+  if (!envelope.ok()) {
+    return Finished(context, envelope.status());
   }
-  if (!request->has_event() || request->event().type_url().empty()) {
-    return Finished(context,
-                    absl::InvalidArgumentError("publish: an event (Any with a type) is required"));
-  }
-  Envelope envelope;
-  int64_t nanos = absl::ToUnixNanos(absl::Now());
-  envelope.mutable_timestamp()->set_seconds(nanos / 1000000000);
-  envelope.mutable_timestamp()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-  envelope.set_namespace_(*std::move(ns));
-  envelope.set_topic(request->topic());
-  *envelope.mutable_event() = request->event();
-  return AppendAndFinish(context, log_, envelope);
+  return AppendAndFinish(context, log_, *envelope);
 }
 
 grpc::ServerUnaryReactor* ContainerdEventsService::Forward(grpc::CallbackServerContext* context,
@@ -215,7 +395,18 @@ grpc::Status ContainerdEventsService::Subscribe(grpc::ServerContext* context,
       });
 }
 
-BerthEventsService::BerthEventsService(EventLog& log) : log_(log) {}
+BerthEventsService::BerthEventsService(EventLog& log, std::string default_namespace,
+                                       int64_t max_in_flight)
+    : log_(log),
+      default_namespace_(std::move(default_namespace)),
+      max_in_flight_(std::max<int64_t>(1, max_in_flight)) {}
+
+grpc::ServerBidiReactor<bpb::PublishRequest, bpb::PublishAck>* BerthEventsService::Publish(
+    grpc::CallbackServerContext* context) {
+  absl::StatusOr<std::string> ns = NamespaceFrom(*context, default_namespace_);
+  return new StreamPublisher(log_, ns.ok() ? *std::move(ns) : std::string(), ns.status(),
+                             max_in_flight_);
+}
 
 grpc::Status BerthEventsService::Subscribe(grpc::ServerContext* context,
                                            const bpb::SubscribeRequest* request,

@@ -81,7 +81,7 @@ int Run(int argc, char** argv) {
 
   berth::server::Daemon daemon(options);
   berth::eventd::ContainerdEventsService containerd_events(**log, options.default_namespace);
-  berth::eventd::BerthEventsService berth_events(**log);
+  berth::eventd::BerthEventsService berth_events(**log, options.default_namespace);
   daemon.AddService(&containerd_events);
   daemon.AddService(&berth_events);
   daemon.AddPlugin({"io.containerd.grpc.v1", "events"});
