@@ -29,9 +29,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "berth/events/v1/events.grpc.pb.h"
 #include "containerd/events/task.pb.h"
 #include "containerd/services/events/v1/events.grpc.pb.h"
 #include "integration/harness.h"
@@ -269,9 +272,13 @@ Result Run(const std::string& name, const std::string& socket, int n, int thread
 // Publishes the way berth's daemons do: NatsPublisher::Publish (the event committed to a sqlite
 // outbox, group-committed with the other threads' events, then sent to JetStream by the
 // publisher's sender thread) -> the stream -> eventd -> the gRPC subscriber.
-PublishBody NativeBody(berth::events::NatsPublisher& publisher, double rate_per_thread) {
-  return [&publisher, rate_per_thread](int first, int step, int n, std::vector<int64_t>& sent,
-                                       std::atomic<int64_t>& errors) {
+// commit_nanos[id]: how long Publish took (the outbox commit, fsync included); sized by the
+// caller.
+PublishBody NativeBody(berth::events::NatsPublisher& publisher, double rate_per_thread,
+                       std::vector<int64_t>& commit_nanos) {
+  return [&publisher, rate_per_thread, &commit_nanos](int first, int step, int n,
+                                                      std::vector<int64_t>& sent,
+                                                      std::atomic<int64_t>& errors) {
     const int64_t start = absl::GetCurrentTimeNanos();
     for (int id = first, k = 0; id < n; id += step, ++k) {
       Pace(start, rate_per_thread, k);
@@ -282,6 +289,63 @@ PublishBody NativeBody(berth::events::NatsPublisher& publisher, double rate_per_
       if (!publisher.Publish("bench", "/bench/event", exit).ok()) {
         errors.fetch_add(1);
       }
+      commit_nanos[id] = absl::GetCurrentTimeNanos() - sent[id];
+    }
+  };
+}
+
+// berth.events.v1 Publish: one client stream per thread, one event per request (the per-event
+// cost a client that does not batch pays), acknowledgements read on a thread of their own, at
+// most kStreamWindow events unacknowledged per thread (no round trip per event: that is the
+// point of the stream, so the unary WINDOW does not apply).
+constexpr uint64_t kStreamWindow = 1024;
+
+PublishBody StreamBody(const std::shared_ptr<grpc::Channel>& channel, double rate_per_thread) {
+  return [channel, rate_per_thread](int first, int step, int n, std::vector<int64_t>& sent,
+                                    std::atomic<int64_t>& errors) {
+    auto stub = berth::events::v1::Events::NewStub(channel);
+    grpc::ClientContext context;
+    context.AddMetadata("containerd-namespace", "bench");
+    auto stream = stub->Publish(&context);
+    absl::Mutex mu;
+    uint64_t acked = 0;   // guarded by mu
+    bool ended = false;   // guarded by mu: the call is over
+    std::thread acks([&] {
+      berth::events::v1::PublishAck ack;
+      while (stream->Read(&ack)) {
+        absl::MutexLock lock(&mu);
+        acked = ack.through();
+      }
+      absl::MutexLock lock(&mu);
+      ended = true;
+    });
+    const int64_t start = absl::GetCurrentTimeNanos();
+    uint64_t written = 0;
+    for (int id = first, k = 0; id < n; id += step, ++k) {
+      Pace(start, rate_per_thread, k);
+      {
+        absl::MutexLock lock(&mu);
+        auto room = [&] { return ended || written - acked < kStreamWindow; };
+        mu.Await(absl::Condition(&room));
+        if (ended) {
+          break;
+        }
+      }
+      berth::events::v1::PublishRequest request;
+      *request.add_events() = MakeRequest("/bench/event", static_cast<uint32_t>(id));
+      sent[id] = absl::GetCurrentTimeNanos();
+      if (!stream->Write(request)) {
+        break;
+      }
+      ++written;
+    }
+    stream->WritesDone();
+    acks.join();
+    grpc::Status status = stream->Finish();
+    if (!status.ok() || acked != written) {
+      std::cerr << "streaming publish: " << status.error_message() << ", " << acked << " of "
+                << written << " acknowledged\n";
+      errors.fetch_add(1);
     }
   };
 }
@@ -353,20 +417,46 @@ int main(int argc, char** argv) {
             << "\n";
   auto eventd_channel = Channel(eventd_socket);
   auto containerd_channel = Channel(containerd.address());
-  Result native = Run("berth (daemon publisher -> NATS -> eventd)", eventd_socket, n, threads,
-                      NativeBody(**publisher, rate_per_thread),
-                      {"eventd", "nats-server"});
-  Result unary = Run("berth (unary Publish to eventd)", eventd_socket, n, threads,
-                     UnaryBody(eventd_channel, window, rate_per_thread),
-                     {"eventd", "nats-server"});
-  Result ctrd = Run("containerd (unary Publish)", containerd.address(), n, threads,
-                    UnaryBody(containerd_channel, window, rate_per_thread), {"containerd"});
-  std::cout << absl::StrFormat(
-      "ratio berth/containerd, daemon publisher: throughput %.2fx, p99 latency %.2fx "
-      "(lower is better)\n"
-      "ratio berth/containerd, unary Publish:    throughput %.2fx, p99 latency %.2fx\n",
-      Rate(native) / Rate(ctrd), native.p99_ms / std::max(ctrd.p99_ms, 1e-9),
-      Rate(unary) / Rate(ctrd), unary.p99_ms / std::max(ctrd.p99_ms, 1e-9));
+  // SIDES (environment): a comma-separated subset of native,stream,unary,containerd to run;
+  // all by default. containerd always runs when any ratio is wanted.
+  const char* sides_env = std::getenv("SIDES");
+  std::string sides = sides_env != nullptr && *sides_env != '\0'
+                          ? absl::StrCat(",", sides_env, ",")
+                          : ",native,stream,unary,containerd,";
+  auto wanted = [&](const char* side) { return absl::StrContains(sides, absl::StrCat(",", side, ",")); };
+  std::vector<std::pair<std::string, Result>> berth_results;
+  if (wanted("native")) {
+    std::vector<int64_t> commit_nanos(n, 0);
+    berth_results.emplace_back(
+        "daemon publisher", Run("berth (daemon publisher -> NATS -> eventd)", eventd_socket, n,
+                                threads, NativeBody(**publisher, rate_per_thread, commit_nanos),
+                                {"eventd", "nats-server"}));
+    std::sort(commit_nanos.begin(), commit_nanos.end());
+    std::cout << absl::StrFormat(
+        "%-45s of which Publish (outbox commit, fsync): p50 %7.3f ms  p99 %7.3f ms\n", "",
+        commit_nanos[n / 2] / 1e6, commit_nanos[std::min(n - 1, n * 99 / 100)] / 1e6);
+  }
+  if (wanted("stream")) {
+    berth_results.emplace_back(
+        "streaming Publish", Run("berth (berth.events.v1 streaming Publish)", eventd_socket, n,
+                                 threads, StreamBody(eventd_channel, rate_per_thread),
+                                 {"eventd", "nats-server"}));
+  }
+  if (wanted("unary")) {
+    berth_results.emplace_back(
+        "unary Publish", Run("berth (unary Publish to eventd)", eventd_socket, n, threads,
+                             UnaryBody(eventd_channel, window, rate_per_thread),
+                             {"eventd", "nats-server"}));
+  }
+  if (wanted("containerd")) {
+    Result ctrd = Run("containerd (unary Publish)", containerd.address(), n, threads,
+                      UnaryBody(containerd_channel, window, rate_per_thread), {"containerd"});
+    for (const auto& [what, r] : berth_results) {
+      std::cout << absl::StrFormat(
+          "ratio berth/containerd, %-18s throughput %.2fx, p99 latency %.2fx (lower is better)\n",
+          what + ":", Rate(r) / Rate(ctrd), r.p99_ms / std::max(ctrd.p99_ms, 1e-9));
+    }
+  }
   publisher->reset();
   containerd.Stop();
   eventd.Terminate();
