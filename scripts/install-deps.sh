@@ -11,9 +11,13 @@ packages=(
   libnats-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev prometheus-cpp-dev
   libabsl-dev libarchive-dev zlib1g-dev libzstd-dev libisal-dev libtomlplusplus-dev libcli11-dev
   nlohmann-json3-dev libsystemd-dev libgtest-dev libgmock-dev
+  # used directly by lib/filters (also pulled in by libgrpc++-dev; named so it is never missed)
+  libre2-dev
   # real peers for tests and benchmarks
   nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind pigz
   curl jq util-linux coreutils
+  # mkfs.ext4 for bench/snapshot_apply.sh's fresh filesystem
+  e2fsprogs
   # systemd-socket-activate, for the socket-activation test
   systemd
   # containerd's sources and API protos, for reference
