@@ -312,29 +312,58 @@ std::vector<Received> ReadStream(jsCtx* js, const char* stream) {
   return out;
 }
 
+// A JetStream stream "EVENTS" over berth.events.> on `server` (file storage), with a client
+// connection of its own, as eventd would create it: what the server stored is read back by
+// sequence. `duplicates`: the stream's duplicate window (zero: the server's default).
+class EventsStream {
+ public:
+  EventsStream(const NatsServer& server, absl::Duration duplicates = absl::ZeroDuration()) {
+    EXPECT_EQ(natsConnection_ConnectTo(&nc_, server.url().c_str()), NATS_OK);
+    EXPECT_EQ(natsConnection_JetStream(&js_, nc_, nullptr), NATS_OK);
+    jsStreamConfig_Init(&cfg_);
+    cfg_.Name = "EVENTS";
+    cfg_.Subjects = subjects_;
+    cfg_.SubjectsLen = 1;
+    cfg_.Storage = js_FileStorage;
+    cfg_.Duplicates = absl::ToInt64Nanoseconds(duplicates);
+    Create();
+  }
+  ~EventsStream() {
+    jsCtx_Destroy(js_);
+    natsConnection_Close(nc_);
+    natsConnection_Destroy(nc_);
+  }
+  EventsStream(const EventsStream&) = delete;
+  EventsStream& operator=(const EventsStream&) = delete;
+
+  void Create() {
+    jsStreamInfo* si = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    ASSERT_EQ(js_AddStream(&si, js_, &cfg_, nullptr, &jerr), NATS_OK)
+        << jerr << " " << nats_GetLastError(nullptr);
+    jsStreamInfo_Destroy(si);
+  }
+  void Delete() {
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    ASSERT_EQ(js_DeleteStream(js_, "EVENTS", nullptr, &jerr), NATS_OK) << jerr;
+  }
+  std::vector<Received> Read() { return ReadStream(js_, "EVENTS"); }
+  bool connected() { return natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED; }
+
+ private:
+  natsConnection* nc_ = nullptr;
+  jsCtx* js_ = nullptr;
+  const char* subjects_[1] = {"berth.events.>"};
+  jsStreamConfig cfg_;
+};
+
 TEST(NatsPublisherTest, OutageKeepsEventsAndDeliversAfterRestartInOrder) {
   NatsServer server;
   // A JetStream stream records everything the server accepts, across the restart (same store
   // dir), so the check does not depend on a subscriber reconnecting before the publisher does.
   // The duplicate window is the server's minimum (100 ms), far below the publisher's resend
   // delay (a failed 2 s flush), so JetStream would not hide a duplicate from us.
-  natsConnection* nc = nullptr;
-  ASSERT_EQ(natsConnection_ConnectTo(&nc, server.url().c_str()), NATS_OK);
-  jsCtx* js = nullptr;
-  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  cfg.Name = "EVENTS";
-  const char* subjects[] = {"berth.events.>"};
-  cfg.Subjects = subjects;
-  cfg.SubjectsLen = 1;
-  cfg.Storage = js_FileStorage;
-  cfg.Duplicates = absl::ToInt64Nanoseconds(absl::Milliseconds(100));
-  jsStreamInfo* si = nullptr;
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  ASSERT_EQ(js_AddStream(&si, js, &cfg, nullptr, &jerr), NATS_OK)
-      << jerr << " " << nats_GetLastError(nullptr);
-  jsStreamInfo_Destroy(si);
+  EventsStream stream(server, absl::Milliseconds(100));
 
   TempDir dir;
   auto p = MustOpen(FastOptions(dir.Join("outbox.db"), server.url()));
@@ -356,15 +385,10 @@ TEST(NatsPublisherTest, OutageKeepsEventsAndDeliversAfterRestartInOrder) {
   ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(30))) << p->pending() << " still pending";
   EXPECT_EQ(p->delivered(), 505);
 
-  ASSERT_TRUE(berth::testing::WaitFor(
-      [&] { return natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED; }, absl::Seconds(20)));
-  std::vector<Received> got = ReadStream(js, "EVENTS");
+  ASSERT_TRUE(berth::testing::WaitFor([&] { return stream.connected(); }, absl::Seconds(20)));
+  std::vector<Received> got = stream.Read();
   ASSERT_EQ(got.size(), 505u);
   ExpectExits(got, 0, p->publisher_id(), 1);
-
-  jsCtx_Destroy(js);
-  natsConnection_Close(nc);
-  natsConnection_Destroy(nc);
 }
 
 // The sender keeps many publishes in flight and deletes acknowledged rows in groups; with a
@@ -372,22 +396,7 @@ TEST(NatsPublisherTest, OutageKeepsEventsAndDeliversAfterRestartInOrder) {
 // reaches the stream once and in order, and the outbox ends empty.
 TEST(NatsPublisherTest, PipelinedPublishesAreStoredOnceInOrder) {
   NatsServer server;
-  natsConnection* nc = nullptr;
-  ASSERT_EQ(natsConnection_ConnectTo(&nc, server.url().c_str()), NATS_OK);
-  jsCtx* js = nullptr;
-  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  cfg.Name = "EVENTS";
-  const char* subjects[] = {"berth.events.>"};
-  cfg.Subjects = subjects;
-  cfg.SubjectsLen = 1;
-  cfg.Storage = js_FileStorage;
-  cfg.Duplicates = absl::ToInt64Nanoseconds(absl::Milliseconds(100));  // hides no resend
-  jsStreamInfo* si = nullptr;
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  ASSERT_EQ(js_AddStream(&si, js, &cfg, nullptr, &jerr), NATS_OK) << jerr;
-  jsStreamInfo_Destroy(si);
+  EventsStream stream(server, absl::Milliseconds(100));  // hides no resend
 
   TempDir dir;
   NatsPublisherOptions o = FastOptions(dir.Join("outbox.db"), server.url());
@@ -401,13 +410,9 @@ TEST(NatsPublisherTest, PipelinedPublishesAreStoredOnceInOrder) {
   }
   ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(30))) << p->pending() << " still pending";
   EXPECT_EQ(p->delivered(), kEvents);
-  std::vector<Received> got = ReadStream(js, "EVENTS");
+  std::vector<Received> got = stream.Read();
   ASSERT_EQ(got.size(), static_cast<size_t>(kEvents));
   ExpectExits(got, 0, p->publisher_id(), 1);
-
-  jsCtx_Destroy(js);
-  natsConnection_Close(nc);
-  natsConnection_Destroy(nc);
 }
 
 // Once a stream has captured the events, its absence is an outage, not "no history wanted":
@@ -416,21 +421,7 @@ TEST(NatsPublisherTest, PipelinedPublishesAreStoredOnceInOrder) {
 // until a stream is back, instead of counting them delivered.
 TEST(NatsPublisherTest, StreamGoneKeepsEventsUntilItIsBack) {
   NatsServer server;
-  natsConnection* nc = nullptr;
-  ASSERT_EQ(natsConnection_ConnectTo(&nc, server.url().c_str()), NATS_OK);
-  jsCtx* js = nullptr;
-  ASSERT_EQ(natsConnection_JetStream(&js, nc, nullptr), NATS_OK);
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  cfg.Name = "EVENTS";
-  const char* subjects[] = {"berth.events.>"};
-  cfg.Subjects = subjects;
-  cfg.SubjectsLen = 1;
-  cfg.Storage = js_FileStorage;
-  jsStreamInfo* si = nullptr;
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  ASSERT_EQ(js_AddStream(&si, js, &cfg, nullptr, &jerr), NATS_OK) << jerr;
-  jsStreamInfo_Destroy(si);
+  EventsStream stream(server);
 
   TempDir dir;
   auto p = MustOpen(FastOptions(dir.Join("outbox.db"), server.url()));
@@ -439,9 +430,9 @@ TEST(NatsPublisherTest, StreamGoneKeepsEventsUntilItIsBack) {
     ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
   }
   ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(10)));
-  ASSERT_EQ(ReadStream(js, "EVENTS").size(), 3u);
+  ASSERT_EQ(stream.Read().size(), 3u);
 
-  ASSERT_EQ(js_DeleteStream(js, "EVENTS", nullptr, &jerr), NATS_OK) << jerr;
+  stream.Delete();
   for (int i = 3; i < 6; ++i) {
     ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
   }
@@ -449,17 +440,12 @@ TEST(NatsPublisherTest, StreamGoneKeepsEventsUntilItIsBack) {
   EXPECT_EQ(p->pending(), 3);
   EXPECT_EQ(p->delivered(), 3);
 
-  ASSERT_EQ(js_AddStream(&si, js, &cfg, nullptr, &jerr), NATS_OK) << jerr;
-  jsStreamInfo_Destroy(si);
+  stream.Create();
   ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(20))) << p->pending() << " still pending";
   EXPECT_EQ(p->delivered(), 6);
-  std::vector<Received> got = ReadStream(js, "EVENTS");
+  std::vector<Received> got = stream.Read();
   ASSERT_EQ(got.size(), 3u);
   ExpectExits(got, 3, p->publisher_id(), 4);
-
-  jsCtx_Destroy(js);
-  natsConnection_Close(nc);
-  natsConnection_Destroy(nc);
 }
 
 TEST(NatsPublisherTest, OutboxSurvivesPublisherRestart) {
