@@ -532,6 +532,12 @@ natsStatus NewEventMsg(const std::string& subject, const std::string& payload,
   }
   return s;
 }
+
+// An event that is over the server's max_payload; the outbox drops it.
+void LogDropped(const std::string& msg_id, const std::string& subject, size_t bytes) {
+  BERTH_LOG(Error) << "events: dropping event " << msg_id << " on " << subject << ": " << bytes
+                   << " bytes exceed the server's max_payload";
+}
 }  // namespace
 
 void NatsPublisher::OnPublishAck(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAckErr* err,
@@ -662,8 +668,7 @@ absl::Status NatsPublisher::SendPlainBatch(bool* more, bool* progress) {
     }
     natsMsg_Destroy(msg);
     if (s == NATS_MAX_PAYLOAD) {
-      BERTH_LOG(Error) << "events: dropping event " << msg_id << " on " << row.subject << ": "
-                       << row.payload.size() << " bytes exceed the server's max_payload";
+      LogDropped(msg_id, row.subject, row.payload.size());
       ++dropped;
       continue;
     }
@@ -788,8 +793,7 @@ absl::Status NatsPublisher::SendStep(bool* more, bool* progress) {
     natsMsg_Destroy(msg);
     if (s == NATS_MAX_PAYLOAD) {
       // It can never be delivered; keeping it would block every event behind it.
-      BERTH_LOG(Error) << "events: dropping event " << msg_id << " on " << row.subject << ": "
-                       << row.payload.size() << " bytes exceed the server's max_payload";
+      LogDropped(msg_id, row.subject, row.payload.size());
       absl::MutexLock lock(&ack_mu_);
       InFlight& last = in_flight_.back();
       last.acked = last.dropped = true;

@@ -2,15 +2,17 @@
 
 // NatsPublisher: the Publisher every daemon uses. Publish() stores the event in a sqlite outbox
 // and returns; a sender thread drains the outbox to NATS in order, deleting each row only after
-// the server confirmed it. JetStream publishes are pipelined: the sender keeps up to
-// max_in_flight events sent and unacknowledged, sends each newly committed row at once, and
-// deletes the acknowledged prefix of the outbox in one statement as acknowledgements arrive. When a JetStream stream captures berth.events.> (eventd's), events are
-// JetStream publishes and the confirmation is the stream's acknowledgement that it stored them
-// (checked at each connect, after a failure and every 5 s); otherwise they are plain publishes
-// confirmed by a PING/PONG flush. Once a stream has been seen, events are never published plainly
-// again: any JetStream error, "no responders" included (nats-server answers so while it stops
-// JetStream before dropping its clients), or the stream being gone keeps them in the outbox. So an event survives NATS being down, restarting,
-// or this process dying; delivery is at-least-once, and every message carries the header
+// the server confirmed it. When a JetStream stream captures berth.events.> (eventd's), events
+// are JetStream publishes and the confirmation is the stream's acknowledgement that it stored
+// them (checked at each connect, after a failure and every 5 s); otherwise they are plain
+// publishes confirmed by a PING/PONG flush. JetStream publishes are pipelined: the sender keeps
+// up to max_in_flight events sent and unacknowledged, sends each newly committed row at once,
+// and deletes the acknowledged prefix of the outbox in one statement as acknowledgements
+// arrive. Once a stream has been seen, events are never published plainly again: any JetStream
+// error, "no responders" included (nats-server answers so while it stops JetStream before
+// dropping its clients), or the stream being gone keeps them in the outbox. So an event
+// survives NATS being down, restarting, or this process dying; delivery is at-least-once, and
+// every message carries the header
 // `Nats-Msg-Id: <publisher id>-<outbox row id>` so JetStream (eventd's stream) drops the copies
 // that a crash between "sent" and "deleted" can cause. Row ids are never reused (AUTOINCREMENT)
 // and the publisher id is random and kept in the outbox, so a Msg-Id names one event forever.
