@@ -1,13 +1,16 @@
-// Events end to end: Publish (containerd.services.events.v1 unary calls from several client
-// threads, each keeping WINDOW calls in flight) -> gRPC Subscribe stream, throughput and
-// latency, berth (eventd over NATS JetStream, nats-server with a user/password) vs a containerd
-// started here (its in-memory exchange). One run each, same client code, same event count, same
-// concurrency; prints both and the ratio. Latency: from just before a Publish call starts to
-// the subscriber reading that event. A unary Publish costs a round trip, so THREADS * WINDOW
-// calls in flight cap the rate at (THREADS * WINDOW) / round trip, on either side.
+// Events end to end, publish -> a subscriber, throughput and latency, in one run: berth's
+// sides (eventd over NATS JetStream, nats-server with a user/password) and a containerd started
+// here (unary Publish into its in-memory exchange -> gRPC Subscribe). Sides (SIDES, all by
+// default): bus (the JetStream stream alone, written and read in this process through eventd's
+// own JetStreamLog: the ceiling under every berth side), native (NatsPublisher, as berth's
+// daemons publish), stream (berth.events.v1 streaming Publish), unary (containerd's Publish
+// to eventd), containerd. Same event count, payload and publishing threads for each; prints
+// each side and its ratio to containerd. Latency: from just before an event is published to
+// the subscriber reading it. A unary Publish costs a round trip, so THREADS * WINDOW calls in
+// flight cap the rate at (THREADS * WINDOW) / round trip, on either side.
 //
 //   BERTH_BINARY_DIR=$PWD/build BERTH_SOURCE_DIR=$PWD build/integration/events_throughput
-//       [N=20000] [THREADS=8] [WINDOW=1]
+//       [N=20000] [THREADS=8] [WINDOW=1] [RATE=0]
 
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -27,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/match.h"
@@ -40,6 +44,7 @@
 #include "integration/harness.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/testing/testing.h"
+#include "services/eventd/event_log.h"
 
 namespace {
 
@@ -181,42 +186,115 @@ std::shared_ptr<grpc::Channel> Channel(const std::string& socket) {
 using PublishBody = std::function<void(int first, int step, int n, std::vector<int64_t>& sent,
                                        std::atomic<int64_t>& errors)>;
 
+// Where a side's events are read: calls on_event(pid) with each bench event's TaskExit pid, on
+// a thread of its own, from Start (which returns once it is live) until Stop.
+class Subscriber {
+ public:
+  virtual ~Subscriber() = default;
+  virtual void Start(std::function<void(uint32_t)> on_event) = 0;
+  virtual void Stop() = 0;
+};
+
+// A gRPC Subscribe stream (containerd's Events service) on `socket`, filtered to the bench
+// namespace; live once a ping published there comes back.
+class GrpcSubscriber : public Subscriber {
+ public:
+  explicit GrpcSubscriber(const std::string& socket)
+      : stub_(cpb::Events::NewStub(Channel(socket))) {}
+
+  void Start(std::function<void(uint32_t)> on_event) override {
+    cpb::SubscribeRequest request;
+    request.add_filters("namespace==bench");
+    reader_ = stub_->Subscribe(&context_, request);
+    thread_ = std::thread([this, on_event = std::move(on_event)] {
+      cpb::Envelope envelope;
+      while (reader_->Read(&envelope)) {
+        if (envelope.topic() == "/bench/ping") {
+          ready_.store(true);
+          continue;
+        }
+        containerd::events::TaskExit exit;
+        exit.ParseFromString(envelope.event().value());
+        on_event(exit.pid());
+      }
+    });
+    if (!WaitFor([&] {
+          Publish(*stub_, "/bench/ping", 0);
+          return ready_.load();
+        },
+        absl::Seconds(20))) {
+      std::cerr << "subscriber never became live\n";
+      std::exit(1);
+    }
+  }
+
+  void Stop() override {
+    context_.TryCancel();
+    thread_.join();
+    reader_->Finish();
+  }
+
+ private:
+  std::unique_ptr<cpb::Events::Stub> stub_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<cpb::Envelope>> reader_;
+  std::atomic<bool> ready_{false};
+  std::thread thread_;
+};
+
+// The stream read directly, as eventd reads it (an ordered consumer through JetStreamLog).
+class BusSubscriber : public Subscriber {
+ public:
+  explicit BusSubscriber(berth::eventd::JetStreamLog& log) : log_(log) {}
+
+  void Start(std::function<void(uint32_t)> on_event) override {
+    absl::StatusOr<std::unique_ptr<berth::eventd::EventSubscription>> sub =
+        log_.Subscribe(berth::eventd::StartPosition::Live());
+    if (!sub.ok()) {
+      std::cerr << "bus subscriber: " << sub.status() << "\n";
+      std::exit(1);
+    }
+    thread_ = std::thread([this, sub = *std::move(sub), on_event = std::move(on_event)] {
+      while (!stop_.load()) {
+        absl::StatusOr<std::optional<berth::eventd::StoredEvent>> next =
+            sub->Next(absl::Milliseconds(100));
+        if (!next.ok()) {
+          std::cerr << "bus subscriber: " << next.status() << "\n";
+          return;
+        }
+        if (next->has_value()) {
+          containerd::events::TaskExit exit;
+          exit.ParseFromString((*next)->envelope.event().value());
+          on_event(exit.pid());
+        }
+      }
+    });
+  }
+
+  void Stop() override {
+    stop_.store(true);
+    thread_.join();
+  }
+
+ private:
+  berth::eventd::JetStreamLog& log_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 // `daemons`: the command names of the processes serving this side, for CPU per event.
-// `subscribe_socket`: where the subscriber (and the readiness ping) goes; `body` publishes.
-Result Run(const std::string& name, const std::string& socket, int n, int threads,
+// `subscriber` reads the events; `body` publishes them.
+Result Run(const std::string& name, Subscriber& subscriber, int n, int threads,
            const PublishBody& body, const std::vector<std::string>& daemons) {
-  auto stub = cpb::Events::NewStub(Channel(socket));
   std::vector<int64_t> sent(n, 0), got(n, 0);
   std::atomic<int64_t> received{0};
-  std::atomic<bool> ready{false};
-  grpc::ClientContext sub_context;
-  cpb::SubscribeRequest sub_request;
-  sub_request.add_filters("namespace==bench");
-  auto reader = stub->Subscribe(&sub_context, sub_request);
-  std::thread subscriber([&] {
-    cpb::Envelope envelope;
-    while (reader->Read(&envelope)) {
-      int64_t now = absl::GetCurrentTimeNanos();
-      if (envelope.topic() == "/bench/ping") {
-        ready.store(true);
-        continue;
-      }
-      containerd::events::TaskExit exit;
-      exit.ParseFromString(envelope.event().value());
-      if (exit.pid() < static_cast<uint32_t>(n) && got[exit.pid()] == 0) {
-        got[exit.pid()] = now;
-        received.fetch_add(1);
-      }
+  subscriber.Start([&](uint32_t pid) {
+    int64_t now = absl::GetCurrentTimeNanos();
+    if (pid < static_cast<uint32_t>(n) && got[pid] == 0) {
+      got[pid] = now;
+      received.fetch_add(1);
     }
   });
-  if (!WaitFor([&] {
-        Publish(*stub, "/bench/ping", 0);
-        return ready.load();
-      },
-      absl::Seconds(20))) {
-    std::cerr << name << ": subscriber never became live\n";
-    std::exit(1);
-  }
   int64_t start = absl::GetCurrentTimeNanos();
   std::vector<double> daemon_cpu(daemons.size());
   for (size_t i = 0; i < daemons.size(); ++i) {
@@ -247,9 +325,7 @@ Result Run(const std::string& name, const std::string& socket, int n, int thread
       latencies.push_back(static_cast<double>(got[i] - sent[i]) / 1e6);
     }
   }
-  sub_context.TryCancel();
-  subscriber.join();
-  reader->Finish();
+  subscriber.Stop();
   Result r;
   r.received = received.load();
   r.seconds = static_cast<double>(end - start) / 1e9;
@@ -296,9 +372,17 @@ PublishBody NativeBody(berth::events::NatsPublisher& publisher, double rate_per_
 
 // berth.events.v1 Publish: one client stream per thread, one event per request (the per-event
 // cost a client that does not batch pays), acknowledgements read on a thread of their own, at
-// most kStreamWindow events unacknowledged per thread (no round trip per event: that is the
-// point of the stream, so the unary WINDOW does not apply).
-constexpr uint64_t kStreamWindow = 1024;
+// most STREAM_WINDOW (environment, 1024) events unacknowledged per thread (no round trip per
+// event: that is the point of the stream, so the unary WINDOW does not apply). Flat out, the
+// window is what queues: latency ~ THREADS x STREAM_WINDOW / rate.
+uint64_t StreamWindow() {
+  static const uint64_t window = [] {
+    const char* env = std::getenv("STREAM_WINDOW");
+    long long v = env != nullptr ? std::atoll(env) : 0;
+    return v > 0 ? static_cast<uint64_t>(v) : uint64_t{1024};
+  }();
+  return window;
+}
 
 PublishBody StreamBody(const std::shared_ptr<grpc::Channel>& channel, double rate_per_thread) {
   return [channel, rate_per_thread](int first, int step, int n, std::vector<int64_t>& sent,
@@ -325,7 +409,7 @@ PublishBody StreamBody(const std::shared_ptr<grpc::Channel>& channel, double rat
       Pace(start, rate_per_thread, k);
       {
         absl::MutexLock lock(&mu);
-        auto room = [&] { return ended || written - acked < kStreamWindow; };
+        auto room = [&] { return ended || written - acked < StreamWindow(); };
         mu.Await(absl::Condition(&room));
         if (ended) {
           break;
@@ -350,6 +434,53 @@ PublishBody StreamBody(const std::shared_ptr<grpc::Channel>& channel, double rat
   };
 }
 
+// The bus alone: JetStreamLog::AppendAsync, eventd's own way into the stream, from this process,
+// at most StreamWindow() appends unsettled per thread (as the streaming Publish), read by a
+// BusSubscriber. What JetStream costs with no gRPC and no eventd in the path: a ceiling for every
+// berth side, since each goes through it.
+// ack_nanos[id]: from the append to the stream's acknowledgement; sized by the caller.
+PublishBody BusBody(berth::eventd::JetStreamLog& log, double rate_per_thread,
+                    std::vector<int64_t>& ack_nanos) {
+  return [&log, rate_per_thread, &ack_nanos](int first, int step, int n,
+                                             std::vector<int64_t>& sent,
+                                             std::atomic<int64_t>& errors) {
+    struct Window {
+      absl::Mutex mu;
+      uint64_t settled = 0;  // guarded by mu
+    };
+    auto window = std::make_shared<Window>();  // callbacks may outlive a failed loop
+    const int64_t start = absl::GetCurrentTimeNanos();
+    uint64_t appended = 0;
+    for (int id = first, k = 0; id < n; id += step, ++k) {
+      Pace(start, rate_per_thread, k);
+      {
+        absl::MutexLock lock(&window->mu);
+        auto room = [&] { return appended - window->settled < StreamWindow(); };
+        window->mu.Await(absl::Condition(&room));
+      }
+      cpb::PublishRequest request = MakeRequest("/bench/event", static_cast<uint32_t>(id));
+      berth::eventd::Envelope envelope;
+      *envelope.mutable_timestamp() = google::protobuf::util::TimeUtil::GetCurrentTime();
+      envelope.set_namespace_("bench");
+      envelope.set_topic(request.topic());
+      *envelope.mutable_event() = std::move(*request.mutable_event());
+      sent[id] = absl::GetCurrentTimeNanos();
+      ++appended;
+      log.AppendAsync(envelope, [window, &errors, &ack_nanos, &sent, id](absl::Status st) {
+        ack_nanos[id] = absl::GetCurrentTimeNanos() - sent[id];
+        if (!st.ok()) {
+          errors.fetch_add(1);
+        }
+        absl::MutexLock lock(&window->mu);
+        ++window->settled;
+      });
+    }
+    absl::MutexLock lock(&window->mu);
+    auto all = [&] { return window->settled == appended; };
+    window->mu.Await(absl::Condition(&all));
+  };
+}
+
 PublishBody UnaryBody(const std::shared_ptr<grpc::Channel>& channel, int window,
                       double rate_per_thread) {
   return [channel, window, rate_per_thread](int first, int step, int n,
@@ -358,6 +489,14 @@ PublishBody UnaryBody(const std::shared_ptr<grpc::Channel>& channel, int window,
     auto own = cpb::Events::NewStub(channel);
     PublishAll(*own, first, step, n, window, rate_per_thread, sent, errors);
   };
+}
+
+// One line: p50 and p99 of `nanos` (one entry per event), under the side's line.
+void PrintPercentiles(const std::string& what, std::vector<int64_t> nanos) {
+  std::sort(nanos.begin(), nanos.end());
+  size_t n = nanos.size();
+  std::cout << absl::StrFormat("%-45s %s: p50 %7.3f ms  p99 %7.3f ms\n", "", what,
+                               nanos[n / 2] / 1e6, nanos[std::min(n - 1, n * 99 / 100)] / 1e6);
 }
 
 double Rate(const Result& r) { return r.received / std::max(r.seconds, 1e-9); }
@@ -417,39 +556,58 @@ int main(int argc, char** argv) {
             << "\n";
   auto eventd_channel = Channel(eventd_socket);
   auto containerd_channel = Channel(containerd.address());
-  // SIDES (environment): a comma-separated subset of native,stream,unary,containerd to run;
-  // all by default. containerd always runs when any ratio is wanted.
+  // SIDES (environment): a comma-separated subset of bus,native,stream,unary,containerd to run;
+  // all by default. The ratios need containerd.
   const char* sides_env = std::getenv("SIDES");
   std::string sides = sides_env != nullptr && *sides_env != '\0'
                           ? absl::StrCat(",", sides_env, ",")
-                          : ",native,stream,unary,containerd,";
+                          : ",bus,native,stream,unary,containerd,";
   auto wanted = [&](const char* side) { return absl::StrContains(sides, absl::StrCat(",", side, ",")); };
   std::vector<std::pair<std::string, Result>> berth_results;
+  if (wanted("bus")) {
+    berth::eventd::JetStreamLogOptions bus_options;
+    bus_options.url = nats.url();
+    bus_options.credentials = nats.credentials();
+    bus_options.client_name = "bench-bus";
+    absl::StatusOr<std::unique_ptr<berth::eventd::JetStreamLog>> bus =
+        berth::eventd::JetStreamLog::Open(bus_options);
+    if (!bus.ok()) {
+      std::cerr << "bus: " << bus.status() << "\n";
+      return 1;
+    }
+    BusSubscriber sub(**bus);
+    std::vector<int64_t> ack_nanos(n, 0);
+    berth_results.emplace_back(
+        "bus alone", Run("berth's bus alone (JetStream, no eventd/gRPC)", sub, n, threads,
+                         BusBody(**bus, rate_per_thread, ack_nanos), {"nats-server"}));
+    PrintPercentiles("of which append -> stream ack", ack_nanos);
+  }
   if (wanted("native")) {
+    GrpcSubscriber eventd_sub(eventd_socket);
     std::vector<int64_t> commit_nanos(n, 0);
     berth_results.emplace_back(
-        "daemon publisher", Run("berth (daemon publisher -> NATS -> eventd)", eventd_socket, n,
+        "daemon publisher", Run("berth (daemon publisher -> NATS -> eventd)", eventd_sub, n,
                                 threads, NativeBody(**publisher, rate_per_thread, commit_nanos),
                                 {"eventd", "nats-server"}));
-    std::sort(commit_nanos.begin(), commit_nanos.end());
-    std::cout << absl::StrFormat(
-        "%-45s of which Publish (outbox commit, fsync): p50 %7.3f ms  p99 %7.3f ms\n", "",
-        commit_nanos[n / 2] / 1e6, commit_nanos[std::min(n - 1, n * 99 / 100)] / 1e6);
+    PrintPercentiles("of which Publish (outbox commit, fsync)", commit_nanos);
   }
   if (wanted("stream")) {
+    GrpcSubscriber eventd_sub(eventd_socket);
     berth_results.emplace_back(
-        "streaming Publish", Run("berth (berth.events.v1 streaming Publish)", eventd_socket, n,
+        "streaming Publish", Run("berth (berth.events.v1 streaming Publish)", eventd_sub, n,
                                  threads, StreamBody(eventd_channel, rate_per_thread),
                                  {"eventd", "nats-server"}));
   }
   if (wanted("unary")) {
+    GrpcSubscriber eventd_sub(eventd_socket);
     berth_results.emplace_back(
-        "unary Publish", Run("berth (unary Publish to eventd)", eventd_socket, n, threads,
+        "unary Publish", Run("berth (unary Publish to eventd)", eventd_sub, n, threads,
                              UnaryBody(eventd_channel, window, rate_per_thread),
                              {"eventd", "nats-server"}));
   }
   if (wanted("containerd")) {
-    Result ctrd = Run("containerd (unary Publish)", containerd.address(), n, threads,
+    GrpcSubscriber containerd_sub(containerd.address());
+    Result ctrd = Run("containerd (unary Publish)", containerd_sub, n, threads,
                       UnaryBody(containerd_channel, window, rate_per_thread), {"containerd"});
     for (const auto& [what, r] : berth_results) {
       std::cout << absl::StrFormat(
