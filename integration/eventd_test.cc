@@ -55,9 +55,11 @@ NatsServer::Options AuthNats() {
 // An eventd under `dir` (root, state, socket ev.sock), started by the test, stopped by PID.
 class Eventd {
  public:
-  Eventd(std::string dir, std::string nats_url, std::string credentials)
+  // `extra` flags go after the common ones (e.g. --nats-tls-ca FILE).
+  Eventd(std::string dir, std::string nats_url, std::string credentials,
+         std::vector<std::string> extra = {})
       : dir_(std::move(dir)), nats_url_(std::move(nats_url)),
-        credentials_(std::move(credentials)) {
+        credentials_(std::move(credentials)), extra_(std::move(extra)) {
     mkdir(dir_.c_str(), 0700);
   }
 
@@ -72,6 +74,7 @@ class Eventd {
     if (!credentials_.empty()) {
       argv.insert(argv.end(), {"--nats-credentials", credentials_});
     }
+    argv.insert(argv.end(), extra_.begin(), extra_.end());
     process_ = std::make_unique<Process>(argv, dir_);
     bool up = WaitFor(
         [&] {
@@ -102,6 +105,7 @@ class Eventd {
 
  private:
   std::string dir_, nats_url_, credentials_;
+  std::vector<std::string> extra_;
   std::unique_ptr<Process> process_;
   std::string logs_;
 };
@@ -525,6 +529,112 @@ TEST(EventdTest, WrongNatsCredentialsAreRefusedAndSaidSo) {
   ASSERT_TRUE(WaitFor([&] { return all.live(); }, absl::Seconds(10)));
   absl::SleepFor(absl::Milliseconds(300));
   EXPECT_EQ(all.size(), 0u);
+}
+
+// TLS on the bus: nats-server requires it and verifies client certificates; eventd and a daemon's
+// publisher verify the server against the test CA (and its name) and show their own.
+class NatsTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    pki_ = testing::MakeTestPki(dir_.path());
+    NatsServer::Options o = AuthNats();
+    o.tls_cert = pki_.server_cert;
+    o.tls_key = pki_.server_key;
+    o.tls_verify_clients_ca = pki_.ca;
+    nats_ = std::make_unique<NatsServer>(o);
+  }
+  // eventd's TLS flags: the test CA, the client certificate, and `server_name`.
+  std::vector<std::string> TlsFlags(const std::string& ca, const std::string& server_name) {
+    std::vector<std::string> flags = {"--nats-tls-ca", ca, "--nats-tls-cert", pki_.client_cert,
+                                      "--nats-tls-key", pki_.client_key};
+    if (!server_name.empty()) {
+      flags.insert(flags.end(), {"--nats-tls-server-name", server_name});
+    }
+    return flags;
+  }
+  // eventd started with `flags` fails and says `why`.
+  void ExpectEventdRefused(const std::string& name, std::vector<std::string> flags,
+                           const std::string& why) {
+    Eventd eventd(dir_.Join(name), nats_->url(), nats_->credentials(), std::move(flags));
+    EXPECT_FALSE(eventd.Start().ok()) << name;
+    EXPECT_NE(eventd.WaitExit(), 0) << name;
+    EXPECT_TRUE(absl::StrContains(eventd.ReadLog(), why)) << name << ":\n" << eventd.ReadLog();
+  }
+
+  TempDir dir_;
+  testing::TestPki pki_;
+  std::unique_ptr<NatsServer> nats_;
+};
+
+TEST_F(NatsTlsTest, VerifiedTlsCarriesEventsFromPublisherToSubscriber) {
+  Eventd eventd(dir_.Join("eventd"), nats_->url(), nats_->credentials(),
+                TlsFlags(pki_.ca, "localhost"));
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  events::EventdSubscribeOptions so;
+  so.start_sequence = 1;
+  Collector all(eventd.address(), so);
+  ASSERT_TRUE(WaitFor([&] { return all.live(); }, absl::Seconds(10))) << all.state();
+
+  events::NatsPublisherOptions po;
+  po.outbox_path = dir_.Join("outbox.db");
+  // By name this time: the certificate's name is checked against the URL's host.
+  po.url = absl::StrCat("tls://localhost:", nats_->port());
+  po.credentials = nats_->credentials();
+  po.tls = {pki_.ca, pki_.client_cert, pki_.client_key, ""};
+  absl::StatusOr<std::unique_ptr<events::NatsPublisher>> publisher =
+      events::NatsPublisher::Open(po);
+  ASSERT_TRUE(publisher.ok()) << publisher.status();
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_TRUE((*publisher)->Publish("default", "/tasks/exit", Exit(i)).ok());
+  }
+  EXPECT_TRUE((*publisher)->WaitForDelivery(absl::Seconds(20))) << (*publisher)->pending();
+  ASSERT_TRUE(all.WaitSize(3, absl::Seconds(20))) << all.size() << " " << all.state();
+  std::vector<cpb::Envelope> got = all.envelopes();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(PidOf(got[i]), i + 1);
+    EXPECT_EQ(got[i].topic(), "/tasks/exit");
+  }
+  // A client that speaks plain NATS gets nowhere.
+  natsConnection* nc = nullptr;
+  EXPECT_NE(natsConnection_ConnectTo(&nc, absl::StrCat("nats://127.0.0.1:", nats_->port()).c_str()),
+            NATS_OK);
+  if (nc != nullptr) {
+    natsConnection_Destroy(nc);
+  }
+}
+
+TEST_F(NatsTlsTest, UntrustedOrMisnamedServerOrMissingFilesAreRefusedAndSaidSo) {
+  ExpectEventdRefused("other-ca", TlsFlags(pki_.other_ca, ""), "check nats_tls_ca");
+  ExpectEventdRefused("wrong-name", TlsFlags(pki_.ca, "nats.example.org"),
+                      "check nats_tls_server_name");
+  ExpectEventdRefused("no-client-cert", {"--nats-tls-ca", pki_.ca},
+                      "it may want a client certificate");
+  ExpectEventdRefused("missing-ca", TlsFlags(dir_.Join("nope.pem"), ""),
+                      "nats_tls_ca " + dir_.Join("nope.pem") + ": cannot be read");
+  ExpectEventdRefused("cert-without-key", {"--nats-tls-cert", pki_.client_cert},
+                      "nats_tls_cert and nats_tls_key go together");
+
+  // A daemon's publisher with an untrusted CA keeps its events in the outbox.
+  events::NatsPublisherOptions po;
+  po.outbox_path = dir_.Join("outbox.db");
+  po.url = nats_->url();
+  po.credentials = nats_->credentials();
+  po.tls = {pki_.other_ca, pki_.client_cert, pki_.client_key, ""};
+  po.reconnect_wait_min = absl::Milliseconds(20);
+  po.reconnect_wait_max = absl::Milliseconds(100);
+  absl::StatusOr<std::unique_ptr<events::NatsPublisher>> publisher =
+      events::NatsPublisher::Open(po);
+  ASSERT_TRUE(publisher.ok()) << publisher.status();
+  ASSERT_TRUE((*publisher)->Publish("default", "/tasks/exit", Exit(1)).ok());
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_FALSE((*publisher)->connected());
+  EXPECT_EQ((*publisher)->pending(), 1);
+  EXPECT_EQ((*publisher)->delivered(), 0);
+
+  po.outbox_path = dir_.Join("outbox2.db");
+  po.tls.ca_file = dir_.Join("nope.pem");
+  absl::StatusOr<std::unique_ptr<events::NatsPublisher>> bad = events::NatsPublisher::Open(po);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
 }
 
 // eventd killed and restarted under a subscriber: the client resumes after its last sequence,

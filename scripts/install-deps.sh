@@ -16,6 +16,9 @@ packages=(
   # real peers for tests and benchmarks
   nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind pigz
   curl jq util-linux coreutils
+  # openssl: the test PKI for TLS to NATS (lib/testing MakeTestPki); ca-certificates: the
+  # system trust store, used when nats_tls_ca is not set
+  openssl ca-certificates
   # mkfs.ext4 for bench/snapshot_apply.sh's fresh filesystem
   e2fsprogs
   # systemd-socket-activate, for the socket-activation test

@@ -81,6 +81,14 @@ DaemonConfig::DaemonConfig(std::string daemon, std::vector<std::string> peers) {
          "NATS server URL (empty: events go only to the outbox)");
   common("--nats-credentials", "nats_credentials", &options_.nats_credentials,
          "NATS user:password (TOML also nats_user and nats_password)");
+  common("--nats-tls-ca", "nats_tls_ca", &options_.nats_tls.ca_file,
+         "PEM CA bundle NATS's certificate must chain to (TLS; default: the system's)");
+  common("--nats-tls-cert", "nats_tls_cert", &options_.nats_tls.cert_file,
+         "PEM client certificate for a NATS server that verifies clients");
+  common("--nats-tls-key", "nats_tls_key", &options_.nats_tls.key_file,
+         "private key of --nats-tls-cert");
+  common("--nats-tls-server-name", "nats_tls_server_name", &options_.nats_tls.server_name,
+         "name NATS's certificate must carry (default: the host in --nats-url unless an IP)");
   common("--log-level", "log_level", &options_.log_level, "debug, info, warn or error");
   common("--default-namespace", "default_namespace", &options_.default_namespace,
          "namespace for requests without the containerd-namespace header");

@@ -5,7 +5,9 @@
 // no file at all. Precedence: flag > TOML > default.
 //
 // TOML keys (top level) for the common options: root, state, address, metrics_address,
-// nats_url, log_level, default_namespace, and `<peer>_address` for each peer daemon
+// nats_url, nats_credentials (or nats_user + nats_password), nats_tls_ca, nats_tls_cert,
+// nats_tls_key, nats_tls_server_name, log_level, default_namespace, and `<peer>_address` for
+// each peer daemon
 // (contentd_address, ...). A daemon's own options live under a table named after it
 // ([contentd]) and are read with DaemonConfig::toml().
 
@@ -20,6 +22,7 @@
 #include <toml++/toml.h>
 
 #include "absl/status/status.h"
+#include "lib/events/nats_tls.h"
 
 namespace berth::config {
 
@@ -32,6 +35,7 @@ struct CommonOptions {
   std::string metrics_address;   // "" (off); e.g. 127.0.0.1:9310
   std::string nats_url;          // "" (events go only to the outbox)
   std::string nats_credentials;  // "" or user:password (TOML nats_user/nats_password too)
+  events::NatsTls nats_tls;      // nats_tls_ca, nats_tls_cert, nats_tls_key, nats_tls_server_name
   std::string log_level = "info";
   std::string default_namespace = "default";
   // Addresses of the peer daemons this one talks to, by daemon name. Defaults to

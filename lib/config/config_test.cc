@@ -77,6 +77,10 @@ state = "/data/state"
 address = "/data/d.sock"
 metrics_address = "127.0.0.1:9310"
 nats_url = "nats://127.0.0.1:4222"
+nats_tls_ca = "/etc/berth/nats-ca.pem"
+nats_tls_cert = "/etc/berth/client.pem"
+nats_tls_key = "/etc/berth/client.key"
+nats_tls_server_name = "nats.internal"
 log_level = "debug"
 default_namespace = "k8s.io"
 contentd_address = "/data/contentd.sock"
@@ -94,6 +98,10 @@ extra = [1, 2]
   EXPECT_EQ(o.address, "/data/d.sock");
   EXPECT_EQ(o.metrics_address, "127.0.0.1:9310");
   EXPECT_EQ(o.nats_url, "nats://127.0.0.1:4222");
+  EXPECT_EQ(o.nats_tls.ca_file, "/etc/berth/nats-ca.pem");
+  EXPECT_EQ(o.nats_tls.cert_file, "/etc/berth/client.pem");
+  EXPECT_EQ(o.nats_tls.key_file, "/etc/berth/client.key");
+  EXPECT_EQ(o.nats_tls.server_name, "nats.internal");
   EXPECT_EQ(o.log_level, "debug");
   EXPECT_EQ(o.default_namespace, "k8s.io");
   EXPECT_EQ(o.peers.at("contentd"), "/data/contentd.sock");
@@ -101,7 +109,7 @@ extra = [1, 2]
   // The daemon's own table is available, unclaimed keys included.
   ASSERT_NE(cfg.toml().get("extra"), nullptr);
   EXPECT_TRUE(cfg.toml().get("extra")->is_array());
-  EXPECT_EQ(cfg.toml().get("extra")->source().begin.line, 12u);  // lines kept for the daemon
+  EXPECT_EQ(cfg.toml().get("extra")->source().begin.line, 16u);  // lines kept for the daemon
 }
 
 TEST_F(ConfigTest, FlagsOverrideToml) {
@@ -386,6 +394,33 @@ TEST_F(ConfigTest, VersionExitsZero) {
         std::exit(3);
       },
       ::testing::ExitedWithCode(0), "");
+}
+
+// The files deploy/config ships parse: no unknown or wrong-typed top-level key (each daemon's
+// own table is its main's to check), and the TLS settings are there, off.
+TEST_F(ConfigTest, ShippedConfigsParse) {
+  const char* source = getenv("BERTH_SOURCE_DIR");
+  ASSERT_NE(source, nullptr) << "BERTH_SOURCE_DIR (set by ctest)";
+  struct Shipped {
+    const char* daemon;
+    std::vector<std::string> peers;
+  };
+  for (const Shipped& d : {Shipped{"contentd", {}}, Shipped{"snapshotd", {"contentd"}},
+                           Shipped{"eventd", {}}}) {
+    std::string path = std::string(source) + "/deploy/config/" + d.daemon + ".toml";
+    DaemonConfig cfg(d.daemon, d.peers);
+    std::vector<std::string> args = {d.daemon, "--config", path};
+    std::vector<char*> argv;
+    for (std::string& a : args) {
+      argv.push_back(a.data());
+    }
+    absl::Status st = cfg.Parse(static_cast<int>(argv.size()), argv.data());
+    ASSERT_TRUE(st.ok()) << path << ": " << st;
+    EXPECT_EQ(cfg.options().root, std::string("/var/lib/berth/") + d.daemon);
+    EXPECT_EQ(cfg.options().nats_url, "nats://127.0.0.1:4222") << path;
+    const events::NatsTls& tls = cfg.options().nats_tls;
+    EXPECT_EQ(tls.ca_file + tls.cert_file + tls.key_file + tls.server_name, "") << path;
+  }
 }
 
 }  // namespace

@@ -216,6 +216,9 @@ absl::StatusOr<std::unique_ptr<NatsPublisher>> NatsPublisher::Open(NatsPublisher
     user = parts.first;
     password = parts.second;
   }
+  if (absl::Status st = ValidateNatsTls(options.tls, options.url); !st.ok()) {
+    return st;
+  }
   if (options.batch_size < 1) {
     options.batch_size = 1;
   }
@@ -437,6 +440,12 @@ absl::Status NatsPublisher::Connect() {
   if (s == NATS_OK && !options_.client_name.empty()) {
     s = natsOptions_SetName(opts, options_.client_name.c_str());
   }
+  if (s == NATS_OK) {
+    if (absl::Status st = ApplyNatsTls(opts, options_.url, options_.tls); !st.ok()) {
+      natsOptions_Destroy(opts);
+      return st;  // checked at Open; a file changed since
+    }
+  }
   if (s == NATS_OK && !user_.empty()) {
     s = natsOptions_SetUserInfo(opts, user_.c_str(), password_.c_str());
   }
@@ -484,7 +493,9 @@ absl::Status NatsPublisher::Connect() {
       natsConnection_Destroy(conn);
     }
     // The sender thread tries again after a backoff (LogFailure says so once per streak).
-    return NatsError(s, absl::StrCat("connect ", options_.url));
+    absl::Status st = NatsError(s, absl::StrCat("connect ", options_.url));
+    return absl::Status(st.code(), ExplainNatsTlsFailure(std::string(st.message()),
+                                                         options_.tls.Wanted(options_.url)));
   }
   credentials_refused_.store(false);
   if (!connected_.exchange(true)) {

@@ -33,6 +33,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/events/nats_tls.h"
 #include "lib/events/publisher.h"
 #include "lib/sqlite/sqlite.h"
 
@@ -65,6 +66,8 @@ struct NatsPublisherOptions {
   std::string url;
   // "user:password", or empty for no authentication.
   std::string credentials;
+  // TLS to the server (nats_tls.h): off unless the URL is tls:// or a file is set.
+  NatsTls tls;
   // The client name the server shows (connz).
   std::string client_name = "berth";
   // When set, the gauge berth_events_outbox_pending{metric_labels} is registered there. Two
@@ -90,7 +93,7 @@ class NatsPublisher : public Publisher {
  public:
   // Opens (or creates) the outbox and starts the sender thread. Never waits for NATS: a server
   // that is down or refuses us only delays delivery. Errors: the outbox cannot be opened
-  // (Internal / FailedPrecondition), malformed credentials (InvalidArgument).
+  // (Internal / FailedPrecondition), malformed credentials or TLS settings (InvalidArgument).
   static absl::StatusOr<std::unique_ptr<NatsPublisher>> Open(NatsPublisherOptions options);
 
   // Stops the sender thread (waiting at most for a step in progress) and closes the connection.

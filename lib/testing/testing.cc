@@ -522,6 +522,13 @@ void NatsServer::Start() {
     if (!options_.user.empty() || !options_.password.empty()) {
       argv.insert(argv.end(), {"--user", options_.user, "--pass", options_.password});
     }
+    if (!options_.tls_cert.empty()) {
+      argv.insert(argv.end(),
+                  {"--tls", "--tlscert", options_.tls_cert, "--tlskey", options_.tls_key});
+      if (!options_.tls_verify_clients_ca.empty()) {
+        argv.insert(argv.end(), {"--tlsverify", "--tlscacert", options_.tls_verify_clients_ca});
+      }
+    }
     Process::Options popts;
     popts.argv = argv;
     popts.log_dir = dir_.path();
@@ -559,7 +566,46 @@ void NatsServer::Stop() {
   process_.reset();
 }
 
-std::string NatsServer::url() const { return absl::StrCat("nats://127.0.0.1:", port_); }
+std::string NatsServer::url() const {
+  return absl::StrCat(options_.tls_cert.empty() ? "nats" : "tls", "://127.0.0.1:", port_);
+}
+
+TestPki MakeTestPki(const std::string& dir) {
+  TestPki pki;
+  pki.ca = dir + "/ca.pem";
+  pki.server_cert = dir + "/server.pem";
+  pki.server_key = dir + "/server.key";
+  pki.client_cert = dir + "/client.pem";
+  pki.client_key = dir + "/client.key";
+  pki.other_ca = dir + "/other-ca.pem";
+  // EC P-256 keys, one day of validity; each leaf names its use (Go's TLS checks it).
+  constexpr char kScript[] = R"sh(set -e
+key="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+ca() {
+  openssl req -x509 $key -days 1 -subj "/CN=$1" -keyout "$2.key" -out "$2.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+}
+leaf() {
+  openssl req $key -subj "/CN=$1" -keyout "$2.key" -out "$2.csr"
+  openssl x509 -req -in "$2.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+    -extfile "$2.ext" -out "$2.pem"
+}
+printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'extendedKeyUsage=serverAuth' \
+  'keyUsage=critical,digitalSignature' > server.ext
+printf '%s\n' 'extendedKeyUsage=clientAuth' 'keyUsage=critical,digitalSignature' > client.ext
+ca berth-test-ca ca
+ca berth-test-other-ca other-ca
+leaf localhost server
+leaf berth-test-client client
+)sh";
+  std::string script = absl::StrCat("cd '", dir, "' && ", kScript);
+  int code = 0;
+  std::string out = RunCommand(std::vector<std::string>{"/bin/sh", "-c", script}, &code);
+  if (code != 0) {
+    Die(absl::StrCat("making test certificates with openssl failed (", code, "):\n", out));
+  }
+  return pki;
+}
 
 std::string NatsServer::credentials() const {
   if (options_.user.empty() && options_.password.empty()) {

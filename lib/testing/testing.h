@@ -120,6 +120,19 @@ std::string RunCommand(const std::vector<std::string>& argv, int* exit_code = nu
 // Same, for a shell command line run with /bin/sh -c.
 std::string RunCommand(const std::string& shell_command, int* exit_code = nullptr);
 
+// A private PKI for TLS tests, made with the openssl command in `dir`: a CA, a server
+// certificate from it for localhost and 127.0.0.1, a client certificate from it, and a second
+// CA that signed nothing the server shows. PEM files; CHECK-fails when openssl fails.
+struct TestPki {
+  std::string ca;           // ca.pem
+  std::string server_cert;  // server.pem (DNS:localhost, IP:127.0.0.1), server.key
+  std::string server_key;
+  std::string client_cert;  // client.pem (clientAuth), client.key
+  std::string client_key;
+  std::string other_ca;     // other-ca.pem
+};
+TestPki MakeTestPki(const std::string& dir);
+
 // A real nats-server (/usr/bin/nats-server or /usr/sbin/nats-server) on 127.0.0.1 with a port
 // fixed at construction and JetStream enabled (storage in a temp dir owned by this object), so
 // Stop() + Start() restarts it on the same port with the same streams. Not thread-safe.
@@ -130,6 +143,11 @@ class NatsServer {
     std::string password;
     bool jetstream = true;
     bool start = true;     // start in the constructor
+    // Both set: clients must speak TLS, and the server shows this certificate.
+    std::string tls_cert;
+    std::string tls_key;
+    // Set too: clients must also present a certificate signed by this CA.
+    std::string tls_verify_clients_ca;
   };
   NatsServer();
   explicit NatsServer(Options options);

@@ -73,6 +73,7 @@ int Run(int argc, char** argv) {
   publisher_options.outbox_path = options.root + "/events-outbox.db";
   publisher_options.url = options.nats_url;
   publisher_options.credentials = options.nats_credentials;
+  publisher_options.tls = options.nats_tls;
   publisher_options.client_name = "contentd";
   publisher_options.metrics = daemon.metrics();
   publisher_options.metric_labels = {{"daemon", "contentd"}};

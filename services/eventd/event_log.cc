@@ -244,6 +244,12 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOpt
   if (s == NATS_OK && !user.empty()) {
     s = natsOptions_SetUserInfo(opts, user.c_str(), password.c_str());
   }
+  if (s == NATS_OK) {
+    if (absl::Status st = events::ApplyNatsTls(opts, options.url, options.tls); !st.ok()) {
+      natsOptions_Destroy(opts);
+      return st;
+    }
+  }
   if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
@@ -274,10 +280,17 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOpt
                        : absl::StrCat("the credentials of user \"", user, "\""),
           " (", why, "); check nats_credentials / --nats-credentials"));
     }
-    if (s != NATS_NO_SERVER || absl::Now() >= deadline) {
+    if (s == NATS_SSL_ERROR || s == NATS_SECURE_CONNECTION_WANTED) {
+      // Not retried: a certificate or a server without TLS does not mend itself.
       natsOptions_Destroy(opts);
-      return absl::UnavailableError(absl::StrCat("cannot connect to NATS at ", options.url, ": ",
-                                                 why));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "TLS with NATS at ", options.url, ": ", events::ExplainNatsTlsFailure(why, true)));
+    }
+        if (s != NATS_NO_SERVER || absl::Now() >= deadline) {
+      natsOptions_Destroy(opts);
+      return absl::UnavailableError(
+          absl::StrCat("cannot connect to NATS at ", options.url, ": ",
+                       events::ExplainNatsTlsFailure(why, options.tls.Wanted(options.url))));
     }
     if (!waiting_logged) {
       BERTH_LOG(Warn) << "eventd: NATS at " << options.url << " is not reachable yet ("

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "containerd/services/events/v1/events.pb.h"
+#include "lib/events/nats_tls.h"
 
 struct __natsConnection;
 struct __jsCtx;
@@ -89,6 +90,7 @@ struct StreamOptions {
 struct JetStreamLogOptions {
   std::string url;          // nats://host:port[,...], required
   std::string credentials;  // "user:password" or empty
+  events::NatsTls tls;      // TLS to the server (lib/events/nats_tls.h)
   std::string client_name = "eventd";
   StreamOptions stream;
   // How long Open keeps trying while no server answers (a refused login fails at once).
@@ -114,6 +116,9 @@ class JetStreamLog : public EventLog {
  public:
   // Errors: InvalidArgument for malformed options or credentials; Unauthenticated when the
   // server refuses the credentials (the message names the user and the server);
+  // InvalidArgument also for a TLS file that cannot be read or loaded; FailedPrecondition when
+  // the TLS handshake fails (the server's certificate is not trusted or not for this name, or
+  // the server wants a client certificate) or the server offers no TLS and TLS was asked for;
   // Unavailable when no server answered within connect_timeout or JetStream is off;
   // FailedPrecondition when the stream cannot be created or updated (the server's reason).
   static absl::StatusOr<std::unique_ptr<JetStreamLog>> Open(JetStreamLogOptions options);

@@ -69,6 +69,7 @@ int Run(int argc, char** argv) {
   berth::eventd::JetStreamLogOptions log_options;
   log_options.url = options.nats_url;
   log_options.credentials = options.nats_credentials;
+  log_options.tls = options.nats_tls;
   log_options.stream = stream;
   log_options.connect_timeout = absl::Seconds(connect_timeout_seconds);
   absl::StatusOr<std::unique_ptr<berth::eventd::JetStreamLog>> log =
