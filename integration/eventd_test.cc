@@ -20,6 +20,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "berth/events/v1/events.grpc.pb.h"
@@ -185,7 +187,8 @@ class Collector {
 
 // "<messages> messages, sequences <first>..<last>" of eventd's stream, asked of nats-server
 // directly (not through eventd), to tell a loss in the stream from a loss in a reader.
-std::string StreamState(const NatsServer& nats) {
+std::string StreamState(const NatsServer& nats, const char* user = kUser,
+                        const char* password = kPassword) {
   natsOptions* opts = nullptr;
   natsConnection* conn = nullptr;
   jsCtx* js = nullptr;
@@ -193,7 +196,7 @@ std::string StreamState(const NatsServer& nats) {
   std::string out = "stream state unknown";
   if (natsOptions_Create(&opts) == NATS_OK &&
       natsOptions_SetURL(opts, nats.url().c_str()) == NATS_OK &&
-      natsOptions_SetUserInfo(opts, kUser, kPassword) == NATS_OK &&
+      natsOptions_SetUserInfo(opts, user, password) == NATS_OK &&
       natsConnection_Connect(&conn, opts) == NATS_OK &&
       natsConnection_JetStream(&js, conn, nullptr) == NATS_OK &&
       js_GetStreamInfo(&info, js, "BERTH_EVENTS", nullptr, nullptr) == NATS_OK) {
@@ -635,6 +638,78 @@ TEST_F(NatsTlsTest, UntrustedOrMisnamedServerOrMissingFilesAreRefusedAndSaidSo) 
   po.tls.ca_file = dir_.Join("nope.pem");
   absl::StatusOr<std::unique_ptr<events::NatsPublisher>> bad = events::NatsPublisher::Open(po);
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+}
+
+// deploy/config/nats-server.conf as shipped (its users, passwords and permissions; only the
+// listener and the store moved here): eventd and a daemon do their parts, and the daemon's
+// user can neither read the bus nor delete the history.
+TEST(EventdTest, ShippedNatsConfigLetsEachUserDoOnlyItsPart) {
+  TempDir dir;
+  std::ifstream in(testing::SourcePath("deploy/config/nats-server.conf"));
+  std::string shipped((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_TRUE(absl::StrContains(shipped, "store_dir: /var/lib/berth/nats"));
+  std::string conf;
+  for (absl::string_view line : absl::StrSplit(shipped, '\n')) {
+    if (!absl::StartsWith(line, "listen:")) {
+      absl::StrAppend(&conf, absl::StrReplaceAll(line, {{"/var/lib/berth/nats", dir.Join("js")}}),
+                      "\n");
+    }
+  }
+  std::ofstream(dir.Join("nats.conf")) << conf;
+  NatsServer::Options o;
+  o.jetstream = false;  // the file's own block
+  o.config_file = dir.Join("nats.conf");
+  NatsServer nats(o);
+
+  Eventd eventd(dir.Join("eventd"), nats.url(), "berth-eventd:CHANGE-ME-eventd");
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  events::EventdSubscribeOptions so;
+  so.start_sequence = 1;
+  Collector all(eventd.address(), so);
+  ASSERT_TRUE(WaitFor([&] { return all.live(); }, absl::Seconds(10))) << all.state();
+
+  // The daemon's user, connected by hand, subscribes to every event and asks to delete the
+  // stream: the server delivers nothing and refuses the request.
+  natsOptions* opts = nullptr;
+  natsConnection* snoop = nullptr;
+  natsSubscription* sub = nullptr;
+  ASSERT_EQ(natsOptions_Create(&opts), NATS_OK);
+  natsOptions_SetURL(opts, nats.url().c_str());
+  natsOptions_SetUserInfo(opts, "berth-daemon", "CHANGE-ME-daemon");
+  ASSERT_EQ(natsConnection_Connect(&snoop, opts), NATS_OK);
+  natsOptions_Destroy(opts);
+  ASSERT_EQ(natsConnection_SubscribeSync(&sub, snoop, "berth.events.>"), NATS_OK);
+  natsMsg* reply = nullptr;
+  EXPECT_NE(natsConnection_RequestString(&reply, snoop, "$JS.API.STREAM.DELETE.BERTH_EVENTS", "",
+                                         1000),
+            NATS_OK);
+  if (reply != nullptr) {
+    natsMsg_Destroy(reply);
+  }
+
+  events::NatsPublisherOptions po;
+  po.outbox_path = dir.Join("outbox.db");
+  po.url = nats.url();
+  po.credentials = "berth-daemon:CHANGE-ME-daemon";
+  absl::StatusOr<std::unique_ptr<events::NatsPublisher>> publisher =
+      events::NatsPublisher::Open(po);
+  ASSERT_TRUE(publisher.ok()) << publisher.status();
+  ASSERT_TRUE((*publisher)->Publish("default", "/tasks/exit", Exit(1)).ok());
+  ASSERT_TRUE((*publisher)->Publish("default", "/tasks/exit", Exit(2)).ok());
+  EXPECT_TRUE((*publisher)->WaitForDelivery(absl::Seconds(20))) << (*publisher)->pending();
+  ASSERT_TRUE(all.WaitSize(2, absl::Seconds(20))) << all.size() << " " << all.state();
+  EXPECT_EQ(PidOf(all.envelopes()[0]), 1);
+  EXPECT_EQ(PidOf(all.envelopes()[1]), 2);
+
+  natsMsg* seen = nullptr;
+  EXPECT_NE(natsSubscription_NextMsg(&seen, sub, 500), NATS_OK) << "the daemon user read an event";
+  if (seen != nullptr) {
+    natsMsg_Destroy(seen);
+  }
+  natsSubscription_Destroy(sub);
+  natsConnection_Destroy(snoop);
+  EXPECT_EQ(StreamState(nats, "berth-eventd", "CHANGE-ME-eventd"),
+            "stream BERTH_EVENTS: 2 messages, sequences 1..2");
 }
 
 // eventd killed and restarted under a subscriber: the client resumes after its last sequence,

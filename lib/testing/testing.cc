@@ -516,6 +516,9 @@ void NatsServer::Start() {
   for (int attempt = 0;; ++attempt) {
     std::vector<std::string> argv = {NatsServerBinary(), "-a", "127.0.0.1", "-p",
                                      absl::StrCat(port_), "-n", absl::StrCat("berth-test-", port_)};
+    if (!options_.config_file.empty()) {
+      argv.insert(argv.end(), {"-c", options_.config_file});
+    }
     if (options_.jetstream) {
       argv.insert(argv.end(), {"-js", "-sd", dir_.Join("jetstream")});
     }

@@ -148,6 +148,9 @@ class NatsServer {
     std::string tls_key;
     // Set too: clients must also present a certificate signed by this CA.
     std::string tls_verify_clients_ca;
+    // A config file (-c), e.g. the one deploy/ ships, with no listen line (the server listens
+    // on its port here). Set jetstream = false when the file has its own jetstream block.
+    std::string config_file;
   };
   NatsServer();
   explicit NatsServer(Options options);
