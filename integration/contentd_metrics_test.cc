@@ -28,79 +28,6 @@ using ::berth::testing::TempDir;
 constexpr char kNamespace[] = "metrics-test";
 constexpr char kContent[] = "/containerd.services.content.v1.Content/";
 
-size_t AppendToString(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
-}
-
-// GET http://127.0.0.1:port/path; stores the HTTP status in *code.
-std::string HttpGet(int port, const std::string& path, long* code) {
-  std::string body;
-  CURL* curl = curl_easy_init();
-  if (curl == nullptr) {
-    ADD_FAILURE() << "curl_easy_init failed";
-    return body;
-  }
-  std::string url = absl::StrCat("http://127.0.0.1:", port, path);
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &AppendToString);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
-  curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
-  CURLcode rc = curl_easy_perform(curl);
-  *code = 0;
-  if (rc == CURLE_OK) {
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, code);
-  } else {
-    body = curl_easy_strerror(rc);
-  }
-  curl_easy_cleanup(curl);
-  return body;
-}
-
-// The sample lines of metric `name` (exactly that name, with or without labels) whose label
-// text contains every string in `label_parts`.
-std::vector<std::string> Samples(const std::string& text, const std::string& name,
-                                 const std::vector<std::string>& label_parts = {}) {
-  std::vector<std::string> out;
-  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
-    if (absl::StartsWith(line, "#")) {
-      continue;
-    }
-    if (!absl::StartsWith(line, name)) {
-      continue;
-    }
-    char next = line.size() > name.size() ? line[name.size()] : '\0';
-    if (next != '{' && next != ' ') {
-      continue;  // a longer name with this prefix
-    }
-    bool match = true;
-    for (const std::string& part : label_parts) {
-      match = match && absl::StrContains(line, part);
-    }
-    if (match) {
-      out.emplace_back(line);
-    }
-  }
-  return out;
-}
-
-// The sum of the values of the matching samples; -1 if there are none.
-double Value(const std::string& text, const std::string& name,
-             const std::vector<std::string>& label_parts = {}) {
-  std::vector<std::string> samples = Samples(text, name, label_parts);
-  if (samples.empty()) {
-    return -1;
-  }
-  double sum = 0;
-  for (const std::string& sample : samples) {
-    std::vector<std::string> fields = absl::StrSplit(sample, ' ', absl::SkipEmpty());
-    double v = 0;
-    EXPECT_TRUE(fields.size() >= 2 && absl::SimpleAtod(fields[1], &v)) << sample;
-    sum += v;
-  }
-  return sum;
-}
 
 class ContentdMetricsTest : public ::testing::Test {
  protected:
@@ -190,46 +117,46 @@ TEST_F(ContentdMetricsTest, ContentCallsShowUpInMetrics) {
   bool complete = testing::WaitFor(
       [&] {
         text = Scrape();
-        return Value(text, "berth_grpc_requests_total",
+        return MetricValue(text, "berth_grpc_requests_total",
                      {absl::StrCat(kContent, "List\""), "code=\"OK\""}) >= 1;
       },
       absl::Seconds(10));
   ASSERT_TRUE(complete) << text;
 
   // Requests by method and code.
-  EXPECT_EQ(Value(text, "berth_grpc_requests_total", {absl::StrCat(kContent, "Write\"")}), 3)
+  EXPECT_EQ(MetricValue(text, "berth_grpc_requests_total", {absl::StrCat(kContent, "Write\"")}), 3)
       << text;
-  EXPECT_EQ(Value(text, "berth_grpc_requests_total",
+  EXPECT_EQ(MetricValue(text, "berth_grpc_requests_total",
                   {absl::StrCat(kContent, "Info\""), "code=\"OK\""}),
             2)
       << text;
-  EXPECT_EQ(Value(text, "berth_grpc_requests_total",
+  EXPECT_EQ(MetricValue(text, "berth_grpc_requests_total",
                   {absl::StrCat(kContent, "Info\""), "code=\"NotFound\""}),
             1)
       << text;
-  EXPECT_EQ(Value(text, "berth_grpc_requests_total", {absl::StrCat(kContent, "Delete\"")}), 1)
+  EXPECT_EQ(MetricValue(text, "berth_grpc_requests_total", {absl::StrCat(kContent, "Delete\"")}), 1)
       << text;
 
   // Latency histograms per method: buckets, a +Inf bucket equal to the count, a sum.
   std::string info_method = absl::StrCat("method=\"", kContent, "Info\"");
-  EXPECT_FALSE(Samples(text, "berth_grpc_request_duration_seconds_bucket", {info_method}).empty())
+  EXPECT_FALSE(MetricSamples(text, "berth_grpc_request_duration_seconds_bucket", {info_method}).empty())
       << text;
-  EXPECT_EQ(Value(text, "berth_grpc_request_duration_seconds_bucket",
+  EXPECT_EQ(MetricValue(text, "berth_grpc_request_duration_seconds_bucket",
                   {info_method, "le=\"+Inf\""}),
             3)
       << text;
-  EXPECT_EQ(Value(text, "berth_grpc_request_duration_seconds_count", {info_method}), 3) << text;
-  EXPECT_GE(Value(text, "berth_grpc_request_duration_seconds_sum", {info_method}), 0) << text;
-  EXPECT_FALSE(Samples(text, "berth_grpc_request_duration_seconds_bucket",
+  EXPECT_EQ(MetricValue(text, "berth_grpc_request_duration_seconds_count", {info_method}), 3) << text;
+  EXPECT_GE(MetricValue(text, "berth_grpc_request_duration_seconds_sum", {info_method}), 0) << text;
+  EXPECT_FALSE(MetricSamples(text, "berth_grpc_request_duration_seconds_bucket",
                        {absl::StrCat("method=\"", kContent, "Write\"")})
                    .empty())
       << text;
 
   // Content: bytes ingested (a counter: the deleted blob still counts) and what is stored.
-  EXPECT_EQ(Value(text, "berth_content_ingested_bytes_total"), static_cast<double>(ingested))
+  EXPECT_EQ(MetricValue(text, "berth_content_ingested_bytes_total"), static_cast<double>(ingested))
       << text;
-  EXPECT_EQ(Value(text, "berth_content_stored_blobs"), 2) << text;
-  EXPECT_EQ(Value(text, "berth_content_stored_bytes"), static_cast<double>(stored_bytes)) << text;
+  EXPECT_EQ(MetricValue(text, "berth_content_stored_blobs"), 2) << text;
+  EXPECT_EQ(MetricValue(text, "berth_content_stored_bytes"), static_cast<double>(stored_bytes)) << text;
 
   // The exposition declares its types.
   EXPECT_TRUE(absl::StrContains(text, "# TYPE berth_grpc_requests_total counter")) << text;

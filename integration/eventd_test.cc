@@ -712,6 +712,63 @@ TEST(EventdTest, ShippedNatsConfigLetsEachUserDoOnlyItsPart) {
             "stream BERTH_EVENTS: 2 messages, sequences 1..2");
 }
 
+// eventd's /metrics: its appends by outcome and how long they took, the subscriptions it
+// serves and the events read for them, beside every daemon's gRPC request counts.
+TEST(EventdTest, MetricsCountAppendsAndSubscriptions) {
+  TempDir dir;
+  NatsServer nats(AuthNats());
+  int port = testing::FreeTcpPort();
+  Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials(),
+                {"--metrics-address", absl::StrCat("127.0.0.1:", port)});
+  ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
+  ASSERT_TRUE(testing::WaitForTcpPort(port, absl::Seconds(10)));
+  auto metrics = [&] {
+    long code = 0;
+    std::string body = HttpGet(port, "/metrics", &code);
+    EXPECT_EQ(code, 200) << body;
+    return body;
+  };
+  std::string before = metrics();
+  EXPECT_EQ(MetricValue(before, "berth_eventd_appends_total", {"result=\"ok\""}), 0) << before;
+  EXPECT_EQ(MetricValue(before, "berth_eventd_subscriptions"), 0) << before;
+
+  events::EventdSubscribeOptions so;
+  so.start_sequence = 1;
+  {
+    Collector all(eventd.address(), so);
+    ASSERT_TRUE(WaitFor([&] { return all.live(); }, absl::Seconds(10))) << all.state();
+    auto stub = cpb::Events::NewStub(Dial(eventd.address()));
+    for (int i = 1; i <= 3; ++i) {
+      ASSERT_TRUE(Publish(*stub, "m", "/tasks/exit", Exit(i)).ok());
+    }
+    EXPECT_EQ(Publish(*stub, "m", "bad topic", Exit(4)).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);  // refused before the log: not an append
+    ASSERT_TRUE(all.WaitSize(3, absl::Seconds(10))) << all.state();
+    std::string text = metrics();
+    EXPECT_EQ(MetricValue(text, "berth_eventd_appends_total", {"result=\"ok\""}), 3) << text;
+    EXPECT_EQ(MetricValue(text, "berth_eventd_appends_total", {"result=\"error\""}), 0) << text;
+    EXPECT_EQ(MetricValue(text, "berth_eventd_append_duration_seconds_count"), 3) << text;
+    EXPECT_EQ(MetricValue(text, "berth_eventd_subscriptions"), 1) << text;
+    EXPECT_EQ(MetricValue(text, "berth_eventd_subscription_events_total"), 3) << text;
+    EXPECT_EQ(MetricValue(text, "berth_grpc_requests_total",
+                          {"/containerd.services.events.v1.Events/Publish\"", "code=\"OK\""}),
+              3)
+        << text;
+
+    // The bus down: the append fails, and is counted so.
+    nats.Stop();
+    EXPECT_EQ(Publish(*stub, "m", "/tasks/exit", Exit(5)).error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+    text = metrics();
+    EXPECT_EQ(MetricValue(text, "berth_eventd_appends_total", {"result=\"error\""}), 1) << text;
+    nats.Start();
+  }
+  // The subscriber gone, its subscription closes.
+  EXPECT_TRUE(WaitFor([&] { return MetricValue(metrics(), "berth_eventd_subscriptions") == 0; },
+                      absl::Seconds(10)))
+      << metrics();
+}
+
 // eventd killed and restarted under a subscriber: the client resumes after its last sequence,
 // and gets what was published while eventd was down (daemons publish to NATS directly).
 TEST(EventdTest, EventdRestartMidSubscriptionResumesWithoutLoss) {

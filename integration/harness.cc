@@ -1,5 +1,6 @@
 #include "integration/harness.h"
 
+#include <curl/curl.h>
 #include <dirent.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -12,6 +13,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "lib/base/digest.h"
 #include "lib/base/grpc_status.h"
@@ -466,6 +470,83 @@ std::string RandomBytes(size_t size, uint32_t seed) {
     out[i] = static_cast<char>(gen());
   }
   return out;
+}
+
+namespace {
+size_t AppendToString(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+}  // namespace
+
+// GET http://127.0.0.1:port/path; stores the HTTP status in *code.
+std::string HttpGet(int port, const std::string& path, long* code) {
+  std::string body;
+  CURL* curl = curl_easy_init();
+  *code = 0;
+  if (curl == nullptr) {
+    return "curl_easy_init failed";
+  }
+  std::string url = absl::StrCat("http://127.0.0.1:", port, path);
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &AppendToString);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 10L);
+  curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
+  CURLcode rc = curl_easy_perform(curl);
+  if (rc == CURLE_OK) {
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, code);
+  } else {
+    body = curl_easy_strerror(rc);
+  }
+  curl_easy_cleanup(curl);
+  return body;
+}
+
+// The sample lines of metric `name` (exactly that name, with or without labels) whose label
+// text contains every string in `label_parts`.
+std::vector<std::string> MetricSamples(const std::string& text, const std::string& name,
+                                       const std::vector<std::string>& label_parts) {
+  std::vector<std::string> out;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    if (absl::StartsWith(line, "#")) {
+      continue;
+    }
+    if (!absl::StartsWith(line, name)) {
+      continue;
+    }
+    char next = line.size() > name.size() ? line[name.size()] : '\0';
+    if (next != '{' && next != ' ') {
+      continue;  // a longer name with this prefix
+    }
+    bool match = true;
+    for (const std::string& part : label_parts) {
+      match = match && absl::StrContains(line, part);
+    }
+    if (match) {
+      out.emplace_back(line);
+    }
+  }
+  return out;
+}
+
+// The sum of the values of the matching samples; -1 if there are none.
+double MetricValue(const std::string& text, const std::string& name,
+                   const std::vector<std::string>& label_parts) {
+  std::vector<std::string> samples = MetricSamples(text, name, label_parts);
+  if (samples.empty()) {
+    return -1;
+  }
+  double sum = 0;
+  for (const std::string& sample : samples) {
+    std::vector<std::string> fields = absl::StrSplit(sample, ' ', absl::SkipEmpty());
+    double v = 0;
+    if (fields.size() < 2 || !absl::SimpleAtod(fields[1], &v)) {
+      return -1;  // not a sample line
+    }
+    sum += v;
+  }
+  return sum;
 }
 
 }  // namespace berth::integration

@@ -204,4 +204,16 @@ std::string Sha256Digest(const std::string& data);
 // `size` pseudo-random bytes from `seed` (deterministic).
 std::string RandomBytes(size_t size, uint32_t seed);
 
+// GET http://127.0.0.1:port/path; stores the HTTP status in *code (0 when the request failed,
+// and the body is curl's reason).
+std::string HttpGet(int port, const std::string& path, long* code);
+
+// Prometheus text format: the sample lines of metric `name` (exactly that name, with or
+// without labels) whose label text contains every string in `label_parts`, and the sum of
+// their values (-1 if there are none).
+std::vector<std::string> MetricSamples(const std::string& text, const std::string& name,
+                                       const std::vector<std::string>& label_parts = {});
+double MetricValue(const std::string& text, const std::string& name,
+                   const std::vector<std::string>& label_parts = {});
+
 }  // namespace berth::integration

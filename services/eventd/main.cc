@@ -14,6 +14,7 @@
 #include "lib/config/config.h"
 #include "lib/server/daemon.h"
 #include "services/eventd/event_log.h"
+#include "services/eventd/metered_log.h"
 #include "services/eventd/events_service.h"
 
 namespace {
@@ -81,8 +82,9 @@ int Run(int argc, char** argv) {
   }
 
   berth::server::Daemon daemon(options);
-  berth::eventd::ContainerdEventsService containerd_events(**log, options.default_namespace);
-  berth::eventd::BerthEventsService berth_events(**log, options.default_namespace);
+  berth::eventd::MeteredEventLog metered(**log, daemon.metrics());
+  berth::eventd::ContainerdEventsService containerd_events(metered, options.default_namespace);
+  berth::eventd::BerthEventsService berth_events(metered, options.default_namespace);
   daemon.AddService(&containerd_events);
   daemon.AddService(&berth_events);
   daemon.AddPlugin({"io.containerd.grpc.v1", "events"});
