@@ -2,11 +2,15 @@
 // crash recovery from the outbox.
 
 #include <nats/nats.h>
+#include <sys/wait.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
+#include <random>
 #include <set>
 #include <string>
-#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -24,6 +28,7 @@ namespace {
 
 using berth::testing::NatsServer;
 using berth::testing::TempDir;
+using berth::testing::WaitFor;
 using containerd::events::TaskExit;
 using containerd::services::events::v1::Envelope;
 
@@ -348,6 +353,17 @@ class EventsStream {
     ASSERT_EQ(js_DeleteStream(js_, "EVENTS", nullptr, &jerr), NATS_OK) << jerr;
   }
   std::vector<Received> Read() { return ReadStream(js_, "EVENTS"); }
+  // How many messages the stream holds (0 when it cannot say).
+  uint64_t Count() {
+    jsStreamInfo* info = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    if (js_GetStreamInfo(&info, js_, "EVENTS", nullptr, &jerr) != NATS_OK) {
+      return 0;
+    }
+    uint64_t n = info->State.Msgs;
+    jsStreamInfo_Destroy(info);
+    return n;
+  }
   bool connected() { return natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED; }
 
  private:
@@ -490,6 +506,76 @@ TEST(NatsPublisherTest, OutboxSurvivesPublisherRestart) {
   got = sub.Next(1);
   ASSERT_EQ(got.size(), 1u);
   ExpectExits(got, 51, id, 52);
+}
+
+// The child side of SigkillMidDeliveryLosesNothingAndStoresEachEventOnce: opens the outbox
+// named by the environment and delivers it. Skipped when run on its own.
+TEST(NatsPublisherChild, DeliverOutbox) {
+  const char* outbox = std::getenv("BERTH_TEST_DELIVER_OUTBOX");
+  const char* url = std::getenv("BERTH_TEST_DELIVER_URL");
+  if (outbox == nullptr || url == nullptr) {
+    GTEST_SKIP() << "the child process of SigkillMidDeliveryLosesNothingAndStoresEachEventOnce";
+  }
+  NatsPublisherOptions o = FastOptions(outbox, url);
+  o.batch_size = 64;  // many sends between deletes: more kills land between the two
+  auto p = MustOpen(o);
+  ASSERT_NE(p, nullptr);
+  ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(60))) << p->pending() << " still pending";
+}
+
+// The sender SIGKILLed again and again while it delivers a full outbox: every kill can fall
+// between "the stream stored it" and "deleted from the outbox", so the next run sends those
+// rows again. The stream ends with every event exactly once, in outbox order (its
+// Nats-Msg-Id deduplication drops the resent copies).
+TEST(NatsPublisherTest, SigkillMidDeliveryLosesNothingAndStoresEachEventOnce) {
+  NatsServer server;
+  EventsStream stream(server);
+  TempDir dir;
+  std::string outbox = dir.Join("outbox.db");
+  constexpr int kEvents = 5000;
+  std::string id;
+  {
+    auto p = MustOpen(FastOptions(outbox, ""));  // stored only
+    ASSERT_NE(p, nullptr);
+    id = p->publisher_id();
+    for (int i = 0; i < kEvents; ++i) {
+      ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
+    }
+  }
+  testing::Process::Options child;
+  child.argv = {std::filesystem::read_symlink("/proc/self/exe").string(),
+                "--gtest_filter=NatsPublisherChild.DeliverOutbox"};
+  child.env = {{"BERTH_TEST_DELIVER_OUTBOX", outbox}, {"BERTH_TEST_DELIVER_URL", server.url()}};
+  child.log_dir = dir.path();
+  // Kills at every tenth of the way, each once the stream has grown past it: so each lands
+  // while the sender has events in flight.
+  int kills = 0;
+  for (int tenth = 1; tenth <= 9; ++tenth) {
+    testing::Process deliverer(child);
+    uint64_t mark = static_cast<uint64_t>(kEvents) * tenth / 10;
+    bool reached = WaitFor([&] { return stream.Count() >= mark || !deliverer.running() ||
+                                        deliverer.TryReap(); },
+                           absl::Seconds(30));
+    ASSERT_TRUE(reached) << "no progress to " << mark << ":\n" << deliverer.ReadLog();
+    if (!deliverer.running()) {
+      break;  // it finished first
+    }
+    deliverer.Kill();
+    ++kills;
+    // A restart delay, as a supervisor's: the resent copies then come well after the first
+    // ones, so only the stream's duplicate window (minutes) catches them.
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+  testing::Process last(child);
+  int status = last.Wait();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << last.ReadLog();
+  std::vector<Received> got = stream.Read();
+  ASSERT_EQ(got.size(), static_cast<size_t>(kEvents));
+  ExpectExits(got, 0, id, 1);
+  EXPECT_GE(kills, 3) << "too few kills landed mid-delivery";
+  auto check = MustOpen(FastOptions(outbox, ""));
+  ASSERT_NE(check, nullptr);
+  EXPECT_EQ(check->pending(), 0);
 }
 
 TEST(NatsPublisherTest, ConcurrentPublishersOneOutboxEach) {
