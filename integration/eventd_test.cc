@@ -934,6 +934,79 @@ TEST_F(StreamingPublishTest, EndsAtAnInvalidEvent) {
   EXPECT_TRUE(absl::StrContains(StreamState(nats_), "3 messages")) << StreamState(nats_);
 }
 
+// One call of the streaming Publish: `requests` in order, then half-close; the last ack and
+// the call's status.
+std::pair<uint64_t, grpc::Status> PublishCall(bpb::Events::Stub& stub,
+                                              const std::vector<bpb::PublishRequest>& requests) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto stream = stub.Publish(&context);
+  for (const bpb::PublishRequest& request : requests) {
+    if (!stream->Write(request)) {
+      break;
+    }
+  }
+  stream->WritesDone();
+  uint64_t through = 0;
+  bpb::PublishAck ack;
+  while (stream->Read(&ack)) {
+    through = ack.through();
+  }
+  return {through, stream->Finish()};
+}
+
+// A producer that resends events the stream already has (a retry after an error whose ack it
+// never saw) stores each once; a call without a producer stores the copies again.
+TEST_F(StreamingPublishTest, ProducerNumberingMakesResendsIdempotent) {
+  bpb::PublishRequest first = StreamRequest(1, 5, "/tasks/exit");  // pids 1..5
+  first.set_producer("tester-1");
+  auto [through, status] = PublishCall(*stub_, {first});
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(through, 5u);
+
+  bpb::PublishRequest resend = StreamRequest(3, 3, "/tasks/exit");  // pids 3..5 again
+  resend.set_producer("tester-1");
+  resend.set_first_sequence(3);
+  std::tie(through, status) =
+      PublishCall(*stub_, {resend, StreamRequest(6, 2, "/tasks/exit")});  // then 6, 7
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(through, 5u);  // acknowledged: stored, whether now or before
+
+  events::EventdSubscribeOptions so;
+  so.start_sequence = 1;
+  Collector sub(eventd_.address(), so);
+  ASSERT_TRUE(sub.WaitSize(7, absl::Seconds(20))) << sub.state() << " " << StreamState(nats_);
+  absl::SleepFor(absl::Milliseconds(300));
+  std::vector<cpb::Envelope> got = sub.envelopes();
+  ASSERT_EQ(got.size(), 7u) << StreamState(nats_);
+  for (int i = 0; i < 7; ++i) {
+    EXPECT_EQ(PidOf(got[i]), i + 1);
+  }
+
+  // Without a producer, the same resend is stored again.
+  std::tie(through, status) = PublishCall(*stub_, {StreamRequest(6, 2, "/tasks/exit")});
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(StreamState(nats_), "9 messages")) << StreamState(nats_);
+
+  // Bad producers: a name out of the alphabet, numbering without a name, a name set late.
+  bpb::PublishRequest bad = StreamRequest(8, 1, "/tasks/exit");
+  bad.set_producer("no spaces");
+  std::tie(through, status) = PublishCall(*stub_, {bad});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "producer \"no spaces\""))
+      << status.error_message();
+  bad.clear_producer();
+  bad.set_first_sequence(8);
+  std::tie(through, status) = PublishCall(*stub_, {bad});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  bpb::PublishRequest late = StreamRequest(8, 1, "/tasks/exit");
+  late.set_producer("tester-1");
+  std::tie(through, status) = PublishCall(*stub_, {StreamRequest(8, 1, "/tasks/exit"), late});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_EQ(through, 1u);  // the first request's event went in before the bad one
+  EXPECT_TRUE(absl::StrContains(StreamState(nats_), "10 messages")) << StreamState(nats_);
+}
+
 // With the bus down an event cannot be stored: the call ends Unavailable and acknowledges
 // nothing, and eventd keeps serving (the next call works once the bus is back).
 TEST_F(StreamingPublishTest, BusDownIsUnavailable) {

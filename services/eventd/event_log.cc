@@ -345,7 +345,8 @@ JetStreamLog::~JetStreamLog() {
   natsConnection_Destroy(conn_);
 }
 
-void JetStreamLog::AppendAsync(const Envelope& envelope, AppendDone done) {
+void JetStreamLog::AppendAsync(const Envelope& envelope, const std::string& given_msg_id,
+                               AppendDone done) {
   if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
     // A publish now would sit in the reconnect buffer with no one to confirm it.
     done(absl::UnavailableError(
@@ -358,7 +359,9 @@ void JetStreamLog::AppendAsync(const Envelope& envelope, AppendDone done) {
     return;
   }
   std::string subject = events::SubjectFor(envelope.namespace_(), envelope.topic());
-  std::string msg_id = absl::StrCat("eventd-", instance_id_, "-", next_msg_.fetch_add(1));
+  std::string msg_id = !given_msg_id.empty()
+                           ? given_msg_id
+                           : absl::StrCat("eventd-", instance_id_, "-", next_msg_.fetch_add(1));
   natsMsg* msg = nullptr;
   natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, payload.data(),
                                 static_cast<int>(payload.size()));

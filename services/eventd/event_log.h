@@ -69,7 +69,13 @@ class EventLog {
   // once with the outcome: OK means it is in the history; Unavailable when the bus is
   // unreachable or did not confirm in time. `done` may run before AppendAsync returns or on
   // another thread (the bus client's), so it must be quick and must not block. Thread-safe.
-  virtual void AppendAsync(const Envelope& envelope, AppendDone done) = 0;
+  // `msg_id`: the event's identity for deduplication (Nats-Msg-Id): the stream drops an event
+  // whose id it stored within its duplicate window. Empty: the log makes a fresh one.
+  virtual void AppendAsync(const Envelope& envelope, const std::string& msg_id,
+                           AppendDone done) = 0;
+  void AppendAsync(const Envelope& envelope, AppendDone done) {
+    AppendAsync(envelope, std::string(), std::move(done));
+  }
   // AppendAsync, waiting for the outcome.
   absl::Status Append(const Envelope& envelope);
   // Thread-safe. Unavailable when the bus is unreachable.
@@ -126,7 +132,9 @@ class JetStreamLog : public EventLog {
   JetStreamLog(const JetStreamLog&) = delete;
   JetStreamLog& operator=(const JetStreamLog&) = delete;
 
-  void AppendAsync(const Envelope& envelope, AppendDone done) override;
+  using EventLog::AppendAsync;
+  void AppendAsync(const Envelope& envelope, const std::string& msg_id,
+                   AppendDone done) override;
   absl::StatusOr<std::unique_ptr<EventSubscription>> Subscribe(StartPosition start) override;
 
   // The stream's last sequence (0 when empty).

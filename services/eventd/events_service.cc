@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -165,6 +166,12 @@ class StreamPublisher : public grpc::ServerBidiReactor<bpb::PublishRequest, bpb:
       read_closed_ = true;  // half-closed (or gone): finish once everything has settled
       reading_ = false;
     } else {
+      if (absl::Status producer = TakeProducer(); !producer.ok()) {
+        absl::MutexLock lock(&mu_);
+        if (error_.ok()) {
+          error_ = producer;
+        }
+      }
       for (const cpb::PublishRequest& event : request_.events()) {
         absl::StatusOr<Envelope> envelope = EnvelopeForPublish(ns_, event);
         uint64_t index = 0;
@@ -184,7 +191,12 @@ class StreamPublisher : public grpc::ServerBidiReactor<bpb::PublishRequest, bpb:
           ++refs_;
           window_.push_back(Settlement::kPending);
         }
-        log_.AppendAsync(*envelope, [this, index](absl::Status st) { Settled(index, st); });
+        std::string msg_id =
+            producer_.empty()
+                ? std::string()
+                : absl::StrCat("producer-", producer_, "-", first_sequence_ + index - 1);
+        log_.AppendAsync(*envelope, msg_id,
+                         [this, index](absl::Status st) { Settled(index, st); });
       }
       absl::MutexLock lock(&mu_);
       reading_ = false;
@@ -220,6 +232,38 @@ class StreamPublisher : public grpc::ServerBidiReactor<bpb::PublishRequest, bpb:
 
  private:
   enum class Settlement : char { kPending, kStored, kFailed };
+
+  // The first request names the producer (optional); later ones may not. Only OnReadDone
+  // calls it, one read at a time.
+  absl::Status TakeProducer() {
+    bool first = !read_any_;
+    read_any_ = true;
+    const std::string& name = request_.producer();
+    if (!first) {
+      if (!name.empty() || request_.first_sequence() != 0) {
+        return absl::InvalidArgumentError(
+            "publish: producer and first_sequence go on the call's first request only");
+      }
+      return absl::OkStatus();
+    }
+    if (name.empty()) {
+      if (request_.first_sequence() != 0) {
+        return absl::InvalidArgumentError("publish: first_sequence needs a producer");
+      }
+      return absl::OkStatus();
+    }
+    bool valid = name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+                   return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+                          c == '_' || c == '-';
+                 });
+    if (!valid) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "publish: producer \"", name, "\": want 1 to 64 of A-Z a-z 0-9 . _ -"));
+    }
+    producer_ = name;
+    first_sequence_ = std::max<uint64_t>(request_.first_sequence(), 1);
+    return absl::OkStatus();
+  }
 
   // An append's outcome: `through` moves over the stored prefix; the first failure ends the call.
   void Settled(uint64_t index, const absl::Status& st) {
@@ -298,6 +342,10 @@ class StreamPublisher : public grpc::ServerBidiReactor<bpb::PublishRequest, bpb:
   const std::string ns_;
   const int64_t max_in_flight_;
   bpb::PublishRequest request_;  // the read in progress fills it; only OnReadDone reads it
+  // OnReadDone's own (one read at a time): whether a request was read, and the producer.
+  bool read_any_ = false;
+  std::string producer_;
+  uint64_t first_sequence_ = 1;
   bpb::PublishAck ack_;          // the write in progress sends it
 
   absl::Mutex mu_;

@@ -81,9 +81,10 @@ MeteredEventLog::MeteredEventLog(EventLog& inner, std::shared_ptr<prometheus::Re
 
 MeteredEventLog::~MeteredEventLog() = default;
 
-void MeteredEventLog::AppendAsync(const Envelope& envelope, AppendDone done) {
+void MeteredEventLog::AppendAsync(const Envelope& envelope, const std::string& msg_id,
+                                  AppendDone done) {
   absl::Time start = absl::Now();
-  inner_.AppendAsync(envelope, [metrics = metrics_, start,
+  inner_.AppendAsync(envelope, msg_id, [metrics = metrics_, start,
                                 done = std::move(done)](absl::Status st) {
     metrics->duration->Observe(absl::ToDoubleSeconds(absl::Now() - start));
     (st.ok() ? metrics->appended : metrics->failed)->Increment();

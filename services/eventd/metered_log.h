@@ -30,7 +30,9 @@ class MeteredEventLog : public EventLog {
   MeteredEventLog(const MeteredEventLog&) = delete;
   MeteredEventLog& operator=(const MeteredEventLog&) = delete;
 
-  void AppendAsync(const Envelope& envelope, AppendDone done) override;
+  using EventLog::AppendAsync;
+  void AppendAsync(const Envelope& envelope, const std::string& msg_id,
+                   AppendDone done) override;
   absl::StatusOr<std::unique_ptr<EventSubscription>> Subscribe(StartPosition start) override;
 
   struct Metrics;
