@@ -28,6 +28,7 @@
 #include "containerd/events/content.pb.h"
 #include "containerd/events/task.pb.h"
 #include "containerd/services/events/v1/events.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "integration/harness.h"
 #include "lib/events/eventd_client.h"
 #include "lib/events/nats_publisher.h"
@@ -712,9 +713,21 @@ TEST(EventdTest, ShippedNatsConfigLetsEachUserDoOnlyItsPart) {
             "stream BERTH_EVENTS: 2 messages, sequences 1..2");
 }
 
+// grpc.health.v1 Check for the whole server ("").
+grpc::health::v1::HealthCheckResponse::ServingStatus HealthOf(const std::string& address) {
+  auto stub = grpc::health::v1::Health::NewStub(Dial(address));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::health::v1::HealthCheckRequest request;
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  return status.ok() ? response.status() : grpc::health::v1::HealthCheckResponse::UNKNOWN;
+}
+
 // eventd's /metrics: its appends by outcome and how long they took, the subscriptions it
-// serves and the events read for them, beside every daemon's gRPC request counts.
-TEST(EventdTest, MetricsCountAppendsAndSubscriptions) {
+// serves and the events read for them, beside every daemon's gRPC request counts; and its
+// Health and berth_eventd_nats_connected following the bus.
+TEST(EventdTest, MetricsAndHealthFollowAppendsSubscriptionsAndTheBus) {
   TempDir dir;
   NatsServer nats(AuthNats());
   int port = testing::FreeTcpPort();
@@ -755,13 +768,30 @@ TEST(EventdTest, MetricsCountAppendsAndSubscriptions) {
               3)
         << text;
 
-    // The bus down: the append fails, and is counted so.
+    EXPECT_EQ(MetricValue(text, "berth_eventd_nats_connected"), 1) << text;
+    EXPECT_EQ(HealthOf(eventd.address()), grpc::health::v1::HealthCheckResponse::SERVING);
+
+    // The bus down: the append fails, and is counted so; Health and the gauge say why.
     nats.Stop();
     EXPECT_EQ(Publish(*stub, "m", "/tasks/exit", Exit(5)).error_code(),
               grpc::StatusCode::UNAVAILABLE);
     text = metrics();
     EXPECT_EQ(MetricValue(text, "berth_eventd_appends_total", {"result=\"error\""}), 1) << text;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return HealthOf(eventd.address()) ==
+                 grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+        },
+        absl::Seconds(10)));
+    EXPECT_EQ(MetricValue(metrics(), "berth_eventd_nats_connected"), 0);
     nats.Start();
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          return HealthOf(eventd.address()) == grpc::health::v1::HealthCheckResponse::SERVING;
+        },
+        absl::Seconds(20)))
+        << eventd.ReadLog();
+    EXPECT_EQ(MetricValue(metrics(), "berth_eventd_nats_connected"), 1);
   }
   // The subscriber gone, its subscription closes.
   EXPECT_TRUE(WaitFor([&] { return MetricValue(metrics(), "berth_eventd_subscriptions") == 0; },

@@ -656,6 +656,15 @@ void Daemon::Shutdown() {
   impl_->RequestStop();
 }
 
+void Daemon::SetServing(bool serving) {
+  // Under mu: a stop is requested under mu before Stop sets NOT_SERVING, so this never undoes it.
+  absl::MutexLock lock(&impl_->mu);
+  if (!impl_->started || impl_->stop_requested) {
+    return;
+  }
+  impl_->server->GetHealthCheckService()->SetServingStatus(serving);
+}
+
 std::string Daemon::grpc_target() const {
   absl::MutexLock lock(&impl_->mu);
   return impl_->grpc_target;

@@ -52,6 +52,10 @@ class Daemon {
   void Wait();
   // Thread-safe; makes Wait() return.
   void Shutdown();
+  // What grpc.health.v1.Health answers for every service while the daemon runs: SERVING from
+  // Start on, until a daemon that depends on something outside says otherwise (eventd without
+  // its bus). Thread-safe; ignored before Start and once stopping (then it is NOT_SERVING).
+  void SetServing(bool serving);
 
   // Blocks SIGTERM and SIGINT in the calling thread, so that threads it spawns afterwards
   // inherit the mask and the Daemon's signal thread receives them. The constructor calls it;

@@ -393,6 +393,10 @@ void JetStreamLog::AppendAsync(const Envelope& envelope, const std::string& give
       absl::StrCat("event bus: publish on ", subject, ": ", LastNatsError(s))));
 }
 
+bool JetStreamLog::connected() const {
+  return natsConnection_Status(conn_) == NATS_CONN_STATUS_CONNECTED;
+}
+
 absl::StatusOr<uint64_t> JetStreamLog::LastSequence() {
   jsStreamInfo* info = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);

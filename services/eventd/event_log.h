@@ -137,6 +137,8 @@ class JetStreamLog : public EventLog {
                    AppendDone done) override;
   absl::StatusOr<std::unique_ptr<EventSubscription>> Subscribe(StartPosition start) override;
 
+  // Whether the connection to NATS is up right now. Thread-safe.
+  bool connected() const;
   // The stream's last sequence (0 when empty).
   absl::StatusOr<uint64_t> LastSequence();
   // The first sequence stored at or after `time` (LastSequence() + 1 when none is).

@@ -7,8 +7,10 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
@@ -94,7 +96,26 @@ int Run(int argc, char** argv) {
   }
   BERTH_LOG(Info) << "eventd serving on " << daemon.grpc_target() << ", NATS " << options.nats_url
                   << ", stream " << stream.name;
+  // eventd is no use without its bus: Health says NOT_SERVING while NATS is unreachable (the
+  // client library reconnects meanwhile), and berth_eventd_nats_connected says why.
+  absl::Notification stopping;
+  std::thread watcher([&] {
+    bool was = true;
+    metered.SetConnected(true);
+    while (!stopping.WaitForNotificationWithTimeout(absl::Milliseconds(250))) {
+      bool now = (*log)->connected();
+      if (now != was) {
+        daemon.SetServing(now);
+        metered.SetConnected(now);
+        BERTH_LOG(Info) << "eventd: health " << (now ? "SERVING (NATS is back)"
+                                                      : "NOT_SERVING (NATS unreachable)");
+        was = now;
+      }
+    }
+  });
   daemon.Wait();
+  stopping.Notify();
+  watcher.join();
   BERTH_LOG(Info) << "eventd stopped";
   return 0;
 }

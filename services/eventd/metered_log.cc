@@ -32,6 +32,11 @@ struct MeteredEventLog::Metrics {
                                "being served)")
                          .Register(*registry)
                          .Add({});
+    connected = &prometheus::BuildGauge()
+                     .Name("berth_eventd_nats_connected")
+                     .Help("1 while eventd is connected to NATS, 0 while it reconnects")
+                     .Register(*registry)
+                     .Add({});
     read = &prometheus::BuildCounter()
                 .Name("berth_eventd_subscription_events_total")
                 .Help("Events read from the event stream for subscribers, before their filters")
@@ -44,6 +49,7 @@ struct MeteredEventLog::Metrics {
   prometheus::Counter* failed;
   prometheus::Histogram* duration;
   prometheus::Gauge* subscriptions;
+  prometheus::Gauge* connected;
   prometheus::Counter* read;
 };
 
@@ -90,6 +96,10 @@ void MeteredEventLog::AppendAsync(const Envelope& envelope, const std::string& m
     (st.ok() ? metrics->appended : metrics->failed)->Increment();
     done(std::move(st));
   });
+}
+
+void MeteredEventLog::SetConnected(bool connected) {
+  metrics_->connected->Set(connected ? 1 : 0);
 }
 
 absl::StatusOr<std::unique_ptr<EventSubscription>> MeteredEventLog::Subscribe(

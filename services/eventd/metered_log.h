@@ -8,6 +8,7 @@
 //                                                   per Subscribe being served)
 //   berth_eventd_subscription_events_total           events read from the stream for
 //                                                   subscribers, before their filters
+//   berth_eventd_nats_connected                      1 while connected to NATS (SetConnected)
 // Events that daemons publish to NATS directly do not pass through eventd's appends; the
 // stream's own counts are nats-server's.
 
@@ -34,6 +35,8 @@ class MeteredEventLog : public EventLog {
   void AppendAsync(const Envelope& envelope, const std::string& msg_id,
                    AppendDone done) override;
   absl::StatusOr<std::unique_ptr<EventSubscription>> Subscribe(StartPosition start) override;
+  // Sets berth_eventd_nats_connected (whoever watches the connection calls it). Thread-safe.
+  void SetConnected(bool connected);
 
   struct Metrics;
 
