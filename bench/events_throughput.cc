@@ -3,7 +3,8 @@
 // here (unary Publish into its in-memory exchange -> gRPC Subscribe). Sides (SIDES, all by
 // default): bus (the JetStream stream alone, written and read in this process through eventd's
 // own JetStreamLog: the ceiling under every berth side), native (NatsPublisher, as berth's
-// daemons publish), stream (berth.events.v1 streaming Publish), unary (containerd's Publish
+// daemons publish), stream (berth.events.v1 streaming Publish, one event per request), client
+// (the same through events::EventdPublisher, which batches), unary (containerd's Publish
 // to eventd), containerd. Same event count, payload and publishing threads for each; prints
 // each side and its ratio to containerd. Latency: from just before an event is published to
 // the subscriber reading it. A unary Publish costs a round trip, so THREADS * WINDOW calls in
@@ -42,6 +43,7 @@
 #include "containerd/events/task.pb.h"
 #include "containerd/services/events/v1/events.grpc.pb.h"
 #include "integration/harness.h"
+#include "lib/events/eventd_publisher.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/testing/testing.h"
 #include "services/eventd/event_log.h"
@@ -481,6 +483,41 @@ PublishBody BusBody(berth::eventd::JetStreamLog& log, double rate_per_thread,
   };
 }
 
+// events::EventdPublisher (the streaming Publish's client: events queued while a request is
+// written go out together in the next one), one per thread, at most STREAM_WINDOW events
+// unacknowledged per thread.
+PublishBody ClientBody(const std::shared_ptr<grpc::Channel>& channel, double rate_per_thread) {
+  return [channel, rate_per_thread](int first, int step, int n, std::vector<int64_t>& sent,
+                                    std::atomic<int64_t>& errors) {
+    berth::events::EventdPublisherOptions options;
+    options.ns = "bench";
+    berth::events::EventdPublisher publisher(channel, options);
+    const int64_t start = absl::GetCurrentTimeNanos();
+    uint64_t last = 0;
+    for (int id = first, k = 0; id < n; id += step, ++k) {
+      Pace(start, rate_per_thread, k);
+      if (last >= StreamWindow()) {
+        publisher.WaitForAcknowledged(last - StreamWindow() + 1, absl::Seconds(60));
+      }
+      containerd::events::TaskExit exit;
+      exit.set_container_id("bench");
+      exit.set_pid(static_cast<uint32_t>(id));
+      sent[id] = absl::GetCurrentTimeNanos();
+      absl::StatusOr<uint64_t> number = publisher.Queue("/bench/event", exit);
+      if (!number.ok()) {
+        errors.fetch_add(1);
+        continue;
+      }
+      last = *number;
+    }
+    if (!publisher.WaitForAcknowledged(last, absl::Seconds(60))) {
+      std::cerr << "eventd publisher: " << publisher.status() << ", " << publisher.acknowledged()
+                << " of " << last << " acknowledged\n";
+      errors.fetch_add(1);
+    }
+  };
+}
+
 PublishBody UnaryBody(const std::shared_ptr<grpc::Channel>& channel, int window,
                       double rate_per_thread) {
   return [channel, window, rate_per_thread](int first, int step, int n,
@@ -556,12 +593,12 @@ int main(int argc, char** argv) {
             << "\n";
   auto eventd_channel = Channel(eventd_socket);
   auto containerd_channel = Channel(containerd.address());
-  // SIDES (environment): a comma-separated subset of bus,native,stream,unary,containerd to run;
+  // SIDES (environment): a comma-separated subset of bus,native,stream,client,unary,containerd;
   // all by default. The ratios need containerd.
   const char* sides_env = std::getenv("SIDES");
   std::string sides = sides_env != nullptr && *sides_env != '\0'
                           ? absl::StrCat(",", sides_env, ",")
-                          : ",bus,native,stream,unary,containerd,";
+                          : ",bus,native,stream,client,unary,containerd,";
   auto wanted = [&](const char* side) { return absl::StrContains(sides, absl::StrCat(",", side, ",")); };
   std::vector<std::pair<std::string, Result>> berth_results;
   if (wanted("bus")) {
@@ -582,28 +619,30 @@ int main(int argc, char** argv) {
                          BusBody(**bus, rate_per_thread, ack_nanos), {"nats-server"}));
     PrintPercentiles("of which append -> stream ack", ack_nanos);
   }
-  if (wanted("native")) {
+  // A side served by eventd, read by a gRPC subscriber of its own.
+  auto run_eventd_side = [&](const std::string& key, const std::string& title,
+                             const PublishBody& body) {
     GrpcSubscriber eventd_sub(eventd_socket);
+    berth_results.emplace_back(key, Run(title, eventd_sub, n, threads, body,
+                                        {"eventd", "nats-server"}));
+  };
+  if (wanted("native")) {
     std::vector<int64_t> commit_nanos(n, 0);
-    berth_results.emplace_back(
-        "daemon publisher", Run("berth (daemon publisher -> NATS -> eventd)", eventd_sub, n,
-                                threads, NativeBody(**publisher, rate_per_thread, commit_nanos),
-                                {"eventd", "nats-server"}));
+    run_eventd_side("daemon publisher", "berth (daemon publisher -> NATS -> eventd)",
+                    NativeBody(**publisher, rate_per_thread, commit_nanos));
     PrintPercentiles("of which Publish (outbox commit, fsync)", commit_nanos);
   }
   if (wanted("stream")) {
-    GrpcSubscriber eventd_sub(eventd_socket);
-    berth_results.emplace_back(
-        "streaming Publish", Run("berth (berth.events.v1 streaming Publish)", eventd_sub, n,
-                                 threads, StreamBody(eventd_channel, rate_per_thread),
-                                 {"eventd", "nats-server"}));
+    run_eventd_side("streaming Publish", "berth (berth.events.v1 streaming Publish)",
+                    StreamBody(eventd_channel, rate_per_thread));
+  }
+  if (wanted("client")) {
+    run_eventd_side("EventdPublisher", "berth (EventdPublisher, streaming, batching)",
+                    ClientBody(eventd_channel, rate_per_thread));
   }
   if (wanted("unary")) {
-    GrpcSubscriber eventd_sub(eventd_socket);
-    berth_results.emplace_back(
-        "unary Publish", Run("berth (unary Publish to eventd)", eventd_sub, n, threads,
-                             UnaryBody(eventd_channel, window, rate_per_thread),
-                             {"eventd", "nats-server"}));
+    run_eventd_side("unary Publish", "berth (unary Publish to eventd)",
+                    UnaryBody(eventd_channel, window, rate_per_thread));
   }
   if (wanted("containerd")) {
     GrpcSubscriber containerd_sub(containerd.address());

@@ -31,6 +31,7 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "integration/harness.h"
 #include "lib/events/eventd_client.h"
+#include "lib/events/eventd_publisher.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/testing/testing.h"
 
@@ -1035,6 +1036,53 @@ TEST_F(StreamingPublishTest, ProducerNumberingMakesResendsIdempotent) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
   EXPECT_EQ(through, 1u);  // the first request's event went in before the bad one
   EXPECT_TRUE(absl::StrContains(StreamState(nats_), "10 messages")) << StreamState(nats_);
+}
+
+// events::EventdPublisher, the client of the streaming Publish: eventd SIGKILLed twice while
+// events flow; the publisher resends what was not acknowledged, as the same producer, and the
+// history holds every event once, in order.
+TEST_F(StreamingPublishTest, EventdPublisherSurvivesEventdKillsStoringEachEventOnce) {
+  events::EventdPublisherOptions po;
+  po.ns = "resent";
+  po.max_reconnect_wait = absl::Milliseconds(200);
+  events::EventdPublisher publisher(Dial(eventd_.address()), po);
+  constexpr int kEvents = 3000;
+  std::thread producer([&] {
+    for (int i = 0; i < kEvents; ++i) {
+      ASSERT_TRUE(publisher.Queue("/tasks/exit", Exit(i)).ok());
+      if (i % 10 == 9) {
+        absl::SleepFor(absl::Milliseconds(2));  // a steady flow, so the kills land mid-way
+      }
+    }
+  });
+  for (uint64_t mark : {uint64_t{600}, uint64_t{1800}}) {
+    ASSERT_TRUE(WaitFor([&] { return publisher.acknowledged() >= mark; }, absl::Seconds(30)))
+        << publisher.acknowledged() << " " << publisher.status() << "\n" << eventd_.ReadLog();
+    eventd_.Kill();
+    ASSERT_TRUE(eventd_.Start().ok()) << eventd_.ReadLog();
+  }
+  producer.join();
+  ASSERT_TRUE(publisher.WaitForAcknowledged(kEvents, absl::Seconds(60)))
+      << publisher.acknowledged() << " " << publisher.status();
+  EXPECT_GE(publisher.reconnects(), 2);
+
+  events::EventdSubscribeOptions so;
+  so.start_sequence = 1;
+  Collector sub(eventd_.address(), so);
+  ASSERT_TRUE(sub.WaitSize(kEvents, absl::Seconds(30))) << sub.size() << " " << StreamState(nats_);
+  absl::SleepFor(absl::Milliseconds(300));
+  std::vector<cpb::Envelope> got = sub.envelopes();
+  ASSERT_EQ(got.size(), static_cast<size_t>(kEvents)) << StreamState(nats_);
+  for (int i = 0; i < kEvents; ++i) {
+    ASSERT_EQ(PidOf(got[i]), i) << "at " << i;
+    EXPECT_EQ(got[i].namespace_(), "resent");
+  }
+  // A bad topic is refused at once; the publisher keeps going.
+  EXPECT_EQ(publisher.Queue("no-slash", Exit(0)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(publisher.Publish("resent", "/tasks/exit", Exit(kEvents)).ok());
+  EXPECT_EQ(publisher.Publish("other", "/tasks/exit", Exit(0)).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 // With the bus down an event cannot be stored: the call ends Unavailable and acknowledges

@@ -11,4 +11,10 @@ namespace berth {
 grpc::Status ToGrpcStatus(const absl::Status& status);
 absl::Status FromGrpcStatus(const grpc::Status& status);
 
+// Whether a call that failed with `code` fails again however often it is retried: the request
+// itself is wrong, not allowed or not served (InvalidArgument, Unimplemented, PermissionDenied,
+// Unauthenticated, FailedPrecondition, OutOfRange). Unavailable, DeadlineExceeded and the rest
+// may pass later.
+bool RetryCannotHelp(grpc::StatusCode code);
+
 }  // namespace berth

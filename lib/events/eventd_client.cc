@@ -12,21 +12,6 @@ namespace {
 
 namespace bpb = ::berth::events::v1;
 
-// Errors a retry cannot fix: the request itself is wrong or not served.
-bool Permanent(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::INVALID_ARGUMENT:
-    case grpc::StatusCode::UNIMPLEMENTED:
-    case grpc::StatusCode::PERMISSION_DENIED:
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::FAILED_PRECONDITION:
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return true;
-    default:
-      return false;
-  }
-}
-
 }  // namespace
 
 EventdSubscriber::EventdSubscriber(std::shared_ptr<grpc::Channel> channel,
@@ -121,7 +106,7 @@ absl::Status EventdSubscriber::Run(
     if (stop || cancelled) {
       return absl::OkStatus();
     }
-    if (Permanent(status.error_code()) || (!subscribed_once && !status.ok())) {
+    if (RetryCannotHelp(status.error_code()) || (!subscribed_once && !status.ok())) {
       return FromGrpcStatus(status);
     }
     if (!options_.resume) {

@@ -171,37 +171,6 @@ int64_t Backoff(absl::Duration min, absl::Duration max, int attempts) {
 
 }  // namespace
 
-absl::Status ValidateTopic(absl::string_view topic) {
-  // containerd's events.validateTopic.
-  if (topic.empty() || topic[0] != '/') {
-    return absl::InvalidArgumentError(absl::StrCat("topic \"", topic, "\": must start with '/'"));
-  }
-  if (topic.size() == 1) {
-    return absl::InvalidArgumentError("topic \"/\": must have at least one component");
-  }
-  for (absl::string_view component : absl::StrSplit(topic.substr(1), '/')) {
-    if (absl::Status st = ValidateIdentifier("topic component", component); !st.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("topic \"", topic, "\": ", st.message()));
-    }
-  }
-  return absl::OkStatus();
-}
-
-std::string TypeUrlFor(const google::protobuf::Message& event) {
-  return event.GetDescriptor()->full_name();
-}
-
-std::string SubjectFor(absl::string_view ns, absl::string_view topic) {
-  std::string subject = absl::StrCat("berth.events.", ns);
-  if (!topic.empty() && topic[0] != '/') {
-    subject.push_back('.');
-  }
-  for (char c : topic) {
-    subject.push_back(c == '/' ? '.' : c);
-  }
-  return subject;
-}
-
 absl::StatusOr<std::unique_ptr<NatsPublisher>> NatsPublisher::Open(NatsPublisherOptions options) {
   if (options.outbox_path.empty()) {
     return absl::InvalidArgumentError("events outbox: no path given");

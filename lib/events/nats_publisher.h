@@ -53,11 +53,6 @@ namespace berth::events {
 // The header JetStream deduplicates on.
 inline constexpr char kMsgIdHeader[] = "Nats-Msg-Id";
 
-// The Any.type_url for an event message. containerd (typeurl, for proto messages) uses the bare
-// full name ("containerd.events.TaskExit"), without a "types.containerd.io/" or
-// "type.googleapis.com/" prefix; ctr and containerd's clients only resolve that form.
-std::string TypeUrlFor(const google::protobuf::Message& event);
-
 struct NatsPublisherOptions {
   // The outbox database file, e.g. <root>/events-outbox.db. Created when missing. Required.
   std::string outbox_path;
