@@ -14,6 +14,8 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -943,28 +945,6 @@ TEST_F(StreamingPublishTest, StoresEveryEventInOrderAndAcksThem) {
   }
 }
 
-// An invalid event ends the call with InvalidArgument after acknowledging the events before
-// it; nothing after it is stored.
-TEST_F(StreamingPublishTest, EndsAtAnInvalidEvent) {
-  grpc::ClientContext context;
-  auto stream = stub_->Publish(&context);
-  bpb::PublishRequest request = StreamRequest(0, 3, "/tasks/exit");
-  request.MergeFrom(StreamRequest(3, 1, "tasks/exit"));  // no leading slash
-  request.MergeFrom(StreamRequest(4, 2, "/tasks/exit"));
-  ASSERT_TRUE(stream->Write(request));
-  stream->WritesDone();
-  uint64_t through = 0;
-  bpb::PublishAck ack;
-  while (stream->Read(&ack)) {
-    through = ack.through();
-  }
-  grpc::Status status = stream->Finish();
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
-  EXPECT_TRUE(absl::StrContains(status.error_message(), "event 4")) << status.error_message();
-  EXPECT_EQ(through, 3u);
-  EXPECT_TRUE(absl::StrContains(StreamState(nats_), "3 messages")) << StreamState(nats_);
-}
-
 // One call of the streaming Publish: `requests` in order, then half-close; the last ack and
 // the call's status.
 std::pair<uint64_t, grpc::Status> PublishCall(bpb::Events::Stub& stub,
@@ -984,6 +964,19 @@ std::pair<uint64_t, grpc::Status> PublishCall(bpb::Events::Stub& stub,
     through = ack.through();
   }
   return {through, stream->Finish()};
+}
+
+// An invalid event ends the call with InvalidArgument after acknowledging the events before
+// it; nothing after it is stored.
+TEST_F(StreamingPublishTest, EndsAtAnInvalidEvent) {
+  bpb::PublishRequest request = StreamRequest(0, 3, "/tasks/exit");
+  request.MergeFrom(StreamRequest(3, 1, "tasks/exit"));  // no leading slash
+  request.MergeFrom(StreamRequest(4, 2, "/tasks/exit"));
+  auto [through, status] = PublishCall(*stub_, {request});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_TRUE(absl::StrContains(status.error_message(), "event 4")) << status.error_message();
+  EXPECT_EQ(through, 3u);
+  EXPECT_TRUE(absl::StrContains(StreamState(nats_), "3 messages")) << StreamState(nats_);
 }
 
 // A producer that resends events the stream already has (a retry after an error whose ack it
@@ -1089,17 +1082,9 @@ TEST_F(StreamingPublishTest, EventdPublisherSurvivesEventdKillsStoringEachEventO
 // nothing, and eventd keeps serving (the next call works once the bus is back).
 TEST_F(StreamingPublishTest, BusDownIsUnavailable) {
   auto publish_one = [&](uint64_t* through) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    auto stream = stub_->Publish(&context);
-    stream->Write(StreamRequest(0, 1, "/tasks/exit"));
-    stream->WritesDone();
-    *through = 0;
-    bpb::PublishAck ack;
-    while (stream->Read(&ack)) {
-      *through = ack.through();
-    }
-    return stream->Finish();
+    grpc::Status status;
+    std::tie(*through, status) = PublishCall(*stub_, {StreamRequest(0, 1, "/tasks/exit")});
+    return status;
   };
   nats_.Stop();
   uint64_t through = 0;
