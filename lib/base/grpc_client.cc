@@ -20,6 +20,9 @@ void ApplyContext(const Context& ctx, grpc::ClientContext* client_context) {
   if (!ctx.lease.empty()) {
     client_context->AddMetadata("containerd-lease", ctx.lease);
   }
+  if (ctx.deadline != absl::InfiniteFuture()) {
+    client_context->set_deadline(absl::ToChronoTime(ctx.deadline));
+  }
 }
 
 }  // namespace berth

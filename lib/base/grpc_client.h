@@ -14,7 +14,9 @@ namespace berth {
 std::shared_ptr<grpc::Channel> Dial(const std::string& address);
 
 // Sends ctx the way containerd's clients do: `containerd-namespace` (if not empty) and
-// `containerd-lease` (if not empty) metadata headers.
+// `containerd-lease` (if not empty) metadata headers; ctx's deadline (if any) becomes the
+// call's, so the server sees it too. Cancellation is the caller's to act on: a streaming
+// client checks ctx.Alive() between messages and calls TryCancel.
 void ApplyContext(const Context& ctx, grpc::ClientContext* client_context);
 
 }  // namespace berth

@@ -1,5 +1,7 @@
 #include "lib/server/request_context.h"
 
+#include <chrono>
+#include <memory>
 #include <string>
 
 #include "absl/strings/strip.h"
@@ -43,6 +45,12 @@ absl::StatusOr<Context> ContextFrom(const grpc::ServerContextBase& server_contex
   }
   // Not validated here: the lease store owns the rule for lease ids.
   context.lease = FirstValue(server_context, kLeaseHeader);
+  std::chrono::system_clock::time_point deadline = server_context.deadline();
+  if (deadline != std::chrono::system_clock::time_point::max()) {
+    context.deadline = absl::FromChrono(deadline);
+  }
+  const grpc::ServerContextBase* call = &server_context;
+  context.cancellation = std::make_shared<Cancellation>([call] { return call->IsCancelled(); });
   return context;
 }
 

@@ -21,37 +21,6 @@ namespace {
 
 constexpr absl::string_view kUsagePayload = "type.berth.dev/cli.UsageError";
 
-// Bounds a whole command by --timeout. Direct stub calls carry the deadline themselves; the
-// content and lease clients take none, so past the deadline (plus a moment for a stub's own
-// DeadlineExceeded to be reported) this ends the process with exit status 1.
-class Watchdog {
- public:
-  explicit Watchdog(absl::Duration timeout)
-      : thread_([this, timeout] {
-          absl::MutexLock lock(&mu_);
-          if (!mu_.AwaitWithTimeout(absl::Condition(&done_), timeout + absl::Milliseconds(250))) {
-            std::fflush(stdout);
-            std::fprintf(stderr, "berth: timed out after %s (--timeout)\n",
-                         absl::FormatDuration(timeout).c_str());
-            std::_Exit(1);
-          }
-        }) {}
-  ~Watchdog() {
-    {
-      absl::MutexLock lock(&mu_);
-      done_ = true;
-    }
-    thread_.join();
-  }
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-
- private:
-  absl::Mutex mu_;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;  // last: starts after mu_ and done_ exist
-};
-
 }  // namespace
 
 void AddGlobalOptions(CLI::App& app, GlobalOptions& options) {
@@ -117,14 +86,11 @@ std::shared_ptr<grpc::Channel> Session::Channel(absl::string_view daemon) {
 }
 
 void Session::Prepare(grpc::ClientContext* client_context, absl::Duration fallback) const {
-  ApplyContext(context(), client_context);
-  absl::Time deadline = deadline_;
-  if (deadline == absl::InfiniteFuture() && fallback > absl::ZeroDuration()) {
-    deadline = absl::Now() + fallback;
+  Context ctx = context();
+  if (ctx.deadline == absl::InfiniteFuture() && fallback > absl::ZeroDuration()) {
+    ctx.deadline = absl::Now() + fallback;
   }
-  if (deadline != absl::InfiniteFuture()) {
-    client_context->set_deadline(absl::ToChronoTime(deadline));
-  }
+  ApplyContext(ctx, client_context);
 }
 
 absl::Status Session::Explain(absl::string_view daemon, const absl::Status& status) {
@@ -170,10 +136,6 @@ std::function<void()> Runner::Wrap(std::function<absl::Status(Session&)> body) {
     if (!session.ok()) {
       status_ = session.status();
       return;
-    }
-    std::unique_ptr<Watchdog> watchdog;
-    if ((*session)->timeout() > absl::ZeroDuration()) {
-      watchdog = std::make_unique<Watchdog>((*session)->timeout());
     }
     status_ = body(**session);
   };

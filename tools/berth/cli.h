@@ -51,8 +51,13 @@ class Session {
 
   bool json() const { return json_; }
   const std::string& ns() const { return ns_; }
-  // The namespace (and no lease) every store call carries.
-  Context context() const { return Context{ns_, ""}; }
+  // The namespace (no lease) and the command's deadline every store call carries; the daemons
+  // see the deadline too and stop their part of the work when it passes.
+  Context context() const {
+    Context ctx{ns_, ""};
+    ctx.deadline = deadline_;
+    return ctx;
+  }
   const std::string& Address(absl::string_view daemon) const;
   std::shared_ptr<grpc::Channel> Channel(absl::string_view daemon);
 
