@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -25,6 +26,14 @@
 
 namespace berth::contentd {
 namespace {
+
+// A Context in `ns` under `lease` (no deadline, no cancellation).
+Context Ctx(std::string ns, std::string lease) {
+  Context ctx;
+  ctx.ns = std::move(ns);
+  ctx.lease = std::move(lease);
+  return ctx;
+}
 
 namespace fs = std::filesystem;
 using content::Labels;
@@ -113,8 +122,8 @@ class LocalContentStoreTest : public ::testing::Test {
   std::string root_;
   RecordingPublisher publisher_;
   std::unique_ptr<LocalContentStore> store_;
-  const Context a_{"ns-a", ""};
-  const Context b_{"ns-b", ""};
+  const Context a_ = Ctx("ns-a", "");
+  const Context b_ = Ctx("ns-b", "");
 };
 
 std::string Pattern(size_t size) {
@@ -249,7 +258,7 @@ TEST_F(LocalContentStoreTest, NamespaceIsolation) {
 }
 
 TEST_F(LocalContentStoreTest, BadNamespaceIsInvalidArgument) {
-  Context bad{"bad/ns", ""};
+  Context bad = Ctx("bad/ns", "");
   EXPECT_TRUE(absl::IsInvalidArgument(store_->GetInfo(bad, Sha256Of("x")).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(
       store_->OpenWriter(bad, content::WriterOptions{"r", 0, Digest()}).status()));
@@ -484,7 +493,7 @@ TEST_F(LocalContentStoreTest, LabelTooBig) {
 }
 
 TEST_F(LocalContentStoreTest, UnknownLeaseInContextIsNotFound) {
-  Context ctx{"ns-a", "nope"};
+  Context ctx = Ctx("ns-a", "nope");
   absl::StatusOr<std::unique_ptr<content::Writer>> w =
       store_->OpenWriter(ctx, content::WriterOptions{"r", 0, Digest()});
   EXPECT_TRUE(absl::IsNotFound(w.status()));
@@ -495,7 +504,7 @@ TEST_F(LocalContentStoreTest, LeaseProtectsContentUntilDeleted) {
   ASSERT_TRUE(store_->Create(a_, "pull-1", {}).ok());
   EXPECT_TRUE(absl::IsAlreadyExists(store_->Create(a_, "pull-1", {}).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(store_->Create(a_, "bad lease!", {}).status()));
-  Context leased{"ns-a", "pull-1"};
+  Context leased = Ctx("ns-a", "pull-1");
 
   // While ingesting, the lease holds the ingest.
   auto w = MustOpen(leased, "layer");
@@ -529,10 +538,10 @@ TEST_F(LocalContentStoreTest, LeaseProtectsContentUntilDeleted) {
 TEST_F(LocalContentStoreTest, DeletingLeaseKeepsWhatOthersHold) {
   ASSERT_TRUE(store_->Create(a_, "l1", {}).ok());
   ASSERT_TRUE(store_->Create(a_, "l2", {}).ok());
-  ASSERT_TRUE(Put(Context{"ns-a", "l1"}, "both").ok());
-  ASSERT_TRUE(Put(Context{"ns-a", "l1"}, "only-l1").ok());
+  ASSERT_TRUE(Put(Ctx("ns-a", "l1"), "both").ok());
+  ASSERT_TRUE(Put(Ctx("ns-a", "l1"), "only-l1").ok());
   // Writing an existing blob under another lease adds it to that lease.
-  ASSERT_TRUE(Put(Context{"ns-a", "l2"}, "both").ok());
+  ASSERT_TRUE(Put(Ctx("ns-a", "l2"), "both").ok());
   // A blob with no lease survives a lease release (only a full pass takes it).
   ASSERT_TRUE(Put(a_, "nobody").ok());
   // And so does the same blob in another namespace.
@@ -549,7 +558,7 @@ TEST_F(LocalContentStoreTest, LeaseCollectsReferencedChildren) {
   ASSERT_TRUE(store_->Create(a_, "l", {}).ok());
   ASSERT_TRUE(Put(a_, "child").ok());
   ASSERT_TRUE(Put(a_, "kept-child").ok());
-  ASSERT_TRUE(Put(Context{"ns-a", "l"}, "parent",
+  ASSERT_TRUE(Put(Ctx("ns-a", "l"), "parent",
                   {{"containerd.io/gc.ref.content.l.0", Sha256Of("child").ToString()},
                    {"containerd.io/gc.ref.content.l.1", Sha256Of("kept-child").ToString()}})
                   .ok());
@@ -645,8 +654,8 @@ TEST_F(LocalContentStoreTest, ExpiredLeaseIsReleased) {
                                                      absl::Now() + absl::Hours(1),
                                                      absl::UTCTimeZone())}})
           .ok());
-  ASSERT_TRUE(Put(Context{"ns-a", "old"}, "old-data").ok());
-  ASSERT_TRUE(Put(Context{"ns-a", "young"}, "young-data").ok());
+  ASSERT_TRUE(Put(Ctx("ns-a", "old"), "old-data").ok());
+  ASSERT_TRUE(Put(Ctx("ns-a", "young"), "young-data").ok());
   absl::StatusOr<GcResult> gc = store_->CollectGarbage();
   ASSERT_TRUE(gc.ok());
   EXPECT_EQ(gc->leases_expired, 1);
@@ -666,7 +675,7 @@ TEST_F(LocalContentStoreTest, BackgroundExpiry) {
   std::string soon = absl::FormatTime(absl::RFC3339_full, absl::Now() + absl::Milliseconds(200),
                                       absl::UTCTimeZone());
   ASSERT_TRUE(store_->Create(a_, "soon", {{"containerd.io/gc.expire", soon}}).ok());
-  ASSERT_TRUE(Put(Context{"ns-a", "soon"}, "short-lived").ok());
+  ASSERT_TRUE(Put(Ctx("ns-a", "soon"), "short-lived").ok());
   // Poll with a deadline: the event is published just after the blob goes.
   std::vector<std::string> deleted;
   absl::Time deadline = absl::Now() + absl::Seconds(10);
@@ -681,7 +690,7 @@ TEST_F(LocalContentStoreTest, BackgroundExpiry) {
 
 TEST_F(LocalContentStoreTest, IngestsAndGc) {
   ASSERT_TRUE(store_->Create(a_, "l", {}).ok());
-  auto leased = MustOpen(Context{"ns-a", "l"}, "leased-ingest");
+  auto leased = MustOpen(Ctx("ns-a", "l"), "leased-ingest");
   ASSERT_TRUE(leased);
   ASSERT_TRUE(leased->Write("abc").ok());
   ASSERT_TRUE(leased->Close().ok());
@@ -743,7 +752,7 @@ void CrashingChildWrites(const std::string& root, const std::string& data, size_
   if (!store.ok()) {
     _exit(2);
   }
-  auto w = (*store)->OpenWriter(Context{"ns-a", ""}, content::WriterOptions{"crash", 0, Digest()});
+  auto w = (*store)->OpenWriter(Ctx("ns-a", ""), content::WriterOptions{"crash", 0, Digest()});
   if (!w.ok()) {
     _exit(3);
   }
@@ -831,6 +840,63 @@ TEST_F(LocalContentStoreTest, OpenRecoversFromCrashLeftovers) {
   EXPECT_TRUE(fs::exists(BlobFile("kept")));
   EXPECT_EQ(store_->Stats().blobs, 1);
   EXPECT_EQ(store_->Stats().ingests, 0);
+}
+
+// A writer under a lease whose commit finds the blob already there must record the blob under
+// the lease; if that cannot be recorded, Commit fails (as OpenWriter does) rather than leave
+// the blob unprotected. The failure is injected with a trigger on lease_resources.
+TEST_F(LocalContentStoreTest, LeaseResourceThatCannotBeRecordedFailsCommit) {
+  ASSERT_TRUE(Put(a_, "shared").ok());
+  ASSERT_TRUE(store_->Create(a_, "l", {}).ok());
+  auto w = MustOpen(Ctx("ns-a", "l"), "leased-dup");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("shared").ok());
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((root_ + "/metadata.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TRIGGER no_content_leases BEFORE INSERT ON lease_resources "
+                         "WHEN NEW.type = 'content' BEGIN SELECT RAISE(ABORT, 'injected'); END",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  absl::Status st = w->Commit(6, Sha256Of("shared"), {});
+  // sqlite reports a trigger's RAISE as a constraint failure (AlreadyExists): what matters is
+  // that the injected error is what Commit returns, not a plain "already exists".
+  EXPECT_FALSE(st.ok());
+  EXPECT_TRUE(absl::StrContains(st.message(), "injected")) << st;
+  // The ingest is kept (the lease still holds it), and nothing was half recorded.
+  EXPECT_TRUE(store_->GetStatus(a_, "leased-dup").ok());
+  absl::StatusOr<std::vector<leases::Resource>> held = store_->ListResources(a_, "l");
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_EQ(held->size(), 1u);
+  EXPECT_EQ((*held)[0].type, "ingests");
+}
+
+// Stats() are counters moved with each commit and delete; they must equal what the rows say,
+// including blobs shared by namespaces, across a reopen (where they are counted afresh).
+TEST_F(LocalContentStoreTest, StatsFollowCommitsDeletesAndGc) {
+  ASSERT_TRUE(Put(a_, "one").ok());
+  ASSERT_TRUE(Put(b_, "one").ok());  // same blob in another namespace: one file
+  ASSERT_TRUE(Put(a_, "three").ok());
+  auto expect = [&](int64_t blobs, int64_t bytes) {
+    StoreStats stats = store_->Stats();
+    EXPECT_EQ(stats.blobs, blobs);
+    EXPECT_EQ(stats.bytes, bytes);
+  };
+  expect(2, 8);
+  ASSERT_TRUE(store_->Delete(a_, Sha256Of("one")).ok());
+  expect(2, 8);  // ns-b still has it
+  ASSERT_TRUE(store_->Delete(b_, Sha256Of("one")).ok());
+  expect(1, 5);
+  EXPECT_TRUE(absl::IsNotFound(store_->Delete(b_, Sha256Of("one"))));
+  expect(1, 5);
+  ASSERT_TRUE(Put(a_, "fourth").ok());
+  ASSERT_EQ(store_->CollectGarbage()->blobs_removed, 2);
+  expect(0, 0);
+  ASSERT_TRUE(Put(b_, "after").ok());
+  Reopen();
+  expect(1, 5);
 }
 
 TEST_F(LocalContentStoreTest, SecondOpenOfTheSameRootFails) {
