@@ -204,6 +204,66 @@ TEST_F(ContentdServicesTest, WriteFollowsContainerdProtocol) {
   EXPECT_EQ(MetricValue("berth_content_stored_bytes"), 0);
 }
 
+absl::Time FromProto(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+// containerd's proxy writer closes a Write call by half-closing its stream without waiting for
+// the server, then often reopens the same ref at once: the server may not have released the
+// ref yet. contentd must wait for it as containerd's store does, not refuse it as locked. The
+// reopened writer reports the ingest's last write as updated_at (containerd: "status should be
+// consistent with version before close"), not the reopen.
+TEST_F(ContentdServicesTest, ReopenRightAfterHalfCloseWaitsForTheRef) {
+  constexpr int kIterations = 200;
+  // File times come from the kernel's coarse clock, a tick behind absl::Now().
+  const absl::Duration kFileClockSlack = absl::Milliseconds(20);
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> context;
+    std::unique_ptr<grpc::ClientReaderWriter<cv1::WriteContentRequest, cv1::WriteContentResponse>>
+        stream;
+  };
+  std::vector<Call> half_closed;
+  absl::Time last_write_before = absl::InfinitePast();
+  absl::Time last_write_after = absl::InfinitePast();
+  for (int i = 0; i < kIterations; ++i) {
+    Call call;
+    call.context = In("reopen");
+    call.stream = content_stub_->Write(call.context.get());
+    cv1::WriteContentRequest stat;
+    stat.set_action(cv1::STAT);
+    stat.set_ref("reopen-ref");
+    cv1::WriteContentResponse response;
+    absl::Time reopened = absl::Now();
+    ASSERT_TRUE(call.stream->Write(stat));
+    if (!call.stream->Read(&response)) {
+      grpc::Status status = call.stream->Finish();
+      FAIL() << "iteration " << i << ": reopen refused: " << status.error_code() << " "
+             << status.error_message();
+    }
+    EXPECT_EQ(response.offset(), i) << "iteration " << i;
+    if (i > 0) {
+      absl::Time updated = FromProto(response.updated_at());
+      EXPECT_GE(updated, last_write_before - kFileClockSlack) << "iteration " << i;
+      EXPECT_LE(updated, last_write_after) << "iteration " << i;
+      EXPECT_LT(updated, reopened) << "iteration " << i << ": reports the reopen";
+    }
+    last_write_before = absl::Now();
+    ASSERT_TRUE(call.stream->Write(Request(cv1::WRITE, i, "x")));
+    ASSERT_TRUE(call.stream->Read(&response));
+    last_write_after = absl::Now();
+    EXPECT_EQ(response.offset(), i + 1);
+    call.stream->WritesDone();  // and no Finish: the next call starts at once
+    half_closed.push_back(std::move(call));
+  }
+  for (Call& call : half_closed) {
+    EXPECT_TRUE(call.stream->Finish().ok());
+  }
+  absl::StatusOr<content::IngestStatus> status =
+      store_->GetStatus(Ctx("reopen", ""), "reopen-ref");
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->offset, kIterations);
+}
+
 TEST_F(ContentdServicesTest, WriteRejectsBadInput) {
   {
     auto client_context = In("proto");

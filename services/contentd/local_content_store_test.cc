@@ -899,6 +899,23 @@ TEST_F(LocalContentStoreTest, StatsFollowCommitsDeletesAndGc) {
   expect(1, 5);
 }
 
+// A ref held by a writer that lets go a moment later is waited for (containerd's store retries
+// for about a second), not refused.
+TEST_F(LocalContentStoreTest, OpenWriterWaitsForARefReleasedSoon) {
+  auto w = MustOpen(a_, "soon");
+  ASSERT_TRUE(w);
+  ASSERT_TRUE(w->Write("abc").ok());
+  std::thread closer([&] {
+    absl::SleepFor(absl::Milliseconds(100));
+    ASSERT_TRUE(w->Close().ok());
+  });
+  absl::StatusOr<std::unique_ptr<content::Writer>> second =
+      store_->OpenWriter(a_, content::WriterOptions{"soon", 0, Digest()});
+  closer.join();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ((*second)->Status()->offset, 3);
+}
+
 TEST_F(LocalContentStoreTest, SecondOpenOfTheSameRootFails) {
   absl::StatusOr<std::unique_ptr<LocalContentStore>> again = LocalContentStore::Open(Options());
   EXPECT_TRUE(absl::IsFailedPrecondition(again.status())) << again.status();

@@ -156,7 +156,9 @@ class FileStore final : public LocalContentStore {
     IngestRow row;
     UniqueFd fd;  // the data file, opened for appending
   };
-  // Takes the ref for `active` and opens its ingest; Unavailable if another writer holds it.
+  // Takes the ref for `active` and opens its ingest, waiting (as containerd's store does) for
+  // a writer that still holds the ref: the previous Write call of the same client often
+  // releases it a moment after its stream closed. Unavailable if it stays held.
   absl::StatusOr<OpenedIngest> LockAndOpenIngest(const Context& ctx,
                                                  const content::WriterOptions& opts,
                                                  const std::shared_ptr<ActiveIngest>& active);

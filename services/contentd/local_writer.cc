@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "lib/base/identifiers.h"
 #include "lib/base/posix.h"
@@ -21,6 +22,15 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr size_t kReadChunk = 1 << 20;
+
+// How long OpenWriter waits for a ref another writer holds (containerd's store: ten tries,
+// each after a random sleep below 1, 2, 4 ... 512 ms, so up to about a second in all).
+constexpr int kLockRetries = 10;
+
+absl::Duration LockBackoff(int retry) {
+  thread_local absl::BitGen gen;
+  return absl::Milliseconds(absl::Uniform<int64_t>(gen, 0, int64_t{1} << retry));
+}
 
 absl::Status LockedError(const std::string& ref) {
   return absl::UnavailableError(absl::StrCat("ref ", ref, " is locked by another writer"));
@@ -275,18 +285,28 @@ absl::StatusOr<FileStore::OpenedIngest> FileStore::LockAndOpenIngest(
     const Context& ctx, const content::WriterOptions& opts,
     const std::shared_ptr<ActiveIngest>& active) {
   const std::string key = IngestKey(ctx.ns, opts.ref);
-  absl::MutexLock lock(&mu_);
-  BERTH_RETURN_IF_ERROR(CheckLeaseLocked(ctx.ns, ctx.lease));
-  BERTH_RETURN_IF_ERROR(CheckNotCommittedLocked(ctx, opts.expected));
-  if (active_.count(key) != 0) {
-    return LockedError(opts.ref);
+  for (int retry = 0;; ++retry) {
+    {
+      absl::MutexLock lock(&mu_);
+      BERTH_RETURN_IF_ERROR(CheckLeaseLocked(ctx.ns, ctx.lease));
+      BERTH_RETURN_IF_ERROR(CheckNotCommittedLocked(ctx, opts.expected));
+      if (active_.count(key) == 0) {
+        BERTH_ASSIGN_OR_RETURN(std::optional<IngestRow> existing,
+                               meta_->GetIngest(ctx.ns, opts.ref));
+        BERTH_ASSIGN_OR_RETURN(OpenedIngest opened,
+                               existing.has_value()
+                                   ? ResumeIngestLocked(ctx, opts, *std::move(existing))
+                                   : CreateIngestLocked(ctx, opts));
+        active_[key] = active;
+        return opened;
+      }
+    }
+    if (retry == kLockRetries) {
+      return LockedError(opts.ref);
+    }
+    BERTH_RETURN_IF_ERROR(ctx.Alive());
+    absl::SleepFor(LockBackoff(retry));
   }
-  BERTH_ASSIGN_OR_RETURN(std::optional<IngestRow> existing, meta_->GetIngest(ctx.ns, opts.ref));
-  BERTH_ASSIGN_OR_RETURN(OpenedIngest opened,
-                         existing.has_value() ? ResumeIngestLocked(ctx, opts, *std::move(existing))
-                                              : CreateIngestLocked(ctx, opts));
-  active_[key] = active;
-  return opened;
 }
 
 absl::Status FileStore::CheckNotCommittedLocked(const Context& ctx, const Digest& expected) {
