@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 
@@ -267,45 +268,67 @@ TEST_P(CtrContentTest, LabelAndRemove) {
 }
 
 TEST_P(CtrContentTest, ActiveShowsIngestInProgress) {
-  // ctr reads the blob from a FIFO this test holds open, so the ingest stays in progress.
-  std::string fifo = dir_.Join("ingest.fifo");
-  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << strerror(errno);
-  // O_RDWR: the open does not wait for ctr, and ctr sees EOF only when this fd closes.
-  int fd = open(fifo.c_str(), O_RDWR | O_CLOEXEC);
-  ASSERT_GE(fd, 0) << strerror(errno);
+  // Three ingests stay in progress at once: ctr reads each blob from a FIFO this test holds
+  // open. Several, so that a `ref~=` filter that matched everything would show more than one.
+  const std::vector<std::string> refs = {"ingest-active", "other-active", "ingest-passive"};
+  std::vector<int> fds;
+  std::vector<std::unique_ptr<Process>> ctrs;
+  std::vector<std::string> firsts;
+  for (size_t i = 0; i < refs.size(); ++i) {
+    std::string fifo = dir_.Join(absl::StrCat("ingest-", i, ".fifo"));
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << strerror(errno);
+    // O_RDWR: the open does not wait for ctr, and ctr sees EOF only when this fd closes.
+    int fd = open(fifo.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << strerror(errno);
+    fds.push_back(fd);
+    Process::Options options;
+    options.argv = {"sh", "-c",
+                    absl::StrCat("exec ctr --address ", address_, " -n ", kNamespace,
+                                 " content ingest ", refs[i], " < ", fifo)};
+    options.log_dir = dir_.Join(absl::StrCat("ctr-", i));
+    ASSERT_EQ(mkdir(options.log_dir.c_str(), 0700), 0) << strerror(errno);
+    ctrs.push_back(std::make_unique<Process>(options));
+    // Below the pipe's capacity: no blocking.
+    firsts.push_back(RandomBytes(48 * 1024, static_cast<uint32_t>(10 + i)));
+    ASSERT_EQ(write(fd, firsts[i].data(), firsts[i].size()),
+              static_cast<ssize_t>(firsts[i].size()));
+  }
 
-  Process::Options options;
-  options.argv = {"sh", "-c",
-                  absl::StrCat("exec ctr --address ", address_, " -n ", kNamespace,
-                               " content ingest ingest-active < ", fifo)};
-  options.log_dir = dir_.path();
-  Process ctr(options);
-
-  std::string first = RandomBytes(48 * 1024, 4);  // below the pipe's capacity: no blocking
-  ASSERT_EQ(write(fd, first.data(), first.size()), static_cast<ssize_t>(first.size()));
-
-  std::vector<std::string> refs;
+  std::vector<std::string> active;
+  const std::vector<std::string> all = {"ingest-active", "ingest-passive", "other-active"};
   bool shown = testing::WaitFor(
       [&] {
-        refs = ActiveRefs();
-        return refs == std::vector<std::string>{"ingest-active"};
+        active = ActiveRefs();
+        std::sort(active.begin(), active.end());
+        return active == all;
       },
       absl::Seconds(20));
-  EXPECT_TRUE(shown) << "content active: " << Run({"content", "active"}).output
-                     << "\nctr log: " << ctr.ReadLog();
+  EXPECT_TRUE(shown) << "content active: " << Run({"content", "active"}).output;
   // ctr passes its argument on as a filter.
   CommandResult filtered = Run({"content", "active", "ref~=^ingest-act"});
+  EXPECT_EQ(filtered.exit_code, 0) << filtered.output;
   EXPECT_EQ(FirstColumn(filtered.output), std::vector<std::string>{"ingest-active"})
       << filtered.output;
+  CommandResult suffix = Run({"content", "active", "ref~=-active$"});
+  std::vector<std::string> suffixed = FirstColumn(suffix.output);
+  std::sort(suffixed.begin(), suffixed.end());
+  EXPECT_EQ(suffixed, (std::vector<std::string>{"ingest-active", "other-active"}))
+      << suffix.output;
   EXPECT_TRUE(ListDigests().empty());
 
-  std::string second = RandomBytes(16 * 1024, 5);
-  ASSERT_EQ(write(fd, second.data(), second.size()), static_cast<ssize_t>(second.size()));
-  close(fd);  // EOF: ctr commits
-  int status = ctr.Wait();
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ctr.ReadLog();
-
-  EXPECT_EQ(ListDigests(), std::vector<std::string>{Sha256Digest(first + second)});
+  std::vector<std::string> expected;
+  for (size_t i = 0; i < refs.size(); ++i) {
+    std::string second = RandomBytes(16 * 1024, static_cast<uint32_t>(20 + i));
+    ASSERT_EQ(write(fds[i], second.data(), second.size()), static_cast<ssize_t>(second.size()));
+    close(fds[i]);  // EOF: ctr commits
+    int status = ctrs[i]->Wait();
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << ctrs[i]->ReadLog();
+    expected.push_back(Sha256Digest(firsts[i] + second));
+  }
+  std::sort(expected.begin(), expected.end());
+  std::vector<std::string> listed = ListDigests();
+  std::sort(listed.begin(), listed.end());
+  EXPECT_EQ(listed, expected);
   EXPECT_TRUE(ActiveRefs().empty());
 }
 

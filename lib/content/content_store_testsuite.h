@@ -73,7 +73,7 @@ class ContentStoreTest : public ::testing::Test {
   }
 
   Harness harness_;
-  const Context ctx_{"suite", ""};
+  const Context ctx_{"suite", "", absl::InfiniteFuture(), nullptr};
 };
 
 TYPED_TEST_SUITE_P(ContentStoreTest);
@@ -453,8 +453,8 @@ TYPED_TEST_P(ContentStoreTest, DuplicateCommitIsAlreadyExists) {
 }
 
 TYPED_TEST_P(ContentStoreTest, NamespacesAreIsolated) {
-  const Context a{"ns-a", ""};
-  const Context b{"ns-b", ""};
+  const Context a{"ns-a", "", absl::InfiniteFuture(), nullptr};
+  const Context b{"ns-b", "", absl::InfiniteFuture(), nullptr};
   const std::string data = "shared bytes";
   const Digest digest = this->Commit(a, "blob", data, {{"in", "a"}});
 

@@ -9,9 +9,12 @@
 namespace berth::leases {
 namespace {
 
-// A ClientContext carrying ctx's namespace. (A lease call never carries a lease header.)
+// A ClientContext carrying ctx's namespace and deadline. (A lease call never carries a lease
+// header.)
 void Prepare(const Context& ctx, grpc::ClientContext* client_context) {
-  ApplyContext(Context{ctx.ns, ""}, client_context);
+  Context leaseless = ctx;
+  leaseless.lease.clear();
+  ApplyContext(leaseless, client_context);
 }
 
 }  // namespace

@@ -33,6 +33,14 @@
 namespace berth::contentd {
 namespace {
 
+// A Context in `ns` under `lease` (no deadline, no cancellation).
+Context Ctx(std::string ns, std::string lease) {
+  Context ctx;
+  ctx.ns = std::move(ns);
+  ctx.lease = std::move(lease);
+  return ctx;
+}
+
 namespace cv1 = ::containerd::services::content::v1;
 namespace nv1 = ::containerd::services::namespaces::v1;
 
@@ -101,7 +109,7 @@ class ContentdServicesTest : public ::testing::Test {
   // A ClientContext in namespace `ns` (none: no header).
   static std::unique_ptr<grpc::ClientContext> In(const std::string& ns) {
     auto client_context = std::make_unique<grpc::ClientContext>();
-    ApplyContext(Context{ns, ""}, client_context.get());
+    ApplyContext(Ctx(ns, ""), client_context.get());
     return client_context;
   }
 
@@ -179,7 +187,7 @@ TEST_F(ContentdServicesTest, WriteFollowsContainerdProtocol) {
   ASSERT_TRUE(stream->Finish().ok());
 
   absl::StatusOr<content::Info> info =
-      store_->GetInfo(Context{"proto", ""}, Sha256Of("HELLO world"));
+      store_->GetInfo(Ctx("proto", ""), Sha256Of("HELLO world"));
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->labels, (content::Labels{{"k", "v"}}));
   EXPECT_EQ(MetricValue("berth_content_ingested_bytes_total"), 16);
@@ -187,13 +195,73 @@ TEST_F(ContentdServicesTest, WriteFollowsContainerdProtocol) {
   EXPECT_EQ(MetricValue("berth_content_stored_bytes"), 11);
 
   grpc::ClientContext delete_context;
-  ApplyContext(Context{"proto", ""}, &delete_context);
+  ApplyContext(Ctx("proto", ""), &delete_context);
   cv1::DeleteContentRequest del;
   del.set_digest(Sha256Of("HELLO world").ToString());
   google::protobuf::Empty empty;
   ASSERT_TRUE(content_stub_->Delete(&delete_context, del, &empty).ok());
   EXPECT_EQ(MetricValue("berth_content_stored_blobs"), 0);
   EXPECT_EQ(MetricValue("berth_content_stored_bytes"), 0);
+}
+
+absl::Time FromProto(const google::protobuf::Timestamp& t) {
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+// containerd's proxy writer closes a Write call by half-closing its stream without waiting for
+// the server, then often reopens the same ref at once: the server may not have released the
+// ref yet. contentd must wait for it as containerd's store does, not refuse it as locked. The
+// reopened writer reports the ingest's last write as updated_at (containerd: "status should be
+// consistent with version before close"), not the reopen.
+TEST_F(ContentdServicesTest, ReopenRightAfterHalfCloseWaitsForTheRef) {
+  constexpr int kIterations = 200;
+  // File times come from the kernel's coarse clock, a tick behind absl::Now().
+  const absl::Duration kFileClockSlack = absl::Milliseconds(20);
+  struct Call {
+    std::unique_ptr<grpc::ClientContext> context;
+    std::unique_ptr<grpc::ClientReaderWriter<cv1::WriteContentRequest, cv1::WriteContentResponse>>
+        stream;
+  };
+  std::vector<Call> half_closed;
+  absl::Time last_write_before = absl::InfinitePast();
+  absl::Time last_write_after = absl::InfinitePast();
+  for (int i = 0; i < kIterations; ++i) {
+    Call call;
+    call.context = In("reopen");
+    call.stream = content_stub_->Write(call.context.get());
+    cv1::WriteContentRequest stat;
+    stat.set_action(cv1::STAT);
+    stat.set_ref("reopen-ref");
+    cv1::WriteContentResponse response;
+    absl::Time reopened = absl::Now();
+    ASSERT_TRUE(call.stream->Write(stat));
+    if (!call.stream->Read(&response)) {
+      grpc::Status status = call.stream->Finish();
+      FAIL() << "iteration " << i << ": reopen refused: " << status.error_code() << " "
+             << status.error_message();
+    }
+    EXPECT_EQ(response.offset(), i) << "iteration " << i;
+    if (i > 0) {
+      absl::Time updated = FromProto(response.updated_at());
+      EXPECT_GE(updated, last_write_before - kFileClockSlack) << "iteration " << i;
+      EXPECT_LE(updated, last_write_after) << "iteration " << i;
+      EXPECT_LT(updated, reopened) << "iteration " << i << ": reports the reopen";
+    }
+    last_write_before = absl::Now();
+    ASSERT_TRUE(call.stream->Write(Request(cv1::WRITE, i, "x")));
+    ASSERT_TRUE(call.stream->Read(&response));
+    last_write_after = absl::Now();
+    EXPECT_EQ(response.offset(), i + 1);
+    call.stream->WritesDone();  // and no Finish: the next call starts at once
+    half_closed.push_back(std::move(call));
+  }
+  for (Call& call : half_closed) {
+    EXPECT_TRUE(call.stream->Finish().ok());
+  }
+  absl::StatusOr<content::IngestStatus> status =
+      store_->GetStatus(Ctx("reopen", ""), "reopen-ref");
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_EQ(status->offset, kIterations);
 }
 
 TEST_F(ContentdServicesTest, WriteRejectsBadInput) {
@@ -237,7 +305,7 @@ TEST_F(ContentdServicesTest, ReadStreamsChunksAndRanges) {
   std::string data((2 << 20) + 5, 'x');
   data[1 << 20] = 'y';
   const Digest digest = Sha256Of(data);
-  ASSERT_TRUE(content::WriteBlob(*store_, Context{"fallback", ""}, "r", data, digest, {}).ok());
+  ASSERT_TRUE(content::WriteBlob(*store_, Ctx("fallback", ""), "r", data, digest, {}).ok());
 
   auto read = [&](int64_t offset, int64_t size, std::vector<int64_t>* offsets) {
     auto client_context = In("");  // no header: the default namespace
@@ -302,7 +370,7 @@ TEST_F(ContentdServicesTest, MalformedDigestIsInvalidArgument) {
 }
 
 TEST_F(ContentdServicesTest, ListSendsManyInfosPerMessage) {
-  const Context ctx{"many", ""};
+  const Context ctx = Ctx("many", "");
   for (int i = 0; i < 130; ++i) {
     std::string data = absl::StrCat("blob ", i);
     ASSERT_TRUE(
@@ -326,7 +394,7 @@ TEST_F(ContentdServicesTest, ListSendsManyInfosPerMessage) {
 
 TEST_F(ContentdServicesTest, LeasesThroughGrpcLeaseManager) {
   leases::GrpcLeaseManager manager(channel_);
-  const Context ctx{"leased", ""};
+  const Context ctx = Ctx("leased", "");
 
   absl::StatusOr<leases::Lease> generated = manager.Create(ctx, "", {{"purpose", "test"}});
   ASSERT_TRUE(generated.ok()) << generated.status();
@@ -347,7 +415,7 @@ TEST_F(ContentdServicesTest, LeasesThroughGrpcLeaseManager) {
   ASSERT_EQ(filtered->size(), 1u);
   EXPECT_EQ((*filtered)[0].id, generated->id);
   // Other namespaces see none of it.
-  absl::StatusOr<std::vector<leases::Lease>> elsewhere = manager.List(Context{"other", ""}, {});
+  absl::StatusOr<std::vector<leases::Lease>> elsewhere = manager.List(Ctx("other", ""), {});
   ASSERT_TRUE(elsewhere.ok()) << elsewhere.status();
   EXPECT_TRUE(elsewhere->empty());
 
@@ -369,9 +437,9 @@ TEST_F(ContentdServicesTest, LeasesThroughGrpcLeaseManager) {
 TEST_F(ContentdServicesTest, ContentWrittenUnderALeaseIsHeld) {
   leases::GrpcLeaseManager manager(channel_);
   content::GrpcContentStore content(channel_);
-  absl::StatusOr<leases::Lease> lease = manager.Create(Context{"leased", ""}, "pull-1", {});
+  absl::StatusOr<leases::Lease> lease = manager.Create(Ctx("leased", ""), "pull-1", {});
   ASSERT_TRUE(lease.ok()) << lease.status();
-  const Context ctx{"leased", "pull-1"};
+  const Context ctx = Ctx("leased", "pull-1");
   const Digest digest = Sha256Of("under a lease");
   ASSERT_TRUE(content::WriteBlob(content, ctx, "leased-ref", "under a lease", digest, {}).ok());
   absl::StatusOr<std::vector<leases::Resource>> resources = manager.ListResources(ctx, "pull-1");

@@ -15,6 +15,12 @@
 //   survive a crash of the process, so an offset a client was told is never lost; Commit
 //   fdatasyncs the data, renames it into blobs/ and fsyncs the directory.
 // - Abort wins over an open writer (as in containerd): that writer's next call fails NotFound.
+// - OpenWriter on a ref another writer holds waits for it as containerd's store does (ten
+//   tries after random sleeps below 1, 2, 4 ... 512 ms), then fails Unavailable: a client's
+//   previous Write call often lets go of the ref a moment after its stream closed.
+// - A resumed ingest reports its last write as updated_at (the data file's mtime), not the
+//   moment it was reopened, as containerd's store does (its testsuite: "status should be
+//   consistent with version before close").
 // - Commit falls back to WriterOptions::total / expected when its own size / expected are
 //   unset. A lease id in the Context must exist (NotFound) for OpenWriter and Commit; reads
 //   ignore it. Writing a blob that already exists under a lease adds it to that lease.

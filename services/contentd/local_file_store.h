@@ -1,8 +1,15 @@
 #pragma once
 
 // Internal to contentd_store: the one implementation behind LocalContentStore, split over
-// local_content_store.cc (content, namespaces, Open and recovery), local_leases.cc (leases) and
-// local_gc.cc (garbage collection and lease expiry). Nothing outside this folder includes it.
+//   local_content_store.cc  Open, crash recovery, helpers shared by the files below, Stats
+//   local_writer.cc         OpenWriter, the writer, Commit
+//   local_blobs.cc          reading, and the blobs and ingests a namespace holds (Manager,
+//                           IngestManager)
+//   local_namespaces.cc     the namespace registry
+//   local_leases.cc         leases
+//   local_gc.cc             garbage collection and lease expiry
+//   content_metadata.cc     the SQL behind all of them
+// Nothing outside this folder includes it.
 //
 // Locking: mu_ guards the database and every change to files under blobs/ and ingest/ other
 // than appending to an ingest's data (which only the writer holding the ref does, unlocked).
@@ -12,9 +19,9 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
-#include <optional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -24,7 +31,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "lib/base/unique_fd.h"
 #include "lib/sqlite/sqlite.h"
+#include "services/contentd/content_metadata.h"
 #include "services/contentd/local_content_store.h"
 #include "services/contentd/local_labels.h"
 
@@ -37,16 +46,6 @@ struct ActiveIngest {
   std::atomic<bool> aborted{false};    // Abort() removed the ingest under the writer
 };
 
-// One row of the ingests table.
-struct IngestRow {
-  std::string ns;
-  std::string ref;
-  std::string id;  // directory name under ingest/
-  int64_t total = 0;
-  Digest expected;
-  absl::Time started_at = absl::UnixEpoch();
-};
-
 // A blob removed from a namespace, to be announced with /content/delete.
 struct Removal {
   std::string ns;
@@ -55,19 +54,19 @@ struct Removal {
 
 class FileStore final : public LocalContentStore {
  public:
-  FileStore(StoreOptions options, std::unique_ptr<sqlite::Db> db, int lock_fd);
+  FileStore(StoreOptions options, std::unique_ptr<ContentMetadata> meta, UniqueFd lock_fd);
   ~FileStore() override;
   FileStore(const FileStore&) = delete;
   FileStore& operator=(const FileStore&) = delete;
 
-  // Crash recovery; called once by Open() before the store is shared.
+  // Crash recovery, then the totals counted; called once by Open() before the store is shared.
   absl::Status Recover();
   // Starts the lease expiry thread (if the interval is positive).
   void StartExpiryThread();
 
   // content::Provider
   absl::StatusOr<std::unique_ptr<content::Reader>> OpenReader(const Context& ctx,
-                                                               const Digest& digest) override;
+                                                              const Digest& digest) override;
   // content::Ingester
   absl::StatusOr<std::unique_ptr<content::Writer>> OpenWriter(
       const Context& ctx, const content::WriterOptions& opts) override;
@@ -89,8 +88,8 @@ class FileStore final : public LocalContentStore {
   absl::StatusOr<leases::Lease> Create(const Context& ctx, const std::string& id,
                                        const std::map<std::string, std::string>& labels) override;
   absl::Status Delete(const Context& ctx, const std::string& id, bool sync) override;
-  absl::StatusOr<std::vector<leases::Lease>> List(
-      const Context& ctx, const std::vector<std::string>& filters) override;
+  absl::StatusOr<std::vector<leases::Lease>> List(const Context& ctx,
+                                                  const std::vector<std::string>& filters) override;
   absl::Status AddResource(const Context& ctx, const std::string& lease,
                            const leases::Resource& resource) override;
   absl::Status DeleteResource(const Context& ctx, const std::string& lease,
@@ -102,8 +101,8 @@ class FileStore final : public LocalContentStore {
   absl::Status Create(const std::string& name, const namespaces::Labels& labels) override;
   absl::StatusOr<namespaces::Namespace> Get(const std::string& name) override;
   absl::StatusOr<std::vector<namespaces::Namespace>> List() override;
-  absl::StatusOr<namespaces::Namespace> Update(
-      const namespaces::Namespace& ns, const std::vector<std::string>& fieldpaths) override;
+  absl::StatusOr<namespaces::Namespace> Update(const namespaces::Namespace& ns,
+                                               const std::vector<std::string>& fieldpaths) override;
   absl::Status Delete(const std::string& name) override;
 
   // LocalContentStore
@@ -123,24 +122,10 @@ class FileStore final : public LocalContentStore {
   std::string IngestDataPath(const std::string& id) const;
 
  private:
-  // Inserts the namespace row if missing.
-  absl::Status RegisterNamespaceLocked(const std::string& ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // NotFound unless ctx.lease is empty or names a lease in ctx.ns.
-  absl::Status CheckLeaseLocked(const Context& ctx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status AddLeaseResourceLocked(const std::string& ns, const std::string& lease,
-                                      absl::string_view type, absl::string_view id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<bool> BlobExistsLocked(const std::string& ns, const Digest& digest)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::optional<content::Info>> GetInfoLocked(const std::string& ns,
-                                                             const Digest& digest)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::optional<IngestRow>> GetIngestLocked(const std::string& ns,
-                                                           const std::string& ref)
+  // NotFound unless `lease` is empty or names a lease in `ns`.
+  absl::Status CheckLeaseLocked(const std::string& ns, const std::string& lease)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   content::IngestStatus StatusOf(const IngestRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Deletes the ingest's row and the lease records of it; the caller holds a transaction.
-  absl::Status DeleteIngestRowsLocked(const IngestRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes the ingest's row (and lease records of it) in a transaction, then its directory.
   absl::Status RemoveIngestLocked(const IngestRow& row) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Unlinks blob files whose digest no blobs row names any more.
@@ -151,39 +136,68 @@ class FileStore final : public LocalContentStore {
 
   // --- garbage collection (local_gc.cc) ---
   struct GcScope {
-    bool full = false;                 // every blob and unleased ingest is a candidate
-    std::set<std::string> blobs;       // otherwise only these digests...
-    std::set<std::string> ingests;     // ...and these refs
+    bool full = false;              // every blob and unleased ingest is a candidate
+    std::set<std::string> blobs;    // otherwise only these digests...
+    std::set<std::string> ingests;  // ...and these refs
   };
   // Marks from the namespace's roots and removes the unreachable candidates.
   absl::Status CollectLocked(const std::string& ns, const GcScope& scope, GcResult* result,
                              std::vector<Removal>* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Deletes the lease and collects what it alone held.
   absl::Status DeleteLeaseLocked(const std::string& ns, const std::string& id, GcResult* result,
-                                 std::vector<Removal>* removed)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                 std::vector<Removal>* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Deletes every lease whose containerd.io/gc.expire has passed.
   absl::Status ExpireLeasesLocked(GcResult* result, std::vector<Removal>* removed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<std::vector<std::string>> NamespacesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpiryLoop();
 
+  // --- opening a writer (local_writer.cc) ---
+  struct OpenedIngest {
+    IngestRow row;
+    UniqueFd fd;  // the data file, opened for appending
+  };
+  // Takes the ref for `active` and opens its ingest, waiting (as containerd's store does) for
+  // a writer that still holds the ref: the previous Write call of the same client often
+  // releases it a moment after its stream closed. Unavailable if it stays held.
+  absl::StatusOr<OpenedIngest> LockAndOpenIngest(const Context& ctx,
+                                                 const content::WriterOptions& opts,
+                                                 const std::shared_ptr<ActiveIngest>& active);
+  // AlreadyExists if `expected` is already a blob in ctx.ns (the lease, if any, then holds it).
+  absl::Status CheckNotCommittedLocked(const Context& ctx, const Digest& expected)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<OpenedIngest> ResumeIngestLocked(const Context& ctx,
+                                                  const content::WriterOptions& opts, IngestRow row)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<OpenedIngest> CreateIngestLocked(const Context& ctx,
+                                                  const content::WriterOptions& opts)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commit of a digest ctx.ns already has: drops the ingest, and the lease holds the blob.
+  absl::Status DropDuplicateIngestLocked(const Context& ctx, const IngestRow& row,
+                                         const Digest& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Renames the ingest's data to the blob's path unless that file exists (another namespace
+  // has the blob); returns whether it renamed.
+  absl::StatusOr<bool> MoveIntoBlobsLocked(const IngestRow& row, const Digest& digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   const StoreOptions options_;
-  const int lock_fd_;
+  const UniqueFd lock_fd_;  // flock(LOCK_EX) on <root>/lock while the store is open
   absl::Mutex mu_;
-  std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<ContentMetadata> meta_ ABSL_GUARDED_BY(mu_);
+  // meta_'s database, for the leases and GC code's own queries.
+  sqlite::Db* db_ ABSL_GUARDED_BY(mu_);
   // Refs held by open writers, keyed "<ns>/<ref>".
   std::map<std::string, std::shared_ptr<ActiveIngest>> active_ ABSL_GUARDED_BY(mu_);
   absl::Notification stop_;
   std::thread expiry_thread_;
 };
 
+// Creates directory `path` (0755) if missing; fsyncs `parent` when it did, so the new
+// directory survives a crash.
+absl::Status EnsureDir(const std::string& path, const std::string& parent);
+
 // "<ns>/<ref>": namespaces cannot contain '/'.
 inline std::string IngestKey(absl::string_view ns, absl::string_view ref) {
   return std::string(ns) + "/" + std::string(ref);
 }
-
-inline int64_t ToNanos(absl::Time t) { return absl::ToUnixNanos(t); }
-inline absl::Time FromNanos(int64_t n) { return absl::FromUnixNanos(n); }
 
 }  // namespace berth::contentd::internal

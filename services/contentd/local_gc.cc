@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/base/logging.h"
+#include "lib/base/status_macros.h"
 #include "services/contentd/local_file_store.h"
 
 namespace berth::contentd::internal {
@@ -36,59 +37,48 @@ std::vector<std::string> ContentRefs(const LabelMap& labels) {
 
 }  // namespace
 
-absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scope,
-                                      GcResult* result, std::vector<Removal>* removed) {
+absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scope, GcResult* result,
+                                      std::vector<Removal>* removed) {
   // The namespace's blobs and their references.
   std::map<std::string, LabelMap> blobs;
   {
-    absl::StatusOr<sqlite::Statement> st =
-        db_->Prepare("SELECT digest, labels FROM blobs WHERE ns = ?");
-    if (!st.ok()) {
-      return st.status();
-    }
-    st->Bind(1, ns);
-    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
-      absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(1));
+    BERTH_ASSIGN_OR_RETURN(sqlite::Statement st,
+                           db_->Prepare("SELECT digest, labels FROM blobs WHERE ns = ?"));
+    st.Bind(1, ns);
+    BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+      absl::StatusOr<LabelMap> labels = DecodeLabels(st.Text(1));
       if (!labels.ok()) {
         return labels.status();
       }
-      blobs.emplace(st->Text(0), std::move(*labels));
+      blobs.emplace(st.Text(0), std::move(*labels));
       return absl::OkStatus();
-    });
-    if (!scan.ok()) {
-      return scan;
-    }
+    }));
   }
   // What live leases hold.
   std::set<std::string> leased_content;
   std::set<std::string> flat_content;
   std::set<std::string> leased_ingests;
   {
-    absl::StatusOr<sqlite::Statement> st = db_->Prepare(
-        "SELECT r.type, r.id, l.labels FROM lease_resources r JOIN leases l "
-        "ON r.ns = l.ns AND r.lease = l.id "
-        "WHERE r.ns = ? AND r.type IN ('content', 'ingests')");
-    if (!st.ok()) {
-      return st.status();
-    }
-    st->Bind(1, ns);
-    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
-      std::string type = st->Text(0);
-      std::string id = st->Text(1);
+    BERTH_ASSIGN_OR_RETURN(
+        sqlite::Statement st,
+        db_->Prepare(
+            "SELECT r.type, r.id, l.labels FROM lease_resources r JOIN leases l ON r.ns = l.ns AND "
+            "r.lease = l.id WHERE r.ns = ? AND r.type IN ('content', 'ingests')"));
+    st.Bind(1, ns);
+    BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+      std::string type = st.Text(0);
+      std::string id = st.Text(1);
       if (type == "ingests") {
         leased_ingests.insert(id);
         return absl::OkStatus();
       }
-      absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(2));
+      absl::StatusOr<LabelMap> labels = DecodeLabels(st.Text(2));
       if (!labels.ok()) {
         return labels.status();
       }
       (labels->count(std::string(kGcFlatLabel)) != 0 ? flat_content : leased_content).insert(id);
       return absl::OkStatus();
-    });
-    if (!scan.ok()) {
-      return scan;
-    }
+    }));
   }
 
   // Candidates: everything (full pass) or what the released resources reach.
@@ -138,34 +128,29 @@ absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scop
   // that a lease holds or a writer has open.
   std::vector<IngestRow> dead_ingests;
   {
-    absl::StatusOr<sqlite::Statement> st = db_->Prepare(
-        "SELECT ns, ref, id, total, expected, started_at FROM ingests WHERE ns = ?");
-    if (!st.ok()) {
-      return st.status();
-    }
-    st->Bind(1, ns);
+    BERTH_ASSIGN_OR_RETURN(
+        sqlite::Statement st,
+        db_->Prepare("SELECT ns, ref, id, total, expected, started_at FROM ingests WHERE ns = ?"));
+    st.Bind(1, ns);
     absl::Time now = absl::Now();
-    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
+    BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
       IngestRow row;
-      row.ns = st->Text(0);
-      row.ref = st->Text(1);
-      row.id = st->Text(2);
+      row.ns = st.Text(0);
+      row.ref = st.Text(1);
+      row.id = st.Text(2);
       if (leased_ingests.count(row.ref) != 0 || active_.count(IngestKey(ns, row.ref)) != 0) {
         return absl::OkStatus();
       }
       if (scope.ingests.count(row.ref) != 0) {
         dead_ingests.push_back(std::move(row));
       } else if (scope.full) {
-        row.started_at = FromNanos(st->Int(5));
+        row.started_at = FromNanos(st.Int(5));
         if (StatusOf(row).updated_at + options_.ingest_expiry <= now) {
           dead_ingests.push_back(std::move(row));
         }
       }
       return absl::OkStatus();
-    });
-    if (!scan.ok()) {
-      return scan;
-    }
+    }));
   }
 
   // Sweep.
@@ -181,32 +166,15 @@ absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scop
   if (swept.empty() && dead_ingests.empty()) {
     return absl::OkStatus();
   }
-  absl::Status st = db_->Transaction([&]() -> absl::Status {
+  BERTH_RETURN_IF_ERROR(meta_->Transaction([&]() -> absl::Status {
     for (const Removal& r : swept) {
-      absl::StatusOr<sqlite::Statement> s =
-          db_->Prepare("DELETE FROM blobs WHERE ns = ? AND digest = ?");
-      if (!s.ok()) {
-        return s.status();
-      }
-      if (absl::Status e = s->Bind(1, ns).Bind(2, r.digest.ToString()).Run(); !e.ok()) {
-        return e;
-      }
+      BERTH_RETURN_IF_ERROR(meta_->DeleteBlob(ns, r.digest).status());
     }
     for (const IngestRow& row : dead_ingests) {
-      absl::StatusOr<sqlite::Statement> s =
-          db_->Prepare("DELETE FROM ingests WHERE ns = ? AND ref = ?");
-      if (!s.ok()) {
-        return s.status();
-      }
-      if (absl::Status e = s->Bind(1, ns).Bind(2, row.ref).Run(); !e.ok()) {
-        return e;
-      }
+      BERTH_RETURN_IF_ERROR(meta_->DeleteIngest(ns, row.ref));
     }
     return absl::OkStatus();
-  });
-  if (!st.ok()) {
-    return st;
-  }
+  }));
   RemoveUnreferencedFilesLocked(swept);
   for (const IngestRow& row : dead_ingests) {
     std::error_code ec;
@@ -222,33 +190,24 @@ absl::Status FileStore::DeleteLeaseLocked(const std::string& ns, const std::stri
                                           GcResult* result, std::vector<Removal>* removed) {
   GcScope scope;
   {
-    absl::StatusOr<sqlite::Statement> st =
-        db_->Prepare("SELECT type, id FROM lease_resources WHERE ns = ? AND lease = ?");
-    if (!st.ok()) {
-      return st.status();
-    }
-    st->Bind(1, ns).Bind(2, id);
-    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
-      std::string type = st->Text(0);
+    BERTH_ASSIGN_OR_RETURN(
+        sqlite::Statement st,
+        db_->Prepare("SELECT type, id FROM lease_resources WHERE ns = ? AND lease = ?"));
+    st.Bind(1, ns).Bind(2, id);
+    BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+      std::string type = st.Text(0);
       if (type == "content") {
-        scope.blobs.insert(st->Text(1));
+        scope.blobs.insert(st.Text(1));
       } else if (type == "ingests") {
-        scope.ingests.insert(st->Text(1));
+        scope.ingests.insert(st.Text(1));
       }
       return absl::OkStatus();
-    });
-    if (!scan.ok()) {
-      return scan;
-    }
+    }));
   }
-  absl::StatusOr<sqlite::Statement> del =
-      db_->Prepare("DELETE FROM leases WHERE ns = ? AND id = ?");  // cascades to resources
-  if (!del.ok()) {
-    return del.status();
-  }
-  if (absl::Status st = del->Bind(1, ns).Bind(2, id).Run(); !st.ok()) {
-    return st;
-  }
+  // Cascades to the lease's resources.
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement del,
+                         db_->Prepare("DELETE FROM leases WHERE ns = ? AND id = ?"));
+  BERTH_RETURN_IF_ERROR(del.Bind(1, ns).Bind(2, id).Run());
   if (db_->Changes() == 0) {
     return absl::NotFoundError(absl::StrCat("lease ", id, " not found"));
   }
@@ -258,13 +217,10 @@ absl::Status FileStore::DeleteLeaseLocked(const std::string& ns, const std::stri
 absl::Status FileStore::ExpireLeasesLocked(GcResult* result, std::vector<Removal>* removed) {
   std::vector<std::pair<std::string, std::string>> expired;
   {
-    absl::StatusOr<sqlite::Statement> st = db_->Prepare("SELECT ns, id, labels FROM leases");
-    if (!st.ok()) {
-      return st.status();
-    }
+    BERTH_ASSIGN_OR_RETURN(sqlite::Statement st, db_->Prepare("SELECT ns, id, labels FROM leases"));
     absl::Time now = absl::Now();
-    absl::Status scan = st->ForEachRow([&]() -> absl::Status {
-      absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(2));
+    BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+      absl::StatusOr<LabelMap> labels = DecodeLabels(st.Text(2));
       if (!labels.ok()) {
         return labels.status();
       }
@@ -275,44 +231,22 @@ absl::Status FileStore::ExpireLeasesLocked(GcResult* result, std::vector<Removal
       absl::Time expire;
       std::string err;
       if (!absl::ParseTime(absl::RFC3339_full, it->second, &expire, &err)) {
-        BERTH_LOG(Debug) << "contentd: lease " << st->Text(0) << "/" << st->Text(1) << ": bad "
+        BERTH_LOG(Debug) << "contentd: lease " << st.Text(0) << "/" << st.Text(1) << ": bad "
                          << kGcExpireLabel << " \"" << it->second << "\": " << err;
         return absl::OkStatus();
       }
       if (expire <= now) {
-        expired.emplace_back(st->Text(0), st->Text(1));
+        expired.emplace_back(st.Text(0), st.Text(1));
       }
       return absl::OkStatus();
-    });
-    if (!scan.ok()) {
-      return scan;
-    }
+    }));
   }
   for (const auto& [ns, id] : expired) {
-    if (absl::Status st = DeleteLeaseLocked(ns, id, result, removed); !st.ok()) {
-      return st;
-    }
+    BERTH_RETURN_IF_ERROR(DeleteLeaseLocked(ns, id, result, removed));
     BERTH_LOG(Info) << "contentd: lease " << ns << "/" << id << " expired";
     result->leases_expired++;
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::vector<std::string>> FileStore::NamespacesLocked() {
-  absl::StatusOr<sqlite::Statement> st = db_->Prepare(
-      "SELECT name FROM namespaces UNION SELECT ns FROM blobs UNION SELECT ns FROM ingests");
-  if (!st.ok()) {
-    return st.status();
-  }
-  std::vector<std::string> out;
-  absl::Status scan = st->ForEachRow([&]() -> absl::Status {
-    out.push_back(st->Text(0));
-    return absl::OkStatus();
-  });
-  if (!scan.ok()) {
-    return scan;
-  }
-  return out;
 }
 
 absl::StatusOr<GcResult> FileStore::CollectGarbage() {
@@ -322,7 +256,7 @@ absl::StatusOr<GcResult> FileStore::CollectGarbage() {
   {
     absl::MutexLock lock(&mu_);
     status = ExpireLeasesLocked(&result, &removed);
-    absl::StatusOr<std::vector<std::string>> names = NamespacesLocked();
+    absl::StatusOr<std::vector<std::string>> names = meta_->AllNamespaces();
     if (status.ok() && !names.ok()) {
       status = names.status();
     }

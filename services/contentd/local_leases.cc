@@ -3,6 +3,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/identifiers.h"
+#include "lib/base/status_macros.h"
 #include "lib/filters/filter.h"
 #include "services/contentd/local_file_store.h"
 
@@ -20,8 +21,8 @@ absl::Status ValidateResource(const leases::Resource& resource) {
   if (resource.type == "content") {
     absl::StatusOr<Digest> digest = Digest::Parse(resource.id);
     if (!digest.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "lease resource content ", resource.id, ": ", digest.status().message()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("lease resource content ", resource.id, ": ", digest.status().message()));
     }
   }
   return absl::OkStatus();
@@ -31,15 +32,9 @@ absl::Status ValidateResource(const leases::Resource& resource) {
 
 absl::StatusOr<leases::Lease> FileStore::Create(const Context& ctx, const std::string& id,
                                                 const std::map<std::string, std::string>& labels) {
-  if (absl::Status st = ValidateNamespace(ctx.ns); !st.ok()) {
-    return st;
-  }
-  if (absl::Status st = ValidateIdentifier("lease", id); !st.ok()) {
-    return st;
-  }
-  if (absl::Status st = ValidateLabels(labels); !st.ok()) {
-    return st;
-  }
+  BERTH_RETURN_IF_ERROR(ValidateNamespace(ctx.ns));
+  BERTH_RETURN_IF_ERROR(ValidateIdentifier("lease", id));
+  BERTH_RETURN_IF_ERROR(ValidateLabels(labels));
   leases::Lease lease;
   lease.id = id;
   lease.created_at = absl::Now();
@@ -49,46 +44,33 @@ absl::StatusOr<leases::Lease> FileStore::Create(const Context& ctx, const std::s
     }
   }
   absl::MutexLock lock(&mu_);
-  absl::Status st = db_->Transaction([&]() -> absl::Status {
-    if (absl::Status s = RegisterNamespaceLocked(ctx.ns); !s.ok()) {
-      return s;
-    }
-    absl::StatusOr<sqlite::Statement> ins = db_->Prepare(
-        "INSERT OR IGNORE INTO leases (ns, id, created_at, labels) VALUES (?, ?, ?, ?)");
-    if (!ins.ok()) {
-      return ins.status();
-    }
-    if (absl::Status s = ins->Bind(1, ctx.ns)
-                             .Bind(2, id)
-                             .Bind(3, ToNanos(lease.created_at))
-                             .BindBlob(4, EncodeLabels(lease.labels))
-                             .Run();
-        !s.ok()) {
-      return s;
-    }
+  BERTH_RETURN_IF_ERROR(db_->Transaction([&]() -> absl::Status {
+    BERTH_RETURN_IF_ERROR(meta_->RegisterNamespace(ctx.ns));
+    BERTH_ASSIGN_OR_RETURN(
+        sqlite::Statement ins,
+        db_->Prepare(
+            "INSERT OR IGNORE INTO leases (ns, id, created_at, labels) VALUES (?, ?, ?, ?)"));
+    BERTH_RETURN_IF_ERROR(ins.Bind(1, ctx.ns)
+                              .Bind(2, id)
+                              .Bind(3, ToNanos(lease.created_at))
+                              .BindBlob(4, EncodeLabels(lease.labels))
+                              .Run());
     if (db_->Changes() == 0) {
       return absl::AlreadyExistsError(absl::StrCat("lease ", id, ": already exists"));
     }
     return absl::OkStatus();
-  });
-  if (!st.ok()) {
-    return st;
-  }
+  }));
   return lease;
 }
 
 absl::Status FileStore::Delete(const Context& ctx, const std::string& id, bool sync) {
-  if (absl::Status st = ValidateNamespace(ctx.ns); !st.ok()) {
-    return st;
-  }
+  BERTH_RETURN_IF_ERROR(ValidateNamespace(ctx.ns));
   // Collection is always synchronous here: it is one pass over one namespace's rows.
   std::vector<Removal> removed;
   {
     absl::MutexLock lock(&mu_);
     GcResult result;
-    if (absl::Status st = DeleteLeaseLocked(ctx.ns, id, &result, &removed); !st.ok()) {
-      return st;
-    }
+    BERTH_RETURN_IF_ERROR(DeleteLeaseLocked(ctx.ns, id, &result, &removed));
   }
   Publish(removed);
   return absl::OkStatus();
@@ -96,26 +78,22 @@ absl::Status FileStore::Delete(const Context& ctx, const std::string& id, bool s
 
 absl::StatusOr<std::vector<leases::Lease>> FileStore::List(
     const Context& ctx, const std::vector<std::string>& filters) {
-  if (absl::Status st = ValidateNamespace(ctx.ns); !st.ok()) {
-    return st;
-  }
+  BERTH_RETURN_IF_ERROR(ValidateNamespace(ctx.ns));
   absl::StatusOr<filters::Filter> filter = filters::Filter::ParseAll(filters);
   if (!filter.ok()) {
     return filter.status();
   }
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<sqlite::Statement> st =
-      db_->Prepare("SELECT id, created_at, labels FROM leases WHERE ns = ? ORDER BY id");
-  if (!st.ok()) {
-    return st.status();
-  }
-  st->Bind(1, ctx.ns);
+  BERTH_ASSIGN_OR_RETURN(
+      sqlite::Statement st,
+      db_->Prepare("SELECT id, created_at, labels FROM leases WHERE ns = ? ORDER BY id"));
+  st.Bind(1, ctx.ns);
   std::vector<leases::Lease> out;
-  absl::Status scan = st->ForEachRow([&]() -> absl::Status {
+  BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
     leases::Lease lease;
-    lease.id = st->Text(0);
-    lease.created_at = FromNanos(st->Int(1));
-    absl::StatusOr<LabelMap> labels = DecodeLabels(st->Text(2));
+    lease.id = st.Text(0);
+    lease.created_at = FromNanos(st.Int(1));
+    absl::StatusOr<LabelMap> labels = DecodeLabels(st.Text(2));
     if (!labels.ok()) {
       return labels.status();
     }
@@ -132,49 +110,33 @@ absl::StatusOr<std::vector<leases::Lease>> FileStore::List(
       out.push_back(std::move(lease));
     }
     return absl::OkStatus();
-  });
-  if (!scan.ok()) {
-    return scan;
-  }
+  }));
   return out;
 }
 
 absl::Status FileStore::AddResource(const Context& ctx, const std::string& lease,
                                     const leases::Resource& resource) {
-  if (absl::Status st = ValidateNamespace(ctx.ns); !st.ok()) {
-    return st;
-  }
-  if (absl::Status st = ValidateResource(resource); !st.ok()) {
-    return st;
-  }
+  BERTH_RETURN_IF_ERROR(ValidateNamespace(ctx.ns));
+  BERTH_RETURN_IF_ERROR(ValidateResource(resource));
   absl::MutexLock lock(&mu_);
-  if (absl::Status st = CheckLeaseLocked(Context{ctx.ns, lease}); !st.ok()) {
-    return st;
-  }
-  return AddLeaseResourceLocked(ctx.ns, lease, resource.type, resource.id);
+  BERTH_RETURN_IF_ERROR(CheckLeaseLocked(ctx.ns, lease));
+  return meta_->AddLeaseResource(ctx.ns, lease, resource.type, resource.id);
 }
 
 absl::Status FileStore::DeleteResource(const Context& ctx, const std::string& lease,
                                        const leases::Resource& resource) {
-  if (absl::Status st = ValidateNamespace(ctx.ns); !st.ok()) {
-    return st;
-  }
-  if (absl::Status st = ValidateResource(resource); !st.ok()) {
-    return st;
-  }
+  BERTH_RETURN_IF_ERROR(ValidateNamespace(ctx.ns));
+  BERTH_RETURN_IF_ERROR(ValidateResource(resource));
   std::vector<Removal> removed;
   {
     absl::MutexLock lock(&mu_);
-    if (absl::Status st = CheckLeaseLocked(Context{ctx.ns, lease}); !st.ok()) {
-      return st;
-    }
-    absl::StatusOr<sqlite::Statement> st = db_->Prepare(
-        "DELETE FROM lease_resources WHERE ns = ? AND lease = ? AND type = ? AND id = ?");
-    if (!st.ok()) {
-      return st.status();
-    }
+    BERTH_RETURN_IF_ERROR(CheckLeaseLocked(ctx.ns, lease));
+    BERTH_ASSIGN_OR_RETURN(
+        sqlite::Statement st,
+        db_->Prepare(
+            "DELETE FROM lease_resources WHERE ns = ? AND lease = ? AND type = ? AND id = ?"));
     if (absl::Status s =
-            st->Bind(1, ctx.ns).Bind(2, lease).Bind(3, resource.type).Bind(4, resource.id).Run();
+            st.Bind(1, ctx.ns).Bind(2, lease).Bind(3, resource.type).Bind(4, resource.id).Run();
         !s.ok()) {
       return s;
     }
@@ -187,9 +149,7 @@ absl::Status FileStore::DeleteResource(const Context& ctx, const std::string& le
     }
     if (!scope.blobs.empty() || !scope.ingests.empty()) {
       GcResult result;
-      if (absl::Status s = CollectLocked(ctx.ns, scope, &result, &removed); !s.ok()) {
-        return s;
-      }
+      BERTH_RETURN_IF_ERROR(CollectLocked(ctx.ns, scope, &result, &removed));
     }
   }
   Publish(removed);
@@ -198,27 +158,19 @@ absl::Status FileStore::DeleteResource(const Context& ctx, const std::string& le
 
 absl::StatusOr<std::vector<leases::Resource>> FileStore::ListResources(const Context& ctx,
                                                                        const std::string& lease) {
-  if (absl::Status st = ValidateNamespace(ctx.ns); !st.ok()) {
-    return st;
-  }
+  BERTH_RETURN_IF_ERROR(ValidateNamespace(ctx.ns));
   absl::MutexLock lock(&mu_);
-  if (absl::Status st = CheckLeaseLocked(Context{ctx.ns, lease}); !st.ok()) {
-    return st;
-  }
-  absl::StatusOr<sqlite::Statement> st = db_->Prepare(
-      "SELECT id, type FROM lease_resources WHERE ns = ? AND lease = ? ORDER BY type, id");
-  if (!st.ok()) {
-    return st.status();
-  }
-  st->Bind(1, ctx.ns).Bind(2, lease);
+  BERTH_RETURN_IF_ERROR(CheckLeaseLocked(ctx.ns, lease));
+  BERTH_ASSIGN_OR_RETURN(
+      sqlite::Statement st,
+      db_->Prepare(
+          "SELECT id, type FROM lease_resources WHERE ns = ? AND lease = ? ORDER BY type, id"));
+  st.Bind(1, ctx.ns).Bind(2, lease);
   std::vector<leases::Resource> out;
-  absl::Status scan = st->ForEachRow([&]() -> absl::Status {
-    out.push_back(leases::Resource{st->Text(0), st->Text(1)});
+  BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+    out.push_back(leases::Resource{st.Text(0), st.Text(1)});
     return absl::OkStatus();
-  });
-  if (!scan.ok()) {
-    return scan;
-  }
+  }));
   return out;
 }
 

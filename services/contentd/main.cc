@@ -2,10 +2,6 @@
 // containerd's Content, Leases and Namespaces APIs (DESIGN.md). Flags and config in, objects
 // wired, serve until SIGTERM.
 
-#include <sys/stat.h>
-
-#include <cerrno>
-#include <cstring>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -13,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "lib/base/logging.h"
+#include "lib/base/posix.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/server/daemon.h"
@@ -22,21 +19,6 @@
 #include "services/contentd/namespaces_service.h"
 
 namespace {
-
-// The root must exist before the outbox and the store open in it (Daemon::Start, which
-// also creates it, comes after). Parents 0711, the root itself 0700, as the Daemon makes them.
-absl::Status MakeRoot(const std::string& root) {
-  for (size_t slash = root.find('/', 1);; slash = root.find('/', slash + 1)) {
-    bool last = slash == std::string::npos;
-    std::string prefix = last ? root : root.substr(0, slash);
-    if (mkdir(prefix.c_str(), last ? 0700 : 0711) != 0 && errno != EEXIST) {
-      return absl::InternalError(absl::StrCat("mkdir ", prefix, ": ", std::strerror(errno)));
-    }
-    if (last) {
-      return absl::OkStatus();
-    }
-  }
-}
 
 int Run(int argc, char** argv) {
   // Before any thread starts (the NATS sender), so every thread inherits the blocked mask.
@@ -64,7 +46,9 @@ int Run(int argc, char** argv) {
   }
 
   berth::server::Daemon daemon(options);
-  if (absl::Status st = MakeRoot(options.root); !st.ok()) {
+  // The root must exist before the outbox and the store open in it (Daemon::Start, which also
+  // creates it, comes after): 0700, its missing parents 0711, as the Daemon makes them.
+  if (absl::Status st = berth::MakeDirs(options.root, 0700); !st.ok()) {
     BERTH_LOG(Error) << "contentd: " << st;
     return 1;
   }

@@ -54,7 +54,8 @@ class Session {
   // The namespace (no lease) and the command's deadline every store call carries; the daemons
   // see the deadline too and stop their part of the work when it passes.
   Context context() const {
-    Context ctx{ns_, ""};
+    Context ctx;
+    ctx.ns = ns_;
     ctx.deadline = deadline_;
     return ctx;
   }
