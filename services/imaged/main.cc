@@ -5,12 +5,14 @@
 #include <memory>
 #include <string>
 
+#include "lib/base/grpc_client.h"
 #include "lib/base/logging.h"
 #include "lib/base/posix.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/server/daemon.h"
 #include "services/imaged/images_service.h"
+#include "services/imaged/leases_forwarder.h"
 #include "services/imaged/sqlite_image_store.h"
 
 namespace {
@@ -70,7 +72,13 @@ int Run(int argc, char** argv) {
   images_options.count = [&local] { return local.Count(); };
   berth::imaged::ImagesService images_service(local, images_options);
 
+  // Leases are contentd's; ctr and containerd's clients ask for one on this socket first.
+  const std::string& contentd_address = options.peers.at("contentd");
+  berth::imaged::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
+                                                  options.default_namespace);
+
   daemon.AddService(&images_service);
+  daemon.AddService(&leases_forwarder);
   daemon.AddPlugin({"io.containerd.grpc.v1", "images"});
   if (absl::Status st = daemon.Start(); !st.ok()) {
     BERTH_LOG(Error) << "imaged: " << st;
