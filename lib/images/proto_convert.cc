@@ -28,8 +28,8 @@ absl::StatusOr<Image> ImageFromProto(const v1::Image& proto) {
   if (!target.digest().empty()) {
     absl::StatusOr<Digest> digest = Digest::Parse(target.digest());
     if (!digest.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("image \"", proto.name(),
-                                                     "\": target digest: ", digest.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "image \"", proto.name(), "\": target digest: ", digest.status().message()));
     }
     image.target.digest = *std::move(digest);
   }

@@ -16,6 +16,15 @@ namespace {
 namespace v1 = ::containerd::services::images::v1;
 using images::Image;
 
+// ImageCreate or ImageUpdate for `image`: both carry its name and labels.
+template <typename Event>
+Event ChangeEvent(const Image& image) {
+  Event event;
+  event.set_name(image.name);
+  event.mutable_labels()->insert(image.labels.begin(), image.labels.end());
+  return event;
+}
+
 std::vector<std::string> FieldPaths(const v1::UpdateImageRequest& request) {
   return {request.update_mask().paths().begin(), request.update_mask().paths().end()};
 }
@@ -38,7 +47,7 @@ grpc::Status ImagesService::Get(grpc::ServerContext* server_context,
                                 const v1::GetImageRequest* request,
                                 v1::GetImageResponse* response) {
   absl::StatusOr<Image> image = [&]() -> absl::StatusOr<Image> {
-    BERTH_ASSIGN_OR_RETURN(Context ctx, server::ContextFrom(*server_context, options_.default_namespace));
+    BERTH_ASSIGN_OR_RETURN(Context ctx, ContextOf(*server_context));
     return store_.Get(ctx, request->name());
   }();
   if (!image.ok()) {
@@ -52,7 +61,7 @@ grpc::Status ImagesService::List(grpc::ServerContext* server_context,
                                  const v1::ListImagesRequest* request,
                                  v1::ListImagesResponse* response) {
   absl::StatusOr<std::vector<Image>> list = [&]() -> absl::StatusOr<std::vector<Image>> {
-    BERTH_ASSIGN_OR_RETURN(Context ctx, server::ContextFrom(*server_context, options_.default_namespace));
+    BERTH_ASSIGN_OR_RETURN(Context ctx, ContextOf(*server_context));
     return store_.List(ctx, {request->filters().begin(), request->filters().end()});
   }();
   if (!list.ok()) {
@@ -68,13 +77,10 @@ grpc::Status ImagesService::Create(grpc::ServerContext* server_context,
                                    const v1::CreateImageRequest* request,
                                    v1::CreateImageResponse* response) {
   absl::StatusOr<Image> created = [&]() -> absl::StatusOr<Image> {
-    BERTH_ASSIGN_OR_RETURN(Context ctx, server::ContextFrom(*server_context, options_.default_namespace));
+    BERTH_ASSIGN_OR_RETURN(Context ctx, ContextOf(*server_context));
     BERTH_ASSIGN_OR_RETURN(Image image, images::ImageFromProto(request->image()));
     BERTH_ASSIGN_OR_RETURN(Image stored, store_.Create(ctx, image));
-    ::containerd::services::images::v1::ImageCreate event;
-    event.set_name(stored.name);
-    event.mutable_labels()->insert(stored.labels.begin(), stored.labels.end());
-    Publish(ctx, "/images/create", event);
+    Publish(ctx, "/images/create", ChangeEvent<v1::ImageCreate>(stored));
     return stored;
   }();
   if (!created.ok()) {
@@ -89,13 +95,10 @@ grpc::Status ImagesService::Update(grpc::ServerContext* server_context,
                                    const v1::UpdateImageRequest* request,
                                    v1::UpdateImageResponse* response) {
   absl::StatusOr<Image> updated = [&]() -> absl::StatusOr<Image> {
-    BERTH_ASSIGN_OR_RETURN(Context ctx, server::ContextFrom(*server_context, options_.default_namespace));
+    BERTH_ASSIGN_OR_RETURN(Context ctx, ContextOf(*server_context));
     BERTH_ASSIGN_OR_RETURN(Image image, images::ImageFromProto(request->image()));
     BERTH_ASSIGN_OR_RETURN(Image stored, store_.Update(ctx, image, FieldPaths(*request)));
-    ::containerd::services::images::v1::ImageUpdate event;
-    event.set_name(stored.name);
-    event.mutable_labels()->insert(stored.labels.begin(), stored.labels.end());
-    Publish(ctx, "/images/update", event);
+    Publish(ctx, "/images/update", ChangeEvent<v1::ImageUpdate>(stored));
     return stored;
   }();
   if (!updated.ok()) {
@@ -109,9 +112,9 @@ grpc::Status ImagesService::Delete(grpc::ServerContext* server_context,
                                    const v1::DeleteImageRequest* request,
                                    google::protobuf::Empty* response) {
   absl::Status deleted = [&]() -> absl::Status {
-    BERTH_ASSIGN_OR_RETURN(Context ctx, server::ContextFrom(*server_context, options_.default_namespace));
+    BERTH_ASSIGN_OR_RETURN(Context ctx, ContextOf(*server_context));
     BERTH_RETURN_IF_ERROR(store_.Delete(ctx, request->name(), request->sync()));
-    ::containerd::services::images::v1::ImageDelete event;
+    v1::ImageDelete event;
     event.set_name(request->name());
     Publish(ctx, "/images/delete", event);
     return absl::OkStatus();
@@ -121,6 +124,10 @@ grpc::Status ImagesService::Delete(grpc::ServerContext* server_context,
   }
   RefreshGauge();
   return grpc::Status::OK;
+}
+
+absl::StatusOr<Context> ImagesService::ContextOf(const grpc::ServerContext& server_context) const {
+  return server::ContextFrom(server_context, options_.default_namespace);
 }
 
 void ImagesService::Publish(const Context& ctx, absl::string_view topic,

@@ -57,6 +57,8 @@ class ImagesService final : public ::containerd::services::images::v1::Images::S
                       google::protobuf::Empty* response) override;
 
  private:
+  // The request's namespace (its header, else the default), lease and deadline.
+  absl::StatusOr<Context> ContextOf(const grpc::ServerContext& server_context) const;
   // Publishes `event` on `topic` in ctx.ns; logs a failure.
   void Publish(const Context& ctx, absl::string_view topic,
                const google::protobuf::Message& event);
