@@ -406,7 +406,7 @@ TEST_F(ConfigTest, ShippedConfigsParse) {
     std::vector<std::string> peers;
   };
   for (const Shipped& d : {Shipped{"contentd", {}}, Shipped{"snapshotd", {"contentd"}},
-                           Shipped{"eventd", {}}}) {
+                           Shipped{"eventd", {}}, Shipped{"imaged", {"contentd", "snapshotd"}}}) {
     std::string path = berth::testing::SourcePath(absl::StrCat("deploy/config/", d.daemon, ".toml"));
     DaemonConfig cfg(d.daemon, d.peers);
     std::vector<std::string> args = {d.daemon, "--config", path};

@@ -1,0 +1,95 @@
+// imaged: image records, served over containerd's Images API (DESIGN.md). Pull, push, import
+// and export come next. Flags and config in, objects wired, serve until SIGTERM.
+
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "lib/base/grpc_client.h"
+#include "lib/base/logging.h"
+#include "lib/base/posix.h"
+#include "lib/config/config.h"
+#include "lib/events/nats_publisher.h"
+#include "lib/server/daemon.h"
+#include "services/imaged/images_service.h"
+#include "services/imaged/leases_forwarder.h"
+#include "services/imaged/sqlite_image_store.h"
+
+namespace {
+
+int Run(int argc, char** argv) {
+  // Before any thread starts (the NATS sender), so every thread inherits the blocked mask.
+  berth::server::Daemon::BlockTerminationSignals();
+
+  berth::config::DaemonConfig cfg("imaged", {"contentd", "snapshotd"});
+  if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
+    std::cerr << "imaged: " << st.message() << "\n";
+    return 2;
+  }
+  const berth::config::CommonOptions& options = cfg.options();
+  if (absl::Status st =
+          berth::SetLogLevel(options.log_level == "trace" ? "debug" : options.log_level);
+      !st.ok()) {
+    std::cerr << "imaged: " << st.message() << "\n";
+    return 2;
+  }
+
+  berth::server::Daemon daemon(options);
+  // The root must exist before the outbox and the store open in it (Daemon::Start, which
+  // also creates it, comes after).
+  if (absl::Status st = berth::MakeDirs(options.root, 0700); !st.ok()) {
+    BERTH_LOG(Error) << "imaged: " << st;
+    return 1;
+  }
+
+  berth::events::NatsPublisherOptions publisher_options;
+  publisher_options.outbox_path = options.root + "/events-outbox.db";
+  publisher_options.url = options.nats_url;
+  publisher_options.credentials = options.nats_credentials;
+  publisher_options.tls = options.nats_tls;
+  publisher_options.client_name = "imaged";
+  publisher_options.metrics = daemon.metrics();
+  publisher_options.metric_labels = {{"daemon", "imaged"}};
+  absl::StatusOr<std::unique_ptr<berth::events::NatsPublisher>> publisher =
+      berth::events::NatsPublisher::Open(publisher_options);
+  if (!publisher.ok()) {
+    BERTH_LOG(Error) << "imaged: events outbox: " << publisher.status();
+    return 1;
+  }
+
+  absl::StatusOr<std::unique_ptr<berth::imaged::SqliteImageStore>> store =
+      berth::imaged::SqliteImageStore::Open(options.root + "/images.db");
+  if (!store.ok()) {
+    BERTH_LOG(Error) << "imaged: image store: " << store.status();
+    return 1;
+  }
+  berth::imaged::SqliteImageStore& local = **store;
+
+  berth::imaged::ImagesServiceOptions images_options;
+  images_options.default_namespace = options.default_namespace;
+  images_options.publisher = publisher->get();
+  images_options.registry = daemon.metrics();
+  images_options.count = [&local] { return local.Count(); };
+  berth::imaged::ImagesService images_service(local, images_options);
+
+  // Leases are contentd's; ctr and containerd's clients ask for one on this socket first.
+  const std::string& contentd_address = options.peers.at("contentd");
+  berth::imaged::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
+                                                  options.default_namespace);
+
+  daemon.AddService(&images_service);
+  daemon.AddService(&leases_forwarder);
+  daemon.AddPlugin({"io.containerd.grpc.v1", "images"});
+  if (absl::Status st = daemon.Start(); !st.ok()) {
+    BERTH_LOG(Error) << "imaged: " << st;
+    return 1;
+  }
+  BERTH_LOG(Info) << "imaged serving on " << daemon.grpc_target() << ", root " << options.root;
+  daemon.Wait();
+  BERTH_LOG(Info) << "imaged stopped";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Run(argc, argv); }
