@@ -1,6 +1,7 @@
 #include "lib/base/identifiers.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace berth {
@@ -31,6 +32,26 @@ absl::Status ValidateIdentifier(absl::string_view what, absl::string_view id) {
   if (prev_separator) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " \"", id, "\" is invalid: it must end with a letter or digit"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLeaseId(absl::string_view id) {
+  constexpr size_t kMaxLength = 255;
+  if (id.empty()) {
+    return absl::InvalidArgumentError("lease id must not be empty");
+  }
+  if (id.size() > kMaxLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lease id \"", id.substr(0, 32), "...\" is longer than ", kMaxLength,
+                     " bytes"));
+  }
+  for (char c : id) {
+    if (c <= ' ' || c > '~') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "lease id \"", absl::CHexEscape(id), "\" is invalid: only printable ASCII without "
+          "spaces is allowed"));
+    }
   }
   return absl::OkStatus();
 }

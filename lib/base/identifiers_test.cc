@@ -20,5 +20,16 @@ TEST(IdentifiersTest, RejectsBadNames) {
   }
 }
 
+TEST(IdentifiersTest, LeaseIdsAreWhatContainerdsClientsMake) {
+  // leases.WithRandomID: "<nanoseconds>-<base64url of 3 bytes>"; '_' and '-' land anywhere.
+  for (const char* ok : {"476399390-_Bu0", "12-ab-_", "berth-1-abc", "x"}) {
+    EXPECT_TRUE(ValidateLeaseId(ok).ok()) << ok;
+  }
+  for (std::string bad : {std::string(""), std::string("a b"), std::string("a\nb"),
+                          std::string("caf\xc3\xa9"), std::string(256, 'a')}) {
+    EXPECT_EQ(ValidateLeaseId(bad).code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace berth

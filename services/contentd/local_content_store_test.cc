@@ -535,6 +535,9 @@ TEST_F(LocalContentStoreTest, LeaseProtectsContentUntilDeleted) {
   ASSERT_TRUE(store_->Create(a_, "pull-1", {}).ok());
   EXPECT_TRUE(absl::IsAlreadyExists(store_->Create(a_, "pull-1", {}).status()));
   EXPECT_TRUE(absl::IsInvalidArgument(store_->Create(a_, "bad lease!", {}).status()));
+  // ctr's own random ids (leases.WithRandomID) put '_' and '-' anywhere.
+  EXPECT_TRUE(store_->Create(a_, "476399390-_Bu0", {}).ok());
+  EXPECT_TRUE(store_->Delete(a_, "476399390-_Bu0", false).ok());
   Context leased = Ctx("ns-a", "pull-1");
 
   // While ingesting, the lease holds the ingest.

@@ -33,7 +33,7 @@ absl::Status ValidateResource(const leases::Resource& resource) {
 absl::StatusOr<leases::Lease> FileStore::Create(const Context& ctx, const std::string& id,
                                                 const std::map<std::string, std::string>& labels) {
   BERTH_RETURN_IF_ERROR(ValidateNamespace(ctx.ns));
-  BERTH_RETURN_IF_ERROR(ValidateIdentifier("lease", id));
+  BERTH_RETURN_IF_ERROR(ValidateLeaseId(id));
   BERTH_RETURN_IF_ERROR(ValidateLabels(labels));
   leases::Lease lease;
   lease.id = id;
