@@ -16,14 +16,14 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "lib/archive/compression.h"
 #include "lib/base/grpc_client.h"
 #include "lib/content/content_store.h"
 #include "lib/content/memory_content_store.h"
 #include "lib/mount/mount.h"
 #include "lib/snapshots/grpc_unpacker.h"
 #include "lib/testing/testing.h"
-#include "services/snapshotd/archive_stream.h"
-#include "services/snapshotd/archive_testutil.h"
+#include "services/snapshotd/archive/testutil.h"
 #include "services/snapshotd/diff_applier.h"
 #include "services/snapshotd/parallel_unpacker.h"
 #include "services/snapshotd/snapshotter_factory.h"
@@ -38,8 +38,8 @@ using testutil::TarBuilder;
 constexpr char kOciGzip[] = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 std::string Gzip(const std::string& data) {
-  archive::StringSink out;
-  auto sink = archive::NewCompressingSink(out, archive::Compression::kGzip);
+  StringSink out;
+  auto sink = ::berth::archive::NewCompressingSink(out, ::berth::archive::Compression::kGzip);
   EXPECT_TRUE(sink.ok());
   EXPECT_TRUE((*sink)->Write(data).ok());
   EXPECT_TRUE((*sink)->Close().ok());
