@@ -16,6 +16,8 @@ packages=(
   # real peers for tests and benchmarks
   nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind pigz
   curl jq util-linux coreutils
+  # python3: lib/testing's tests use it as a throwaway listener
+  python3
   # openssl: the test PKI for TLS to NATS (lib/testing MakeTestPki); ca-certificates: the
   # system trust store, used when nats_tls_ca is not set
   openssl ca-certificates

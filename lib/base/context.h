@@ -54,7 +54,7 @@ struct Context {
   std::string ns;
   std::string lease;
   absl::Time deadline = absl::InfiniteFuture();
-  std::shared_ptr<const Cancellation> cancellation;  // null: nobody cancels
+  std::shared_ptr<const Cancellation> cancellation = nullptr;  // null: nobody cancels
 
   // OkStatus while the caller still waits; Cancelled once it cancelled or left;
   // DeadlineExceeded once the deadline passed.

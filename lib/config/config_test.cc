@@ -1,4 +1,5 @@
 #include "lib/config/config.h"
+#include "lib/testing/testing.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -399,15 +401,13 @@ TEST_F(ConfigTest, VersionExitsZero) {
 // The files deploy/config ships parse: no unknown or wrong-typed top-level key (each daemon's
 // own table is its main's to check), and the TLS settings are there, off.
 TEST_F(ConfigTest, ShippedConfigsParse) {
-  const char* source = getenv("BERTH_SOURCE_DIR");
-  ASSERT_NE(source, nullptr) << "BERTH_SOURCE_DIR (set by ctest)";
   struct Shipped {
     const char* daemon;
     std::vector<std::string> peers;
   };
   for (const Shipped& d : {Shipped{"contentd", {}}, Shipped{"snapshotd", {"contentd"}},
                            Shipped{"eventd", {}}}) {
-    std::string path = std::string(source) + "/deploy/config/" + d.daemon + ".toml";
+    std::string path = berth::testing::SourcePath(absl::StrCat("deploy/config/", d.daemon, ".toml"));
     DaemonConfig cfg(d.daemon, d.peers);
     std::vector<std::string> args = {d.daemon, "--config", path};
     std::vector<char*> argv;

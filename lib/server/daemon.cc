@@ -8,7 +8,6 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,8 +18,6 @@
 #include <cstddef>
 #include <chrono>
 #include <exception>
-#include <fstream>
-#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -37,6 +34,11 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/base/logging.h"
+#include "lib/base/posix.h"
+#include "lib/base/random.h"
+#include "lib/base/status_macros.h"
+#include "lib/base/unique_fd.h"
+#include "lib/server/unix_socket.h"
 #include "lib/server/builtin_services.h"
 #include "lib/server/metrics_interceptor.h"
 
@@ -49,209 +51,31 @@ constexpr mode_t kSocketMode = 0660;
 
 std::string ErrnoText(int err) { return strerror(err); }
 
-absl::Status ErrnoStatus(int err, absl::string_view what) {
-  std::string message = absl::StrCat(what, ": ", ErrnoText(err));
-  switch (err) {
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(message);
-    case ENOENT:
-      return absl::NotFoundError(message);
-    case EEXIST:
-      return absl::AlreadyExistsError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
-
-// Closes the descriptor it holds.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { Reset(); }
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) {
-      Reset(std::exchange(other.fd_, -1));
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  void Reset(int fd = -1) {
-    if (fd_ >= 0) {
-      close(fd_);
-    }
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
-// mkdir -p; the last component gets `mode`, missing parents 0711 (traversable, not listable).
-// An existing directory is left as it is.
-absl::Status MakeDirs(const std::string& path, mode_t mode) {
-  if (path.empty()) {
-    return absl::InvalidArgumentError("directory path is empty");
-  }
-  for (size_t pos = path.find('/', 1);; pos = path.find('/', pos + 1)) {
-    bool last = pos == std::string::npos;
-    std::string prefix = last ? path : path.substr(0, pos);
-    if (!prefix.empty() && mkdir(prefix.c_str(), last ? mode : 0711) != 0 && errno != EEXIST) {
-      return ErrnoStatus(errno, absl::StrCat("create directory ", prefix));
-    }
-    if (last) {
-      break;
-    }
-  }
+// The root and state directories: 0700, parents 0711. A directory that group or others can
+// read is used as it is, with a warning (the operator may have meant it).
+absl::Status MakeDaemonDir(const std::string& path) {
+  BERTH_RETURN_IF_ERROR(MakeDirs(path, 0700));
   struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("stat ", path));
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(path, ": exists and is not a directory"));
-  }
-  if ((st.st_mode & 077) != 0) {
+  if (stat(path.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
     BERTH_LOG(Warn) << path << " is accessible to group or others (mode "
                     << absl::StrFormat("%04o", st.st_mode & 07777) << ")";
   }
   return absl::OkStatus();
 }
 
-std::string NewUuid() {
-  unsigned char b[16];
-  size_t got = 0;
-  while (got < sizeof(b)) {
-    ssize_t n = getrandom(b + got, sizeof(b) - got, 0);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      // No randomness from the kernel is a broken host, not a recoverable error.
-      BERTH_LOG(Error) << "getrandom: " << ErrnoText(errno);
-      std::abort();
-    }
-    got += static_cast<size_t>(n);
-  }
-  b[6] = (b[6] & 0x0f) | 0x40;  // version 4
-  b[8] = (b[8] & 0x3f) | 0x80;  // RFC 4122 variant
-  return absl::StrFormat("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
-                         b[12], b[13], b[14], b[15]);
-}
-
 // The uuid persisted at <root>/uuid, created (atomically) on first start.
 absl::StatusOr<std::string> LoadOrCreateUuid(const std::string& root) {
   std::string path = root + "/uuid";
-  {
-    std::ifstream in(path);
-    if (in) {
-      std::stringstream text;
-      text << in.rdbuf();
-      std::string uuid(absl::StripAsciiWhitespace(text.str()));
-      if (uuid.size() == 36) {
-        return uuid;
-      }
-      BERTH_LOG(Warn) << path << " does not hold a uuid; writing a new one";
+  if (absl::StatusOr<std::string> text = ReadFile(path); text.ok()) {
+    std::string uuid(absl::StripAsciiWhitespace(*text));
+    if (uuid.size() == 36) {
+      return uuid;
     }
+    BERTH_LOG(Warn) << path << " does not hold a uuid; writing a new one";
   }
   std::string uuid = NewUuid();
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (fd.get() < 0) {
-    return ErrnoStatus(errno, absl::StrCat("create ", tmp));
-  }
-  std::string line = uuid + "\n";
-  if (write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
-      fsync(fd.get()) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("write ", tmp));
-  }
-  fd.Reset();
-  if (rename(tmp.c_str(), path.c_str()) != 0) {
-    return ErrnoStatus(errno, absl::StrCat("rename ", tmp, " to ", path));
-  }
+  BERTH_RETURN_IF_ERROR(WriteFileAtomic(path, uuid + "\n", 0600));
   return uuid;
-}
-
-// Makes `path` free for a new socket: refuses an existing non-socket (symlinks included) and a
-// socket some process accepts on; removes a stale socket. Creates missing parent directories.
-absl::Status PrepareSocketPath(const std::string& path) {
-  if (path.empty() || path.front() != '/') {
-    return absl::InvalidArgumentError(
-        absl::StrCat("socket path \"", path, "\" must be an absolute path"));
-  }
-  if (path.size() >= sizeof(sockaddr_un::sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("socket path ", path, " is longer than ",
-                                                   sizeof(sockaddr_un::sun_path) - 1,
-                                                   " bytes"));
-  }
-  std::string parent = path.substr(0, path.rfind('/'));
-  if (!parent.empty()) {
-    if (absl::Status st = MakeDirs(parent, 0711); !st.ok()) {
-      return st;
-    }
-  }
-  struct stat st;
-  if (lstat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) {
-      return absl::OkStatus();
-    }
-    return ErrnoStatus(errno, absl::StrCat("socket path ", path));
-  }
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("socket path ", path, " exists and is not a socket; refusing to replace it"));
-  }
-  UniqueFd probe(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (probe.get() < 0) {
-    return ErrnoStatus(errno, "socket");
-  }
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  memcpy(addr.sun_path, path.data(), path.size());
-  int rc;
-  do {
-    rc = connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  } while (rc != 0 && errno == EINTR);
-  if (rc == 0 || errno == EAGAIN) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "socket path ", path, " is in use: another process accepts connections on it"));
-  }
-  if (errno != ECONNREFUSED) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "socket path ", path, ": cannot tell whether it is in use: ", ErrnoText(errno)));
-  }
-  BERTH_LOG(Info) << "removing stale socket " << path;
-  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return ErrnoStatus(errno, absl::StrCat("remove stale socket ", path));
-  }
-  return absl::OkStatus();
-}
-
-// The listening unix stream socket systemd passed (LISTEN_FDS), -1 when there is none. With
-// several, the one bound to `address` wins, else the first unix stream socket.
-absl::StatusOr<int> SocketFromSystemd(const std::string& address) {
-  int n = sd_listen_fds(1);
-  if (n < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("socket activation (LISTEN_FDS): ", ErrnoText(-n)));
-  }
-  int chosen = -1;
-  for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; ++fd) {
-    if (!address.empty() && sd_is_socket_unix(fd, SOCK_STREAM, 1, address.c_str(), 0) > 0) {
-      chosen = fd;
-      break;
-    }
-    if (chosen < 0 && sd_is_socket(fd, AF_UNIX, SOCK_STREAM, 1) > 0) {
-      chosen = fd;
-    }
-  }
-  if (n > 0 && chosen < 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "socket activation: none of the ", n, " sockets passed is a listening unix socket"));
-  }
-  return chosen;
 }
 
 // The Start()ed daemon that the fallback signal handler wakes: its stop eventfd, or -1.
@@ -285,6 +109,14 @@ struct Daemon::Impl {
 
   // Everything Start does after the checks on its arguments; on error Start undoes it.
   absl::Status StartLocked(Daemon* daemon) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+  // StartLocked's steps, in order.
+  absl::Status PrepareRoot();  // root and state dirs, the uuid
+  absl::Status StartMetrics(const std::shared_ptr<prometheus::Registry>& registry);
+  absl::Status ChooseListener();  // systemd's socket, else a safe path for our own
+  absl::Status BuildServer(prometheus::Registry& registry);
+  absl::Status ServeActivatedSocket();
+  absl::Status SecureOwnSocket();  // 0660, and remembered so Stop removes only ours
+  absl::Status StartSignalLoop();
   void RequestStop();
   // Idempotent; the first caller drains and stops, later callers wait for it to finish.
   void Stop();
@@ -300,6 +132,7 @@ struct Daemon::Impl {
   std::unique_ptr<prometheus::Exposer> exposer;
   std::unique_ptr<grpc::Server> server;
 
+  int bound_port = 0;           // BuildServer's AddListeningPort result; 0: not bound
   std::string socket_path;      // the socket we created and remove on stop; empty otherwise
   dev_t socket_dev = 0;
   ino_t socket_ino = 0;
@@ -384,60 +217,76 @@ absl::Status Daemon::Start() {
 }
 
 absl::Status Daemon::Impl::StartLocked(Daemon* daemon) {
+  BERTH_RETURN_IF_ERROR(PrepareRoot());
+  // Metrics first: a taken port fails Start before anything is bound.
+  BERTH_RETURN_IF_ERROR(StartMetrics(daemon->registry_));
+  BERTH_RETURN_IF_ERROR(ChooseListener());
+  BERTH_RETURN_IF_ERROR(BuildServer(*daemon->registry_));
+  BERTH_RETURN_IF_ERROR(activated_listener.valid() ? ServeActivatedSocket() : SecureOwnSocket());
+  BERTH_RETURN_IF_ERROR(StartSignalLoop());
+  if (activated_listener.valid()) {
+    accept_thread = std::thread([this] { AcceptLoop(); });
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+  sd_notify(0, "READY=1");
+  BERTH_LOG(Info) << (options.daemon.empty() ? "daemon" : options.daemon) << " serving on "
+                  << grpc_target
+                  << (metrics_endpoint.empty() ? "" : absl::StrCat(", metrics on http://",
+                                                                  metrics_endpoint, "/metrics"));
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::Impl::PrepareRoot() {
   if (options.root.empty()) {
     return absl::InvalidArgumentError("root directory is not set");
   }
-  if (absl::Status st = MakeDirs(options.root, 0700); !st.ok()) {
-    return st;
-  }
+  BERTH_RETURN_IF_ERROR(MakeDaemonDir(options.root));
   if (!options.state.empty()) {
-    if (absl::Status st = MakeDirs(options.state, 0700); !st.ok()) {
-      return st;
-    }
+    BERTH_RETURN_IF_ERROR(MakeDaemonDir(options.state));
   }
-  absl::StatusOr<std::string> uuid = LoadOrCreateUuid(options.root);
-  if (!uuid.ok()) {
-    return uuid.status();
-  }
-  introspection_service = std::make_unique<IntrospectionService>(plugins, *uuid);
+  BERTH_ASSIGN_OR_RETURN(std::string uuid, LoadOrCreateUuid(options.root));
+  introspection_service = std::make_unique<IntrospectionService>(plugins, uuid);
+  return absl::OkStatus();
+}
 
-  // Metrics first: a taken port fails Start before anything is bound.
-  if (!options.metrics_address.empty()) {
-    try {
-      exposer = std::make_unique<prometheus::Exposer>(options.metrics_address);
-    } catch (const std::exception& e) {
-      return absl::UnavailableError(
-          absl::StrCat("metrics address ", options.metrics_address, ": ", e.what()));
-    }
-    exposer->RegisterCollectable(daemon->registry_);
-    std::vector<int> ports = exposer->GetListeningPorts();
-    std::string host = options.metrics_address.substr(0, options.metrics_address.rfind(':'));
-    metrics_endpoint = absl::StrCat(host.empty() ? "0.0.0.0" : host, ":",
-                                    ports.empty() ? 0 : ports.front());
+absl::Status Daemon::Impl::StartMetrics(const std::shared_ptr<prometheus::Registry>& registry) {
+  if (options.metrics_address.empty()) {
+    return absl::OkStatus();
   }
+  try {
+    exposer = std::make_unique<prometheus::Exposer>(options.metrics_address);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("metrics address ", options.metrics_address, ": ", e.what()));
+  }
+  exposer->RegisterCollectable(registry);
+  std::vector<int> ports = exposer->GetListeningPorts();
+  std::string host = options.metrics_address.substr(0, options.metrics_address.rfind(':'));
+  metrics_endpoint = absl::StrCat(host.empty() ? "0.0.0.0" : host, ":",
+                                  ports.empty() ? 0 : ports.front());
+  return absl::OkStatus();
+}
 
-  absl::StatusOr<int> activated = SocketFromSystemd(options.address);
-  if (!activated.ok()) {
-    return activated.status();
+absl::Status Daemon::Impl::ChooseListener() {
+  BERTH_ASSIGN_OR_RETURN(int activated, SocketFromSystemd(options.address));
+  activated_listener.Reset(activated);
+  if (activated_listener.valid()) {
+    return absl::OkStatus();
   }
-  activated_listener.Reset(*activated);
-  if (activated_listener.get() < 0) {
-    if (options.address.empty()) {
-      return absl::InvalidArgumentError("socket address is not set");
-    }
-    if (absl::Status st = PrepareSocketPath(options.address); !st.ok()) {
-      return st;
-    }
+  if (options.address.empty()) {
+    return absl::InvalidArgumentError("socket address is not set");
   }
+  return PrepareSocketPath(options.address);
+}
 
+absl::Status Daemon::Impl::BuildServer(prometheus::Registry& registry) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
-  int bound = 0;
-  if (activated_listener.get() < 0) {
+  if (!activated_listener.valid()) {
     builder.AddListeningPort(absl::StrCat("unix:", options.address),
-                             grpc::InsecureServerCredentials(), &bound);
+                             grpc::InsecureServerCredentials(), &bound_port);
   }
   builder.RegisterService(&version_service);
   builder.RegisterService(introspection_service.get());
@@ -445,65 +294,71 @@ absl::Status Daemon::Impl::StartLocked(Daemon* daemon) {
     builder.RegisterService(service);
   }
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
-  creators.push_back(std::make_unique<MetricsInterceptorFactory>(*daemon->registry_));
+  creators.push_back(std::make_unique<MetricsInterceptorFactory>(registry));
   builder.experimental().SetInterceptorCreators(std::move(creators));
 
-  if (activated_listener.get() >= 0) {
+  if (activated_listener.valid()) {
     server = builder.BuildAndStart();
   } else {
     // The socket is bound inside BuildAndStart. With this umask it is born 0600, so nobody
-    // but us can connect before the chmod below. umask is process-wide: Start runs before the
-    // daemon creates files from other threads.
+    // but us can connect before SecureOwnSocket's chmod. umask is process-wide: Start runs
+    // before the daemon creates files from other threads.
     mode_t old_umask = umask(0177);
     server = builder.BuildAndStart();
     umask(old_umask);
   }
   if (server == nullptr) {
     return absl::UnavailableError(absl::StrCat(
-        "serve gRPC on ",
-        activated_listener.get() >= 0 ? "the socket systemd passed" : options.address,
+        "serve gRPC on ", activated_listener.valid() ? "the socket systemd passed" : options.address,
         ": failed to start (see grpc's log above)"));
   }
+  return absl::OkStatus();
+}
 
-  if (activated_listener.get() >= 0) {
-    int flags = fcntl(activated_listener.get(), F_GETFL);
-    if (flags < 0 || fcntl(activated_listener.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
-      return ErrnoStatus(errno, "socket activation: set the listening socket non-blocking");
-    }
-    sockaddr_un addr{};
-    socklen_t len = sizeof(addr);
-    std::string path;
-    if (getsockname(activated_listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) == 0 &&
-        len > offsetof(sockaddr_un, sun_path) && addr.sun_path[0] != '\0') {
-      path = std::string(addr.sun_path, strnlen(addr.sun_path, sizeof(addr.sun_path)));
-    }
-    grpc_target = path.empty() ? absl::StrCat("fd:", activated_listener.get())
-                               : absl::StrCat("unix:", path);
-  } else {
-    if (bound == 0) {
-      return absl::UnavailableError(absl::StrCat("bind socket ", options.address));
-    }
-    socket_path = options.address;
-    if (chmod(socket_path.c_str(), kSocketMode) != 0) {
-      return ErrnoStatus(errno, absl::StrCat("chmod socket ", socket_path));
-    }
-    struct stat st;
-    if (lstat(socket_path.c_str(), &st) != 0) {
-      return ErrnoStatus(errno, absl::StrCat("stat socket ", socket_path));
-    }
-    if (!S_ISSOCK(st.st_mode) || (st.st_mode & 07777) != kSocketMode) {
-      return absl::InternalError(
-          absl::StrCat("socket ", socket_path, " is not a socket of mode 0660 after chmod"));
-    }
-    socket_dev = st.st_dev;
-    socket_ino = st.st_ino;
-    grpc_target = absl::StrCat("unix:", socket_path);
+absl::Status Daemon::Impl::ServeActivatedSocket() {
+  int flags = fcntl(activated_listener.get(), F_GETFL);
+  if (flags < 0 || fcntl(activated_listener.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    return ErrnoStatus(errno, "socket activation: set the listening socket non-blocking");
   }
+  sockaddr_un addr{};
+  socklen_t len = sizeof(addr);
+  std::string path;
+  if (getsockname(activated_listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) == 0 &&
+      len > offsetof(sockaddr_un, sun_path) && addr.sun_path[0] != '\0') {
+    path = std::string(addr.sun_path, strnlen(addr.sun_path, sizeof(addr.sun_path)));
+  }
+  grpc_target = path.empty() ? absl::StrCat("fd:", activated_listener.get())
+                             : absl::StrCat("unix:", path);
+  return absl::OkStatus();
+}
 
+absl::Status Daemon::Impl::SecureOwnSocket() {
+  if (bound_port == 0) {
+    return absl::UnavailableError(absl::StrCat("bind socket ", options.address));
+  }
+  socket_path = options.address;
+  if (chmod(socket_path.c_str(), kSocketMode) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("chmod socket ", socket_path));
+  }
+  struct stat st;
+  if (lstat(socket_path.c_str(), &st) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("stat socket ", socket_path));
+  }
+  if (!S_ISSOCK(st.st_mode) || (st.st_mode & 07777) != kSocketMode) {
+    return absl::InternalError(
+        absl::StrCat("socket ", socket_path, " is not a socket of mode 0660 after chmod"));
+  }
+  socket_dev = st.st_dev;
+  socket_ino = st.st_ino;
+  grpc_target = absl::StrCat("unix:", socket_path);
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::Impl::StartSignalLoop() {
   stop_fd.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   sigset_t signals = TerminationSignals();
   signal_fd.Reset(signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (stop_fd.get() < 0 || signal_fd.get() < 0) {
+  if (!stop_fd.valid() || !signal_fd.valid()) {
     return ErrnoStatus(errno, "create eventfd/signalfd");
   }
   // Signals reach the signalfd while every thread blocks them; a thread that does not (started
@@ -516,16 +371,6 @@ absl::Status Daemon::Impl::StartLocked(Daemon* daemon) {
   sigaction(SIGTERM, &action, &old_sigterm);
   sigaction(SIGINT, &action, &old_sigint);
   signal_thread = std::thread([this] { SignalLoop(); });
-  if (activated_listener.get() >= 0) {
-    accept_thread = std::thread([this] { AcceptLoop(); });
-  }
-
-  server->GetHealthCheckService()->SetServingStatus(true);
-  sd_notify(0, "READY=1");
-  BERTH_LOG(Info) << (options.daemon.empty() ? "daemon" : options.daemon) << " serving on "
-                  << grpc_target
-                  << (metrics_endpoint.empty() ? "" : absl::StrCat(", metrics on http://",
-                                                                  metrics_endpoint, "/metrics"));
   return absl::OkStatus();
 }
 

@@ -338,20 +338,22 @@ std::string Process::ReadLog() const { return ReadFileOrEmpty(log_path_); }
 // ---------------------------------------------------------------------------------------------
 // Paths, ports, polling
 
+namespace {
+
+// $name when set and not empty, else the directory this build was configured with.
+std::string DirFromEnv(const char* name, const char* built_in) {
+  const char* dir = std::getenv(name);
+  return (dir == nullptr || *dir == '\0') ? std::string(built_in) : std::string(dir);
+}
+
+}  // namespace
+
 std::string BinaryPath(absl::string_view relative) {
-  const char* dir = std::getenv("BERTH_BINARY_DIR");
-  if (dir == nullptr || *dir == '\0') {
-    Die("BERTH_BINARY_DIR is not set (ctest sets it; export it to run a test by hand)");
-  }
-  return absl::StrCat(dir, "/", relative);
+  return absl::StrCat(DirFromEnv("BERTH_BINARY_DIR", BERTH_BUILD_BINARY_DIR), "/", relative);
 }
 
 std::string SourcePath(absl::string_view relative) {
-  const char* dir = std::getenv("BERTH_SOURCE_DIR");
-  if (dir == nullptr || *dir == '\0') {
-    Die("BERTH_SOURCE_DIR is not set (ctest sets it; export it to run a test by hand)");
-  }
-  return absl::StrCat(dir, "/", relative);
+  return absl::StrCat(DirFromEnv("BERTH_SOURCE_DIR", BERTH_BUILD_SOURCE_DIR), "/", relative);
 }
 
 int FreeTcpPort() {

@@ -95,10 +95,10 @@ class Process {
   std::string log_path_;
 };
 
-// $BERTH_BINARY_DIR/relative, e.g. BinaryPath("services/contentd/contentd"). CHECK-fails when
-// BERTH_BINARY_DIR is not set (ctest sets it; run tests by hand with it exported).
+// <build dir>/relative, e.g. BinaryPath("services/contentd/contentd"): the build this test was
+// built in, or $BERTH_BINARY_DIR when set (a build moved elsewhere).
 std::string BinaryPath(absl::string_view relative);
-// $BERTH_SOURCE_DIR/relative; CHECK-fails when BERTH_SOURCE_DIR is not set.
+// <source dir>/relative: the tree this test was built from, or $BERTH_SOURCE_DIR when set.
 std::string SourcePath(absl::string_view relative);
 
 // A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read, close). Another

@@ -141,6 +141,18 @@ TEST(BinaryPathTest, UsesEnvironment) {
   }
 }
 
+TEST(BinaryPathTest, WithoutEnvironmentIsThisBuild) {
+  const char* old = getenv("BERTH_BINARY_DIR");
+  std::string saved = old != nullptr ? old : "";
+  unsetenv("BERTH_BINARY_DIR");
+  std::string self = BinaryPath("lib/testing/testing_test");
+  if (old != nullptr) {
+    setenv("BERTH_BINARY_DIR", saved.c_str(), 1);
+  }
+  EXPECT_EQ(access(self.c_str(), X_OK), 0) << self;
+  EXPECT_EQ(access(SourcePath("lib/testing/testing_test.cc").c_str(), R_OK), 0);
+}
+
 TEST(NatsServerTest, StartsStopsAndRestartsOnSamePort) {
   NatsServer nats;
   ASSERT_TRUE(nats.running());

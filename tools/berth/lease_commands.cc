@@ -4,7 +4,6 @@
 #include <iostream>
 #include <map>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -12,6 +11,7 @@
 
 #include "absl/strings/str_format.h"
 #include "lib/base/identifiers.h"
+#include "lib/base/random.h"
 #include "lib/leases/grpc_lease_manager.h"
 #include "tools/berth/commands.h"
 #include "tools/berth/output.h"
@@ -32,8 +32,7 @@ nlohmann::json LeaseJson(const leases::Lease& lease) {
 // A fresh lease id the way containerd's clients make one (the server does not): time plus
 // randomness, valid as an identifier.
 std::string RandomLeaseId() {
-  std::random_device random;
-  return absl::StrFormat("berth-%d-%06x", absl::ToUnixNanos(absl::Now()), random() & 0xffffff);
+  return absl::StrFormat("berth-%d-%s", absl::ToUnixNanos(absl::Now()), RandomHex(4));
 }
 
 struct CreateArgs {
