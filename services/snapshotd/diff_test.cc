@@ -372,7 +372,10 @@ TEST_F(DiffTest, OverlayRoundTrip) {
       {"lowerdir=" + lower, "upperdir=" + upperdir, "workdir=" + work}}};
   ASSERT_TRUE(mount::SystemMounter().MountAll(upper, merged).ok());
   Change(merged);
-  auto want = DescribeTree(merged);
+  // Without link counts: chown of bin/sh copied it up, which breaks its link to bin/bash, yet
+  // the merged view still reports the lower inode's count (2) for bin/bash. Which names share
+  // an inode is still compared.
+  auto want = DescribeTree(merged, true, /*with_nlink=*/false);
   ASSERT_TRUE(mount::SystemMounter().Unmount(merged).ok());
   want.erase(".");
 
@@ -388,7 +391,7 @@ TEST_F(DiffTest, OverlayRoundTrip) {
   std::string copy = NewDir("copy");
   ASSERT_TRUE(native_applier.Apply(ctx_, base, Bind(copy)).ok());
   ASSERT_TRUE(native_applier.Apply(ctx_, *layer, Bind(copy)).ok());
-  auto got = DescribeTree(copy);
+  auto got = DescribeTree(copy, true, /*with_nlink=*/false);
   got.erase(".");
   EXPECT_EQ(got, want);
 
@@ -402,7 +405,7 @@ TEST_F(DiffTest, OverlayRoundTrip) {
   ASSERT_TRUE(auto_applier.Apply(ctx_, *layer, upper2_mounts).ok());
   std::string merged2 = NewDir("merged2");
   ASSERT_TRUE(mount::SystemMounter().MountAll(upper2_mounts, merged2).ok());
-  auto got2 = DescribeTree(merged2);
+  auto got2 = DescribeTree(merged2, true, /*with_nlink=*/false);
   ASSERT_TRUE(mount::SystemMounter().Unmount(merged2).ok());
   got2.erase(".");
   EXPECT_EQ(got2, want);
@@ -416,7 +419,7 @@ TEST_F(DiffTest, OverlayRoundTrip) {
   std::string copy_walked = NewDir("copy-walked");
   ASSERT_TRUE(native_applier.Apply(ctx_, base, Bind(copy_walked)).ok());
   ASSERT_TRUE(native_applier.Apply(ctx_, *walked, Bind(copy_walked)).ok());
-  auto got_walked = DescribeTree(copy_walked);
+  auto got_walked = DescribeTree(copy_walked, true, /*with_nlink=*/false);
   got_walked.erase(".");
   EXPECT_EQ(got_walked, want);
   std::string base_copy = NewDir("base-copy");
@@ -429,7 +432,7 @@ TEST_F(DiffTest, OverlayRoundTrip) {
   std::string copy3 = NewDir("copy3");
   ASSERT_TRUE(native_applier.Apply(ctx_, base, Bind(copy3)).ok());
   ASSERT_TRUE(native_applier.Apply(ctx_, *generic, Bind(copy3)).ok());
-  auto got3 = DescribeTree(copy3);
+  auto got3 = DescribeTree(copy3, true, /*with_nlink=*/false);
   got3.erase(".");
   EXPECT_EQ(got3, want);
   int fd = open(wopts.scratch_dir.c_str(), O_RDONLY | O_DIRECTORY);

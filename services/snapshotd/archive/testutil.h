@@ -159,7 +159,8 @@ inline std::string ReadAllFile(const std::string& path) {
 using InodeGroups = std::map<std::pair<dev_t, ino_t>, std::vector<std::string>>;
 
 inline void DescribeTree(const std::string& root, const std::string& rel, bool with_dir_mtimes,
-                         std::map<std::string, std::string>* out, InodeGroups* inodes) {
+                         bool with_nlink, std::map<std::string, std::string>* out,
+                         InodeGroups* inodes) {
   std::string path = rel.empty() ? root : absl::StrCat(root, "/", rel);
   struct stat st;
   if (lstat(path.c_str(), &st) != 0) {
@@ -170,7 +171,10 @@ inline void DescribeTree(const std::string& root, const std::string& rel, bool w
                                   " gid=", st.st_gid);
   if (!S_ISDIR(st.st_mode)) {
     // Hardlink identity: the link count, and (below) which paths share the inode.
-    absl::StrAppend(&line, " size=", st.st_size, " nlink=", st.st_nlink);
+    absl::StrAppend(&line, " size=", st.st_size);
+    if (with_nlink) {
+      absl::StrAppend(&line, " nlink=", st.st_nlink);
+    }
     inodes->operator[]({st.st_dev, st.st_ino}).push_back(rel);
   }
   if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
@@ -210,18 +214,19 @@ inline void DescribeTree(const std::string& root, const std::string& rel, bool w
     close(fd);
     if (names_or.ok()) {
       for (const std::string& n : *names_or) {
-        DescribeTree(root, rel.empty() ? n : absl::StrCat(rel, "/", n), with_dir_mtimes, out,
-                     inodes);
+        DescribeTree(root, rel.empty() ? n : absl::StrCat(rel, "/", n), with_dir_mtimes,
+                     with_nlink, out, inodes);
       }
     }
   }
 }
 
 inline std::map<std::string, std::string> DescribeTree(const std::string& root,
-                                                       bool with_dir_mtimes = true) {
+                                                       bool with_dir_mtimes = true,
+                                                       bool with_nlink = true) {
   std::map<std::string, std::string> out;
   InodeGroups inodes;
-  DescribeTree(root, "", with_dir_mtimes, &out, &inodes);
+  DescribeTree(root, "", with_dir_mtimes, with_nlink, &out, &inodes);
   // Paths that are one inode say so (by the group's first path): two trees compare equal only
   // if the same names are hardlinked together in both.
   for (auto& [inode, paths] : inodes) {
