@@ -321,6 +321,11 @@ absl::StatusOr<std::string> LocalSnapshotter::UpperDir(const Context& ctx, const
   return FsDir(r->id);
 }
 
+absl::StatusOr<std::vector<std::string>> LocalSnapshotter::Namespaces() {
+  absl::MutexLock lock(&mu_);
+  return meta_->Namespaces();
+}
+
 absl::StatusOr<std::vector<std::string>> LocalSnapshotter::LeaseResources(const Context& ctx) {
   if (absl::Status st = ValidateNs(ctx); !st.ok()) {
     return st;

@@ -88,6 +88,8 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   // The on-disk directory an active snapshot's writes land in (<root>/snapshots/<id>/fs),
   // without mounting anything. NotFound if absent; FailedPrecondition unless active.
   absl::StatusOr<std::string> UpperDir(const Context& ctx, const std::string& key);
+  // The namespaces holding at least one snapshot (start-up recovery walks them all).
+  absl::StatusOr<std::vector<std::string>> Namespaces();
   // The keys and names recorded under ctx.lease in ctx.ns.
   absl::StatusOr<std::vector<std::string>> LeaseResources(const Context& ctx);
 

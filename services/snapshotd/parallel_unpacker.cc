@@ -88,6 +88,8 @@ class ParallelUnpacker::Run {
   }
 
  private:
+  static snapshots::Labels TemporaryLabels() { return {{kUnpackTemporaryLabel, "true"}}; }
+
   std::string ParentOf(size_t i) const { return i == 0 ? std::string() : chain_[i - 1]; }
 
   absl::Status Validate() const {
@@ -194,7 +196,8 @@ class ParallelUnpacker::Run {
   // Native: each layer needs its parent's copy, so one after the other.
   absl::Status ApplyAndCommitInOrder() {
     for (size_t i = first_; i < n_; ++i) {
-      BERTH_RETURN_IF_ERROR(Apply(i, snapshotter_.Prepare(ctx_, todo_[i].key, ParentOf(i), {})));
+      BERTH_RETURN_IF_ERROR(
+          Apply(i, snapshotter_.Prepare(ctx_, todo_[i].key, ParentOf(i), TemporaryLabels())));
       BERTH_RETURN_IF_ERROR(Commit(i));
     }
     return absl::OkStatus();
@@ -206,7 +209,8 @@ class ParallelUnpacker::Run {
     std::atomic<bool> failed{false};
     auto work = [&]() {
       for (size_t i = next++; i < n_ && !failed.load(); i = next++) {
-        todo_[i].status = Apply(i, snapshotter_.PrepareDetached(ctx_, todo_[i].key, {}));
+        todo_[i].status =
+            Apply(i, snapshotter_.PrepareDetached(ctx_, todo_[i].key, TemporaryLabels()));
         if (!todo_[i].status.ok()) {
           failed = true;
         }
@@ -274,6 +278,29 @@ absl::StatusOr<std::vector<oci::Descriptor>> ParallelUnpacker::Unpack(
     const std::vector<std::string>& chain, const snapshots::Labels& labels,
     const snapshots::UnpackProgressFn& progress) {
   return Run(*this, ctx, layers, chain, labels, progress).Unpack();
+}
+
+absl::StatusOr<int> ParallelUnpacker::RemoveLeftovers() {
+  BERTH_ASSIGN_OR_RETURN(std::vector<std::string> namespaces, snapshotter_.Namespaces());
+  int removed = 0;
+  for (const std::string& ns : namespaces) {
+    Context ctx;
+    ctx.ns = ns;
+    std::vector<std::string> leftovers;
+    BERTH_RETURN_IF_ERROR(snapshotter_.Walk(
+        ctx, {absl::StrCat("kind==active,labels.\"", kUnpackTemporaryLabel, "\"==true")},
+        [&](const snapshots::Info& info) {
+          leftovers.push_back(info.name);
+          return absl::OkStatus();
+        }));
+    for (const std::string& key : leftovers) {
+      BERTH_LOG(Info) << "snapshotd: removing " << key << " in " << ns
+                      << ", left by an unpack that did not finish";
+      BERTH_RETURN_IF_ERROR(snapshotter_.Remove(ctx, key));
+      ++removed;
+    }
+  }
+  return removed;
 }
 
 }  // namespace berth::snapshotd

@@ -13,7 +13,8 @@
 // Alive()) is such an error: the blobs are read in chunks that check it, and each layer and
 // each commit checks it before it starts. A crash halfway leaves active "unpack-*"
 // snapshots (as containerd's unpacker leaves "extract-*" ones) and committed layers that are
-// complete, never a half-made committed one.
+// complete, never a half-made committed one; the temporary ones carry the label
+// kUnpackTemporaryLabel, and RemoveLeftovers (run by snapshotd before it serves) removes them.
 //
 // Thread-safe; concurrent unpacks of the same chain are fine (a name committed meanwhile by
 // another call, on the same parent, is reused).
@@ -32,6 +33,10 @@
 #include "services/snapshotd/local_snapshotter.h"
 
 namespace berth::snapshotd {
+
+// On the active snapshots an unpack applies into, until they commit (committed snapshots get
+// the caller's labels only).
+inline constexpr char kUnpackTemporaryLabel[] = "berth.io/unpack-temporary";
 
 struct ParallelUnpackerOptions {
   // The most layers applied at once. 0: std::thread::hardware_concurrency().
@@ -56,6 +61,10 @@ class ParallelUnpacker : public snapshots::Unpacker {
       const Context& ctx, const std::vector<oci::Descriptor>& layers,
       const std::vector<std::string>& chain, const snapshots::Labels& labels,
       const snapshots::UnpackProgressFn& progress = nullptr) override;
+
+  // Removes, in every namespace, the active snapshots an unpack killed halfway left
+  // (kUnpackTemporaryLabel). Run before any Unpack; returns how many went.
+  absl::StatusOr<int> RemoveLeftovers();
 
  private:
   class Run;
