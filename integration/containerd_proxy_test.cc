@@ -115,7 +115,9 @@ class ContainerdProxyTest : public ::testing::Test {
     ASSERT_TRUE(status.ok()) << status;
   }
 
-  std::string ImageRef() const { return absl::StrCat(registry_->host(), "/", kImageName, ":", kTag); }
+  std::string ImageRef() const {
+    return absl::StrCat(registry_->host(), "/", kImageName, ":", kTag);
+  }
 
   // Pulls the image through `containerd`; on failure the message has ctr's output and the log.
   void Pull(Containerd& containerd) {

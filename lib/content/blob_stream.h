@@ -52,7 +52,8 @@ class BlobSource : public ByteSource {
 // store, that the ingest holds `expected_size` bytes and (when the sink saw the whole blob, the
 // ingest being empty when it started) that their digest is `expected`; the store verifies
 // again. Mismatches are FailedPrecondition and leave the ingest as it is (the caller aborts or
-// resumes it). Commit always releases the writer's hold on the ref, as Writer::Commit does. Not thread-safe; `writer` must outlive the sink.
+// resumes it). Commit always releases the writer's hold on the ref, as Writer::Commit does.
+// Not thread-safe; `writer` must outlive the sink.
 class WriterSink : public ByteSink {
  public:
   // `start_offset`: the bytes the ingest held already (a resume). `expected_size` 0 and an

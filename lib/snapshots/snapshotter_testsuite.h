@@ -286,7 +286,8 @@ TYPED_TEST_P(SnapshotterTest, CommitErrors) {
   ASSERT_TRUE(this->sn().Prepare(this->ctx_, "b", "base", {}).ok());
   EXPECT_EQ(this->sn().Commit(this->ctx_, "base", "b", {}).code(),
             absl::StatusCode::kAlreadyExists);
-  EXPECT_EQ(this->sn().Stat(this->ctx_, "b")->kind, Kind::kActive) << "a failed commit changes nothing";
+  EXPECT_EQ(this->sn().Stat(this->ctx_, "b")->kind, Kind::kActive)
+      << "a failed commit changes nothing";
   EXPECT_EQ(this->sn().Mounts(this->ctx_, "base").status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(this->sn().Mounts(this->ctx_, "missing").status().code(),

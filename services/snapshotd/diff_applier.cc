@@ -126,7 +126,8 @@ LayerApplier::LayerApplier(content::Provider& provider, LayerApplierOptions opti
 absl::StatusOr<oci::Descriptor> LayerApplier::Apply(const Context& ctx,
                                                     const oci::Descriptor& desc,
                                                     const std::vector<mount::Mount>& mounts) {
-  absl::StatusOr<::berth::archive::Compression> declared = ::berth::archive::CompressionOfMediaType(desc.media_type);
+  absl::StatusOr<::berth::archive::Compression> declared =
+      ::berth::archive::CompressionOfMediaType(desc.media_type);
   if (!declared.ok()) {
     return declared.status();
   }
@@ -161,7 +162,8 @@ absl::StatusOr<oci::Descriptor> LayerApplier::Apply(const Context& ctx,
   }
   if ((*tar)->compression() != *declared) {
     BERTH_LOG(Debug) << "layer " << desc.digest.ToString() << ": media type " << desc.media_type
-                     << " but the data is " << ::berth::archive::CompressionName((*tar)->compression());
+                     << " but the data is "
+                     << ::berth::archive::CompressionName((*tar)->compression());
   }
 
   archive::ApplyOptions options;
@@ -209,8 +211,8 @@ absl::StatusOr<oci::Descriptor> LayerApplier::Apply(const Context& ctx,
                      expected.ToString()));
   }
   BERTH_LOG(Debug) << "applied layer " << desc.digest.ToString() << " ("
-                   << ::berth::archive::CompressionName((*tar)->compression()) << ", " << stats->entries
-                   << " entries, " << out.size << " bytes) into " << *dir;
+                   << ::berth::archive::CompressionName((*tar)->compression()) << ", "
+                   << stats->entries << " entries, " << out.size << " bytes) into " << *dir;
   return out;
 }
 

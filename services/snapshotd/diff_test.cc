@@ -77,6 +77,21 @@ class DiffTest : public ::testing::Test {
     return desc;
   }
 
+  static LayerApplierOptions Native() {
+    LayerApplierOptions options;
+    options.whiteouts = LayerApplierOptions::Whiteouts::kNative;
+    return options;
+  }
+
+  // A fresh directory `name` holding `base` applied by `applier`.
+  std::string BaseCopy(LayerApplier& applier, const oci::Descriptor& base,
+                       const std::string& name) {
+    std::string dir = NewDir(name);
+    absl::StatusOr<oci::Descriptor> applied = applier.Apply(ctx_, base, Bind(dir));
+    EXPECT_TRUE(applied.ok()) << name << ": " << applied.status();
+    return dir;
+  }
+
   std::string ReadBlob(const Digest& digest) {
     auto data = content::ReadBlob(*store_, ctx_, digest);
     EXPECT_TRUE(data.ok()) << data.status();
@@ -147,7 +162,8 @@ TEST_F(DiffTest, AppliesEveryCompressionAndMediaType) {
       {::berth::archive::Compression::kNone, kOciTar, kOciTar},
       {::berth::archive::Compression::kGzip, kOciGzip, kOciTar},
       {::berth::archive::Compression::kZstd, kOciZstd, kOciTar},
-      {::berth::archive::Compression::kGzip, kDockerGzip, "application/vnd.docker.image.rootfs.diff.tar"},
+      {::berth::archive::Compression::kGzip, kDockerGzip,
+       "application/vnd.docker.image.rootfs.diff.tar"},
       {::berth::archive::Compression::kNone, "application/vnd.docker.image.rootfs.diff.tar",
        "application/vnd.docker.image.rootfs.diff.tar"},
       {::berth::archive::Compression::kGzip,
@@ -255,15 +271,10 @@ TEST_F(DiffTest, DevicesForbiddenByConfig) {
 // whiteouts) onto another copy of A gives the upper tree.
 TEST_F(DiffTest, WalkingRoundTrip) {
   oci::Descriptor base = Put(BaseLayer(), kOciTar);
-  LayerApplierOptions native;
-  native.whiteouts = LayerApplierOptions::Whiteouts::kNative;
-  LayerApplier applier(*store_, native);
-  std::string lower = NewDir("lower");
-  std::string upper = NewDir("upper");
-  std::string copy = NewDir("copy");
-  for (const std::string& d : {lower, upper, copy}) {
-    ASSERT_TRUE(applier.Apply(ctx_, base, Bind(d)).ok());
-  }
+  LayerApplier applier(*store_, Native());
+  std::string lower = BaseCopy(applier, base, "lower");
+  std::string upper = BaseCopy(applier, base, "upper");
+  std::string copy = BaseCopy(applier, base, "copy");
   Change(upper);
 
   WalkingDiffer differ(*store_);
@@ -304,14 +315,9 @@ TEST_F(DiffTest, WalkingRoundTrip) {
 // another copy of the lower tree gives the upper tree, hardlink identity included.
 TEST_F(DiffTest, WalkingSeesEveryKindOfChange) {
   oci::Descriptor base = Put(BaseLayer(), kOciTar);
-  LayerApplierOptions native;
-  native.whiteouts = LayerApplierOptions::Whiteouts::kNative;
-  LayerApplier applier(*store_, native);
-  std::string lower = NewDir("lower");
-  std::string upper = NewDir("upper");
-  for (const std::string& d : {lower, upper}) {
-    ASSERT_TRUE(applier.Apply(ctx_, base, Bind(d)).ok());
-  }
+  LayerApplier applier(*store_, Native());
+  std::string lower = BaseCopy(applier, base, "lower");
+  std::string upper = BaseCopy(applier, base, "upper");
   auto same_times = [](const std::string& path, const std::function<void()>& change) {
     struct stat st;
     ASSERT_EQ(lstat(path.c_str(), &st), 0);

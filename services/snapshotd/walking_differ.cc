@@ -138,7 +138,8 @@ absl::StatusOr<oci::Descriptor> WalkingDiffer::Compare(const Context& ctx,
                                                        const diff::CompareOptions& options) {
   const std::string media_type =
       options.media_type.empty() ? std::string(kDefaultMediaType) : options.media_type;
-  absl::StatusOr<::berth::archive::Compression> compression = ::berth::archive::CompressionOfMediaType(media_type);
+  absl::StatusOr<::berth::archive::Compression> compression =
+      ::berth::archive::CompressionOfMediaType(media_type);
   if (!compression.ok()) {
     return compression.status();
   }

@@ -184,7 +184,8 @@ class TarWriter {
     }
     int64_t left = st.st_size;
     while (left > 0) {
-      ssize_t n = read(fd.get(), buf_.get(), static_cast<size_t>(std::min<int64_t>(left, kTarChunk)));
+      ssize_t n =
+          read(fd.get(), buf_.get(), static_cast<size_t>(std::min<int64_t>(left, kTarChunk)));
       if (n < 0) {
         if (errno == EINTR) {
           continue;
