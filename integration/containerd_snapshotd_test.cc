@@ -8,6 +8,7 @@
 // removed too, no snapshot in snapshotd.
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -15,10 +16,12 @@
 
 #include <algorithm>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "integration/harness.h"
@@ -171,6 +174,122 @@ TEST(ContainerdSnapshotdTest, PullAndRunThroughTheProxySnapshotter) {
   EXPECT_EQ(WEXITSTATUS(containerd.Stop()), 0) << containerd.ReadLog();
   EXPECT_EQ(WEXITSTATUS(snapshotd.Stop()), 0) << snapshotd.ReadLog();
   EXPECT_EQ(WEXITSTATUS(contentd.Stop()), 0) << contentd.ReadLog();
+}
+
+// What a snapshotter does with a snapshot that is mounted: containerd's snapshotters neither
+// know nor check (the mount is the caller's), so committing a mounted active snapshot works
+// (the mount stays and keeps working, now over the committed directory) and removing a mounted
+// one works too. The same sequence runs against containerd's own overlayfs snapshotter,
+// against snapshotd as containerd's proxy snapshotter, and against snapshotd directly; the
+// outcomes must be the same, and what they are is checked too.
+struct MountedOutcome {
+  int commit_exit = -1;
+  bool written_after_commit = false;  // a write through the mount after Commit succeeded
+  bool committed_sees_file = false;   // a view of the committed snapshot sees the first write
+  int remove_exit = -1;
+  bool listed_after_remove = true;
+  bool operator==(const MountedOutcome& o) const {
+    return commit_exit == o.commit_exit && written_after_commit == o.written_after_commit &&
+           committed_sees_file == o.committed_sees_file && remove_exit == o.remove_exit &&
+           listed_after_remove == o.listed_after_remove;
+  }
+};
+
+std::ostream& operator<<(std::ostream& os, const MountedOutcome& o) {
+  return os << "{commit " << o.commit_exit << ", written after commit " << o.written_after_commit
+            << ", committed sees file " << o.committed_sees_file << ", rm " << o.remove_exit
+            << ", listed after rm " << o.listed_after_remove << "}";
+}
+
+MountedOutcome CommitAndRemoveMounted(const std::string& address, const std::string& ns,
+                                      const std::string& snapshotter, const std::string& dir) {
+  auto snapshots = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"snapshots", "--snapshotter", snapshotter});
+    return Ctr(address, ns, args);
+  };
+  auto mount_at = [&](const std::string& key, const std::string& target) {
+    mkdir(target.c_str(), 0755);
+    CommandResult m = snapshots({"mounts", target, key});
+    EXPECT_EQ(m.exit_code, 0) << m.output;
+    int code = -1;
+    std::string out = testing::RunCommand(std::string(absl::StripAsciiWhitespace(m.output)), &code);
+    EXPECT_EQ(code, 0) << out << "\nmount command: " << m.output;
+  };
+  auto shell = [](const std::string& command) {
+    int code = -1;
+    testing::RunCommand(command, &code);
+    return code == 0;
+  };
+  MountedOutcome o;
+  EXPECT_EQ(snapshots({"prepare", "mounted-a"}).exit_code, 0);
+  const std::string a = dir + "/a";
+  mount_at("mounted-a", a);
+  EXPECT_TRUE(shell(absl::StrCat("echo first > ", a, "/file")));
+  o.commit_exit = snapshots({"commit", "mounted-c", "mounted-a"}).exit_code;
+  o.written_after_commit = shell(absl::StrCat("echo second > ", a, "/after"));
+  EXPECT_TRUE(shell(absl::StrCat("umount ", a)));
+  if (o.commit_exit == 0) {
+    EXPECT_EQ(snapshots({"view", "mounted-v", "mounted-c"}).exit_code, 0);
+    const std::string v = dir + "/v";
+    mount_at("mounted-v", v);
+    o.committed_sees_file = shell(absl::StrCat("grep -q first ", v, "/file"));
+    EXPECT_TRUE(shell(absl::StrCat("umount ", v)));
+    snapshots({"rm", "mounted-v"});
+  }
+
+  EXPECT_EQ(snapshots({"prepare", "mounted-b"}).exit_code, 0);
+  const std::string b = dir + "/b";
+  mount_at("mounted-b", b);
+  o.remove_exit = snapshots({"rm", "mounted-b"}).exit_code;
+  CommandResult ls = snapshots({"ls"});
+  EXPECT_EQ(ls.exit_code, 0) << ls.output;
+  o.listed_after_remove = absl::StrContains(ls.output, "mounted-b");
+  EXPECT_TRUE(shell(absl::StrCat("umount ", b)));
+  if (o.listed_after_remove) {
+    snapshots({"rm", "mounted-b"});
+  }
+  snapshots({"rm", "mounted-c"});
+  return o;
+}
+
+TEST(ContainerdSnapshotdTest, MountedSnapshotCommitAndRemoveMatchContainerd) {
+  if (geteuid() != 0) {
+    GTEST_SKIP() << "mounting needs root";
+  }
+  TempDir dir;
+  Snapshotd snapshotd(dir.path(), Snapshotd::Options{});
+  absl::Status status = snapshotd.Start();
+  ASSERT_TRUE(status.ok()) << status;
+  Containerd::Options options;
+  options.snapshot_proxy_address = snapshotd.address();
+  options.snapshot_proxy_name = kSnapshotter;
+  Containerd containerd(dir.path(), options);
+  status = containerd.Start();
+  ASSERT_TRUE(status.ok()) << status;
+
+  ASSERT_EQ(mkdir(dir.Join("containerd").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(dir.Join("proxy").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir(dir.Join("direct").c_str(), 0755), 0);
+  MountedOutcome reference =
+      CommitAndRemoveMounted(containerd.address(), "mounted", "overlayfs", dir.Join("containerd"));
+  MountedOutcome proxied =
+      CommitAndRemoveMounted(containerd.address(), "mounted", kSnapshotter, dir.Join("proxy"));
+  MountedOutcome direct =
+      CommitAndRemoveMounted(snapshotd.address(), "mounted", "berth", dir.Join("direct"));
+
+  // containerd's own behaviour, as observed: no check, both calls succeed.
+  MountedOutcome expected;
+  expected.commit_exit = 0;
+  expected.written_after_commit = true;
+  expected.committed_sees_file = true;
+  expected.remove_exit = 0;
+  expected.listed_after_remove = false;
+  EXPECT_EQ(reference, expected) << "containerd's overlayfs snapshotter";
+  EXPECT_EQ(proxied, reference) << "snapshotd through containerd's proxy";
+  EXPECT_EQ(direct, reference) << "snapshotd on its own socket";
+
+  EXPECT_EQ(WEXITSTATUS(containerd.Stop()), 0) << containerd.ReadLog();
+  EXPECT_EQ(WEXITSTATUS(snapshotd.Stop()), 0) << snapshotd.ReadLog();
 }
 
 }  // namespace

@@ -8,13 +8,17 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "integration/harness.h"
 #include "integration/snapshotd_harness.h"
 #include "lib/testing/testing.h"
@@ -25,6 +29,36 @@ namespace {
 using ::berth::testing::TempDir;
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+// One row of `ctr snapshots usage`: "KEY  <size> <unit>  INODES" (ctr's progress.Bytes, e.g.
+// "8.0 KiB" or "10 B").
+struct UsageRow {
+  int64_t bytes = -1;
+  int64_t inodes = -1;
+};
+std::map<std::string, UsageRow> UsageRows(const std::string& output) {
+  std::map<std::string, UsageRow> rows;
+  for (absl::string_view line : absl::StrSplit(output, '\n', absl::SkipEmpty())) {
+    std::vector<std::string> f = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (f.size() != 4 || f[0] == "KEY") {
+      continue;
+    }
+    double number = 0;
+    UsageRow row;
+    if (!absl::SimpleAtod(f[1], &number) || !absl::SimpleAtoi(f[3], &row.inodes)) {
+      continue;
+    }
+    static const std::map<std::string, double> kUnits = {
+        {"B", 1}, {"KiB", 1024}, {"MiB", 1024.0 * 1024}, {"GiB", 1024.0 * 1024 * 1024}};
+    auto unit = kUnits.find(f[2]);
+    if (unit == kUnits.end()) {
+      continue;
+    }
+    row.bytes = static_cast<int64_t>(number * unit->second);
+    rows[f[0]] = row;
+  }
+  return rows;
+}
 
 class CtrSnapshotsTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -113,10 +147,23 @@ TEST_P(CtrSnapshotsTest, CtrDrivesEveryCommand) {
   EXPECT_THAT(r.output, HasSubstr("\\_ work"));
   EXPECT_THAT(r.output, HasSubstr("\\_ ro"));
 
+  // Usage as ctr prints it (KEY, SIZE as "<n> <unit>", INODES): layer1 holds its root
+  // directory and the 10-byte file; the fresh active snapshot on it only its root directory
+  // with overlay, a copy of layer1 with native.
   r = Snapshots({"usage"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("layer1"));
-  EXPECT_THAT(r.output, HasSubstr("INODES"));
+  std::map<std::string, UsageRow> usage = UsageRows(r.output);
+  ASSERT_EQ(usage.count("layer1"), 1u) << r.output;
+  EXPECT_EQ(usage["layer1"].inodes, 2) << r.output;
+  EXPECT_GE(usage["layer1"].bytes, 10) << r.output;
+  ASSERT_EQ(usage.count("work"), 1u) << r.output;
+  if (GetParam() == "native") {
+    EXPECT_EQ(usage["work"].inodes, 2) << r.output;
+    EXPECT_EQ(usage["work"].bytes, usage["layer1"].bytes) << r.output;
+  } else {
+    EXPECT_EQ(usage["work"].inodes, 1) << r.output;
+    EXPECT_LT(usage["work"].bytes, usage["layer1"].bytes) << r.output;
+  }
 
   r = Snapshots({"info", "layer1"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -124,6 +171,7 @@ TEST_P(CtrSnapshotsTest, CtrDrivesEveryCommand) {
   r = Snapshots({"label", "layer1", "team=storage"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = Snapshots({"info", "layer1"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("\"team\": \"storage\""));
 
   // Errors a user sees.
@@ -148,8 +196,10 @@ TEST_P(CtrSnapshotsTest, CtrDrivesEveryCommand) {
   EXPECT_THAT(r.output, Not(HasSubstr("layer1")));
 
   // Another namespace never saw any of it; and nothing is mounted any more.
-  EXPECT_EQ(Ctr(snapshotd_->address(), "ns2", {"snapshots", "ls"}).output.find("layer1"),
-            std::string::npos);
+  CommandResult other = Ctr(snapshotd_->address(), "ns2", {"snapshots", "ls"});
+  ASSERT_EQ(other.exit_code, 0) << other.output;
+  EXPECT_THAT(other.output, HasSubstr("KEY"));
+  EXPECT_THAT(other.output, Not(HasSubstr("layer1")));
   absl::StatusOr<std::string> mountinfo = ReadFile("/proc/self/mountinfo");
   ASSERT_TRUE(mountinfo.ok());
   EXPECT_THAT(*mountinfo, Not(HasSubstr(dir_.path())));

@@ -25,6 +25,7 @@
 #include "lib/content/grpc_content_store.h"
 #include "lib/diff/grpc_diff.h"
 #include "lib/snapshots/grpc_snapshotter.h"
+#include "lib/snapshots/grpc_unpacker.h"
 #include "lib/testing/testing.h"
 
 namespace berth::integration {
@@ -211,6 +212,53 @@ TEST_F(SnapshotdCrashTest, KilledDuringApply) {
   ASSERT_TRUE(sn_->Commit(ctx_, "layer-1", "extract-2", {}).ok());
   absl::StatusOr<std::vector<mount::Mount>> view = sn_->View(ctx_, "check", "layer-1", {});
   ASSERT_TRUE(view.ok()) << view.status();
+  ExpectDiskMatchesRecords();
+}
+
+// An Unpack killed while its layers are being extracted leaves active snapshots no client
+// knows of (the unpacker's temporary keys); snapshotd removes them when it starts again, and the
+// same unpack then completes.
+TEST_F(SnapshotdCrashTest, KilledDuringUnpackLeavesNoTemporarySnapshot) {
+  constexpr int kFiles = 20000;
+  oci::Descriptor layer = MakeLayer(kFiles);
+  const std::string snapshots_dir = snapshotd_->root() + "/snapshots";
+  absl::StatusOr<std::vector<oci::Descriptor>> applied;
+  std::thread unpack([&] {
+    snapshots::GrpcUnpacker unpacker(Dial(snapshotd_->address()));
+    applied = unpacker.Unpack(ctx_, {layer, layer}, {"chain-1", "chain-2"}, {});
+  });
+  // Kill once extraction is under way in one of the unpack's snapshots.
+  bool started = testing::WaitFor(
+      [&] {
+        for (const std::string& entry : Entries(snapshots_dir)) {
+          if (CountTree(absl::StrCat(snapshots_dir, "/", entry, "/fs"), 50) >= 50) {
+            return true;
+          }
+        }
+        return false;
+      },
+      absl::Seconds(60));
+  snapshotd_->Kill();
+  unpack.join();
+  ASSERT_TRUE(started) << "extraction never started; log:\n" << snapshotd_->ReadLog();
+  ASSERT_FALSE(applied.ok()) << "the unpack finished before the kill; make the layer bigger";
+  ASSERT_FALSE(Entries(snapshots_dir).empty()) << "the kill left nothing to recover from";
+
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  for (const snapshots::Info& info : All(*sn_, ctx_)) {
+    ADD_FAILURE() << "left after the restart: " << info.name;
+  }
+  ExpectDiskMatchesRecords();
+
+  snapshots::GrpcUnpacker unpacker(Dial(snapshotd_->address()));
+  applied = unpacker.Unpack(ctx_, {layer, layer}, {"chain-1", "chain-2"}, {});
+  ASSERT_TRUE(applied.ok()) << applied.status() << snapshotd_->ReadLog();
+  std::vector<std::string> names;
+  for (const snapshots::Info& info : All(*sn_, ctx_)) {
+    names.push_back(info.name);
+    EXPECT_EQ(info.kind, snapshots::Kind::kCommitted) << info.name;
+  }
+  EXPECT_THAT(names, ::testing::UnorderedElementsAre("chain-1", "chain-2"));
   ExpectDiskMatchesRecords();
 }
 

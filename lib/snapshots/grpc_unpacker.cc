@@ -30,7 +30,8 @@ GrpcUnpacker::GrpcUnpacker(std::shared_ptr<grpc::Channel> channel, std::string s
 
 absl::StatusOr<std::vector<oci::Descriptor>> GrpcUnpacker::Unpack(
     const Context& ctx, const std::vector<oci::Descriptor>& layers,
-    const std::vector<std::string>& chain, const Labels& labels) {
+    const std::vector<std::string>& chain, const Labels& labels,
+    const UnpackProgressFn& progress) {
   grpc::ClientContext client_context;
   ApplyContext(ctx, &client_context);
   v1::UnpackRequest request;
@@ -63,6 +64,16 @@ absl::StatusOr<std::vector<oci::Descriptor>> GrpcUnpacker::Unpack(
     desc.size = proto.size();
     desc.annotations.insert(proto.annotations().begin(), proto.annotations().end());
     applied.push_back(std::move(desc));
+  }
+  if (progress) {
+    for (size_t i = 0; i < applied.size(); ++i) {
+      UnpackProgress p;
+      p.layer = i;
+      p.state = applied[i].size == 0 ? UnpackProgress::State::kReused
+                                     : UnpackProgress::State::kApplied;
+      p.applied = applied[i];
+      progress(p);
+    }
   }
   return applied;
 }

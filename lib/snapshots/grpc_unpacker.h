@@ -21,22 +21,25 @@
 #include "lib/base/context.h"
 #include "lib/oci/descriptor.h"
 #include "lib/snapshots/snapshotter.h"
+#include "lib/snapshots/unpacker.h"
 
 namespace berth::snapshots {
 
-class GrpcUnpacker {
+class GrpcUnpacker : public Unpacker {
  public:
   explicit GrpcUnpacker(std::shared_ptr<grpc::Channel> channel,
                         std::string snapshotter_name = "overlayfs");
   GrpcUnpacker(const GrpcUnpacker&) = delete;
   GrpcUnpacker& operator=(const GrpcUnpacker&) = delete;
 
-  // `layers` bottom first, `chain[i]` the committed name of layer i. Returns each layer's
-  // uncompressed descriptor (a reused layer's digest may be empty: see unpack.proto).
-  absl::StatusOr<std::vector<oci::Descriptor>> Unpack(const Context& ctx,
-                                                      const std::vector<oci::Descriptor>& layers,
-                                                      const std::vector<std::string>& chain,
-                                                      const Labels& labels);
+  // Unpacker::Unpack over one unary call: ctx's deadline goes with it and snapshotd stops the
+  // unpack (and removes what it made) when this call is cancelled or times out. The RPC
+  // reports no progress while it runs, so `progress` is called for every layer once the call
+  // returned (as kApplied, or kReused for a layer whose size came back 0).
+  absl::StatusOr<std::vector<oci::Descriptor>> Unpack(
+      const Context& ctx, const std::vector<oci::Descriptor>& layers,
+      const std::vector<std::string>& chain, const Labels& labels,
+      const UnpackProgressFn& progress = nullptr) override;
 
  private:
   std::shared_ptr<grpc::Channel> channel_;

@@ -10,6 +10,9 @@
 //   struct MyHarness {
 //     MyHarness();                             // a fresh, empty snapshotter
 //     snapshots::Snapshotter& snapshotter();
+//     // Whether a snapshot's directory holds a copy of its parent's files (native) rather
+//     // than only its own changes (overlay): what its usage counts.
+//     static constexpr bool kCopiesParent = false;
 //   };
 //   INSTANTIATE_TYPED_TEST_SUITE_P(Mine, SnapshotterTest, ::testing::Types<MyHarness>);
 
@@ -283,7 +286,8 @@ TYPED_TEST_P(SnapshotterTest, CommitErrors) {
   ASSERT_TRUE(this->sn().Prepare(this->ctx_, "b", "base", {}).ok());
   EXPECT_EQ(this->sn().Commit(this->ctx_, "base", "b", {}).code(),
             absl::StatusCode::kAlreadyExists);
-  EXPECT_EQ(this->sn().Stat(this->ctx_, "b")->kind, Kind::kActive) << "a failed commit changes nothing";
+  EXPECT_EQ(this->sn().Stat(this->ctx_, "b")->kind, Kind::kActive)
+      << "a failed commit changes nothing";
   EXPECT_EQ(this->sn().Mounts(this->ctx_, "base").status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(this->sn().Mounts(this->ctx_, "missing").status().code(),
@@ -366,7 +370,8 @@ TYPED_TEST_P(SnapshotterTest, UsageCountsOwnLayer) {
   EXPECT_EQ(committed->size, active->size);
   EXPECT_EQ(committed->inodes, active->inodes);
 
-  // A child's usage counts its own changes, not its parent's (overlay), or at least them.
+  // A child's usage: a layered snapshotter (overlay) counts the child's own changes only; a
+  // copying one (native) counts the copy of its parent too. The harness says which.
   absl::StatusOr<std::vector<mount::Mount>> child =
       this->sn().Prepare(this->ctx_, "child", "base", {});
   ASSERT_TRUE(child.ok());
@@ -375,7 +380,14 @@ TYPED_TEST_P(SnapshotterTest, UsageCountsOwnLayer) {
   this->Unmount(at);
   absl::StatusOr<Usage> cu = this->sn().GetUsage(this->ctx_, "child");
   ASSERT_TRUE(cu.ok());
-  EXPECT_GE(cu->size, 1 << 16);
+  if (TypeParam::kCopiesParent) {
+    EXPECT_GE(cu->size, committed->size + (1 << 16));
+    EXPECT_EQ(cu->inodes, committed->inodes + 1);
+  } else {
+    EXPECT_GE(cu->size, 1 << 16);
+    EXPECT_LT(cu->size, 1 << 20) << "the parent's 1 MiB file was counted";
+    EXPECT_EQ(cu->inodes, empty->inodes + 1);
+  }
   EXPECT_EQ(this->sn().GetUsage(this->ctx_, "missing").status().code(),
             absl::StatusCode::kNotFound);
 }

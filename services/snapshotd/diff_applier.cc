@@ -9,7 +9,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/archive/compression.h"
 #include "lib/base/logging.h"
+#include "lib/content/blob_stream.h"
 
 namespace berth::snapshotd {
 
@@ -19,32 +21,11 @@ constexpr size_t kChunk = 1 << 20;
 constexpr size_t kPrefetchDepth = 8;
 constexpr char kDefaultTarMediaType[] = "application/vnd.oci.image.layer.v1.tar";
 
-// A blob read with Reader::ReadAt in chunks of at most 1 MiB.
-class ReaderSource : public archive::ByteSource {
- public:
-  explicit ReaderSource(content::Reader& reader) : reader_(reader), size_(reader.Size()) {}
-  absl::StatusOr<size_t> Read(char* buf, size_t size) override {
-    if (offset_ >= size_) {
-      return 0;
-    }
-    absl::StatusOr<size_t> n = reader_.ReadAt(offset_, buf, std::min(size, kChunk));
-    if (n.ok()) {
-      offset_ += static_cast<int64_t>(*n);
-    }
-    return n;
-  }
-
- private:
-  content::Reader& reader_;
-  const int64_t size_;
-  int64_t offset_ = 0;
-};
-
 // Reads `inner` ahead in a thread of its own (decompression overlaps extraction). `inner` is
 // only touched by that thread until Stop() returns.
-class PrefetchSource : public archive::ByteSource {
+class PrefetchSource : public ByteSource {
  public:
-  explicit PrefetchSource(archive::ByteSource& inner) : inner_(inner) {
+  explicit PrefetchSource(ByteSource& inner) : inner_(inner) {
     for (size_t i = 0; i < kPrefetchDepth; ++i) {
       free_.push_back(std::make_unique<char[]>(kChunk));
     }
@@ -124,7 +105,7 @@ class PrefetchSource : public archive::ByteSource {
     }
   }
 
-  archive::ByteSource& inner_;
+  ByteSource& inner_;
   std::thread thread_;
   std::unique_ptr<char[]> current_;  // consumer side only
   size_t current_len_ = 0;
@@ -145,7 +126,8 @@ LayerApplier::LayerApplier(content::Provider& provider, LayerApplierOptions opti
 absl::StatusOr<oci::Descriptor> LayerApplier::Apply(const Context& ctx,
                                                     const oci::Descriptor& desc,
                                                     const std::vector<mount::Mount>& mounts) {
-  absl::StatusOr<archive::Compression> declared = archive::CompressionOfMediaType(desc.media_type);
+  absl::StatusOr<::berth::archive::Compression> declared =
+      ::berth::archive::CompressionOfMediaType(desc.media_type);
   if (!declared.ok()) {
     return declared.status();
   }
@@ -166,24 +148,22 @@ absl::StatusOr<oci::Descriptor> LayerApplier::Apply(const Context& ctx,
     expected = *parsed;
   }
 
-  absl::StatusOr<std::unique_ptr<content::Reader>> reader = provider_.OpenReader(ctx, desc.digest);
-  if (!reader.ok()) {
-    return reader.status();
+  // The blob stops the apply within a chunk once the caller is gone (ctx.Alive()).
+  absl::StatusOr<std::unique_ptr<content::BlobSource>> blob =
+      content::BlobSource::Open(provider_, ctx, desc.digest, desc.size);
+  if (!blob.ok()) {
+    return absl::Status(blob.status().code(), absl::StrCat("layer ", desc.digest.ToString(), ": ",
+                                                           blob.status().message()));
   }
-  if (desc.size > 0 && (*reader)->Size() != desc.size) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("layer ", desc.digest.ToString(), ": descriptor size ", desc.size,
-                     " but the blob has ", (*reader)->Size(), " bytes"));
-  }
-  ReaderSource blob(**reader);
-  absl::StatusOr<std::unique_ptr<archive::DecompressingSource>> tar =
-      archive::DecompressingSource::Create(blob);
+  absl::StatusOr<std::unique_ptr<::berth::archive::DecompressingSource>> tar =
+      ::berth::archive::DecompressingSource::Create(**blob);
   if (!tar.ok()) {
     return tar.status();
   }
   if ((*tar)->compression() != *declared) {
     BERTH_LOG(Debug) << "layer " << desc.digest.ToString() << ": media type " << desc.media_type
-                     << " but the data is " << archive::CompressionName((*tar)->compression());
+                     << " but the data is "
+                     << ::berth::archive::CompressionName((*tar)->compression());
   }
 
   archive::ApplyOptions options;
@@ -218,7 +198,7 @@ absl::StatusOr<oci::Descriptor> LayerApplier::Apply(const Context& ctx,
                                      stats.status().message()));
   }
   oci::Descriptor out;
-  out.media_type = archive::UncompressedMediaType(desc.media_type);
+  out.media_type = ::berth::archive::UncompressedMediaType(desc.media_type);
   if (out.media_type.empty()) {
     out.media_type = kDefaultTarMediaType;
   }
@@ -231,8 +211,8 @@ absl::StatusOr<oci::Descriptor> LayerApplier::Apply(const Context& ctx,
                      expected.ToString()));
   }
   BERTH_LOG(Debug) << "applied layer " << desc.digest.ToString() << " ("
-                   << archive::CompressionName((*tar)->compression()) << ", " << stats->entries
-                   << " entries, " << out.size << " bytes) into " << *dir;
+                   << ::berth::archive::CompressionName((*tar)->compression()) << ", "
+                   << stats->entries << " entries, " << out.size << " bytes) into " << *dir;
   return out;
 }
 

@@ -2,7 +2,7 @@
 
 // snapshotd's diff::Applier: reads a layer blob from a content::Provider, decompresses it
 // (gzip or zstd, told by the media type and the magic bytes), and extracts it with the secure
-// extractor (archive_apply.h) straight into the writable directory of the mounts: a bind
+// extractor (archive/apply.h) straight into the writable directory of the mounts: a bind
 // mount's source or an overlay's upperdir. Nothing is mounted.
 
 #include <cstdint>
@@ -10,7 +10,7 @@
 
 #include "lib/content/content_store.h"
 #include "lib/diff/diff.h"
-#include "services/snapshotd/archive_apply.h"
+#include "services/snapshotd/archive/apply.h"
 
 namespace berth::snapshotd {
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "lib/base/posix.h"
 
 namespace berth::snapshotd {
 
@@ -23,15 +24,11 @@ namespace {
 
 using InodeId = std::pair<dev_t, ino_t>;
 
-absl::Status ErrnoError(int err, absl::string_view what) {
-  return absl::ErrnoToStatus(err, what);
-}
-
 // The names in directory `path` (without "." and "..").
 absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) {
   DIR* dir = ::opendir(path.c_str());
   if (dir == nullptr) {
-    return ErrnoError(errno, absl::StrCat("opendir ", path));
+    return ErrnoStatus(errno, absl::StrCat("opendir ", path));
   }
   std::vector<std::string> names;
   errno = 0;
@@ -44,7 +41,7 @@ absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) {
   int err = errno;
   ::closedir(dir);
   if (err != 0) {
-    return ErrnoError(err, absl::StrCat("readdir ", path));
+    return ErrnoStatus(err, absl::StrCat("readdir ", path));
   }
   return names;
 }
@@ -56,7 +53,7 @@ absl::Status UsageOf(const std::string& path, dev_t dev, std::set<InodeId>* seen
     if (errno == ENOENT) {
       return absl::OkStatus();  // removed while we walked
     }
-    return ErrnoError(errno, absl::StrCat("lstat ", path));
+    return ErrnoStatus(errno, absl::StrCat("lstat ", path));
   }
   if (st.st_dev != dev) {
     return absl::OkStatus();
@@ -86,7 +83,7 @@ absl::Status CopyXattrs(const std::string& src, const std::string& dst) {
   ssize_t n = ::llistxattr(src.c_str(), nullptr, 0);
   if (n < 0) {
     return XattrUnsupported(errno) ? absl::OkStatus()
-                                   : ErrnoError(errno, absl::StrCat("llistxattr ", src));
+                                   : ErrnoStatus(errno, absl::StrCat("llistxattr ", src));
   }
   if (n == 0) {
     return absl::OkStatus();
@@ -94,7 +91,7 @@ absl::Status CopyXattrs(const std::string& src, const std::string& dst) {
   std::string names(static_cast<size_t>(n), '\0');
   n = ::llistxattr(src.c_str(), names.data(), names.size());
   if (n < 0) {
-    return ErrnoError(errno, absl::StrCat("llistxattr ", src));
+    return ErrnoStatus(errno, absl::StrCat("llistxattr ", src));
   }
   names.resize(static_cast<size_t>(n));
   for (size_t pos = 0; pos < names.size();) {
@@ -108,19 +105,19 @@ absl::Status CopyXattrs(const std::string& src, const std::string& dst) {
       if (errno == ENODATA) {
         continue;
       }
-      return ErrnoError(errno, absl::StrCat("lgetxattr ", name, " of ", src));
+      return ErrnoStatus(errno, absl::StrCat("lgetxattr ", name, " of ", src));
     }
     std::string value(static_cast<size_t>(len), '\0');
     len = ::lgetxattr(src.c_str(), name.c_str(), value.data(), value.size());
     if (len < 0) {
-      return ErrnoError(errno, absl::StrCat("lgetxattr ", name, " of ", src));
+      return ErrnoStatus(errno, absl::StrCat("lgetxattr ", name, " of ", src));
     }
     value.resize(static_cast<size_t>(len));
     if (::lsetxattr(dst.c_str(), name.c_str(), value.data(), value.size(), 0) != 0) {
       if (XattrUnsupported(errno)) {
         continue;
       }
-      return ErrnoError(errno, absl::StrCat("lsetxattr ", name, " of ", dst));
+      return ErrnoStatus(errno, absl::StrCat("lsetxattr ", name, " of ", dst));
     }
   }
   return absl::OkStatus();
@@ -129,14 +126,14 @@ absl::Status CopyXattrs(const std::string& src, const std::string& dst) {
 absl::Status CopyFileData(const std::string& src, const std::string& dst, mode_t mode) {
   int in = ::open(src.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (in < 0) {
-    return ErrnoError(errno, absl::StrCat("open ", src));
+    return ErrnoStatus(errno, absl::StrCat("open ", src));
   }
   int out = ::open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
                    mode & 0777);
   if (out < 0) {
     int err = errno;
     ::close(in);
-    return ErrnoError(err, absl::StrCat("create ", dst));
+    return ErrnoStatus(err, absl::StrCat("create ", dst));
   }
   absl::Status status;
   bool use_copy_range = true;
@@ -170,7 +167,7 @@ absl::Status CopyFileData(const std::string& src, const std::string& dst, mode_t
       if (errno == EINTR) {
         continue;
       }
-      status = ErrnoError(errno, absl::StrCat("copy ", src, " to ", dst));
+      status = ErrnoStatus(errno, absl::StrCat("copy ", src, " to ", dst));
       break;
     }
     if (n == 0) {
@@ -179,7 +176,7 @@ absl::Status CopyFileData(const std::string& src, const std::string& dst, mode_t
   }
   ::close(in);
   if (::close(out) != 0 && status.ok()) {
-    status = ErrnoError(errno, absl::StrCat("close ", dst));
+    status = ErrnoStatus(errno, absl::StrCat("close ", dst));
   }
   return status;
 }
@@ -188,11 +185,11 @@ absl::Status CopyFileData(const std::string& src, const std::string& dst, mode_t
 // must not be undone by a later step). chown clears setuid/setgid, so chmod comes after it.
 absl::Status CopyMetadata(const std::string& src, const std::string& dst, const struct stat& st) {
   if (::lchown(dst.c_str(), st.st_uid, st.st_gid) != 0) {
-    return ErrnoError(errno, absl::StrCat("lchown ", dst));
+    return ErrnoStatus(errno, absl::StrCat("lchown ", dst));
   }
   if (!S_ISLNK(st.st_mode)) {
     if (::chmod(dst.c_str(), st.st_mode & 07777) != 0) {
-      return ErrnoError(errno, absl::StrCat("chmod ", dst));
+      return ErrnoStatus(errno, absl::StrCat("chmod ", dst));
     }
   }
   if (absl::Status s = CopyXattrs(src, dst); !s.ok()) {
@@ -200,7 +197,7 @@ absl::Status CopyMetadata(const std::string& src, const std::string& dst, const 
   }
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (::utimensat(AT_FDCWD, dst.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-    return ErrnoError(errno, absl::StrCat("utimensat ", dst));
+    return ErrnoStatus(errno, absl::StrCat("utimensat ", dst));
   }
   return absl::OkStatus();
 }
@@ -227,7 +224,7 @@ class TreeCopier {
   absl::Status CopyEntry(const std::string& src, const std::string& dst) {
     struct stat st;
     if (::lstat(src.c_str(), &st) != 0) {
-      return ErrnoError(errno, absl::StrCat("lstat ", src));
+      return ErrnoStatus(errno, absl::StrCat("lstat ", src));
     }
     if (st.st_dev != dev_) {
       return absl::OkStatus();  // a mount inside the tree is not part of it
@@ -236,7 +233,7 @@ class TreeCopier {
       auto it = links_.find({st.st_dev, st.st_ino});
       if (it != links_.end()) {
         if (::link(it->second.c_str(), dst.c_str()) != 0) {
-          return ErrnoError(errno, absl::StrCat("link ", dst, " to ", it->second));
+          return ErrnoStatus(errno, absl::StrCat("link ", dst, " to ", it->second));
         }
         return absl::OkStatus();
       }
@@ -245,7 +242,7 @@ class TreeCopier {
     switch (st.st_mode & S_IFMT) {
       case S_IFDIR:
         if (::mkdir(dst.c_str(), 0700) != 0) {
-          return ErrnoError(errno, absl::StrCat("mkdir ", dst));
+          return ErrnoStatus(errno, absl::StrCat("mkdir ", dst));
         }
         if (absl::Status s = CopyDirContents(src, dst); !s.ok()) {
           return s;
@@ -260,11 +257,11 @@ class TreeCopier {
         std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
         ssize_t n = ::readlink(src.c_str(), target.data(), target.size());
         if (n < 0) {
-          return ErrnoError(errno, absl::StrCat("readlink ", src));
+          return ErrnoStatus(errno, absl::StrCat("readlink ", src));
         }
         target.resize(static_cast<size_t>(n));
         if (::symlink(target.c_str(), dst.c_str()) != 0) {
-          return ErrnoError(errno, absl::StrCat("symlink ", dst));
+          return ErrnoStatus(errno, absl::StrCat("symlink ", dst));
         }
         break;
       }
@@ -273,7 +270,7 @@ class TreeCopier {
       case S_IFCHR:
       case S_IFBLK:
         if (::mknod(dst.c_str(), st.st_mode, st.st_rdev) != 0) {
-          return ErrnoError(errno, absl::StrCat("mknod ", dst));
+          return ErrnoStatus(errno, absl::StrCat("mknod ", dst));
         }
         break;
       default:
@@ -289,7 +286,7 @@ class TreeCopier {
 absl::Status RemoveBelow(const std::string& path, dev_t dev) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) {
-    return errno == ENOENT ? absl::OkStatus() : ErrnoError(errno, absl::StrCat("lstat ", path));
+    return errno == ENOENT ? absl::OkStatus() : ErrnoStatus(errno, absl::StrCat("lstat ", path));
   }
   if (st.st_dev != dev) {
     return absl::FailedPreconditionError(
@@ -297,7 +294,7 @@ absl::Status RemoveBelow(const std::string& path, dev_t dev) {
   }
   if (!S_ISDIR(st.st_mode)) {
     if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return ErrnoError(errno, absl::StrCat("unlink ", path));
+      return ErrnoStatus(errno, absl::StrCat("unlink ", path));
     }
     return absl::OkStatus();
   }
@@ -315,7 +312,7 @@ absl::Status RemoveBelow(const std::string& path, dev_t dev) {
     }
   }
   if (::rmdir(path.c_str()) != 0 && errno != ENOENT) {
-    return ErrnoError(errno, absl::StrCat("rmdir ", path));
+    return ErrnoStatus(errno, absl::StrCat("rmdir ", path));
   }
   return absl::OkStatus();
 }
@@ -325,7 +322,7 @@ absl::Status RemoveBelow(const std::string& path, dev_t dev) {
 absl::StatusOr<DiskUsage> ComputeDiskUsage(const std::string& root) {
   struct stat st;
   if (::lstat(root.c_str(), &st) != 0) {
-    return ErrnoError(errno, absl::StrCat("lstat ", root));
+    return ErrnoStatus(errno, absl::StrCat("lstat ", root));
   }
   DiskUsage usage;
   std::set<InodeId> seen;
@@ -338,7 +335,7 @@ absl::StatusOr<DiskUsage> ComputeDiskUsage(const std::string& root) {
 absl::Status CopyTree(const std::string& src, const std::string& dst) {
   struct stat st;
   if (::lstat(src.c_str(), &st) != 0) {
-    return ErrnoError(errno, absl::StrCat("lstat ", src));
+    return ErrnoStatus(errno, absl::StrCat("lstat ", src));
   }
   if (!S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat("copy ", src, ": not a directory"));
@@ -353,7 +350,7 @@ absl::Status CopyTree(const std::string& src, const std::string& dst) {
 absl::Status RemoveTree(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) {
-    return errno == ENOENT ? absl::OkStatus() : ErrnoError(errno, absl::StrCat("lstat ", path));
+    return errno == ENOENT ? absl::OkStatus() : ErrnoStatus(errno, absl::StrCat("lstat ", path));
   }
   return RemoveBelow(path, st.st_dev);
 }

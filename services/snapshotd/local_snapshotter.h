@@ -88,6 +88,8 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   // The on-disk directory an active snapshot's writes land in (<root>/snapshots/<id>/fs),
   // without mounting anything. NotFound if absent; FailedPrecondition unless active.
   absl::StatusOr<std::string> UpperDir(const Context& ctx, const std::string& key);
+  // The namespaces holding at least one snapshot (start-up recovery walks them all).
+  absl::StatusOr<std::vector<std::string>> Namespaces();
   // The keys and names recorded under ctx.lease in ctx.ns.
   absl::StatusOr<std::vector<std::string>> LeaseResources(const Context& ctx);
 
@@ -133,10 +135,31 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   const SnapshotterOptions& options() const { return options_; }
 
  private:
+  // Prepare, View and PrepareDetached (local_snapshotter_create.cc), in these steps:
   absl::StatusOr<std::vector<mount::Mount>> Create(const Context& ctx, const std::string& key,
                                                    const std::string& parent,
                                                    const snapshots::Labels& labels,
                                                    snapshots::Kind kind);
+  // `key` is free and `parent` (if any) committed: returns the parent's chain, nearest first.
+  absl::StatusOr<std::vector<int64_t>> CheckNewLocked(const std::string& ns,
+                                                      const std::string& key,
+                                                      const std::string& parent)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes snapshots/<entry> and has the subclass populate it.
+  absl::Status FillEntry(const std::string& entry, snapshots::Kind kind,
+                         const std::vector<int64_t>& parents);
+  // Removes snapshots/<entry> (a failure is logged: Cleanup retries) and its busy_ mark.
+  void DropEntry(const std::string& entry) ABSL_LOCKS_EXCLUDED(mu_);
+  // Inside RecordNew's transaction: renames snapshots/<temp> to snapshots/<id>, moving a
+  // crash's leftover that holds <id> aside first (into *stale, marked busy).
+  absl::Status RenameIntoPlaceLocked(const std::string& temp, int64_t id, std::string* stale)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Inserts the record of the filled snapshots/<temp> and renames it to its id, in one
+  // transaction; on failure nothing of it is left (the directory is dropped). Returns the id.
+  absl::StatusOr<int64_t> RecordNew(const Context& ctx, const std::string& key,
+                                    const std::string& parent, const snapshots::Labels& labels,
+                                    snapshots::Kind kind, const std::vector<int64_t>& parents,
+                                    const std::string& temp) ABSL_LOCKS_EXCLUDED(mu_);
   // Commit; with `parent` non-null, CommitWithParent.
   absl::Status CommitImpl(const Context& ctx, const std::string& name, const std::string& key,
                           const std::string* parent, const snapshots::Labels& labels);
@@ -161,5 +184,11 @@ class LocalSnapshotter : public snapshots::Snapshotter {
 
 // Validation shared by the snapshotters (and usable by a gRPC server before calling one).
 absl::Status ValidateKey(absl::string_view what, const std::string& key);
+
+// Shared by the local snapshotter's files.
+inline constexpr absl::string_view kTempEntryPrefix = "tmp-";        // snapshots/tmp-*
+inline constexpr absl::string_view kRemovedEntryPrefix = "removed-";  // snapshots/removed-*
+absl::string_view KindName(snapshots::Kind kind);
+absl::Status SnapshotNotFound(const std::string& key);
 
 }  // namespace berth::snapshotd

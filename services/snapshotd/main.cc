@@ -141,6 +141,10 @@ int Run(int argc, char** argv) {
   berth::snapshotd::DiffService diff_service(applier, differ, options.default_namespace);
   // berth's extension: a whole chain in one call, its layers applied in parallel (overlay).
   berth::snapshotd::ParallelUnpacker unpacker(**snapshotter, applier);
+  // An unpack killed halfway left active snapshots no client knows: they go before serving.
+  if (absl::StatusOr<int> removed = unpacker.RemoveLeftovers(); !removed.ok()) {
+    BERTH_LOG(Warn) << "snapshotd: removing what interrupted unpacks left: " << removed.status();
+  }
   berth::snapshotd::UnpackService unpack_service(unpacker, options.default_namespace);
 
   daemon.AddService(&snapshots_service);

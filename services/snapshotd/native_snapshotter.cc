@@ -5,6 +5,7 @@
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "lib/base/posix.h"
 #include "services/snapshotd/fs_util.h"
 
 namespace berth::snapshotd {
@@ -22,7 +23,7 @@ absl::Status NativeSnapshotter::Populate(const std::string& dir, snapshots::Kind
                                          const std::vector<int64_t>& parents) {
   std::string fs = dir + "/fs";
   if (::mkdir(fs.c_str(), 0755) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("mkdir ", fs));
+    return ErrnoStatus(errno, absl::StrCat("mkdir ", fs));
   }
   if (parents.empty()) {
     return absl::OkStatus();

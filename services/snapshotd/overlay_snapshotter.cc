@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "lib/base/logging.h"
+#include "lib/base/posix.h"
 #include "services/snapshotd/fs_util.h"
 
 namespace berth::snapshotd {
@@ -16,7 +17,7 @@ namespace {
 
 absl::Status MakeDir(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("mkdir ", path));
+    return ErrnoStatus(errno, absl::StrCat("mkdir ", path));
   }
   return absl::OkStatus();
 }
@@ -83,10 +84,10 @@ absl::Status OverlaySnapshotter::Populate(const std::string& dir, snapshots::Kin
     struct stat st;
     std::string parent_fs = FsDir(parents.front());
     if (::stat(parent_fs.c_str(), &st) != 0) {
-      return absl::ErrnoToStatus(errno, absl::StrCat("stat ", parent_fs));
+      return ErrnoStatus(errno, absl::StrCat("stat ", parent_fs));
     }
     if (::lchown(fs.c_str(), st.st_uid, st.st_gid) != 0) {
-      return absl::ErrnoToStatus(errno, absl::StrCat("chown ", fs));
+      return ErrnoStatus(errno, absl::StrCat("chown ", fs));
     }
   }
   return absl::OkStatus();

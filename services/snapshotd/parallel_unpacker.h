@@ -9,9 +9,12 @@
 // (a snapshot is a copy of its parent) they are applied one after the other on their parents.
 //
 // On any error every snapshot the call created (active or committed) is removed, and the
-// error of the lowest failing layer is returned. A crash halfway leaves active "unpack-*"
+// error of the lowest failing layer is returned. A caller that goes away (ctx no longer
+// Alive()) is such an error: the blobs are read in chunks that check it, and each layer and
+// each commit checks it before it starts. A crash halfway leaves active "unpack-*"
 // snapshots (as containerd's unpacker leaves "extract-*" ones) and committed layers that are
-// complete, never a half-made committed one.
+// complete, never a half-made committed one; the temporary ones carry the label
+// kUnpackTemporaryLabel, and RemoveLeftovers (run by snapshotd before it serves) removes them.
 //
 // Thread-safe; concurrent unpacks of the same chain are fine (a name committed meanwhile by
 // another call, on the same parent, is reused).
@@ -26,16 +29,21 @@
 #include "lib/diff/diff.h"
 #include "lib/oci/descriptor.h"
 #include "lib/snapshots/snapshotter.h"
+#include "lib/snapshots/unpacker.h"
 #include "services/snapshotd/local_snapshotter.h"
 
 namespace berth::snapshotd {
+
+// On the active snapshots an unpack applies into, until they commit (committed snapshots get
+// the caller's labels only).
+inline constexpr char kUnpackTemporaryLabel[] = "berth.io/unpack-temporary";
 
 struct ParallelUnpackerOptions {
   // The most layers applied at once. 0: std::thread::hardware_concurrency().
   int max_parallel = 0;
 };
 
-class ParallelUnpacker {
+class ParallelUnpacker : public snapshots::Unpacker {
  public:
   // `snapshotter` and `applier` must outlive the unpacker; the applier writes overlay
   // whiteouts for the overlay snapshotter (LayerApplierOptions::Whiteouts::kOverlay).
@@ -49,12 +57,18 @@ class ParallelUnpacker {
   // uncompressed descriptor of each layer (for a reused one: digest from that label or the
   // layer's annotation, empty if neither; size 0). InvalidArgument for mismatched or empty
   // input; FailedPrecondition if an existing name is not committed or sits on another parent.
-  absl::StatusOr<std::vector<oci::Descriptor>> Unpack(const Context& ctx,
-                                                      const std::vector<oci::Descriptor>& layers,
-                                                      const std::vector<std::string>& chain,
-                                                      const snapshots::Labels& labels);
+  absl::StatusOr<std::vector<oci::Descriptor>> Unpack(
+      const Context& ctx, const std::vector<oci::Descriptor>& layers,
+      const std::vector<std::string>& chain, const snapshots::Labels& labels,
+      const snapshots::UnpackProgressFn& progress = nullptr) override;
+
+  // Removes, in every namespace, the active snapshots an unpack killed halfway left
+  // (kUnpackTemporaryLabel). Run before any Unpack; returns how many went.
+  absl::StatusOr<int> RemoveLeftovers();
 
  private:
+  class Run;
+
   LocalSnapshotter& snapshotter_;
   diff::Applier& applier_;
   const ParallelUnpackerOptions options_;

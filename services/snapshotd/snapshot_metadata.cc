@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "lib/base/status_macros.h"
 
 namespace berth::snapshotd {
 
@@ -230,6 +231,17 @@ absl::StatusOr<std::vector<SnapshotRecord>> MetaStore::List(const std::string& n
   if (!each.ok()) {
     return each;
   }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> MetaStore::Namespaces() {
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement st,
+                         db_->Prepare("SELECT DISTINCT ns FROM snapshots ORDER BY ns"));
+  std::vector<std::string> out;
+  BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+    out.push_back(st.Text(0));
+    return absl::OkStatus();
+  }));
   return out;
 }
 

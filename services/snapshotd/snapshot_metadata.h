@@ -64,6 +64,8 @@ class MetaStore {
   absl::StatusOr<std::vector<SnapshotRecord>> List(const std::string& ns);
   // Every id in use, all namespaces.
   absl::StatusOr<std::set<int64_t>> AllIds();
+  // The namespaces that hold at least one snapshot.
+  absl::StatusOr<std::vector<std::string>> Namespaces();
 
   // Lease bookkeeping.
   absl::Status AddLeaseResource(const std::string& ns, const std::string& lease,

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "lib/base/grpc_client.h"
 #include "lib/snapshots/grpc_snapshotter.h"
@@ -52,6 +53,7 @@ class GrpcHarness {
   }
 
   snapshots::Snapshotter& snapshotter() { return *client_; }
+  static constexpr bool kCopiesParent = std::string_view(kKind) == "native";
 
  private:
   testing::TempDir dir_;

@@ -12,6 +12,7 @@
 #include <thread>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -59,6 +60,7 @@ struct LocalHarness {
     }
   }
   snapshots::Snapshotter& snapshotter() { return *sn; }
+  static constexpr bool kCopiesParent = std::string_view(kKind) == "native";
 
   testing::TempDir dir;
   std::unique_ptr<snapshots::Snapshotter> sn;

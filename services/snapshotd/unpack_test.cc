@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <set>
@@ -15,15 +16,16 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/archive/compression.h"
 #include "lib/base/grpc_client.h"
 #include "lib/content/content_store.h"
 #include "lib/content/memory_content_store.h"
 #include "lib/mount/mount.h"
 #include "lib/snapshots/grpc_unpacker.h"
 #include "lib/testing/testing.h"
-#include "services/snapshotd/archive_stream.h"
-#include "services/snapshotd/archive_testutil.h"
+#include "services/snapshotd/archive/testutil.h"
 #include "services/snapshotd/diff_applier.h"
 #include "services/snapshotd/parallel_unpacker.h"
 #include "services/snapshotd/snapshotter_factory.h"
@@ -38,8 +40,8 @@ using testutil::TarBuilder;
 constexpr char kOciGzip[] = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 std::string Gzip(const std::string& data) {
-  archive::StringSink out;
-  auto sink = archive::NewCompressingSink(out, archive::Compression::kGzip);
+  StringSink out;
+  auto sink = ::berth::archive::NewCompressingSink(out, ::berth::archive::Compression::kGzip);
   EXPECT_TRUE(sink.ok());
   EXPECT_TRUE((*sink)->Write(data).ok());
   EXPECT_TRUE((*sink)->Close().ok());
@@ -226,6 +228,59 @@ TEST_F(UnpackTest, ParallelChainMatchesSerialChain) {
   EXPECT_EQ(parallel.count("link"), 1u);
   // The middle of the chain too.
   EXPECT_EQ(MergedTree("p2"), MergedTree("s2"));
+}
+
+// A caller that goes away halfway (its cancellation turns true once the first layer is being
+// applied) gets Cancelled, and every snapshot the unpack had made is gone: none of the
+// temporary ones, none of the committed ones. The same with a deadline that has passed.
+TEST_F(UnpackTest, CallerThatLeavesGetsNothingLeftBehind) {
+  for (const char* kind : {"overlayfs", "native"}) {
+    Open(kind);
+    std::vector<oci::Descriptor> layers = PutAll(ThreeLayers());
+    std::atomic<int> polls{0};
+    Context ctx = ctx_;
+    // Alive() is asked before each layer, each chunk of a blob and each commit: let a few pass.
+    ctx.cancellation = std::make_shared<Cancellation>([&] { return ++polls > 4; });
+    std::vector<snapshots::UnpackProgress> progress;
+    auto applied = unpacker_->Unpack(ctx, layers, {"c1", "c2", "c3"}, {},
+                                     [&](const snapshots::UnpackProgress& p) {
+                                       progress.push_back(p);
+                                     });
+    EXPECT_EQ(applied.status().code(), absl::StatusCode::kCancelled) << kind << applied.status();
+    EXPECT_GT(polls.load(), 4) << kind;
+    EXPECT_THAT(Keys(), ::testing::IsEmpty()) << kind;
+    ExpectNoLeftovers();
+
+    Context late = ctx_;
+    late.deadline = absl::Now() - absl::Seconds(1);
+    applied = unpacker_->Unpack(late, layers, {"c1", "c2", "c3"}, {});
+    EXPECT_EQ(applied.status().code(), absl::StatusCode::kDeadlineExceeded) << kind;
+    EXPECT_THAT(Keys(), ::testing::IsEmpty()) << kind;
+
+    // With a caller that stays, the same unpack completes and reports each layer once.
+    progress.clear();
+    applied = unpacker_->Unpack(ctx_, layers, {"c1", "c2", "c3"}, {},
+                                [&](const snapshots::UnpackProgress& p) {
+                                  progress.push_back(p);
+                                });
+    ASSERT_TRUE(applied.ok()) << kind << applied.status();
+    ASSERT_EQ(progress.size(), 3u) << kind;
+    std::set<size_t> reported;
+    for (const snapshots::UnpackProgress& p : progress) {
+      EXPECT_EQ(p.state, snapshots::UnpackProgress::State::kApplied);
+      EXPECT_EQ(p.applied.digest, (*applied)[p.layer].digest);
+      reported.insert(p.layer);
+    }
+    EXPECT_EQ(reported, (std::set<size_t>{0, 1, 2})) << kind;
+    // A temporary snapshot that survived a crash is found and removed; committed ones stay.
+    ASSERT_TRUE(snapshotter_->Prepare(ctx_, "unpack-crashed", "", {{kUnpackTemporaryLabel, "true"}})
+                    .ok());
+    ASSERT_TRUE(snapshotter_->Prepare(ctx_, "user-key", "", {}).ok());
+    absl::StatusOr<int> removed = unpacker_->RemoveLeftovers();
+    ASSERT_TRUE(removed.ok()) << removed.status();
+    EXPECT_EQ(*removed, 1);
+    EXPECT_EQ(Keys(), (std::set<std::string>{"c1", "c2", "c3", "user-key"})) << kind;
+  }
 }
 
 TEST_F(UnpackTest, ReusesAnExistingPrefix) {

@@ -21,7 +21,6 @@
 #include "lib/content/content_store.h"
 #include "lib/diff/diff.h"
 #include "lib/mount/mount.h"
-#include "services/snapshotd/archive_stream.h"
 
 namespace berth::snapshotd {
 
@@ -50,11 +49,5 @@ class WalkingDiffer : public diff::Comparer {
   content::Ingester& ingester_;
   const WalkingDifferOptions options_;
 };
-
-// The building blocks, for tests and tools. Both write an uncompressed tar into `out` (not
-// closing it). `lower_dir` empty means an empty lower tree.
-absl::Status WriteTreeDiffTar(const std::string& lower_dir, const std::string& upper_dir,
-                              archive::ByteSink& out);
-absl::Status WriteOverlayUpperTar(const std::string& upperdir, archive::ByteSink& out);
 
 }  // namespace berth::snapshotd

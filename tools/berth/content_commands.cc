@@ -16,6 +16,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "lib/content/copy.h"
 #include "lib/content/grpc_content_store.h"
 #include "tools/berth/commands.h"
 #include "tools/berth/output.h"
@@ -83,52 +84,33 @@ absl::Status WriteFull(int fd, absl::string_view data) {
   return absl::OkStatus();
 }
 
-// Skips the first `count` bytes of the input: seeks in a regular file, reads and drops
-// otherwise. Returns how many bytes were skipped (less than `count` if the input is shorter).
-absl::StatusOr<int64_t> SkipInput(int fd, int64_t count, absl::string_view name) {
-  struct stat st;
-  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
-    off_t position = ::lseek(fd, 0, SEEK_CUR);
-    if (position >= 0) {
-      int64_t available = std::max<int64_t>(0, st.st_size - position);
-      int64_t skip = std::min(count, available);
-      if (::lseek(fd, position + skip, SEEK_SET) < 0) {
-        return absl::UnavailableError(ErrnoText(absl::StrCat("seek ", name), errno));
+// The input of `content ingest` as a stream: a regular file skips by seeking (a resume does
+// not read again what the ingest holds), a pipe by reading.
+class FdSource : public ByteSource {
+ public:
+  FdSource(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
+  absl::StatusOr<size_t> Read(char* buf, size_t size) override {
+    return ReadFull(fd_, buf, size, name_);
+  }
+  absl::StatusOr<int64_t> Skip(int64_t count) override {
+    struct stat st;
+    if (::fstat(fd_, &st) == 0 && S_ISREG(st.st_mode)) {
+      off_t position = ::lseek(fd_, 0, SEEK_CUR);
+      if (position >= 0) {
+        int64_t skip = std::min(count, std::max<int64_t>(0, st.st_size - position));
+        if (::lseek(fd_, position + skip, SEEK_SET) < 0) {
+          return absl::UnavailableError(ErrnoText(absl::StrCat("seek ", name_), errno));
+        }
+        return skip;
       }
-      return skip;
     }
+    return ByteSource::Skip(count);
   }
-  std::vector<char> buf(kChunk);
-  int64_t skipped = 0;
-  while (skipped < count) {
-    size_t want = static_cast<size_t>(std::min<int64_t>(count - skipped, kChunk));
-    absl::StatusOr<size_t> n = ReadFull(fd, buf.data(), want, name);
-    if (!n.ok()) {
-      return n.status();
-    }
-    skipped += static_cast<int64_t>(*n);
-    if (*n < want) {
-      break;
-    }
-  }
-  return skipped;
-}
 
-// Sets `labels` on a committed blob, leaving its other labels alone.
-absl::Status MergeLabels(content::ContentStore& store, const Context& ctx, const Digest& digest,
-                         const content::Labels& labels) {
-  if (labels.empty()) {
-    return absl::OkStatus();
-  }
-  content::Info info;
-  info.digest = digest;
-  info.labels = labels;
-  std::vector<std::string> paths;
-  for (const auto& [key, value] : labels) {
-    paths.push_back(absl::StrCat("labels.", key));
-  }
-  return store.Update(ctx, info, paths).status();
-}
+ private:
+  const int fd_;
+  const std::string name_;
+};
 
 struct IngestArgs {
   std::string ref;
@@ -182,105 +164,32 @@ absl::Status Ingest(Session& session, const IngestArgs& args) {
 
   const Context ctx = session.context();
   content::GrpcContentStore store(session.Channel(kDaemon));
-  content::WriterOptions options;
-  options.ref = args.ref;
-  options.total = args.expected_size;
-  options.expected = expected;
-  absl::StatusOr<std::unique_ptr<content::Writer>> writer = store.OpenWriter(ctx, options);
-  if (writer.status().code() == absl::StatusCode::kAlreadyExists && !expected.IsEmpty()) {
-    // Already committed here: nothing to send.
-    if (absl::Status status = MergeLabels(store, ctx, expected, *labels); !status.ok()) {
-      return session.Explain(kDaemon, status);
+  FdSource input(fd, input_name);
+  oci::Descriptor desc;
+  desc.digest = expected;
+  desc.size = args.expected_size;
+  content::CopyOptions options;
+  options.labels = *labels;
+  options.source_name = input_name;
+  options.size_name = "--expected-size";
+  options.on_resume = [&](int64_t offset) {
+    std::cerr << "resuming ingest " << args.ref << " at offset " << offset << '\n';
+  };
+  absl::StatusOr<content::CopyResult> copied = content::Copy(ctx, store, args.ref, input, desc,
+                                                             options);
+  if (!copied.ok()) {
+    // An ingest that is still there can be resumed or dropped: say how.
+    if (store.GetStatus(ctx, args.ref).ok()) {
+      return session.Explain(
+          kDaemon, absl::Status(copied.status().code(),
+                                absl::StrCat(copied.status().message(),
+                                             ": run the same command again to resume, or "
+                                             "`berth content abort ",
+                                             args.ref, "` to start over")));
     }
-    absl::StatusOr<content::Info> info = store.GetInfo(ctx, expected);
-    return PrintIngested(session, expected, info.ok() ? info->size : args.expected_size, args.ref);
+    return session.Explain(kDaemon, copied.status());
   }
-  if (!writer.ok()) {
-    return session.Explain(kDaemon, writer.status());
-  }
-  absl::StatusOr<content::IngestStatus> status = (*writer)->Status();
-  if (!status.ok()) {
-    return session.Explain(kDaemon, status.status());
-  }
-  const std::string abort_hint =
-      absl::StrCat("run the same command again to resume, or `berth content abort ", args.ref,
-                   "` to start over");
-
-  // Resume: the ingest already holds the first `offset` bytes of this input.
-  int64_t consumed = status->offset;
-  if (consumed > 0) {
-    absl::StatusOr<int64_t> skipped = SkipInput(fd, consumed, input_name);
-    if (!skipped.ok()) {
-      return skipped.status();
-    }
-    if (*skipped < consumed) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "ingest ", args.ref, " is already at offset ", consumed, " but ", input_name,
-          " has only ", *skipped, " bytes; `berth content abort ", args.ref, "` to start over"));
-    }
-    std::cerr << "resuming ingest " << args.ref << " at offset " << consumed << '\n';
-  }
-
-  std::vector<char> buf(kChunk);
-  for (;;) {
-    absl::StatusOr<size_t> n = ReadFull(fd, buf.data(), buf.size(), input_name);
-    if (!n.ok()) {
-      return absl::Status(n.status().code(),
-                          absl::StrCat(n.status().message(), "; ingest ", args.ref,
-                                       " kept at offset ", consumed, ": ", abort_hint));
-    }
-    if (*n == 0) {
-      break;
-    }
-    if (args.expected_size > 0 && consumed + static_cast<int64_t>(*n) > args.expected_size) {
-      (*writer)->Close().IgnoreError();
-      store.Abort(ctx, args.ref).IgnoreError();
-      return absl::FailedPreconditionError(
-          absl::StrCat(input_name, " is longer than --expected-size ", args.expected_size,
-                       "; ingest ", args.ref, " aborted, nothing stored"));
-    }
-    if (absl::Status written = (*writer)->Write(absl::string_view(buf.data(), *n)); !written.ok()) {
-      return session.Explain(kDaemon, written);
-    }
-    consumed += static_cast<int64_t>(*n);
-  }
-
-  if (args.expected_size > 0 && consumed < args.expected_size) {
-    // Interrupted input (or a wrong size): keep what arrived so a re-run resumes.
-    (*writer)->Close().IgnoreError();
-    return absl::FailedPreconditionError(
-        absl::StrCat(input_name, " ended after ", consumed, " of ", args.expected_size,
-                     " bytes; ingest ", args.ref, " kept at offset ", consumed, ": ", abort_hint));
-  }
-  Digest actual = (*writer)->CurrentDigest();
-  if (!expected.IsEmpty() && !actual.IsEmpty() && actual != expected) {
-    // The whole input is in and it is not the blob asked for: a re-run cannot fix it.
-    (*writer)->Close().IgnoreError();
-    store.Abort(ctx, args.ref).IgnoreError();
-    return absl::FailedPreconditionError(
-        absl::StrCat("digest mismatch: ", input_name, " is ", actual.ToString(), ", expected ",
-                     expected.ToString(), "; ingest ", args.ref, " aborted, nothing stored"));
-  }
-  absl::Status committed = (*writer)->Commit(args.expected_size, expected, *labels);
-  if (actual.IsEmpty()) {
-    actual = (*writer)->CurrentDigest();
-  }
-  if (committed.code() == absl::StatusCode::kAlreadyExists) {
-    // The same bytes were committed here before; the ingest is gone, the blob is there.
-    if (absl::Status status = MergeLabels(store, ctx, actual, *labels); !status.ok()) {
-      return session.Explain(kDaemon, status);
-    }
-    committed = absl::OkStatus();
-  }
-  if (committed.code() == absl::StatusCode::kFailedPrecondition) {
-    store.Abort(ctx, args.ref).IgnoreError();
-    return absl::FailedPreconditionError(
-        absl::StrCat(committed.message(), "; ingest ", args.ref, " aborted, nothing stored"));
-  }
-  if (!committed.ok()) {
-    return session.Explain(kDaemon, committed);
-  }
-  return PrintIngested(session, actual, consumed, args.ref);
+  return PrintIngested(session, copied->digest, copied->size, args.ref);
 }
 
 absl::Status List(Session& session, const std::vector<std::string>& filters, bool quiet) {

@@ -22,7 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "services/snapshotd/archive_fs.h"
+#include "services/snapshotd/archive/fs.h"
 
 namespace berth::snapshotd::testutil {
 
@@ -156,8 +156,11 @@ inline std::string ReadAllFile(const std::string& path) {
   return out;
 }
 
+using InodeGroups = std::map<std::pair<dev_t, ino_t>, std::vector<std::string>>;
+
 inline void DescribeTree(const std::string& root, const std::string& rel, bool with_dir_mtimes,
-                         std::map<std::string, std::string>* out) {
+                         bool with_nlink, std::map<std::string, std::string>* out,
+                         InodeGroups* inodes) {
   std::string path = rel.empty() ? root : absl::StrCat(root, "/", rel);
   struct stat st;
   if (lstat(path.c_str(), &st) != 0) {
@@ -167,7 +170,12 @@ inline void DescribeTree(const std::string& root, const std::string& rel, bool w
   std::string line = absl::StrCat("mode=", absl::Hex(st.st_mode), " uid=", st.st_uid,
                                   " gid=", st.st_gid);
   if (!S_ISDIR(st.st_mode)) {
+    // Hardlink identity: the link count, and (below) which paths share the inode.
     absl::StrAppend(&line, " size=", st.st_size);
+    if (with_nlink) {
+      absl::StrAppend(&line, " nlink=", st.st_nlink);
+    }
+    inodes->operator[]({st.st_dev, st.st_ino}).push_back(rel);
   }
   if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
     absl::StrAppend(&line, " rdev=", major(st.st_rdev), ",", minor(st.st_rdev));
@@ -206,16 +214,29 @@ inline void DescribeTree(const std::string& root, const std::string& rel, bool w
     close(fd);
     if (names_or.ok()) {
       for (const std::string& n : *names_or) {
-        DescribeTree(root, rel.empty() ? n : absl::StrCat(rel, "/", n), with_dir_mtimes, out);
+        DescribeTree(root, rel.empty() ? n : absl::StrCat(rel, "/", n), with_dir_mtimes,
+                     with_nlink, out, inodes);
       }
     }
   }
 }
 
 inline std::map<std::string, std::string> DescribeTree(const std::string& root,
-                                                       bool with_dir_mtimes = true) {
+                                                       bool with_dir_mtimes = true,
+                                                       bool with_nlink = true) {
   std::map<std::string, std::string> out;
-  DescribeTree(root, "", with_dir_mtimes, &out);
+  InodeGroups inodes;
+  DescribeTree(root, "", with_dir_mtimes, with_nlink, &out, &inodes);
+  // Paths that are one inode say so (by the group's first path): two trees compare equal only
+  // if the same names are hardlinked together in both.
+  for (auto& [inode, paths] : inodes) {
+    if (paths.size() > 1) {
+      std::sort(paths.begin(), paths.end());
+      for (const std::string& path : paths) {
+        absl::StrAppend(&out[path], " same-inode-as=", paths.front());
+      }
+    }
+  }
   return out;
 }
 

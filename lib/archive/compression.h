@@ -1,6 +1,7 @@
 #pragma once
 
-// Byte streams for layers: the compression of a layer (from its media type and its magic
+// Compressed layer streams, shared by snapshotd (apply, diff) and imaged (pull, push, import):
+// the compression of a layer (from its media type and its magic
 // bytes), a streaming decompressor that also digests what it produces (the layer's
 // "uncompressed digest", its diff ID), and a streaming compressor for writing layers.
 
@@ -10,26 +11,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/base/byte_stream.h"
 #include "lib/base/digest.h"
 
-namespace berth::snapshotd::archive {
-
-// A pull stream. Not thread-safe.
-class ByteSource {
- public:
-  virtual ~ByteSource() = default;
-  // Reads up to `size` (> 0) bytes into `buf`; returns the count, 0 only at the end.
-  virtual absl::StatusOr<size_t> Read(char* buf, size_t size) = 0;
-};
-
-// A push stream. Not thread-safe.
-class ByteSink {
- public:
-  virtual ~ByteSink() = default;
-  virtual absl::Status Write(absl::string_view data) = 0;
-  // Flushes whatever is buffered (a compressor's trailer). Write after Close is an error.
-  virtual absl::Status Close() = 0;
-};
+namespace berth::archive {
 
 enum class Compression { kNone, kGzip, kZstd };
 absl::string_view CompressionName(Compression c);
@@ -89,29 +74,4 @@ absl::StatusOr<std::unique_ptr<ByteSink>> NewCompressingSink(ByteSink& out,
                                                              Compression compression,
                                                              int level = -1);
 
-// A ByteSource over a string (tests, small blobs).
-class StringSource : public ByteSource {
- public:
-  explicit StringSource(std::string data) : data_(std::move(data)) {}
-  absl::StatusOr<size_t> Read(char* buf, size_t size) override;
-
- private:
-  std::string data_;
-  size_t pos_ = 0;
-};
-
-// A ByteSink into a string.
-class StringSink : public ByteSink {
- public:
-  absl::Status Write(absl::string_view data) override {
-    data_.append(data.data(), data.size());
-    return absl::OkStatus();
-  }
-  absl::Status Close() override { return absl::OkStatus(); }
-  const std::string& data() const { return data_; }
-
- private:
-  std::string data_;
-};
-
-}  // namespace berth::snapshotd::archive
+}  // namespace berth::archive

@@ -1,7 +1,7 @@
 #pragma once
 
 // The layer extractor: reads an uncompressed tar stream with libarchive's read API and creates
-// every entry itself, each path resolved inside the root by the kernel (archive_fs.h). A layer
+// every entry itself, each path resolved inside the root by the kernel (fs.h). A layer
 // can never write outside the root: absolute names and ".." are confined to it, symlinks met
 // on the way are resolved as if the root were "/", and metadata is never applied through a
 // symlink. (libarchive's archive_write_disk is not used: it follows symlinks in ways we cannot
@@ -18,8 +18,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "services/snapshotd/archive_fs.h"
-#include "services/snapshotd/archive_stream.h"
+#include "lib/base/byte_stream.h"
+#include "services/snapshotd/archive/fs.h"
 
 namespace berth::snapshotd::archive {
 

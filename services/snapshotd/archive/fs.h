@@ -10,37 +10,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/base/unique_fd.h"
 
 namespace berth::snapshotd::archive {
-
-// An owned file descriptor, closed on destruction. -1 means none.
-class ScopedFd {
- public:
-  ScopedFd() = default;
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() { Reset(); }
-  ScopedFd(ScopedFd&& other) noexcept : fd_(other.Release()) {}
-  ScopedFd& operator=(ScopedFd&& other) noexcept {
-    if (this != &other) {
-      Reset(other.Release());
-    }
-    return *this;
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int Release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void Reset(int fd = -1);
-
- private:
-  int fd_ = -1;
-};
 
 // A tar entry name as components inside the root: a leading '/' is dropped, "." and empty
 // components vanish, ".." removes the previous component and never climbs above the root (as
@@ -66,15 +38,15 @@ struct ResolveFlags {
 // Opens `path` (components relative to the root) with open(2) `flags` (O_CLOEXEC is added),
 // resolving every symlink as if `root_fd` were "/" (absolute targets and ".." stay inside).
 // Magic links (/proc/self/fd/...) are never followed. Errors keep the errno in the message and
-// map ENOENT to NotFound, ELOOP/EXDEV to InvalidArgument ("escapes"), others to Internal.
-absl::StatusOr<ScopedFd> OpenInRoot(int root_fd, const std::vector<std::string>& path,
+// are PathErrnoStatus's.
+absl::StatusOr<UniqueFd> OpenInRoot(int root_fd, const std::vector<std::string>& path,
                                     size_t count, int flags, ResolveFlags resolve,
                                     Resolver resolver = Resolver::kAuto);
 
 // As OpenInRoot but returns the raw errno on failure (0 on success), for callers that branch
 // on ENOENT.
 int OpenInRootErrno(int root_fd, const std::vector<std::string>& path, size_t count,
-                    int flags, ResolveFlags resolve, Resolver resolver, ScopedFd* out);
+                    int flags, ResolveFlags resolve, Resolver resolver, UniqueFd* out);
 
 // Whether openat2 works on this kernel (cached).
 bool HaveOpenat2();
@@ -87,7 +59,8 @@ absl::Status RemoveAllAt(int dir_fd, const std::string& name);
 // The names in directory `dir_fd` (not "." or ".."), unsorted.
 absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd);
 
-// "<what>: <strerror(err)>" with the errno category mapped to a status code.
-absl::Status ErrnoStatus(int err, absl::string_view what);
+// berth::ErrnoStatus, except that ELOOP and EXDEV (a path that would leave the root, or a
+// symlink where none may be) are InvalidArgument: the layer's fault, not the disk's.
+absl::Status PathErrnoStatus(int err, absl::string_view what);
 
 }  // namespace berth::snapshotd::archive

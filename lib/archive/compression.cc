@@ -1,4 +1,4 @@
-#include "services/snapshotd/archive_stream.h"
+#include "lib/archive/compression.h"
 
 #include <isa-l/igzip_lib.h>
 #include <zlib.h>
@@ -9,7 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
-namespace berth::snapshotd::archive {
+namespace berth::archive {
 
 namespace {
 
@@ -431,11 +431,4 @@ absl::StatusOr<std::unique_ptr<ByteSink>> NewCompressingSink(ByteSink& out,
   return absl::InvalidArgumentError("unknown compression");
 }
 
-absl::StatusOr<size_t> StringSource::Read(char* buf, size_t size) {
-  size_t n = std::min(size, data_.size() - pos_);
-  memcpy(buf, data_.data() + pos_, n);
-  pos_ += n;
-  return n;
-}
-
-}  // namespace berth::snapshotd::archive
+}  // namespace berth::archive

@@ -1,4 +1,4 @@
-#include "services/snapshotd/archive_fs.h"
+#include "services/snapshotd/archive/fs.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,15 +13,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "lib/base/posix.h"
 
 namespace berth::snapshotd::archive {
-
-void ScopedFd::Reset(int fd) {
-  if (fd_ >= 0) {
-    close(fd_);
-  }
-  fd_ = fd;
-}
 
 std::vector<std::string> CleanComponents(absl::string_view name) {
   std::vector<std::string> out;
@@ -51,31 +45,12 @@ std::string JoinComponents(const std::vector<std::string>& components, size_t co
   return out;
 }
 
-absl::Status ErrnoStatus(int err, absl::string_view what) {
-  std::string message = absl::StrCat(what, ": ", strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(message);
-    case ELOOP:
-    case EXDEV:
-    case ENOTDIR:
-    case EISDIR:
-    case ENAMETOOLONG:
-      return absl::InvalidArgumentError(message);
-    case EEXIST:
-    case ENOTEMPTY:
-      return absl::AlreadyExistsError(message);
-    case ENOSPC:
-    case EDQUOT:
-    case EMFILE:
-    case ENFILE:
-      return absl::ResourceExhaustedError(message);
-    case EPERM:
-    case EACCES:
-      return absl::PermissionDeniedError(message);
-    default:
-      return absl::InternalError(message);
+absl::Status PathErrnoStatus(int err, absl::string_view what) {
+  if (err == ELOOP || err == EXDEV) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", strerror(err), " (the path escapes the root)"));
   }
+  return ErrnoStatus(err, what);
 }
 
 namespace {
@@ -107,8 +82,8 @@ constexpr int kMaxSymlinks = 40;
 // directory reached; symlinks are read and their targets pushed back onto the work list, an
 // absolute target restarting at the root and ".." never popping past it.
 int WalkResolve(int root_fd, const std::vector<std::string>& path, size_t count, int flags,
-                ResolveFlags resolve, ScopedFd* out) {
-  std::vector<ScopedFd> stack;
+                ResolveFlags resolve, UniqueFd* out) {
+  std::vector<UniqueFd> stack;
   std::deque<std::string> todo(path.begin(), path.begin() + std::min(count, path.size()));
   int links = 0;
   while (!todo.empty()) {
@@ -125,7 +100,7 @@ int WalkResolve(int root_fd, const std::vector<std::string>& path, size_t count,
     }
     const bool last = todo.empty();
     const int cur = stack.empty() ? root_fd : stack.back().get();
-    ScopedFd fd(openat(cur, component.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd fd(openat(cur, component.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
     if (!fd.valid()) {
       return errno;
     }
@@ -180,7 +155,7 @@ int WalkResolve(int root_fd, const std::vector<std::string>& path, size_t count,
       return 0;
     }
     // Reopen for real; O_NOFOLLOW guards against the entry having been swapped for a link.
-    ScopedFd real(openat(cur, component.c_str(), flags | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd real(openat(cur, component.c_str(), flags | O_NOFOLLOW | O_CLOEXEC));
     if (!real.valid()) {
       return errno;
     }
@@ -188,7 +163,7 @@ int WalkResolve(int root_fd, const std::vector<std::string>& path, size_t count,
     return 0;
   }
   // The root itself.
-  ScopedFd real(openat(root_fd, ".", flags | O_CLOEXEC));
+  UniqueFd real(openat(root_fd, ".", flags | O_CLOEXEC));
   if (!real.valid()) {
     return errno;
   }
@@ -215,7 +190,7 @@ bool HaveOpenat2() {
 }
 
 int OpenInRootErrno(int root_fd, const std::vector<std::string>& path, size_t count,
-                    int flags, ResolveFlags resolve, Resolver resolver, ScopedFd* out) {
+                    int flags, ResolveFlags resolve, Resolver resolver, UniqueFd* out) {
   if (resolver == Resolver::kAuto) {
     resolver = HaveOpenat2() ? Resolver::kOpenat2 : Resolver::kWalk;
   }
@@ -230,13 +205,13 @@ int OpenInRootErrno(int root_fd, const std::vector<std::string>& path, size_t co
   return 0;
 }
 
-absl::StatusOr<ScopedFd> OpenInRoot(int root_fd, const std::vector<std::string>& path,
+absl::StatusOr<UniqueFd> OpenInRoot(int root_fd, const std::vector<std::string>& path,
                                     size_t count, int flags, ResolveFlags resolve,
                                     Resolver resolver) {
-  ScopedFd fd;
+  UniqueFd fd;
   int err = OpenInRootErrno(root_fd, path, count, flags, resolve, resolver, &fd);
   if (err != 0) {
-    return ErrnoStatus(err, absl::StrCat("open \"", JoinComponents(path, count),
+    return PathErrnoStatus(err, absl::StrCat("open \"", JoinComponents(path, count),
                                          "\" inside the root"));
   }
   return fd;
@@ -245,13 +220,13 @@ absl::StatusOr<ScopedFd> OpenInRoot(int root_fd, const std::vector<std::string>&
 absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd) {
   int dup_fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dup_fd < 0) {
-    return ErrnoStatus(errno, "open directory");
+    return PathErrnoStatus(errno, "open directory");
   }
   DIR* dir = fdopendir(dup_fd);
   if (dir == nullptr) {
     int err = errno;
     close(dup_fd);
-    return ErrnoStatus(err, "fdopendir");
+    return PathErrnoStatus(err, "fdopendir");
   }
   std::vector<std::string> names;
   errno = 0;
@@ -264,7 +239,7 @@ absl::StatusOr<std::vector<std::string>> ListDir(int dir_fd) {
   int err = errno;
   closedir(dir);
   if (err != 0) {
-    return ErrnoStatus(err, "readdir");
+    return PathErrnoStatus(err, "readdir");
   }
   return names;
 }
@@ -275,12 +250,12 @@ absl::Status RemoveAllAt(int dir_fd, const std::string& name) {
     if (errno == ENOENT) {
       return absl::OkStatus();
     }
-    return ErrnoStatus(errno, absl::StrCat("stat ", name));
+    return PathErrnoStatus(errno, absl::StrCat("stat ", name));
   }
   if (S_ISDIR(st.st_mode)) {
-    ScopedFd child(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd child(openat(dir_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!child.valid()) {
-      return ErrnoStatus(errno, absl::StrCat("open ", name));
+      return PathErrnoStatus(errno, absl::StrCat("open ", name));
     }
     absl::StatusOr<std::vector<std::string>> names = ListDir(child.get());
     if (!names.ok()) {
@@ -293,12 +268,12 @@ absl::Status RemoveAllAt(int dir_fd, const std::string& name) {
       }
     }
     if (unlinkat(dir_fd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
-      return ErrnoStatus(errno, absl::StrCat("rmdir ", name));
+      return PathErrnoStatus(errno, absl::StrCat("rmdir ", name));
     }
     return absl::OkStatus();
   }
   if (unlinkat(dir_fd, name.c_str(), 0) != 0 && errno != ENOENT) {
-    return ErrnoStatus(errno, absl::StrCat("unlink ", name));
+    return PathErrnoStatus(errno, absl::StrCat("unlink ", name));
   }
   return absl::OkStatus();
 }

@@ -1,0 +1,192 @@
+// LocalSnapshotter: Prepare, View and PrepareDetached, a new snapshot made in steps: check the
+// key and parent, fill a tmp-* directory, then record it and rename the directory into place
+// in one transaction (the crash rule in local_snapshotter.h).
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "containerd/events/snapshot.pb.h"
+#include "lib/base/identifiers.h"
+#include "lib/base/logging.h"
+#include "lib/base/posix.h"
+#include "lib/base/status_macros.h"
+#include "services/snapshotd/fs_util.h"
+#include "services/snapshotd/local_snapshotter.h"
+
+namespace berth::snapshotd {
+
+namespace {
+
+absl::Status ValidateNs(const Context& ctx) { return ValidateNamespace(ctx.ns); }
+
+}  // namespace
+
+absl::StatusOr<std::vector<mount::Mount>> LocalSnapshotter::Prepare(
+    const Context& ctx, const std::string& key, const std::string& parent,
+    const snapshots::Labels& labels) {
+  return Create(ctx, key, parent, labels, snapshots::Kind::kActive);
+}
+
+absl::StatusOr<std::vector<mount::Mount>> LocalSnapshotter::View(const Context& ctx,
+                                                                 const std::string& key,
+                                                                 const std::string& parent,
+                                                                 const snapshots::Labels& labels) {
+  return Create(ctx, key, parent, labels, snapshots::Kind::kView);
+}
+
+absl::StatusOr<std::vector<mount::Mount>> LocalSnapshotter::PrepareDetached(
+    const Context& ctx, const std::string& key, const snapshots::Labels& labels) {
+  if (!SupportsDetached()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ", options_.kind, " snapshotter has no detached snapshots (a snapshot needs its "
+        "parent's contents)"));
+  }
+  return Create(ctx, key, "", labels, snapshots::Kind::kActive);
+}
+
+absl::StatusOr<std::vector<int64_t>> LocalSnapshotter::CheckNewLocked(const std::string& ns,
+                                                                      const std::string& key,
+                                                                      const std::string& parent) {
+  BERTH_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, meta_->Get(ns, key));
+  if (existing.has_value()) {
+    return absl::AlreadyExistsError(absl::StrCat("snapshot ", key, ": already exists"));
+  }
+  if (parent.empty()) {
+    return std::vector<int64_t>();
+  }
+  BERTH_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> p, meta_->Get(ns, parent));
+  if (!p.has_value()) {
+    return absl::NotFoundError(absl::StrCat("parent snapshot ", parent, ": not found"));
+  }
+  if (p->info.kind != snapshots::Kind::kCommitted) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "parent snapshot ", parent, " is ", KindName(p->info.kind), ", not committed"));
+  }
+  return meta_->Chain(p->id);
+}
+
+absl::Status LocalSnapshotter::FillEntry(const std::string& entry, snapshots::Kind kind,
+                                         const std::vector<int64_t>& parents) {
+  std::string path = absl::StrCat(SnapshotsDir(), "/", entry);
+  if (::mkdir(path.c_str(), 0700) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("mkdir ", path));
+  }
+  return Populate(path, kind, parents);
+}
+
+void LocalSnapshotter::DropEntry(const std::string& entry) {
+  if (absl::Status st = RemoveTree(absl::StrCat(SnapshotsDir(), "/", entry)); !st.ok()) {
+    BERTH_LOG(Warn) << "snapshotd: " << st << " (Cleanup retries)";
+  }
+  absl::MutexLock lock(&mu_);
+  busy_.erase(entry);
+}
+
+absl::Status LocalSnapshotter::RenameIntoPlaceLocked(const std::string& temp, int64_t id,
+                                                     std::string* stale) {
+  const std::string temp_path = absl::StrCat(SnapshotsDir(), "/", temp);
+  const std::string final_path = SnapshotDir(id);
+  if (::rename(temp_path.c_str(), final_path.c_str()) == 0) {
+    return absl::OkStatus();
+  }
+  if (errno != EEXIST && errno != ENOTEMPTY) {
+    return ErrnoStatus(errno, absl::StrCat("rename ", temp_path, " to ", final_path));
+  }
+  // A directory left by a crash before its record committed holds this id.
+  BERTH_ASSIGN_OR_RETURN(*stale, MoveAside(absl::StrCat(id)));
+  busy_.insert(*stale);
+  if (::rename(temp_path.c_str(), final_path.c_str()) != 0) {
+    return ErrnoStatus(errno, absl::StrCat("rename ", temp_path, " to ", final_path));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> LocalSnapshotter::RecordNew(const Context& ctx, const std::string& key,
+                                                    const std::string& parent,
+                                                    const snapshots::Labels& labels,
+                                                    snapshots::Kind kind,
+                                                    const std::vector<int64_t>& parents,
+                                                    const std::string& temp) {
+  int64_t id = 0;
+  bool renamed = false;
+  std::string stale;           // a crash's leftover that held our id, moved aside
+  std::string leftover = temp;  // what to remove if the record is not made
+  absl::Status status;
+  {
+    absl::MutexLock lock(&mu_);
+    busy_.erase(temp);  // back in below if it outlives a failure
+    status = meta_->Transaction([&]() -> absl::Status {
+      // The parent may have gone while the directory was filled.
+      BERTH_ASSIGN_OR_RETURN(std::vector<int64_t> chain, CheckNewLocked(ctx.ns, key, parent));
+      if (chain != parents) {
+        return absl::AbortedError(absl::StrCat("parent snapshot ", parent, " changed"));
+      }
+      BERTH_ASSIGN_OR_RETURN(id, meta_->Insert(ctx.ns, key, kind,
+                                               parents.empty() ? 0 : parents.front(), labels,
+                                               absl::Now()));
+      if (!ctx.lease.empty()) {
+        BERTH_RETURN_IF_ERROR(meta_->AddLeaseResource(ctx.ns, ctx.lease, key));
+      }
+      BERTH_RETURN_IF_ERROR(RenameIntoPlaceLocked(temp, id, &stale));
+      renamed = true;
+      return FsyncDir(SnapshotsDir());
+    });
+    if (!status.ok() && renamed) {
+      // No record owns the directory and its id may be handed out again: move it aside while
+      // still holding the lock, so it cannot be confused with the next snapshot of that id.
+      absl::StatusOr<std::string> aside = MoveAside(absl::StrCat(id));
+      leftover = aside.ok() ? *aside : "";
+    }
+    if (!status.ok() && !leftover.empty()) {
+      busy_.insert(leftover);
+    }
+  }
+  if (!stale.empty()) {
+    DropEntry(stale);
+  }
+  if (!status.ok()) {
+    if (!leftover.empty()) {
+      DropEntry(leftover);
+    }
+    return status;
+  }
+  return id;
+}
+
+absl::StatusOr<std::vector<mount::Mount>> LocalSnapshotter::Create(const Context& ctx,
+                                                                   const std::string& key,
+                                                                   const std::string& parent,
+                                                                   const snapshots::Labels& labels,
+                                                                   snapshots::Kind kind) {
+  BERTH_RETURN_IF_ERROR(ValidateNs(ctx));
+  BERTH_RETURN_IF_ERROR(ValidateKey("key", key));
+  BERTH_RETURN_IF_ERROR(ValidateLabels(labels));
+  std::vector<int64_t> parents;
+  std::string temp;
+  {
+    absl::MutexLock lock(&mu_);
+    BERTH_ASSIGN_OR_RETURN(parents, CheckNewLocked(ctx.ns, key, parent));
+    temp = TempName();
+    busy_.insert(temp);
+  }
+  if (absl::Status filled = FillEntry(temp, kind, parents); !filled.ok()) {
+    DropEntry(temp);
+    return filled;
+  }
+  BERTH_ASSIGN_OR_RETURN(int64_t id, RecordNew(ctx, key, parent, labels, kind, parents, temp));
+  containerd::events::SnapshotPrepare event;
+  event.set_key(key);
+  event.set_parent(parent);
+  Publish(ctx.ns, "/snapshot/prepare", event);
+  return MountsOf(id, kind, parents);
+}
+
+}  // namespace berth::snapshotd
