@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,9 @@
 #include <gtest/gtest.h>
 
 #include "containerd/services/namespaces/v1/namespace.grpc.pb.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/grpc_status.h"
 #include "lib/server/daemon.h"
@@ -21,7 +25,9 @@ using ::testing::StartsWith;
 
 namespace namespaces = containerd::services::namespaces::v1;
 
-// Echoes the Context a call arrives with: the namespace as the name, the lease as a label.
+// Echoes the Context a call arrives with: the namespace as the name, the lease and whether a
+// deadline came as labels. A Get of the name "wait" instead works until its Context says the
+// caller is gone (at most 10 s) and records what Alive() said.
 class EchoContextService final : public namespaces::Namespaces::Service {
  public:
   grpc::Status Get(grpc::ServerContext* context, const namespaces::GetNamespaceRequest* request,
@@ -30,10 +36,38 @@ class EchoContextService final : public namespaces::Namespaces::Service {
     if (!ctx.ok()) {
       return ToGrpcStatus(ctx.status());
     }
+    if (request->name() == "wait") {
+      absl::Time give_up = absl::Now() + absl::Seconds(10);
+      absl::Status alive;
+      while ((alive = ctx->Alive()).ok() && absl::Now() < give_up) {
+        absl::SleepFor(absl::Milliseconds(5));
+      }
+      absl::MutexLock lock(&mu_);
+      seen_ = alive;
+      return ToGrpcStatus(alive);
+    }
     response->mutable_namespace_()->set_name(ctx->ns);
     (*response->mutable_namespace_()->mutable_labels())["lease"] = ctx->lease;
+    (*response->mutable_namespace_()->mutable_labels())["deadline"] =
+        ctx->deadline == absl::InfiniteFuture() ? "none" : absl::FormatTime(ctx->deadline);
     return grpc::Status::OK;
   }
+
+  // What the last "wait" call's Context said once it stopped; nullopt before one stopped.
+  std::optional<absl::Status> WaitForSeen(absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](std::optional<absl::Status>* s) { return s->has_value(); },
+                             &seen_),
+                         timeout);
+    std::optional<absl::Status> seen = seen_;
+    seen_.reset();
+    return seen;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::optional<absl::Status> seen_ ABSL_GUARDED_BY(mu_);
 };
 
 class RequestContextTest : public ::testing::Test {
@@ -98,6 +132,64 @@ TEST_F(RequestContextTest, ContextTravelsFromApplyContext) {
   ASSERT_TRUE(stub_->Get(&context, namespaces::GetNamespaceRequest(), &response).ok());
   EXPECT_EQ(response.namespace_().name(), "team-a");
   EXPECT_EQ(response.namespace_().labels().at("lease"), "lease-1");
+}
+
+TEST_F(RequestContextTest, DeadlineTravelsAndEndsTheServersWork) {
+  Context ctx{"team-a", ""};
+  ctx.deadline = absl::Now() + absl::Seconds(30);
+  {
+    grpc::ClientContext context;
+    ApplyContext(ctx, &context);
+    namespaces::GetNamespaceResponse response;
+    ASSERT_TRUE(stub_->Get(&context, namespaces::GetNamespaceRequest(), &response).ok());
+    // The server's deadline is the client's (gRPC sends it as a timeout, so allow its rounding).
+    absl::Time seen;
+    std::string err;
+    ASSERT_TRUE(absl::ParseTime(absl::RFC3339_full, response.namespace_().labels().at("deadline"),
+                                &seen, &err))
+        << response.namespace_().labels().at("deadline");
+    EXPECT_LT(absl::AbsDuration(seen - ctx.deadline), absl::Seconds(1));
+  }
+  {
+    grpc::ClientContext context;
+    ApplyContext(Context{"team-a", ""}, &context);
+    namespaces::GetNamespaceResponse response;
+    ASSERT_TRUE(stub_->Get(&context, namespaces::GetNamespaceRequest(), &response).ok());
+    EXPECT_EQ(response.namespace_().labels().at("deadline"), "none");
+  }
+  // A short deadline: the handler's Context turns DeadlineExceeded and its work stops.
+  grpc::ClientContext context;
+  ApplyContext(Context{"team-a", ""}.WithTimeout(absl::Milliseconds(300)), &context);
+  namespaces::GetNamespaceRequest wait;
+  wait.set_name("wait");
+  namespaces::GetNamespaceResponse response;
+  EXPECT_EQ(stub_->Get(&context, wait, &response).error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  std::optional<absl::Status> seen = service_.WaitForSeen(absl::Seconds(10));
+  ASSERT_TRUE(seen.has_value()) << "the handler did not stop";
+  // Past the deadline gRPC may cancel the call before the handler's own clock says so.
+  EXPECT_TRUE(absl::IsDeadlineExceeded(*seen) || absl::IsCancelled(*seen)) << *seen;
+}
+
+TEST_F(RequestContextTest, HandlerSeesItsCallerLeave) {
+  grpc::ClientContext context;
+  ApplyContext(Context{"team-a", ""}, &context);
+  namespaces::GetNamespaceRequest wait;
+  wait.set_name("wait");
+  namespaces::GetNamespaceResponse response;
+  grpc::Status status;
+  absl::Notification done;
+  stub_->async()->Get(&context, &wait, &response, [&](grpc::Status s) {
+    status = s;
+    done.Notify();
+  });
+  absl::SleepFor(absl::Milliseconds(200));  // let the handler start waiting
+  context.TryCancel();
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  std::optional<absl::Status> seen = service_.WaitForSeen(absl::Seconds(10));
+  ASSERT_TRUE(seen.has_value()) << "the handler did not see its caller leave";
+  EXPECT_TRUE(absl::IsCancelled(*seen)) << *seen;
 }
 
 TEST_F(RequestContextTest, BadNamespaceIsInvalidArgument) {
