@@ -16,8 +16,15 @@ namespace berth::events {
 class Publisher {
  public:
   virtual ~Publisher() = default;
-  // Durable once it returns OK: the event is in the outbox (or delivered) and will reach the
-  // bus, in order, even if the bus is down now or the process dies next. Thread-safe.
+  // Publishes `event` under `topic` in namespace `ns`. OK means the event was accepted and
+  // reaches the bus in order with this publisher's earlier events. What that withstands is
+  // each implementation's promise, stated in its header:
+  // - NatsPublisher: OK once the event is committed (fsync) to its outbox file, so it reaches
+  //   the bus even if the bus is down now or this process dies next.
+  // - EventdPublisher: OK once eventd's stream has stored it, so Publish waits while eventd
+  //   or the bus is down; until then the event exists only in this process's memory and is
+  //   lost if the process dies.
+  // InvalidArgument for a bad namespace or topic. Thread-safe.
   virtual absl::Status Publish(absl::string_view ns, absl::string_view topic,
                                const google::protobuf::Message& event) = 0;
 };
