@@ -696,7 +696,12 @@ TEST_F(NatsTlsTest, UntrustedOrMisnamedServerOrMissingFilesAreRefusedAndSaidSo) 
       events::NatsPublisher::Open(po);
   ASSERT_TRUE(publisher.ok()) << publisher.status();
   ASSERT_TRUE((*publisher)->Publish("default", "/tasks/exit", Exit(1)).ok());
-  absl::SleepFor(absl::Milliseconds(500));
+  // Not a quiet half second: the publisher has tried and failed the handshake, and says why.
+  ASSERT_TRUE(WaitFor([&] { return absl::IsFailedPrecondition((*publisher)->last_failure()); },
+                      absl::Seconds(10)))
+      << (*publisher)->last_failure();
+  EXPECT_TRUE(absl::StrContains((*publisher)->last_failure().message(), "nats_tls_ca"))
+      << (*publisher)->last_failure();
   EXPECT_FALSE((*publisher)->connected());
   EXPECT_EQ((*publisher)->pending(), 1);
   EXPECT_EQ((*publisher)->delivered(), 0);

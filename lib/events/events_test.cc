@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "containerd/events/task.pb.h"
@@ -452,7 +453,14 @@ TEST(NatsPublisherTest, StreamGoneKeepsEventsUntilItIsBack) {
   for (int i = 3; i < 6; ++i) {
     ASSERT_TRUE(p->Publish("default", "/tasks/exit", MakeExit(i)).ok());
   }
-  absl::SleepFor(absl::Seconds(1));
+  // Not a quiet second: the publisher has tried, seen the stream gone, and kept the events.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return absl::StrContains(p->last_failure().message(),
+                                 "no JetStream stream captures berth.events.> any more");
+      },
+      absl::Seconds(20)))
+      << p->last_failure();
   EXPECT_EQ(p->pending(), 3);
   EXPECT_EQ(p->delivered(), 3);
 

@@ -63,14 +63,6 @@ void WithPublisher(void* closure, F f) {
   }
 }
 
-// Takes back (and drops) the asynchronous publishes still waiting for an acknowledgement.
-void DiscardUnacknowledged(jsCtx* js) {
-  natsMsgList pending;
-  if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
-    natsMsgList_Destroy(&pending);
-  }
-}
-
 // NATS's default max_payload (1 MiB). Events are a few hundred bytes.
 constexpr size_t kMaxEventBytes = 1 << 20;
 
@@ -147,17 +139,14 @@ absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topi
                                     const google::protobuf::Message& event) {
   BERTH_RETURN_IF_ERROR(ValidateNamespace(ns));
   BERTH_RETURN_IF_ERROR(ValidateTopic(topic));
-  int64_t nanos = absl::ToUnixNanos(absl::Now());
-  containerd::services::events::v1::Envelope envelope;
-  envelope.mutable_timestamp()->set_seconds(nanos / 1000000000);
-  envelope.mutable_timestamp()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-  envelope.set_namespace_(std::string(ns));
-  envelope.set_topic(std::string(topic));
-  envelope.mutable_event()->set_type_url(TypeUrlFor(event));
-  if (!event.SerializeToString(envelope.mutable_event()->mutable_value())) {
+  google::protobuf::Any any;
+  any.set_type_url(TypeUrlFor(event));
+  if (!event.SerializeToString(any.mutable_value())) {
     return absl::InvalidArgumentError(
         absl::StrCat("event ", event.GetDescriptor()->full_name(), ": cannot serialize"));
   }
+  absl::Time now = absl::Now();
+  containerd::services::events::v1::Envelope envelope = MakeEnvelope(ns, topic, any, now);
   std::string payload;
   if (!envelope.SerializeToString(&payload)) {
     return absl::InternalError("event envelope: cannot serialize");
@@ -167,7 +156,8 @@ absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topi
         absl::StrCat("event ", event.GetDescriptor()->full_name(), ": ", payload.size(),
                      " bytes, more than NATS's default max_payload (", kMaxEventBytes, ")"));
   }
-  BERTH_RETURN_IF_ERROR(outbox_->Append(SubjectFor(ns, topic), std::move(payload), nanos));
+  BERTH_RETURN_IF_ERROR(
+      outbox_->Append(SubjectFor(ns, topic), std::move(payload), absl::ToUnixNanos(now)));
   Wake();
   return absl::OkStatus();
 }
@@ -337,8 +327,10 @@ std::optional<bool> NatsPublisher::StreamCapturesEvents() {
 
 void NatsPublisher::ResetPipeline() {
   // nats.c 3.4 crashes taking the pending list of a context that never published async.
-  if (js_ != nullptr && published_async_) {
-    DiscardUnacknowledged(js_);
+  natsMsgList unacknowledged;  // taken back from nats.c, and dropped
+  if (js_ != nullptr && published_async_ &&
+      js_PublishAsyncGetPendingList(&unacknowledged, js_) == NATS_OK) {
+    natsMsgList_Destroy(&unacknowledged);
   }
   absl::MutexLock lock(&ack_mu_);
   in_flight_.clear();
@@ -571,6 +563,8 @@ void NatsPublisher::Run() {
       if (failures > 0 && progress) {
         BERTH_LOG(Info) << "events: delivering to " << options_.url << " again";
         failures = 0;
+        absl::MutexLock lock(&failure_mu_);
+        last_failure_ = absl::OkStatus();
       }
     } else {
       // Retry on a timer: the connection may look fine while the server does not answer.
@@ -582,7 +576,16 @@ void NatsPublisher::Run() {
   }
 }
 
+absl::Status NatsPublisher::last_failure() const {
+  absl::MutexLock lock(&failure_mu_);
+  return last_failure_;
+}
+
 void NatsPublisher::LogFailure(const absl::Status& st, int* failures) {
+  {
+    absl::MutexLock lock(&failure_mu_);
+    last_failure_ = st;
+  }
   if (*failures == 0) {
     BERTH_LOG(Warn) << "events: " << st.message() << "; " << pending()
                     << " event(s) kept in the outbox, retrying";

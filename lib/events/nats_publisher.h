@@ -112,6 +112,9 @@ class NatsPublisher : public Publisher {
   // Whether the server refused our credentials on the last attempt (logged as an error once
   // per refusal streak; events stay in the outbox).
   bool credentials_refused() const { return credentials_refused_.load(); }
+  // Why the last delivery attempt failed (connecting, publishing, the stream missing); OK
+  // before any failure and again once events are delivered. Thread-safe.
+  absl::Status last_failure() const;
   // The random id kept in the outbox; Msg-Ids are "<publisher_id>-<row id>".
   const std::string& publisher_id() const { return outbox_->publisher_id(); }
   // Waits until the outbox is empty (true) or `timeout` passes (false). For graceful shutdown
@@ -177,6 +180,8 @@ class NatsPublisher : public Publisher {
 
   std::atomic<bool> connected_{false};
   std::atomic<bool> credentials_refused_{false};
+  mutable absl::Mutex failure_mu_;
+  absl::Status last_failure_ ABSL_GUARDED_BY(failure_mu_);
   __natsConnection* conn_ = nullptr;  // only the sender thread (and the destructor after join)
   __jsCtx* js_ = nullptr;             // on conn_, same owner
   bool use_jetstream_ = false;        // sender thread

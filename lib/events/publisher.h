@@ -10,6 +10,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "containerd/services/events/v1/events.pb.h"
 
 namespace berth::events {
 
@@ -40,5 +42,12 @@ absl::Status ValidateTopic(absl::string_view topic);
 // full name ("containerd.events.TaskExit"), without a "types.containerd.io/" or
 // "type.googleapis.com/" prefix; ctr and containerd's clients only resolve that form.
 std::string TypeUrlFor(const google::protobuf::Message& event);
+
+// The Envelope every publisher makes: `event` (an Any) in `ns` under `topic`, stamped `when`.
+// No validation: the caller has checked ns and topic.
+::containerd::services::events::v1::Envelope MakeEnvelope(absl::string_view ns,
+                                                          absl::string_view topic,
+                                                          google::protobuf::Any event,
+                                                          absl::Time when);
 
 }  // namespace berth::events

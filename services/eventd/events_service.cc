@@ -14,7 +14,7 @@
 #include "lib/base/grpc_status.h"
 #include "lib/base/identifiers.h"
 #include "lib/base/logging.h"
-#include "lib/events/nats_publisher.h"
+#include "lib/events/publisher.h"
 #include "lib/server/request_context.h"
 #include "services/eventd/envelope_filter.h"
 
@@ -389,14 +389,7 @@ absl::StatusOr<Envelope> EnvelopeForPublish(std::string ns, const cpb::PublishRe
   if (!request.has_event() || request.event().type_url().empty()) {
     return absl::InvalidArgumentError("publish: an event (Any with a type) is required");
   }
-  Envelope envelope;
-  int64_t nanos = absl::ToUnixNanos(absl::Now());
-  envelope.mutable_timestamp()->set_seconds(nanos / 1000000000);
-  envelope.mutable_timestamp()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-  envelope.set_namespace_(std::move(ns));
-  envelope.set_topic(request.topic());
-  *envelope.mutable_event() = request.event();
-  return envelope;
+  return events::MakeEnvelope(ns, request.topic(), request.event(), absl::Now());
 }
 
 ContainerdEventsService::ContainerdEventsService(EventLog& log, std::string default_namespace)
