@@ -21,6 +21,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -801,11 +802,24 @@ grpc::health::v1::HealthCheckResponse::ServingStatus HealthOf(const std::string&
 TEST(EventdTest, MetricsAndHealthFollowAppendsSubscriptionsAndTheBus) {
   TempDir dir;
   NatsServer nats(AuthNats());
-  int port = testing::FreeTcpPort();
+  // Port 0, and the port eventd bound read from its log: no port picked before use.
   Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials(),
-                {"--metrics-address", absl::StrCat("127.0.0.1:", port)});
+                {"--metrics-address", "127.0.0.1:0"});
   ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
-  ASSERT_TRUE(testing::WaitForTcpPort(port, absl::Seconds(10)));
+  int port = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string kSaid = "metrics on http://127.0.0.1:";
+        std::string log = eventd.ReadLog();
+        size_t at = log.find(kSaid);
+        if (at == std::string::npos) {
+          return false;
+        }
+        std::string rest = log.substr(at + kSaid.size());
+        return absl::SimpleAtoi(rest.substr(0, rest.find('/')), &port) && port > 0;
+      },
+      absl::Seconds(10)))
+      << eventd.ReadLog();
   auto metrics = [&] {
     long code = 0;
     std::string body = HttpGet(port, "/metrics", &code);
