@@ -266,10 +266,11 @@ TEST_F(JetStreamServiceTest, ForwardStoresAValidEnvelopeAndSubscribersGetIt) {
   Open();
   auto stub = cpb::Events::NewStub(eventd_->channel());
   grpc::ClientContext live_context;
+  live_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   cpb::SubscribeRequest live_request;
   live_request.add_filters("topic==\"/tasks/exit\"");
   auto live = stub->Subscribe(&live_context, live_request);
-  live->WaitForInitialMetadata();  // subscribed
+  live->WaitForInitialMetadata();  // subscribed (eventd sends the headers once it is)
 
   Envelope sent = EnvelopeOf(42);
   sent.set_namespace_("forwarded");

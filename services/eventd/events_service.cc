@@ -426,11 +426,15 @@ grpc::Status ContainerdEventsService::Subscribe(grpc::ServerContext* context,
   if (!filter.ok()) {
     return ToGrpcStatus(filter.status());
   }
-  // gRPC sends response headers with the first message; send them now so the client knows
-  // it is subscribed before any event exists.
-  writer->SendInitialMetadata();
+  // gRPC sends response headers with the first message; send them once the log's
+  // subscription exists, so a client that has them knows every event stored from then on
+  // reaches it (containerd's Subscribe has no position marker to say so).
   return Pump(
-      context, log_, StartPosition::Live(), *filter, [](uint64_t) { return true; },
+      context, log_, StartPosition::Live(), *filter,
+      [writer](uint64_t) {
+        writer->SendInitialMetadata();
+        return true;
+      },
       [writer](const StoredEvent& event, bool more) {
         return writer->Write(event.envelope, WriteOptionsFor(more));
       });
