@@ -1,6 +1,7 @@
 #include "lib/events/nats_publisher.h"
 
 #include <nats/nats.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdlib>
@@ -66,12 +67,12 @@ void WithPublisher(void* closure, F f) {
 // NATS's default max_payload (1 MiB). Events are a few hundred bytes.
 constexpr size_t kMaxEventBytes = 1 << 20;
 
-int64_t Backoff(absl::Duration min, absl::Duration max, int attempts) {
+absl::Duration Backoff(absl::Duration min, absl::Duration max, int attempts) {
   absl::Duration d = min;
   for (int i = 1; i < attempts && d < max; ++i) {
     d *= 2;
   }
-  return absl::ToInt64Milliseconds(std::min(d, max));
+  return std::min(d, max);
 }
 
 }  // namespace
@@ -317,12 +318,16 @@ std::optional<bool> NatsPublisher::StreamCapturesEvents() {
   if (s != NATS_OK) {
     return std::nullopt;
   }
-  std::string body(natsMsg_GetData(reply), static_cast<size_t>(natsMsg_GetDataLength(reply)));
+  nlohmann::json body = nlohmann::json::parse(
+      natsMsg_GetData(reply), natsMsg_GetData(reply) + natsMsg_GetDataLength(reply),
+      /*cb=*/nullptr, /*allow_exceptions=*/false);
   natsMsg_Destroy(reply);
-  if (body.find("\"error\"") != std::string::npos) {
+  // {"streams":["BERTH_EVENTS"],...}; "streams":null when none; an "error" object otherwise.
+  if (!body.is_object() || body.contains("error")) {
     return std::nullopt;
   }
-  return body.find("\"streams\":[\"") != std::string::npos;
+  auto streams = body.find("streams");
+  return streams != body.end() && streams->is_array() && !streams->empty();
 }
 
 void NatsPublisher::ResetPipeline() {
@@ -499,8 +504,7 @@ void NatsPublisher::Run() {
   int failures = 0;
   absl::Duration wait = absl::InfiniteDuration();
   auto backoff = [&] {
-    return absl::Milliseconds(
-        Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures));
+    return Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures);
   };
   // Acknowledgements wake the sender in groups (or when the last one in flight arrives), so it
   // does not wake once per event just to delete rows.

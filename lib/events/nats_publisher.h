@@ -98,8 +98,9 @@ class NatsPublisher : public Publisher {
   NatsPublisher& operator=(const NatsPublisher&) = delete;
 
   // Wraps `event` in an Envelope (timestamp now, ns, topic, Any) and commits it to the outbox;
-  // OK means it is on disk (fsync) and reaches the bus even if this process dies next. InvalidArgument for a bad namespace (containerd identifier rule), topic
-  // ("/a/b": leading slash, identifier components) or an envelope over 1 MiB. Thread-safe.
+  // OK means it is on disk (fsync) and reaches the bus even if this process dies next.
+  // InvalidArgument for a bad namespace (containerd identifier rule), topic ("/a/b": leading
+  // slash, identifier components) or an envelope over 1 MiB. Thread-safe.
   absl::Status Publish(absl::string_view ns, absl::string_view topic,
                        const google::protobuf::Message& event) override;
 

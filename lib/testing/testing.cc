@@ -536,7 +536,8 @@ NatsServer::PortReservation::PortReservation() {
   if (hi <= lo) {
     Die(absl::StrCat("no port range below the ephemeral ports (", hi + 1, ") for nats-server"));
   }
-  uint32_t seed = static_cast<uint32_t>(getpid()) ^ static_cast<uint32_t>(absl::ToUnixNanos(absl::Now()));
+  uint32_t seed = static_cast<uint32_t>(getpid()) ^
+                  static_cast<uint32_t>(absl::ToUnixNanos(absl::Now()));
   for (int attempt = 0; attempt < 1000; ++attempt) {
     seed = seed * 1103515245u + 12345u;
     int port = lo + static_cast<int>((seed >> 8) % static_cast<uint32_t>(hi - lo));
