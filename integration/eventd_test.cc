@@ -21,6 +21,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
@@ -135,11 +136,22 @@ std::unique_ptr<Process> BerthEvents(const std::string& log_dir, const std::stri
   return std::make_unique<Process>(argv, log_dir);
 }
 
-// Polls a berth.events.v1 subscription until its marker arrives, i.e. until it is live.
+constexpr char kSentinelTopic[] = "/test/sentinel";
+
+// Filters that also let the sentinel through (filters are ORed; none lets everything through).
+events::EventdSubscribeOptions WithSentinel(events::EventdSubscribeOptions options) {
+  if (!options.filters.empty()) {
+    options.filters.push_back(absl::StrCat("topic==\"", kSentinelTopic, "\""));
+  }
+  return options;
+}
+
+// Polls a berth.events.v1 subscription until its marker arrives, i.e. until it is live. Its
+// filters also pass the sentinel (UpToSentinel).
 class Collector {
  public:
   Collector(const std::string& address, events::EventdSubscribeOptions options)
-      : subscriber_(Dial(address), std::move(options)) {
+      : subscriber_(Dial(address), WithSentinel(std::move(options))) {
     thread_ = std::thread([this] {
       absl::Status st = subscriber_.Run([this](uint64_t seq, const cpb::Envelope& envelope) {
         absl::MutexLock lock(&mu_);
@@ -178,6 +190,13 @@ class Collector {
     return done_ ? status_.ToString() : "running";
   }
   events::EventdSubscriber& subscriber() { return subscriber_; }
+
+  // Publishes a sentinel event through `stub` and waits (up to `timeout`) until it arrives:
+  // the stream is in order, so everything stored before it has arrived too. Returns what
+  // arrived before it, sentinels left out, or nullopt when it did not come. Stands in for
+  // "wait and see that nothing more arrives".
+  std::optional<std::vector<cpb::Envelope>> UpToSentinel(
+      cpb::Events::Stub& stub, absl::Duration timeout = absl::Seconds(30));
 
  private:
   events::EventdSubscriber subscriber_;
@@ -242,6 +261,39 @@ grpc::Status Publish(cpb::Events::Stub& stub, const std::string& ns, const std::
   return stub.Publish(&context, request, &empty);
 }
 
+std::optional<std::vector<cpb::Envelope>> Collector::UpToSentinel(cpb::Events::Stub& stub,
+                                                                  absl::Duration timeout) {
+  static std::atomic<int> next_sentinel{1000000};
+  int id = next_sentinel.fetch_add(1);
+  grpc::Status status = Publish(stub, "default", kSentinelTopic, Exit(id));
+  if (!status.ok()) {
+    ADD_FAILURE() << "publishing the sentinel: " << status.error_message();
+    return std::nullopt;
+  }
+  auto arrived = [&] {
+    for (const cpb::Envelope& e : envelopes()) {
+      if (e.topic() == kSentinelTopic && PidOf(e) == id) {
+        return true;
+      }
+    }
+    return false;
+  };
+  if (!WaitFor(arrived, timeout)) {
+    return std::nullopt;
+  }
+  std::vector<cpb::Envelope> before;
+  for (const cpb::Envelope& e : envelopes()) {
+    if (e.topic() == kSentinelTopic) {
+      if (PidOf(e) == id) {
+        break;
+      }
+      continue;
+    }
+    before.push_back(e);
+  }
+  return before;
+}
+
 TEST(EventdTest, ContentDeleteFromContentdReachesBerthEvents) {
   TempDir dir;
   NatsServer nats(AuthNats());
@@ -288,8 +340,9 @@ TEST(EventdTest, ContentDeleteFromContentdReachesBerthEvents) {
 
 
 // 10,000 events from a publisher (contentd's NatsPublisher, with its outbox) while nats-server is
-// restarted twice: a replay from the start gets each exactly once, in order.
-TEST(EventdTest, TenThousandEventsAcrossTwoNatsRestartsReplayInOrder) {
+// restarted twice, once stopped (SIGTERM) and once SIGKILLed: a replay from the start gets each
+// exactly once, in order.
+TEST(EventdTest, TenThousandEventsAcrossNatsStopAndSigkillReplayInOrder) {
   constexpr int kEvents = 10000;
   TempDir dir;
   NatsServer nats(AuthNats());
@@ -319,7 +372,11 @@ TEST(EventdTest, TenThousandEventsAcrossTwoNatsRestartsReplayInOrder) {
   for (int restart = 1; restart <= 2; ++restart) {
     ASSERT_TRUE(WaitFor([&] { return published.load() >= restart * kEvents / 3; },
                         absl::Seconds(60)));
-    nats.Stop();
+    if (restart == 1) {
+      nats.Stop();
+    } else {
+      nats.Kill();  // no JetStream shutdown, no goodbye to the clients
+    }
     absl::SleepFor(absl::Milliseconds(300));  // an outage, not a blink
     nats.Start();
   }
@@ -335,8 +392,10 @@ TEST(EventdTest, TenThousandEventsAcrossTwoNatsRestartsReplayInOrder) {
       << replay.size() << " replayed; " << StreamState(nats) << "; publisher delivered "
       << (*publisher)->delivered() << "\n"
       << eventd.ReadLog();
-  absl::SleepFor(absl::Milliseconds(500));  // nothing more may come
-  std::vector<cpb::Envelope> got = replay.envelopes();
+  auto stub = cpb::Events::NewStub(Dial(eventd.address()));
+  std::optional<std::vector<cpb::Envelope>> settled = replay.UpToSentinel(*stub);
+  ASSERT_TRUE(settled.has_value()) << eventd.ReadLog();
+  std::vector<cpb::Envelope> got = *settled;
   ASSERT_EQ(got.size(), static_cast<size_t>(kEvents));
   std::vector<uint64_t> seqs = replay.sequences();
   for (int i = 0; i < kEvents; ++i) {
@@ -408,11 +467,14 @@ TEST(EventdTest, CtrEventsAndContainerdPublish) {
       },
       absl::Seconds(20)))
       << filtered.ReadLog();
+  // Two events the filter must drop, then one it passes: once that one is printed, ctr has
+  // been handed everything before it, in stream order.
   ASSERT_TRUE(Publish(*stub, "ns2", "/test/ping", Exit(1)).ok());
   ASSERT_TRUE(Publish(*stub, "ns3", "/content/delete", del).ok());
-  ASSERT_TRUE(Publish(*stub, "ns2", "/content/delete", del).ok());
-  ASSERT_TRUE(WaitFor([&] { return berth_sub.size() >= 1; }, absl::Seconds(5)));
-  absl::SleepFor(absl::Milliseconds(500));
+  containerd::events::ContentDelete last;
+  last.set_digest("sha256:fedcba9876543210");
+  ASSERT_TRUE(Publish(*stub, "ns2", "/content/delete", last).ok());
+  ASSERT_TRUE(LogContains(filtered, "sha256:fedcba9876543210")) << filtered.ReadLog();
   std::string log = filtered.ReadLog();
   EXPECT_FALSE(absl::StrContains(log, "/test/ping")) << log;
   EXPECT_FALSE(absl::StrContains(log, "ns3")) << log;
@@ -422,9 +484,10 @@ TEST(EventdTest, CtrEventsAndContainerdPublish) {
   by_field.start_sequence = 1;
   by_field.filters = {"event.digest==\"sha256:0123456789abcdef\",namespace==ns1"};
   Collector field_sub(eventd.address(), by_field);
-  ASSERT_TRUE(field_sub.WaitSize(1, absl::Seconds(20)));
-  absl::SleepFor(absl::Milliseconds(300));
-  EXPECT_EQ(field_sub.size(), 1u);
+  std::optional<std::vector<cpb::Envelope>> matched = field_sub.UpToSentinel(*stub);
+  ASSERT_TRUE(matched.has_value()) << field_sub.state();
+  ASSERT_EQ(matched->size(), 1u);
+  EXPECT_EQ((*matched)[0].namespace_(), "ns1");
 }
 
 TEST(EventdTest, BadInputIsInvalidArgument) {
@@ -533,9 +596,10 @@ TEST(EventdTest, WrongNatsCredentialsAreRefusedAndSaidSo) {
   events::EventdSubscribeOptions so;
   so.start_sequence = 1;
   Collector all(eventd.address(), so);
-  ASSERT_TRUE(WaitFor([&] { return all.live(); }, absl::Seconds(10)));
-  absl::SleepFor(absl::Milliseconds(300));
-  EXPECT_EQ(all.size(), 0u);
+  auto stub = cpb::Events::NewStub(Dial(eventd.address()));
+  std::optional<std::vector<cpb::Envelope>> stored = all.UpToSentinel(*stub);
+  ASSERT_TRUE(stored.has_value()) << all.state();
+  EXPECT_TRUE(stored->empty()) << stored->size() << " events stored by refused clients";
 }
 
 // TLS on the bus: nats-server requires it and verifies client certificates; eventd and a daemon's
@@ -633,7 +697,12 @@ TEST_F(NatsTlsTest, UntrustedOrMisnamedServerOrMissingFilesAreRefusedAndSaidSo) 
       events::NatsPublisher::Open(po);
   ASSERT_TRUE(publisher.ok()) << publisher.status();
   ASSERT_TRUE((*publisher)->Publish("default", "/tasks/exit", Exit(1)).ok());
-  absl::SleepFor(absl::Milliseconds(500));
+  // Not a quiet half second: the publisher has tried and failed the handshake, and says why.
+  ASSERT_TRUE(WaitFor([&] { return absl::IsFailedPrecondition((*publisher)->last_failure()); },
+                      absl::Seconds(10)))
+      << (*publisher)->last_failure();
+  EXPECT_TRUE(absl::StrContains((*publisher)->last_failure().message(), "nats_tls_ca"))
+      << (*publisher)->last_failure();
   EXPECT_FALSE((*publisher)->connected());
   EXPECT_EQ((*publisher)->pending(), 1);
   EXPECT_EQ((*publisher)->delivered(), 0);
@@ -733,11 +802,24 @@ grpc::health::v1::HealthCheckResponse::ServingStatus HealthOf(const std::string&
 TEST(EventdTest, MetricsAndHealthFollowAppendsSubscriptionsAndTheBus) {
   TempDir dir;
   NatsServer nats(AuthNats());
-  int port = testing::FreeTcpPort();
+  // Port 0, and the port eventd bound read from its log: no port picked before use.
   Eventd eventd(dir.Join("eventd"), nats.url(), nats.credentials(),
-                {"--metrics-address", absl::StrCat("127.0.0.1:", port)});
+                {"--metrics-address", "127.0.0.1:0"});
   ASSERT_TRUE(eventd.Start().ok()) << eventd.ReadLog();
-  ASSERT_TRUE(testing::WaitForTcpPort(port, absl::Seconds(10)));
+  int port = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string kSaid = "metrics on http://127.0.0.1:";
+        std::string log = eventd.ReadLog();
+        size_t at = log.find(kSaid);
+        if (at == std::string::npos) {
+          return false;
+        }
+        std::string rest = log.substr(at + kSaid.size());
+        return absl::SimpleAtoi(rest.substr(0, rest.find('/')), &port) && port > 0;
+      },
+      absl::Seconds(10)))
+      << eventd.ReadLog();
   auto metrics = [&] {
     long code = 0;
     std::string body = HttpGet(port, "/metrics", &code);
@@ -837,8 +919,9 @@ TEST(EventdTest, EventdRestartMidSubscriptionResumesWithoutLoss) {
     ASSERT_TRUE(Publish(*stub, "default", "/tasks/exit", Exit(i)).ok());
   }
   ASSERT_TRUE(sub.WaitSize(300, absl::Seconds(30))) << sub.size();
-  absl::SleepFor(absl::Milliseconds(300));
-  std::vector<cpb::Envelope> got = sub.envelopes();
+  std::optional<std::vector<cpb::Envelope>> settled = sub.UpToSentinel(*stub);
+  ASSERT_TRUE(settled.has_value()) << sub.state();
+  std::vector<cpb::Envelope> got = *settled;
   ASSERT_EQ(got.size(), 300u);
   for (int i = 0; i < 300; ++i) {
     ASSERT_EQ(PidOf(got[i]), i) << "at " << i;
@@ -867,8 +950,9 @@ TEST(EventdTest, SubscribeFromTime) {
   Collector sub(eventd.address(), so);
   ASSERT_TRUE(sub.WaitSize(5, absl::Seconds(20)))
       << sub.size() << " received; subscriber " << sub.state() << "\n" << eventd.ReadLog();
-  absl::SleepFor(absl::Milliseconds(300));
-  std::vector<cpb::Envelope> got = sub.envelopes();
+  std::optional<std::vector<cpb::Envelope>> settled = sub.UpToSentinel(*stub);
+  ASSERT_TRUE(settled.has_value()) << sub.state();
+  std::vector<cpb::Envelope> got = *settled;
   ASSERT_EQ(got.size(), 5u);
   EXPECT_EQ(PidOf(got[0]), 5);
   EXPECT_EQ(PidOf(got[4]), 9);
@@ -1000,8 +1084,10 @@ TEST_F(StreamingPublishTest, ProducerNumberingMakesResendsIdempotent) {
   so.start_sequence = 1;
   Collector sub(eventd_.address(), so);
   ASSERT_TRUE(sub.WaitSize(7, absl::Seconds(20))) << sub.state() << " " << StreamState(nats_);
-  absl::SleepFor(absl::Milliseconds(300));
-  std::vector<cpb::Envelope> got = sub.envelopes();
+  auto events_stub = cpb::Events::NewStub(Dial(eventd_.address()));
+  std::optional<std::vector<cpb::Envelope>> settled = sub.UpToSentinel(*events_stub);
+  ASSERT_TRUE(settled.has_value()) << sub.state();
+  std::vector<cpb::Envelope> got = *settled;
   ASSERT_EQ(got.size(), 7u) << StreamState(nats_);
   for (int i = 0; i < 7; ++i) {
     EXPECT_EQ(PidOf(got[i]), i + 1);
@@ -1010,7 +1096,8 @@ TEST_F(StreamingPublishTest, ProducerNumberingMakesResendsIdempotent) {
   // Without a producer, the same resend is stored again.
   std::tie(through, status) = PublishCall(*stub_, {StreamRequest(6, 2, "/tasks/exit")});
   ASSERT_TRUE(status.ok()) << status.error_message();
-  EXPECT_TRUE(absl::StrContains(StreamState(nats_), "9 messages")) << StreamState(nats_);
+  // 7, the sentinel, and the two copies.
+  EXPECT_TRUE(absl::StrContains(StreamState(nats_), "10 messages")) << StreamState(nats_);
 
   // Bad producers: a name out of the alphabet, numbering without a name, a name set late.
   bpb::PublishRequest bad = StreamRequest(8, 1, "/tasks/exit");
@@ -1028,7 +1115,7 @@ TEST_F(StreamingPublishTest, ProducerNumberingMakesResendsIdempotent) {
   std::tie(through, status) = PublishCall(*stub_, {StreamRequest(8, 1, "/tasks/exit"), late});
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
   EXPECT_EQ(through, 1u);  // the first request's event went in before the bad one
-  EXPECT_TRUE(absl::StrContains(StreamState(nats_), "10 messages")) << StreamState(nats_);
+  EXPECT_TRUE(absl::StrContains(StreamState(nats_), "11 messages")) << StreamState(nats_);
 }
 
 // events::EventdPublisher, the client of the streaming Publish: eventd SIGKILLed twice while
@@ -1063,8 +1150,10 @@ TEST_F(StreamingPublishTest, EventdPublisherSurvivesEventdKillsStoringEachEventO
   so.start_sequence = 1;
   Collector sub(eventd_.address(), so);
   ASSERT_TRUE(sub.WaitSize(kEvents, absl::Seconds(30))) << sub.size() << " " << StreamState(nats_);
-  absl::SleepFor(absl::Milliseconds(300));
-  std::vector<cpb::Envelope> got = sub.envelopes();
+  auto events_stub = cpb::Events::NewStub(Dial(eventd_.address()));
+  std::optional<std::vector<cpb::Envelope>> settled = sub.UpToSentinel(*events_stub);
+  ASSERT_TRUE(settled.has_value()) << sub.state();
+  std::vector<cpb::Envelope> got = *settled;
   ASSERT_EQ(got.size(), static_cast<size_t>(kEvents)) << StreamState(nats_);
   for (int i = 0; i < kEvents; ++i) {
     ASSERT_EQ(PidOf(got[i]), i) << "at " << i;

@@ -5,8 +5,9 @@
 // breaks (eventd restarting, the bus down) a new call resends every unacknowledged event as
 // the same producer with the same numbers, so the stream drops the copies it already has (its
 // duplicate window must cover the outage). Events queued while a request is being written go
-// out together in the next one. Not durable across this process's death: a daemon that needs
-// that publishes through NatsPublisher's outbox instead.
+// out together in the next one. Nothing is written to disk: events not yet acknowledged are
+// lost when this process dies (see Publish); a daemon that needs them to survive publishes
+// through NatsPublisher's outbox instead.
 
 #include <cstdint>
 #include <deque>
@@ -56,8 +57,10 @@ class EventdPublisher : public Publisher {
   // (status()). `ns` must be the options' namespace (or empty): a call has one namespace.
   // Thread-safe.
   absl::StatusOr<uint64_t> Queue(absl::string_view topic, const google::protobuf::Message& event);
-  // Publisher: Queue, then wait until eventd stored it. Durable only as far as eventd's
-  // stream is (it is), not across this process's death before the ack.
+  // Publisher: Queue, then wait (with no time limit) until eventd stored it. OK means it is
+  // in eventd's stream. Until then it lives only in this object: if the process dies first
+  // it is lost, as is everything Queued and not yet acknowledged. A daemon whose events must
+  // survive its own death publishes through NatsPublisher's outbox instead.
   absl::Status Publish(absl::string_view ns, absl::string_view topic,
                        const google::protobuf::Message& event) override;
 

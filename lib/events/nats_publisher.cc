@@ -1,24 +1,20 @@
 #include "lib/events/nats_publisher.h"
 
 #include <nats/nats.h>
-#include <sys/random.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "containerd/services/events/v1/events.pb.h"
 #include "lib/base/identifiers.h"
 #include "lib/base/logging.h"
+#include "lib/base/status_macros.h"
 #include "prometheus/family.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
@@ -26,88 +22,8 @@
 namespace berth::events {
 namespace {
 
-// Append-only (sqlite.h): AUTOINCREMENT so a row id, and with it a Msg-Id, is never reused even
-// after the outbox has been emptied.
-const std::vector<std::string>& Migrations() {
-  static const auto* migrations = new std::vector<std::string>{
-      "CREATE TABLE outbox ("
-      "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-      "  subject TEXT NOT NULL,"
-      "  payload BLOB NOT NULL,"
-      "  created_unix_nanos INTEGER NOT NULL);"
-      "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-  };
-  return *migrations;
-}
-
-absl::StatusOr<std::string> RandomId() {
-  unsigned char bytes[12];
-  size_t got = 0;
-  while (got < sizeof(bytes)) {
-    ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return absl::InternalError(absl::StrCat("getrandom: ", std::strerror(errno)));
-    }
-    got += static_cast<size_t>(n);
-  }
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
-}
-
-// Reads the publisher id from the outbox, creating it on first use.
-absl::StatusOr<std::string> LoadPublisherId(sqlite::Db& db) {
-  std::string id;
-  absl::Status st = db.Transaction([&]() -> absl::Status {
-    absl::StatusOr<sqlite::Statement> select =
-        db.Prepare("SELECT value FROM meta WHERE key = 'publisher_id'");
-    if (!select.ok()) {
-      return select.status();
-    }
-    absl::StatusOr<bool> row = select->Step();
-    if (!row.ok()) {
-      return row.status();
-    }
-    if (*row) {
-      id = select->Text(0);
-      return absl::OkStatus();
-    }
-    absl::StatusOr<std::string> fresh = RandomId();
-    if (!fresh.ok()) {
-      return fresh.status();
-    }
-    id = *fresh;
-    absl::StatusOr<sqlite::Statement> insert =
-        db.Prepare("INSERT INTO meta (key, value) VALUES ('publisher_id', ?)");
-    if (!insert.ok()) {
-      return insert.status();
-    }
-    return insert->Bind(1, id).Run();
-  });
-  if (!st.ok()) {
-    return st;
-  }
-  return id;
-}
-
-absl::StatusOr<int64_t> CountRows(sqlite::Db& db) {
-  absl::StatusOr<sqlite::Statement> count = db.Prepare("SELECT COUNT(*) FROM outbox");
-  if (!count.ok()) {
-    return count.status();
-  }
-  absl::StatusOr<bool> row = count->Step();
-  if (!row.ok()) {
-    return row.status();
-  }
-  return count->Int(0);
-}
-
 absl::Status NatsError(natsStatus s, absl::string_view what) {
-  return absl::UnavailableError(
-      absl::StrCat("nats ", what, ": ", natsStatus_GetText(s), " (", nats_GetLastError(nullptr),
-                   ")"));
+  return absl::UnavailableError(absl::StrCat("nats ", what, ": ", NatsErrorText(s)));
 }
 
 // nats.c callbacks look the publisher up here by id, under the table's lock, so a late
@@ -148,25 +64,15 @@ void WithPublisher(void* closure, F f) {
   }
 }
 
-// Takes back (and drops) the asynchronous publishes still waiting for an acknowledgement.
-void DiscardUnacknowledged(jsCtx* js) {
-  natsMsgList pending;
-  if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
-    natsMsgList_Destroy(&pending);
-  }
-}
-
 // NATS's default max_payload (1 MiB). Events are a few hundred bytes.
 constexpr size_t kMaxEventBytes = 1 << 20;
-// Rows one outbox transaction takes from the publishers queued behind it, at most.
-constexpr size_t kMaxGroupCommit = 1024;
 
-int64_t Backoff(absl::Duration min, absl::Duration max, int attempts) {
+absl::Duration Backoff(absl::Duration min, absl::Duration max, int attempts) {
   absl::Duration d = min;
   for (int i = 1; i < attempts && d < max; ++i) {
     d *= 2;
   }
-  return absl::ToInt64Milliseconds(std::min(d, max));
+  return std::min(d, max);
 }
 
 }  // namespace
@@ -175,61 +81,34 @@ absl::StatusOr<std::unique_ptr<NatsPublisher>> NatsPublisher::Open(NatsPublisher
   if (options.outbox_path.empty()) {
     return absl::InvalidArgumentError("events outbox: no path given");
   }
-  std::string user, password;
-  if (!options.credentials.empty()) {
-    std::pair<std::string, std::string> parts =
-        absl::StrSplit(options.credentials, absl::MaxSplits(':', 1));
-    if (options.credentials.find(':') == std::string::npos || parts.first.empty()) {
-      return absl::InvalidArgumentError("nats credentials: want \"user:password\"");
-    }
-    user = parts.first;
-    password = parts.second;
+  NatsEndpoint endpoint{options.url, {}, options.tls, options.client_name};
+  BERTH_ASSIGN_OR_RETURN(endpoint.credentials, ParseNatsCredentials(options.credentials));
+  BERTH_RETURN_IF_ERROR(ValidateNatsTls(options.tls, options.url));
+  options.batch_size = std::max(options.batch_size, 1);
+  prometheus::Gauge* gauge = nullptr;
+  if (options.metrics != nullptr) {
+    gauge = &prometheus::BuildGauge()
+                 .Name("berth_events_outbox_pending")
+                 .Help("Events stored in the outbox and not yet confirmed by NATS.")
+                 .Register(*options.metrics)
+                 .Add(options.metric_labels);
   }
-  if (absl::Status st = ValidateNatsTls(options.tls, options.url); !st.ok()) {
-    return st;
+  Outbox::PendingObserver observe;
+  if (gauge != nullptr) {
+    observe = [gauge](int64_t pending) { gauge->Set(static_cast<double>(pending)); };
   }
-  if (options.batch_size < 1) {
-    options.batch_size = 1;
-  }
-  absl::StatusOr<std::unique_ptr<sqlite::Db>> db =
-      sqlite::Db::Open(options.outbox_path, Migrations());
-  if (!db.ok()) {
-    return absl::Status(db.status().code(), absl::StrCat("events outbox ", options.outbox_path,
-                                                         ": ", db.status().message()));
-  }
-  absl::StatusOr<std::string> id = LoadPublisherId(**db);
-  if (!id.ok()) {
-    return id.status();
-  }
-  absl::StatusOr<int64_t> pending = CountRows(**db);
-  if (!pending.ok()) {
-    return pending.status();
-  }
-  return std::unique_ptr<NatsPublisher>(new NatsPublisher(
-      std::move(options), std::move(*db), std::move(*id), *pending, std::move(user),
-      std::move(password)));
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<Outbox> outbox,
+                         Outbox::Open(options.outbox_path, std::move(observe)));
+  return std::unique_ptr<NatsPublisher>(
+      new NatsPublisher(std::move(options), std::move(endpoint), std::move(outbox)));
 }
 
-NatsPublisher::NatsPublisher(NatsPublisherOptions options, std::unique_ptr<sqlite::Db> db,
-                             std::string publisher_id, int64_t pending, std::string user,
-                             std::string password)
+NatsPublisher::NatsPublisher(NatsPublisherOptions options, NatsEndpoint endpoint,
+                             std::unique_ptr<Outbox> outbox)
     : options_(std::move(options)),
-      publisher_id_(std::move(publisher_id)),
-      user_(std::move(user)),
-      password_(std::move(password)),
-      callback_id_(Register(this)),
-      db_(std::move(db)) {
-  if (options_.metrics != nullptr) {
-    pending_gauge_ = &prometheus::BuildGauge()
-                          .Name("berth_events_outbox_pending")
-                          .Help("Events stored in the outbox and not yet confirmed by NATS.")
-                          .Register(*options_.metrics)
-                          .Add(options_.metric_labels);
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    SetPendingLocked(pending);
-  }
+      endpoint_(std::move(endpoint)),
+      outbox_(std::move(outbox)),
+      callback_id_(Register(this)) {
   Wake();  // drain what a previous run left behind
   sender_ = std::thread([this] { Run(); });
 }
@@ -241,39 +120,15 @@ NatsPublisher::~NatsPublisher() {
     stop_ = true;
   }
   sender_.join();
-  if (js_ != nullptr) {
-    jsCtx_Destroy(js_);
-    js_ = nullptr;
-  }
-  if (conn_ != nullptr) {
-    natsConnection_Close(conn_);
-    natsConnection_Destroy(conn_);
-    conn_ = nullptr;
-  }
+  DropConnection();
 }
 
-void NatsPublisher::SetPendingLocked(int64_t pending) {
-  pending_ = pending;
-  if (pending_gauge_ != nullptr) {
-    pending_gauge_->Set(static_cast<double>(pending));
-  }
-}
+int64_t NatsPublisher::pending() const { return outbox_->pending(); }
 
-int64_t NatsPublisher::pending() const {
-  absl::MutexLock lock(&mu_);
-  return pending_;
-}
-
-int64_t NatsPublisher::delivered() const {
-  absl::MutexLock lock(&mu_);
-  return delivered_;
-}
+int64_t NatsPublisher::delivered() const { return outbox_->delivered(); }
 
 bool NatsPublisher::WaitForDelivery(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(absl::Condition(
-                                  +[](int64_t* pending) { return *pending == 0; }, &pending_),
-                              timeout);
+  return outbox_->WaitForEmpty(timeout);
 }
 
 void NatsPublisher::Wake() {
@@ -283,24 +138,16 @@ void NatsPublisher::Wake() {
 
 absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topic,
                                     const google::protobuf::Message& event) {
-  if (absl::Status st = ValidateNamespace(ns); !st.ok()) {
-    return st;
-  }
-  if (absl::Status st = ValidateTopic(topic); !st.ok()) {
-    return st;
-  }
-  absl::Time now = absl::Now();
-  int64_t nanos = absl::ToUnixNanos(now);
-  containerd::services::events::v1::Envelope envelope;
-  envelope.mutable_timestamp()->set_seconds(nanos / 1000000000);
-  envelope.mutable_timestamp()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-  envelope.set_namespace_(std::string(ns));
-  envelope.set_topic(std::string(topic));
-  envelope.mutable_event()->set_type_url(TypeUrlFor(event));
-  if (!event.SerializeToString(envelope.mutable_event()->mutable_value())) {
+  BERTH_RETURN_IF_ERROR(ValidateNamespace(ns));
+  BERTH_RETURN_IF_ERROR(ValidateTopic(topic));
+  google::protobuf::Any any;
+  any.set_type_url(TypeUrlFor(event));
+  if (!event.SerializeToString(any.mutable_value())) {
     return absl::InvalidArgumentError(
         absl::StrCat("event ", event.GetDescriptor()->full_name(), ": cannot serialize"));
   }
+  absl::Time now = absl::Now();
+  containerd::services::events::v1::Envelope envelope = MakeEnvelope(ns, topic, any, now);
   std::string payload;
   if (!envelope.SerializeToString(&payload)) {
     return absl::InternalError("event envelope: cannot serialize");
@@ -310,79 +157,10 @@ absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topi
         absl::StrCat("event ", event.GetDescriptor()->full_name(), ": ", payload.size(),
                      " bytes, more than NATS's default max_payload (", kMaxEventBytes, ")"));
   }
-  Waiter waiter;
-  waiter.subject = SubjectFor(ns, topic);
-  waiter.payload = std::move(payload);
-  waiter.nanos = nanos;
-  return CommitInGroup(waiter);
-}
-
-// Group commit (after LevelDB's writer queue): every Publish queues its row; the one at the
-// front commits everything queued so far in one transaction (one fsync), then hands the front to
-// the next. Publishers that arrive during a commit form the next group, so the cost of an fsync
-// is shared by as many events as arrive while it runs, and no Publish returns before its row is
-// durable.
-absl::Status NatsPublisher::CommitInGroup(Waiter& waiter) {
-  struct Turn {
-    NatsPublisher* self;
-    Waiter* waiter;
-  } turn{this, &waiter};
-  write_mu_.Lock();
-  writers_.push_back(&waiter);
-  write_mu_.Await(absl::Condition(
-      +[](Turn* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->self->write_mu_) {
-        return t->waiter->done || t->self->writers_.front() == t->waiter;
-      },
-      &turn));
-  if (waiter.done) {
-    write_mu_.Unlock();
-    return waiter.status;
-  }
-  size_t group = std::min(writers_.size(), kMaxGroupCommit);
-  std::vector<Waiter*> batch(writers_.begin(), writers_.begin() + group);
-  write_mu_.Unlock();
-
-  absl::Status st;
-  {
-    absl::MutexLock lock(&mu_);
-    st = db_->Transaction([&]() -> absl::Status {
-      absl::StatusOr<sqlite::Statement> insert = db_->Prepare(
-          "INSERT INTO outbox (subject, payload, created_unix_nanos) VALUES (?, ?, ?)");
-      if (!insert.ok()) {
-        return insert.status();
-      }
-      for (Waiter* w : batch) {
-        if (absl::Status s = insert->Bind(1, w->subject).BindBlob(2, w->payload).Bind(3, w->nanos)
-                                 .Run();
-            !s.ok()) {
-          return s;
-        }
-        insert->Reset();
-      }
-      return absl::OkStatus();
-    });
-    if (st.ok()) {
-      SetPendingLocked(pending_ + static_cast<int64_t>(batch.size()));
-    } else {
-      st = absl::Status(st.code(), absl::StrCat("events outbox: ", st.message()));
-    }
-  }
-  if (st.ok()) {
-    Wake();
-  }
-
-  write_mu_.Lock();
-  for (Waiter* w : batch) {
-    if (writers_.front() != w) {  // only the front commits, and nobody else pops
-      BERTH_LOG(Error) << "events outbox: group commit queue out of order";
-      std::abort();
-    }
-    writers_.pop_front();
-    w->status = st;
-    w->done = true;
-  }
-  write_mu_.Unlock();
-  return st;
+  BERTH_RETURN_IF_ERROR(
+      outbox_->Append(SubjectFor(ns, topic), std::move(payload), absl::ToUnixNanos(now)));
+  Wake();
+  return absl::OkStatus();
 }
 
 void NatsPublisher::OnDisconnected(natsConnection* nc, void* closure) {
@@ -400,78 +178,36 @@ void NatsPublisher::OnClosed(natsConnection* nc, void* closure) {
 }
 
 absl::Status NatsPublisher::Connect() {
-  natsOptions* opts = nullptr;
-  natsStatus s = natsOptions_Create(&opts);
   void* closure = ClosureFor(callback_id_);
-  if (s == NATS_OK) {
-    s = natsOptions_SetURL(opts, options_.url.c_str());
-  }
-  if (s == NATS_OK && !options_.client_name.empty()) {
-    s = natsOptions_SetName(opts, options_.client_name.c_str());
-  }
-  if (s == NATS_OK) {
-    if (absl::Status st = ApplyNatsTls(opts, options_.url, options_.tls); !st.ok()) {
-      natsOptions_Destroy(opts);
-      return st;  // checked at Open; a file changed since
-    }
-  }
-  if (s == NATS_OK && !user_.empty()) {
-    s = natsOptions_SetUserInfo(opts, user_.c_str(), password_.c_str());
-  }
+  // Checked at Open; an error here is a TLS file that changed since.
+  BERTH_ASSIGN_OR_RETURN(NatsOptionsPtr opts, NewNatsOptions(endpoint_));
   // No reconnects inside nats.c: it would keep what we published while the connection was
   // going down (still in its write buffer, or published before we noticed) and send it after
   // the reconnect, behind events the dying server never stored. Those are resent from the
   // outbox too, so the stream would store later events before earlier ones. A lost connection
   // is closed instead, and the sender thread opens a new one and resends from the oldest
   // unacknowledged row; on one connection the server stores what it stores in order.
+  natsStatus s = natsOptions_SetAllowReconnect(opts.get(), false);
   if (s == NATS_OK) {
-    s = natsOptions_SetAllowReconnect(opts, false);
-  }
-  // Each publish is written at once: nats.c's flusher thread sleeps 1 ms before each flush,
-  // which showed as ~0.8 ms more publish -> subscriber latency (bench/README.md), for no CPU
-  // saved.
-  if (s == NATS_OK) {
-    s = natsOptions_SetSendAsap(opts, true);
+    s = natsOptions_SetDisconnectedCB(opts.get(), &NatsPublisher::OnDisconnected, closure);
   }
   if (s == NATS_OK) {
-    s = natsOptions_SetDisconnectedCB(opts, &NatsPublisher::OnDisconnected, closure);
-  }
-  if (s == NATS_OK) {
-    s = natsOptions_SetClosedCB(opts, &NatsPublisher::OnClosed, closure);
+    s = natsOptions_SetClosedCB(opts.get(), &NatsPublisher::OnClosed, closure);
   }
   if (s != NATS_OK) {
-    natsOptions_Destroy(opts);
     return NatsError(s, "options");
   }
-  natsConnection* conn = nullptr;
-  s = natsConnection_Connect(&conn, opts);
-  natsOptions_Destroy(opts);
-  if (s == NATS_CONNECTION_AUTH_FAILED ||
-      (s != NATS_OK && s != NATS_NO_SERVER &&
-       absl::StrContains(absl::AsciiStrToLower(nats_GetLastError(nullptr)), "authorization"))) {
-    if (conn != nullptr) {
-      natsConnection_Destroy(conn);
-    }
-    std::string why = nats_GetLastError(nullptr);
+  absl::StatusOr<natsConnection*> conn = ConnectNats(opts.get(), endpoint_);
+  if (absl::IsUnauthenticated(conn.status())) {
     if (!credentials_refused_.exchange(true)) {
-      BERTH_LOG(Error) << "events: NATS at " << options_.url << " refused "
-                       << (user_.empty() ? std::string("a connection without credentials")
-                                         : absl::StrCat("the credentials of user \"", user_, "\""))
-                       << " (" << why << "); events are kept in the outbox until "
-                       << "nats_credentials are fixed";
+      BERTH_LOG(Error) << "events: " << conn.status().message()
+                       << "; events are kept in the outbox until nats_credentials are fixed";
     }
-    return absl::UnauthenticatedError(
-        absl::StrCat("nats connect ", options_.url, ": credentials refused"));
+    return conn.status();
   }
-  if (s != NATS_OK) {
-    if (conn != nullptr) {
-      natsConnection_Destroy(conn);
-    }
-    // The sender thread tries again after a backoff (LogFailure says so once per streak).
-    absl::Status st = NatsError(s, absl::StrCat("connect ", options_.url));
-    return absl::Status(st.code(), ExplainNatsTlsFailure(std::string(st.message()),
-                                                         options_.tls.Wanted(options_.url)));
-  }
+  // Otherwise the sender thread tries again after a backoff (LogFailure says so once per
+  // streak), TLS failures included: a certificate may be replaced while the daemon runs.
+  BERTH_RETURN_IF_ERROR(conn.status());
   credentials_refused_.store(false);
   if (!connected_.exchange(true)) {
     BERTH_LOG(Info) << "events: connected to NATS at " << options_.url;
@@ -484,17 +220,29 @@ absl::Status NatsPublisher::Connect() {
   // Room above our own limit (max_in_flight), so nats.c never stalls a publish itself.
   js_options.PublishAsync.MaxPending = std::max(options_.max_in_flight, 1) + 16;
   jsCtx* js = nullptr;
-  s = natsConnection_JetStream(&js, conn, &js_options);
+  s = natsConnection_JetStream(&js, *conn, &js_options);
   if (s != NATS_OK) {
-    natsConnection_Close(conn);
-    natsConnection_Destroy(conn);
+    natsConnection_Close(*conn);
+    natsConnection_Destroy(*conn);
     connected_.store(false);
     return NatsError(s, "JetStream context");
   }
-  conn_ = conn;
+  conn_ = *conn;
   js_ = js;
   published_async_ = false;
   return absl::OkStatus();
+}
+
+void NatsPublisher::DropConnection() {
+  if (js_ != nullptr) {
+    jsCtx_Destroy(js_);
+    js_ = nullptr;
+  }
+  if (conn_ != nullptr) {
+    natsConnection_Close(conn_);
+    natsConnection_Destroy(conn_);
+    conn_ = nullptr;
+  }
 }
 
 namespace {
@@ -559,29 +307,6 @@ void NatsPublisher::OnPublishAck(jsCtx* js, natsMsg* msg, jsPubAck* ack, jsPubAc
   natsMsg_Destroy(msg);
 }
 
-absl::StatusOr<std::vector<NatsPublisher::Row>> NatsPublisher::ReadBatch(int64_t after_id,
-                                                                         int64_t limit) {
-  absl::MutexLock lock(&mu_);
-  absl::StatusOr<sqlite::Statement> select =
-      db_->Prepare("SELECT id, subject, payload FROM outbox WHERE id > ? ORDER BY id LIMIT ?");
-  if (!select.ok()) {
-    return select.status();
-  }
-  select->Bind(1, after_id).Bind(2, limit);
-  std::vector<Row> rows;
-  while (true) {
-    absl::StatusOr<bool> row = select->Step();
-    if (!row.ok()) {
-      return row.status();
-    }
-    if (!*row) {
-      break;
-    }
-    rows.push_back(Row{select->Int(0), select->Text(1), select->Text(2)});
-  }
-  return rows;
-}
-
 std::optional<bool> NatsPublisher::StreamCapturesEvents() {
   // $JS.API.STREAM.NAMES with a subject lists the streams whose subjects overlap it. Answered by
   // the server itself, so (unlike a publish) it cannot be mistaken for a core subscriber's
@@ -593,42 +318,24 @@ std::optional<bool> NatsPublisher::StreamCapturesEvents() {
   if (s != NATS_OK) {
     return std::nullopt;
   }
-  std::string body(natsMsg_GetData(reply), static_cast<size_t>(natsMsg_GetDataLength(reply)));
+  nlohmann::json body = nlohmann::json::parse(
+      natsMsg_GetData(reply), natsMsg_GetData(reply) + natsMsg_GetDataLength(reply),
+      /*cb=*/nullptr, /*allow_exceptions=*/false);
   natsMsg_Destroy(reply);
-  if (body.find("\"error\"") != std::string::npos) {
+  // {"streams":["BERTH_EVENTS"],...}; "streams":null when none; an "error" object otherwise.
+  if (!body.is_object() || body.contains("error")) {
     return std::nullopt;
   }
-  return body.find("\"streams\":[\"") != std::string::npos;
-}
-
-absl::Status NatsPublisher::DeleteThrough(int64_t last_id, int64_t rows, int64_t dropped) {
-  absl::MutexLock lock(&mu_);
-  // A delete needs no fsync of its own: if it is lost (power loss) the rows are sent again and
-  // the stream drops them by Msg-Id. So it is committed with synchronous=NORMAL, and the next
-  // insert's fsync (synchronous=FULL: the whole WAL) makes it durable too.
-  if (absl::Status st = db_->Exec("PRAGMA synchronous=NORMAL"); !st.ok()) {
-    return st;
-  }
-  absl::StatusOr<sqlite::Statement> del = db_->Prepare("DELETE FROM outbox WHERE id <= ?");
-  absl::Status st = del.ok() ? del->Bind(1, last_id).Run() : del.status();
-  absl::Status restore = db_->Exec("PRAGMA synchronous=FULL");
-  if (!restore.ok()) {
-    // Inserts must not be committed without an fsync: a broken invariant, not an outage.
-    BERTH_LOG(Error) << "events outbox: cannot restore synchronous=FULL: " << restore;
-    std::abort();
-  }
-  if (!st.ok()) {
-    return st;
-  }
-  delivered_ += rows - dropped;
-  SetPendingLocked(pending_ - rows);
-  return absl::OkStatus();
+  auto streams = body.find("streams");
+  return streams != body.end() && streams->is_array() && !streams->empty();
 }
 
 void NatsPublisher::ResetPipeline() {
   // nats.c 3.4 crashes taking the pending list of a context that never published async.
-  if (js_ != nullptr && published_async_) {
-    DiscardUnacknowledged(js_);
+  natsMsgList unacknowledged;  // taken back from nats.c, and dropped
+  if (js_ != nullptr && published_async_ &&
+      js_PublishAsyncGetPendingList(&unacknowledged, js_) == NATS_OK) {
+    natsMsgList_Destroy(&unacknowledged);
   }
   absl::MutexLock lock(&ack_mu_);
   in_flight_.clear();
@@ -640,13 +347,14 @@ void NatsPublisher::ResetPipeline() {
 }
 
 absl::Status NatsPublisher::SendPlainBatch(bool* more, bool* progress) {
-  absl::StatusOr<std::vector<Row>> rows = ReadBatch(0, options_.batch_size);
-  if (!rows.ok() || rows->empty()) {
-    return rows.status();
+  BERTH_ASSIGN_OR_RETURN(std::vector<OutboxRow> rows,
+                         outbox_->ReadAfter(0, options_.batch_size));
+  if (rows.empty()) {
+    return absl::OkStatus();
   }
   int64_t dropped = 0;
-  for (const Row& row : *rows) {
-    std::string msg_id = absl::StrCat(publisher_id_, "-", row.id);
+  for (const OutboxRow& row : rows) {
+    std::string msg_id = absl::StrCat(publisher_id(), "-", row.id);
     natsMsg* msg = nullptr;
     natsStatus s = NewEventMsg(row.subject, row.payload, msg_id, &msg);
     if (s == NATS_OK) {
@@ -667,103 +375,69 @@ absl::Status NatsPublisher::SendPlainBatch(bool* more, bool* progress) {
   if (s != NATS_OK) {
     return NatsError(s, "flush");
   }
-  if (absl::Status st =
-          DeleteThrough(rows->back().id, static_cast<int64_t>(rows->size()), dropped);
-      !st.ok()) {
-    return st;
-  }
+  BERTH_RETURN_IF_ERROR(
+      outbox_->DeleteThrough(rows.back().id, static_cast<int64_t>(rows.size()), dropped));
   *progress = true;
-  *more = rows->size() == static_cast<size_t>(options_.batch_size);
+  *more = rows.size() == static_cast<size_t>(options_.batch_size);
   return absl::OkStatus();
 }
 
-absl::Status NatsPublisher::SendStep(bool* more, bool* progress) {
-  *more = false;
-  if (recheck_stream_.exchange(false) || absl::Now() - stream_checked_ > absl::Seconds(5)) {
-    std::optional<bool> answer = StreamCapturesEvents();
-    if (use_jetstream_ && answer != std::optional<bool>(true)) {
-      // Once a stream has captured our events, never fall back to plain (unstored) publishes:
-      // neither on a non-answer (a restarted server still restoring its streams) nor on "no
-      // stream" (the server stopping JetStream before it drops us, or the stream being
-      // recreated). Its absence is an outage of the history; the events wait in the outbox.
-      recheck_stream_.store(true);
-      return absl::UnavailableError(
-          answer.has_value()
-              ? "nats: no JetStream stream captures berth.events.> any more; waiting for it"
-              : "nats: JetStream did not answer; retrying");
-    }
-    bool found = answer.value_or(false);
-    if (found != use_jetstream_ || stream_checked_ == absl::InfinitePast()) {
-      BERTH_LOG(Info) << "events: "
-                      << (found ? "a JetStream stream captures berth.events.>; each event waits "
-                                  "for the stream's acknowledgement"
-                                : "no JetStream stream captures berth.events.>; events are "
-                                  "published without history");
-    }
-    if (found != use_jetstream_) {
-      ResetPipeline();
-    }
-    use_jetstream_ = found;
-    stream_checked_ = absl::Now();
+absl::Status NatsPublisher::CheckStream() {
+  if (!recheck_stream_.exchange(false) && absl::Now() - stream_checked_ <= absl::Seconds(5)) {
+    return absl::OkStatus();
   }
-  if (!use_jetstream_) {
-    return SendPlainBatch(more, progress);
-  }
-
-  // 1. Take the acknowledged prefix of what is in flight; stop at the first error.
-  int64_t acked_through = 0, acked_rows = 0, dropped = 0;
-  int64_t room = 0;
-  absl::Time oldest_unacked = absl::InfiniteFuture();
-  int64_t failures = 0;
-  std::string error;
-  {
-    absl::MutexLock lock(&ack_mu_);
-    failures = ack_failures_;
-    error = ack_error_;
-    acks_unseen_ = 0;
-    while (!in_flight_.empty() && in_flight_.front().acked) {
-      acked_through = in_flight_.front().id;
-      dropped += in_flight_.front().dropped ? 1 : 0;
-      ++acked_rows;
-      in_flight_.pop_front();
-    }
-    if (!in_flight_.empty()) {
-      oldest_unacked = in_flight_.front().sent;
-    }
-    room = options_.max_in_flight - static_cast<int64_t>(in_flight_.size());
-  }
-  // 2. Delete it, in one statement.
-  if (acked_rows > 0) {
-    if (absl::Status st = DeleteThrough(acked_through, acked_rows, dropped); !st.ok()) {
-      return st;
-    }
-    *progress = true;
-  }
-  if (failures > 0) {
-    // Sent again with the next attempt; the stream drops what it already has (Msg-Id).
-    ResetPipeline();
+  std::optional<bool> answer = StreamCapturesEvents();
+  if (use_jetstream_ && answer != std::optional<bool>(true)) {
+    // Once a stream has captured our events, never fall back to plain (unstored) publishes:
+    // neither on a non-answer (a restarted server still restoring its streams) nor on "no
+    // stream" (the server stopping JetStream before it drops us, or the stream being
+    // recreated). Its absence is an outage of the history; the events wait in the outbox.
+    recheck_stream_.store(true);
     return absl::UnavailableError(
-        absl::StrCat("nats: the stream refused ", failures, " event(s): ", error));
+        answer.has_value()
+            ? "nats: no JetStream stream captures berth.events.> any more; waiting for it"
+            : "nats: JetStream did not answer; retrying");
   }
-  if (absl::Now() - oldest_unacked > options_.flush_timeout) {
+  bool found = answer.value_or(false);
+  if (found != use_jetstream_ || stream_checked_ == absl::InfinitePast()) {
+    BERTH_LOG(Info) << "events: "
+                    << (found ? "a JetStream stream captures berth.events.>; each event waits "
+                                "for the stream's acknowledgement"
+                              : "no JetStream stream captures berth.events.>; events are "
+                                "published without history");
+  }
+  if (found != use_jetstream_) {
     ResetPipeline();
-    return absl::UnavailableError(absl::StrCat("nats: the stream did not acknowledge within ",
-                                               absl::FormatDuration(options_.flush_timeout)));
   }
-  if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
-    return absl::OkStatus();  // its acknowledgements will never come; Run opens a new one
+  use_jetstream_ = found;
+  stream_checked_ = absl::Now();
+  return absl::OkStatus();
+}
+
+NatsPublisher::Settled NatsPublisher::TakeAcknowledged() {
+  Settled settled;
+  absl::MutexLock lock(&ack_mu_);
+  settled.failures = ack_failures_;
+  settled.error = ack_error_;
+  acks_unseen_ = 0;
+  while (!in_flight_.empty() && in_flight_.front().acked) {
+    settled.through = in_flight_.front().id;
+    settled.dropped += in_flight_.front().dropped ? 1 : 0;
+    ++settled.rows;
+    in_flight_.pop_front();
   }
-  // 3. Send what is new, without waiting for earlier acknowledgements.
-  if (room <= 0) {
-    return absl::OkStatus();  // an acknowledgement wakes us
+  if (!in_flight_.empty()) {
+    settled.oldest_unacked = in_flight_.front().sent;
   }
-  absl::StatusOr<std::vector<Row>> rows =
-      ReadBatch(sent_through_, std::min<int64_t>(room, options_.batch_size));
-  if (!rows.ok()) {
-    return rows.status();
-  }
-  for (const Row& row : *rows) {
-    std::string msg_id = absl::StrCat(publisher_id_, "-", row.id);
+  settled.room = options_.max_in_flight - static_cast<int64_t>(in_flight_.size());
+  return settled;
+}
+
+absl::Status NatsPublisher::SendNewRows(int64_t room, bool* more) {
+  int64_t limit = std::min<int64_t>(room, options_.batch_size);
+  BERTH_ASSIGN_OR_RETURN(std::vector<OutboxRow> rows, outbox_->ReadAfter(sent_through_, limit));
+  for (const OutboxRow& row : rows) {
+    std::string msg_id = absl::StrCat(publisher_id(), "-", row.id);
     natsMsg* msg = nullptr;
     natsStatus s = NewEventMsg(row.subject, row.payload, msg_id, &msg);
     if (s == NATS_OK) {
@@ -785,23 +459,53 @@ absl::Status NatsPublisher::SendStep(bool* more, bool* progress) {
       last.acked = last.dropped = true;
       --unacked_;
       ++acks_unseen_;
-      sent_through_ = row.id;
-      continue;
-    }
-    if (s != NATS_OK) {
+    } else if (s != NATS_OK) {
       ResetPipeline();
       return NatsError(s, absl::StrCat("publish ", row.subject));
     }
     sent_through_ = row.id;
   }
-  *more = rows->size() == static_cast<size_t>(std::min<int64_t>(room, options_.batch_size)) &&
-          !rows->empty();
+  *more = !rows.empty() && rows.size() == static_cast<size_t>(limit);
   return absl::OkStatus();
+}
+
+absl::Status NatsPublisher::SendStep(bool* more, bool* progress) {
+  *more = false;
+  BERTH_RETURN_IF_ERROR(CheckStream());
+  if (!use_jetstream_) {
+    return SendPlainBatch(more, progress);
+  }
+  Settled settled = TakeAcknowledged();
+  if (settled.rows > 0) {
+    BERTH_RETURN_IF_ERROR(outbox_->DeleteThrough(settled.through, settled.rows, settled.dropped));
+    *progress = true;
+  }
+  if (settled.failures > 0) {
+    // Sent again with the next attempt; the stream drops what it already has (Msg-Id).
+    ResetPipeline();
+    return absl::UnavailableError(absl::StrCat("nats: the stream refused ", settled.failures,
+                                               " event(s): ", settled.error));
+  }
+  if (absl::Now() - settled.oldest_unacked > options_.flush_timeout) {
+    ResetPipeline();
+    return absl::UnavailableError(absl::StrCat("nats: the stream did not acknowledge within ",
+                                               absl::FormatDuration(options_.flush_timeout)));
+  }
+  if (natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
+    return absl::OkStatus();  // its acknowledgements will never come; Run opens a new one
+  }
+  if (settled.room <= 0) {
+    return absl::OkStatus();  // an acknowledgement wakes us
+  }
+  return SendNewRows(settled.room, more);
 }
 
 void NatsPublisher::Run() {
   int failures = 0;
   absl::Duration wait = absl::InfiniteDuration();
+  auto backoff = [&] {
+    return Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures);
+  };
   // Acknowledgements wake the sender in groups (or when the last one in flight arrives), so it
   // does not wake once per event just to delete rows.
   constexpr int64_t kAckWakeGroup = 256;
@@ -830,13 +534,9 @@ void NatsPublisher::Run() {
     if (conn_ != nullptr && natsConnection_Status(conn_) == NATS_CONN_STATUS_CLOSED) {
       // nats.c gave up on this connection; open a new one after a backoff.
       ResetPipeline();
-      jsCtx_Destroy(js_);
-      js_ = nullptr;
-      natsConnection_Destroy(conn_);
-      conn_ = nullptr;
+      DropConnection();
       LogFailure(absl::UnavailableError("nats connection closed"), &failures);
-      wait = absl::Milliseconds(
-          Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures));
+      wait = backoff();
       continue;
     }
     absl::Status st;
@@ -848,8 +548,7 @@ void NatsPublisher::Run() {
     if (!st.ok() || natsConnection_Status(conn_) != NATS_CONN_STATUS_CONNECTED) {
       if (!st.ok()) {
         LogFailure(st, &failures);
-        wait = absl::Milliseconds(
-            Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures));
+        wait = backoff();
       }
       continue;
     }
@@ -868,19 +567,29 @@ void NatsPublisher::Run() {
       if (failures > 0 && progress) {
         BERTH_LOG(Info) << "events: delivering to " << options_.url << " again";
         failures = 0;
+        absl::MutexLock lock(&failure_mu_);
+        last_failure_ = absl::OkStatus();
       }
     } else {
       // Retry on a timer: the connection may look fine while the server does not answer.
       // The stream may have gone (or come): look again before the next batch.
       recheck_stream_.store(true);
       LogFailure(st, &failures);
-      wait = absl::Milliseconds(
-          Backoff(options_.reconnect_wait_min, options_.reconnect_wait_max, failures));
+      wait = backoff();
     }
   }
 }
 
+absl::Status NatsPublisher::last_failure() const {
+  absl::MutexLock lock(&failure_mu_);
+  return last_failure_;
+}
+
 void NatsPublisher::LogFailure(const absl::Status& st, int* failures) {
+  {
+    absl::MutexLock lock(&failure_mu_);
+    last_failure_ = st;
+  }
   if (*failures == 0) {
     BERTH_LOG(Warn) << "events: " << st.message() << "; " << pending()
                     << " event(s) kept in the outbox, retrying";

@@ -33,9 +33,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "lib/events/nats_tls.h"
+#include "lib/events/nats_connection.h"
+#include "lib/events/outbox.h"
 #include "lib/events/publisher.h"
-#include "lib/sqlite/sqlite.h"
 
 struct __natsConnection;
 struct __natsMsg;
@@ -45,7 +45,6 @@ struct jsPubAckErr;
 
 namespace prometheus {
 class Registry;
-class Gauge;
 }  // namespace prometheus
 
 namespace berth::events {
@@ -99,8 +98,9 @@ class NatsPublisher : public Publisher {
   NatsPublisher& operator=(const NatsPublisher&) = delete;
 
   // Wraps `event` in an Envelope (timestamp now, ns, topic, Any) and commits it to the outbox;
-  // OK means durable. InvalidArgument for a bad namespace (containerd identifier rule), topic
-  // ("/a/b": leading slash, identifier components) or an envelope over 1 MiB. Thread-safe.
+  // OK means it is on disk (fsync) and reaches the bus even if this process dies next.
+  // InvalidArgument for a bad namespace (containerd identifier rule), topic ("/a/b": leading
+  // slash, identifier components) or an envelope over 1 MiB. Thread-safe.
   absl::Status Publish(absl::string_view ns, absl::string_view topic,
                        const google::protobuf::Message& event) override;
 
@@ -113,30 +113,18 @@ class NatsPublisher : public Publisher {
   // Whether the server refused our credentials on the last attempt (logged as an error once
   // per refusal streak; events stay in the outbox).
   bool credentials_refused() const { return credentials_refused_.load(); }
+  // Why the last delivery attempt failed (connecting, publishing, the stream missing); OK
+  // before any failure and again once events are delivered. Thread-safe.
+  absl::Status last_failure() const;
   // The random id kept in the outbox; Msg-Ids are "<publisher_id>-<row id>".
-  const std::string& publisher_id() const { return publisher_id_; }
+  const std::string& publisher_id() const { return outbox_->publisher_id(); }
   // Waits until the outbox is empty (true) or `timeout` passes (false). For graceful shutdown
   // and tests. Thread-safe.
   bool WaitForDelivery(absl::Duration timeout);
 
  private:
-  struct Row {
-    int64_t id;
-    std::string subject;
-    std::string payload;
-  };
-  // A Publish waiting for its row to be committed (CommitInGroup).
-  struct Waiter {
-    std::string subject;
-    std::string payload;
-    int64_t nanos = 0;
-    bool done = false;  // guarded by write_mu_
-    absl::Status status;
-  };
-  absl::Status CommitInGroup(Waiter& waiter);
-
-  NatsPublisher(NatsPublisherOptions options, std::unique_ptr<sqlite::Db> db,
-                std::string publisher_id, int64_t pending, std::string user, std::string password);
+  NatsPublisher(NatsPublisherOptions options, NatsEndpoint endpoint,
+                std::unique_ptr<Outbox> outbox);
 
   // nats.c callbacks reach the publisher through a process-wide table keyed by callback_id_, so a
   // callback that fires after destruction finds nothing instead of a dangling pointer.
@@ -152,44 +140,49 @@ class NatsPublisher : public Publisher {
     bool acked = false;
     bool dropped = false;  // never sendable (over max_payload): deleted without delivery
   };
+  // What the acknowledgements so far settle (TakeAcknowledged).
+  struct Settled {
+    int64_t through = 0;  // the last row of the acknowledged prefix (0: none)
+    int64_t rows = 0;     // rows in that prefix
+    int64_t dropped = 0;  // of which never delivered
+    int64_t room = 0;     // publishes that may still be sent before max_in_flight
+    absl::Time oldest_unacked = absl::InfiniteFuture();
+    int64_t failures = 0;  // publishes the stream refused
+    std::string error;     // the first refusal's reason
+  };
 
   void Wake();
   void Run();                 // the sender thread
-  absl::Status Connect();     // sender thread: creates conn_
-  // Sender thread: checks the stream when due, deletes the acknowledged prefix, sends rows not
-  // sent yet (up to max_in_flight). *more: call again without waiting (more rows are ready);
-  // *progress set when events were confirmed and deleted.
+  absl::Status Connect();     // sender thread: creates conn_ and js_
+  void DropConnection();      // sender thread: forgets conn_ and js_
+  // Sender thread, one round of delivery: checks the stream when due, then either one plain
+  // batch or (JetStream) deletes the acknowledged prefix and sends rows not sent yet. *more:
+  // call again without waiting (more rows are ready); *progress set when events were
+  // confirmed and deleted.
   absl::Status SendStep(bool* more, bool* progress);
+  // Asks the server whether a stream captures our subjects, when due; Unavailable while a
+  // stream we used is missing or silent (events then wait in the outbox).
+  absl::Status CheckStream();
   // No stream: one batch out, flushed, deleted.
   absl::Status SendPlainBatch(bool* more, bool* progress);
+  // JetStream: takes the acknowledged prefix off in_flight_ and the errors seen.
+  Settled TakeAcknowledged();
+  // JetStream: sends up to `room` rows after sent_through_, registering each as in flight.
+  absl::Status SendNewRows(int64_t room, bool* more);
   // Sender thread: forgets what is in flight; the next step resends from the oldest row left.
   void ResetPipeline();
-  // Deletes rows up to `last_id` (`rows` of them, `dropped` never delivered).
-  absl::Status DeleteThrough(int64_t last_id, int64_t rows, int64_t dropped);
   std::optional<bool> StreamCapturesEvents();  // sender thread: asks the server
-  absl::StatusOr<std::vector<Row>> ReadBatch(int64_t after_id, int64_t limit);
   void LogFailure(const absl::Status& st, int* failures);
-  void SetPendingLocked(int64_t pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const NatsPublisherOptions options_;
-  const std::string publisher_id_;
-  const std::string user_;
-  const std::string password_;
+  const NatsEndpoint endpoint_;
+  const std::unique_ptr<Outbox> outbox_;
   const uint64_t callback_id_;
 
-  // The publishers waiting to commit, in arrival order; the front one commits for the group.
-  // Taken before mu_, never while holding it.
-  absl::Mutex write_mu_;
-  std::deque<Waiter*> writers_ ABSL_GUARDED_BY(write_mu_);
-
-  mutable absl::Mutex mu_;
-  std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);
-  int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
-
-  prometheus::Gauge* pending_gauge_ = nullptr;  // owned by options_.metrics
   std::atomic<bool> connected_{false};
   std::atomic<bool> credentials_refused_{false};
+  mutable absl::Mutex failure_mu_;
+  absl::Status last_failure_ ABSL_GUARDED_BY(failure_mu_);
   __natsConnection* conn_ = nullptr;  // only the sender thread (and the destructor after join)
   __jsCtx* js_ = nullptr;             // on conn_, same owner
   bool use_jetstream_ = false;        // sender thread
@@ -198,7 +191,8 @@ class NatsPublisher : public Publisher {
   std::atomic<bool> recheck_stream_{true};
 
   // What wakes the sender thread: rows committed, a stop, or acknowledgements (written by
-  // nats.c's callback thread). Never held while taking mu_ or registry locks in reverse.
+  // nats.c's callback thread). Taken inside the callback table's lock; the outbox's lock is never
+  // taken while holding it.
   absl::Mutex ack_mu_;
   bool wake_ ABSL_GUARDED_BY(ack_mu_) = false;
   bool stop_ ABSL_GUARDED_BY(ack_mu_) = false;

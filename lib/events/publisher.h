@@ -10,14 +10,23 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "containerd/services/events/v1/events.pb.h"
 
 namespace berth::events {
 
 class Publisher {
  public:
   virtual ~Publisher() = default;
-  // Durable once it returns OK: the event is in the outbox (or delivered) and will reach the
-  // bus, in order, even if the bus is down now or the process dies next. Thread-safe.
+  // Publishes `event` under `topic` in namespace `ns`. OK means the event was accepted and
+  // reaches the bus in order with this publisher's earlier events. What that withstands is
+  // each implementation's promise, stated in its header:
+  // - NatsPublisher: OK once the event is committed (fsync) to its outbox file, so it reaches
+  //   the bus even if the bus is down now or this process dies next.
+  // - EventdPublisher: OK once eventd's stream has stored it, so Publish waits while eventd
+  //   or the bus is down; until then the event exists only in this process's memory and is
+  //   lost if the process dies.
+  // InvalidArgument for a bad namespace or topic. Thread-safe.
   virtual absl::Status Publish(absl::string_view ns, absl::string_view topic,
                                const google::protobuf::Message& event) = 0;
 };
@@ -33,5 +42,12 @@ absl::Status ValidateTopic(absl::string_view topic);
 // full name ("containerd.events.TaskExit"), without a "types.containerd.io/" or
 // "type.googleapis.com/" prefix; ctr and containerd's clients only resolve that form.
 std::string TypeUrlFor(const google::protobuf::Message& event);
+
+// The Envelope every publisher makes: `event` (an Any) in `ns` under `topic`, stamped `when`.
+// No validation: the caller has checked ns and topic.
+::containerd::services::events::v1::Envelope MakeEnvelope(absl::string_view ns,
+                                                          absl::string_view topic,
+                                                          google::protobuf::Any event,
+                                                          absl::Time when);
 
 }  // namespace berth::events

@@ -5,6 +5,7 @@
 #include <fts.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -497,11 +499,75 @@ std::string NatsServerBinary() {
   return "nats-server";  // PATH
 }
 
+// Whether 127.0.0.1:port can be bound right now.
+bool CanBindTcp(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return false;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));  // as nats-server does
+  sockaddr_in addr;
+  std::memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+// The first port the kernel hands out on its own (bind to port 0, outgoing connections).
+int FirstEphemeralPort() {
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  int lo = 32768;
+  range >> lo;
+  return lo;
+}
+
 }  // namespace
+
+// A port below the kernel's ephemeral range, so no bind to port 0 and no outgoing connection
+// (another test's FreeTcpPort, a client socket) can take it while nats-server is restarted,
+// and reserved against the other berth tests by an flock'd file held until the destructor.
+NatsServer::PortReservation::PortReservation() {
+  std::string dir = "/tmp/berth-test-ports";
+  mkdir(dir.c_str(), 01777);
+  int hi = std::min(FirstEphemeralPort(), 65536) - 1;
+  int lo = std::max(10000, hi - 20000);
+  if (hi <= lo) {
+    Die(absl::StrCat("no port range below the ephemeral ports (", hi + 1, ") for nats-server"));
+  }
+  uint32_t seed = static_cast<uint32_t>(getpid()) ^
+                  static_cast<uint32_t>(absl::ToUnixNanos(absl::Now()));
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    seed = seed * 1103515245u + 12345u;
+    int port = lo + static_cast<int>((seed >> 8) % static_cast<uint32_t>(hi - lo));
+    int fd = open(absl::StrCat(dir, "/", port, ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC,
+                  0666);
+    if (fd < 0) {
+      continue;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0 && CanBindTcp(port)) {
+      port_ = port;
+      lock_fd_ = fd;
+      return;
+    }
+    close(fd);
+  }
+  Die("could not reserve a port for nats-server in 1000 attempts");
+}
+
+NatsServer::PortReservation::~PortReservation() {
+  if (lock_fd_ >= 0) {
+    close(lock_fd_);  // releases the flock
+  }
+}
 
 NatsServer::NatsServer() : NatsServer(Options()) {}
 
-NatsServer::NatsServer(Options options) : options_(std::move(options)), port_(FreeTcpPort()) {
+NatsServer::NatsServer(Options options)
+    : options_(std::move(options)), port_(reservation_.port()) {
   if (options_.start) {
     Start();
   }
@@ -513,53 +579,45 @@ void NatsServer::Start() {
   if (process_ != nullptr) {
     return;
   }
-  // The first start may lose the port to another process between FreeTcpPort and bind; then
-  // pick another one. Later starts must keep the port (restart tests depend on it).
-  for (int attempt = 0;; ++attempt) {
-    std::vector<std::string> argv = {NatsServerBinary(), "-a", "127.0.0.1", "-p",
-                                     absl::StrCat(port_), "-n", absl::StrCat("berth-test-", port_)};
-    if (!options_.config_file.empty()) {
-      argv.insert(argv.end(), {"-c", options_.config_file});
-    }
-    if (options_.jetstream) {
-      argv.insert(argv.end(), {"-js", "-sd", dir_.Join("jetstream")});
-    }
-    if (!options_.user.empty() || !options_.password.empty()) {
-      argv.insert(argv.end(), {"--user", options_.user, "--pass", options_.password});
-    }
-    if (!options_.tls_cert.empty()) {
-      argv.insert(argv.end(),
-                  {"--tls", "--tlscert", options_.tls_cert, "--tlskey", options_.tls_key});
-      if (!options_.tls_verify_clients_ca.empty()) {
-        argv.insert(argv.end(), {"--tlsverify", "--tlscacert", options_.tls_verify_clients_ca});
-      }
-    }
-    Process::Options popts;
-    popts.argv = argv;
-    popts.log_dir = dir_.path();
-    process_ = std::make_unique<Process>(std::move(popts));
-    bool ready = testing::WaitFor(
-        [&] {
-          if (process_->TryReap()) {
-            return true;  // exited: stop waiting, handled below
-          }
-          return process_->ReadLog().find("Server is ready") != std::string::npos &&
-                 CanConnectTcp(port_);
-        },
-        absl::Seconds(20));
-    if (ready && process_->running()) {
-      ++starts_;
-      return;
-    }
-    std::string log = process_->ReadLog();
-    process_->Kill();
-    process_.reset();
-    if (starts_ == 0 && attempt < 3 && log.find("address already in use") != std::string::npos) {
-      port_ = FreeTcpPort();
-      continue;
-    }
-    Die(absl::StrCat("nats-server on port ", port_, " did not become ready; log:\n", log));
+  std::vector<std::string> argv = {NatsServerBinary(), "-a", "127.0.0.1", "-p",
+                                   absl::StrCat(port_), "-n", absl::StrCat("berth-test-", port_)};
+  if (!options_.config_file.empty()) {
+    argv.insert(argv.end(), {"-c", options_.config_file});
   }
+  if (options_.jetstream) {
+    argv.insert(argv.end(), {"-js", "-sd", dir_.Join("jetstream")});
+  }
+  if (!options_.user.empty() || !options_.password.empty()) {
+    argv.insert(argv.end(), {"--user", options_.user, "--pass", options_.password});
+  }
+  if (!options_.tls_cert.empty()) {
+    argv.insert(argv.end(),
+                {"--tls", "--tlscert", options_.tls_cert, "--tlskey", options_.tls_key});
+    if (!options_.tls_verify_clients_ca.empty()) {
+      argv.insert(argv.end(), {"--tlsverify", "--tlscacert", options_.tls_verify_clients_ca});
+    }
+  }
+  Process::Options popts;
+  popts.argv = argv;
+  popts.log_dir = dir_.path();
+  process_ = std::make_unique<Process>(std::move(popts));
+  // Ready means our process said so and still runs: a server that lost the port exits.
+  bool ready = testing::WaitFor(
+      [&] {
+        if (process_->TryReap()) {
+          return true;  // exited: stop waiting, handled below
+        }
+        return process_->ReadLog().find("Server is ready") != std::string::npos &&
+               CanConnectTcp(port_);
+      },
+      absl::Seconds(20));
+  if (ready && process_->running()) {
+    return;
+  }
+  std::string log = process_->ReadLog();
+  process_->Kill();
+  process_.reset();
+  Die(absl::StrCat("nats-server on port ", port_, " did not become ready; log:\n", log));
 }
 
 void NatsServer::Stop() {
@@ -567,6 +625,15 @@ void NatsServer::Stop() {
     return;
   }
   process_->Terminate(absl::Seconds(10));
+  last_log_ = process_->ReadLog();
+  process_.reset();
+}
+
+void NatsServer::Kill() {
+  if (process_ == nullptr) {
+    return;
+  }
+  process_->Kill();
   last_log_ = process_->ReadLog();
   process_.reset();
 }

@@ -135,7 +135,11 @@ TestPki MakeTestPki(const std::string& dir);
 
 // A real nats-server (/usr/bin/nats-server or /usr/sbin/nats-server) on 127.0.0.1 with a port
 // fixed at construction and JetStream enabled (storage in a temp dir owned by this object), so
-// Stop() + Start() restarts it on the same port with the same streams. Not thread-safe.
+// Stop() + Start() restarts it on the same port with the same streams. The port stays ours
+// while the server is down: it lies below the kernel's ephemeral range (so no bind to port 0
+// and no outgoing connection is given it) and is reserved against other berth tests running
+// in parallel by a lock file under /tmp/berth-test-ports held for the object's life. Not
+// thread-safe.
 class NatsServer {
  public:
   struct Options {
@@ -163,6 +167,8 @@ class NatsServer {
   void Start();
   // SIGTERM (then SIGKILL after 10 s) and reap. No-op when stopped.
   void Stop();
+  // SIGKILL and reap: no shutdown of JetStream, no goodbye to clients. No-op when stopped.
+  void Kill();
   bool running() const { return process_ != nullptr; }
 
   int port() const { return port_; }
@@ -174,10 +180,23 @@ class NatsServer {
   std::string ReadLog() const;
 
  private:
+  class PortReservation {
+   public:
+    PortReservation();
+    ~PortReservation();
+    PortReservation(const PortReservation&) = delete;
+    PortReservation& operator=(const PortReservation&) = delete;
+    int port() const { return port_; }
+
+   private:
+    int port_ = 0;
+    int lock_fd_ = -1;
+  };
+
   Options options_;
   TempDir dir_;
+  PortReservation reservation_;
   int port_;
-  int starts_ = 0;
   std::unique_ptr<Process> process_;
   std::string last_log_;
 };

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <memory>
+#include <vector>
 
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -165,6 +167,37 @@ TEST(NatsServerTest, StartsStopsAndRestartsOnSamePort) {
   EXPECT_FALSE(WaitForTcpPort(port, absl::Milliseconds(30)));
   nats.Start();
   EXPECT_EQ(nats.port(), port);
+  EXPECT_TRUE(WaitForTcpPort(port, absl::Seconds(1)));
+}
+
+// The port stays ours while the server is down: the kernel never hands it out by itself (it
+// lies below the ephemeral range), and no other NatsServer takes it (the lock file).
+TEST(NatsServerTest, PortIsKeptWhileStopped) {
+  int first_ephemeral = 0;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> first_ephemeral;
+  ASSERT_GT(first_ephemeral, 0);
+  NatsServer nats;
+  EXPECT_LT(nats.port(), first_ephemeral);
+  nats.Stop();
+  NatsServer::Options later;
+  later.start = false;
+  std::vector<std::unique_ptr<NatsServer>> others;
+  for (int i = 0; i < 20; ++i) {
+    others.push_back(std::make_unique<NatsServer>(later));
+    EXPECT_NE(others.back()->port(), nats.port());
+  }
+  nats.Start();
+  EXPECT_TRUE(nats.running());
+}
+
+TEST(NatsServerTest, KillIsSigkill) {
+  NatsServer nats;
+  int port = nats.port();
+  nats.Kill();
+  EXPECT_FALSE(nats.running());
+  EXPECT_FALSE(WaitForTcpPort(port, absl::Milliseconds(30)));
+  EXPECT_EQ(nats.ReadLog().find("Server Exiting"), std::string::npos) << nats.ReadLog();
+  nats.Start();
   EXPECT_TRUE(WaitForTcpPort(port, absl::Seconds(1)));
 }
 

@@ -1,33 +1,26 @@
 #include "services/eventd/event_log.h"
 
 #include <nats/nats.h>
-#include <sys/random.h>
 
 #include <algorithm>
-#include <cstring>
 #include <thread>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/strings/escaping.h"
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "lib/base/logging.h"
+#include "lib/base/random.h"
+#include "lib/base/status_macros.h"
+#include "lib/events/nats_connection.h"
 #include "lib/events/nats_publisher.h"
 
 namespace berth::eventd {
 namespace {
 
-std::string LastNatsError(natsStatus s) {
-  const char* text = nats_GetLastError(nullptr);
-  if (text != nullptr && *text != '\0') {
-    return absl::StrCat(natsStatus_GetText(s), ": ", text);
-  }
-  return natsStatus_GetText(s);
-}
+std::string LastNatsError(natsStatus s) { return events::NatsErrorText(s); }
 
 int64_t Millis(absl::Duration d) { return std::max<int64_t>(1, absl::ToInt64Milliseconds(d)); }
 
@@ -39,16 +32,6 @@ void LogReconnected(natsConnection* nc, void*) {
   char url[256] = {0};
   natsConnection_GetConnectedUrl(nc, url, sizeof(url));
   BERTH_LOG(Info) << "eventd: reconnected to NATS at " << url;
-}
-
-std::string RandomHex() {
-  unsigned char bytes[8] = {0};
-  if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
-    uint64_t now = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
-    std::memcpy(bytes, &now, sizeof(bytes));
-  }
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
 }
 
 class JetStreamSubscription : public EventSubscription {
@@ -224,82 +207,54 @@ absl::Status EventLog::Append(const Envelope& envelope) {
   return outcome->status;
 }
 
-absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOptions options) {
-  if (options.url.empty()) {
-    return absl::InvalidArgumentError("eventd needs a NATS server: set nats_url (--nats-url)");
-  }
-  std::string user, password;
-  if (!options.credentials.empty()) {
-    size_t colon = options.credentials.find(':');
-    if (colon == std::string::npos || colon == 0) {
-      return absl::InvalidArgumentError("nats credentials: want \"user:password\"");
-    }
-    user = options.credentials.substr(0, colon);
-    password = options.credentials.substr(colon + 1);
-  }
-  natsOptions* opts = nullptr;
-  natsStatus s = natsOptions_Create(&opts);
-  if (s == NATS_OK) s = natsOptions_SetURL(opts, options.url.c_str());
-  if (s == NATS_OK) s = natsOptions_SetName(opts, options.client_name.c_str());
-  if (s == NATS_OK && !user.empty()) {
-    s = natsOptions_SetUserInfo(opts, user.c_str(), password.c_str());
-  }
-  if (s == NATS_OK) {
-    if (absl::Status st = events::ApplyNatsTls(opts, options.url, options.tls); !st.ok()) {
-      natsOptions_Destroy(opts);
-      return st;
-    }
-  }
-  if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts, true);
-  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
-  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts, 250);
-  // Each publish goes out from the publishing thread: waking nats.c's flusher thread for every
-  // event cost more than the writes it saves.
-  if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
-  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts, &LogDisconnected, nullptr);
-  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts, &LogReconnected, nullptr);
-  if (s != NATS_OK) {
-    natsOptions_Destroy(opts);
-    return absl::InvalidArgumentError(absl::StrCat("nats options: ", LastNatsError(s)));
-  }
-  natsConnection* conn = nullptr;
-  absl::Time deadline = absl::Now() + options.connect_timeout;
+namespace {
+
+// Connects with `opts`, retrying for up to `timeout` while no server answers; any other
+// failure (a refused login, TLS) is returned at once.
+absl::StatusOr<natsConnection*> ConnectWaiting(natsOptions* opts,
+                                               const events::NatsEndpoint& endpoint,
+                                               absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
   bool waiting_logged = false;
   while (true) {
-    s = natsConnection_Connect(&conn, opts);
-    if (s == NATS_OK) {
-      break;
-    }
-    std::string why = LastNatsError(s);
-    if (s == NATS_CONNECTION_AUTH_FAILED || absl::StrContains(why, "Authorization") ||
-        absl::StrContains(why, "authorization")) {
-      natsOptions_Destroy(opts);
-      return absl::UnauthenticatedError(absl::StrCat(
-          "NATS at ", options.url, " refused ",
-          user.empty() ? std::string("a connection without credentials")
-                       : absl::StrCat("the credentials of user \"", user, "\""),
-          " (", why, "); check nats_credentials / --nats-credentials"));
-    }
-    if (s == NATS_SSL_ERROR || s == NATS_SECURE_CONNECTION_WANTED) {
-      // Not retried: a certificate or a server without TLS does not mend itself.
-      natsOptions_Destroy(opts);
-      return absl::FailedPreconditionError(absl::StrCat(
-          "TLS with NATS at ", options.url, ": ", events::ExplainNatsTlsFailure(why, true)));
-    }
-        if (s != NATS_NO_SERVER || absl::Now() >= deadline) {
-      natsOptions_Destroy(opts);
-      return absl::UnavailableError(
-          absl::StrCat("cannot connect to NATS at ", options.url, ": ",
-                       events::ExplainNatsTlsFailure(why, options.tls.Wanted(options.url))));
+    absl::StatusOr<natsConnection*> conn = events::ConnectNats(opts, endpoint);
+    if (conn.ok() || !events::NatsNotReachable(conn.status()) || absl::Now() >= deadline) {
+      return conn;
     }
     if (!waiting_logged) {
-      BERTH_LOG(Warn) << "eventd: NATS at " << options.url << " is not reachable yet ("
-                      << why << "); retrying for up to " << options.connect_timeout;
+      BERTH_LOG(Warn) << "eventd: " << conn.status().message() << "; retrying for up to "
+                      << timeout;
       waiting_logged = true;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  natsOptions_Destroy(opts);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOptions options) {
+  if (options.url.empty()) {
+    return absl::InvalidArgumentError("eventd needs a NATS server: set nats_url (--nats-url)");
+  }
+  events::NatsEndpoint endpoint{options.url, {}, options.tls, options.client_name};
+  BERTH_ASSIGN_OR_RETURN(endpoint.credentials, events::ParseNatsCredentials(options.credentials));
+  BERTH_ASSIGN_OR_RETURN(events::NatsOptionsPtr opts, events::NewNatsOptions(endpoint));
+  natsStatus s = natsOptions_SetAllowReconnect(opts.get(), true);
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts.get(), -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(opts.get(), 250);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts.get(), &LogDisconnected, nullptr);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts.get(), &LogReconnected, nullptr);
+  if (s != NATS_OK) {
+    return absl::InvalidArgumentError(absl::StrCat("nats options: ", LastNatsError(s)));
+  }
+  absl::StatusOr<natsConnection*> connected =
+      ConnectWaiting(opts.get(), endpoint, options.connect_timeout);
+  if (absl::IsUnauthenticated(connected.status())) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        connected.status().message(), "; check nats_credentials / --nats-credentials"));
+  }
+  BERTH_RETURN_IF_ERROR(connected.status());
+  natsConnection* conn = *connected;
 
   auto waiters = std::make_unique<AckWaiters>();
   jsCtx* js = nullptr;
@@ -322,7 +277,7 @@ absl::StatusOr<std::unique_ptr<JetStreamLog>> JetStreamLog::Open(JetStreamLogOpt
     return st;
   }
   return std::unique_ptr<JetStreamLog>(
-      new JetStreamLog(std::move(options), conn, js, std::move(waiters), RandomHex()));
+      new JetStreamLog(std::move(options), conn, js, std::move(waiters), RandomHex(8)));
 }
 
 JetStreamLog::JetStreamLog(JetStreamLogOptions options, natsConnection* conn, jsCtx* js,

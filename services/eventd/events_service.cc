@@ -14,7 +14,7 @@
 #include "lib/base/grpc_status.h"
 #include "lib/base/identifiers.h"
 #include "lib/base/logging.h"
-#include "lib/events/nats_publisher.h"
+#include "lib/events/publisher.h"
 #include "lib/server/request_context.h"
 #include "services/eventd/envelope_filter.h"
 
@@ -389,14 +389,7 @@ absl::StatusOr<Envelope> EnvelopeForPublish(std::string ns, const cpb::PublishRe
   if (!request.has_event() || request.event().type_url().empty()) {
     return absl::InvalidArgumentError("publish: an event (Any with a type) is required");
   }
-  Envelope envelope;
-  int64_t nanos = absl::ToUnixNanos(absl::Now());
-  envelope.mutable_timestamp()->set_seconds(nanos / 1000000000);
-  envelope.mutable_timestamp()->set_nanos(static_cast<int32_t>(nanos % 1000000000));
-  envelope.set_namespace_(std::move(ns));
-  envelope.set_topic(request.topic());
-  *envelope.mutable_event() = request.event();
-  return envelope;
+  return events::MakeEnvelope(ns, request.topic(), request.event(), absl::Now());
 }
 
 ContainerdEventsService::ContainerdEventsService(EventLog& log, std::string default_namespace)
@@ -433,11 +426,15 @@ grpc::Status ContainerdEventsService::Subscribe(grpc::ServerContext* context,
   if (!filter.ok()) {
     return ToGrpcStatus(filter.status());
   }
-  // gRPC sends response headers with the first message; send them now so the client knows
-  // it is subscribed before any event exists.
-  writer->SendInitialMetadata();
+  // gRPC sends response headers with the first message; send them once the log's
+  // subscription exists, so a client that has them knows every event stored from then on
+  // reaches it (containerd's Subscribe has no position marker to say so).
   return Pump(
-      context, log_, StartPosition::Live(), *filter, [](uint64_t) { return true; },
+      context, log_, StartPosition::Live(), *filter,
+      [writer](uint64_t) {
+        writer->SendInitialMetadata();
+        return true;
+      },
       [writer](const StoredEvent& event, bool more) {
         return writer->Write(event.envelope, WriteOptionsFor(more));
       });

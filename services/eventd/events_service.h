@@ -4,7 +4,8 @@
 // - containerd.services.events.v1.Events: Publish and Forward validate as containerd's exchange
 //   does (namespace identifier, topic "/a/b" of identifiers, a timestamp on forwarded
 //   envelopes) and append to the log; Subscribe streams live events matching containerd
-//   filters, so `ctr events` works against eventd.
+//   filters, so `ctr events` works against eventd. Its response headers are sent once it is
+//   subscribed: every event stored after a client has them reaches it.
 // - berth.events.v1.Events: Subscribe from a sequence or a time, each item with its sequence;
 //   Publish, a client stream of events with cumulative acknowledgements (no round trip each).
 // A subscription outlives bus outages: when the log's subscription breaks, the handler
