@@ -9,10 +9,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "lib/base/logging.h"
-#include "lib/base/posix.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/server/daemon.h"
+#include "lib/server/daemon_publisher.h"
 #include "services/contentd/content_service.h"
 #include "services/contentd/leases_service.h"
 #include "services/contentd/local_content_store.h"
@@ -46,25 +46,10 @@ int Run(int argc, char** argv) {
   }
 
   berth::server::Daemon daemon(options);
-  // The root must exist before the outbox and the store open in it (Daemon::Start, which also
-  // creates it, comes after): 0700, its missing parents 0711, as the Daemon makes them.
-  if (absl::Status st = berth::MakeDirs(options.root, 0700); !st.ok()) {
-    BERTH_LOG(Error) << "contentd: " << st;
-    return 1;
-  }
-
-  berth::events::NatsPublisherOptions publisher_options;
-  publisher_options.outbox_path = options.root + "/events-outbox.db";
-  publisher_options.url = options.nats_url;
-  publisher_options.credentials = options.nats_credentials;
-  publisher_options.tls = options.nats_tls;
-  publisher_options.client_name = "contentd";
-  publisher_options.metrics = daemon.metrics();
-  publisher_options.metric_labels = {{"daemon", "contentd"}};
   absl::StatusOr<std::unique_ptr<berth::events::NatsPublisher>> publisher =
-      berth::events::NatsPublisher::Open(publisher_options);
+      berth::server::OpenDaemonPublisher(options, daemon);
   if (!publisher.ok()) {
-    BERTH_LOG(Error) << "contentd: events outbox: " << publisher.status();
+    BERTH_LOG(Error) << "contentd: " << publisher.status();
     return 1;
   }
 

@@ -7,10 +7,10 @@
 
 #include "lib/base/grpc_client.h"
 #include "lib/base/logging.h"
-#include "lib/base/posix.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/server/daemon.h"
+#include "lib/server/daemon_publisher.h"
 #include "services/imaged/images_service.h"
 #include "services/imaged/leases_forwarder.h"
 #include "services/imaged/sqlite_image_store.h"
@@ -35,25 +35,10 @@ int Run(int argc, char** argv) {
   }
 
   berth::server::Daemon daemon(options);
-  // The root must exist before the outbox and the store open in it (Daemon::Start, which
-  // also creates it, comes after).
-  if (absl::Status st = berth::MakeDirs(options.root, 0700); !st.ok()) {
-    BERTH_LOG(Error) << "imaged: " << st;
-    return 1;
-  }
-
-  berth::events::NatsPublisherOptions publisher_options;
-  publisher_options.outbox_path = options.root + "/events-outbox.db";
-  publisher_options.url = options.nats_url;
-  publisher_options.credentials = options.nats_credentials;
-  publisher_options.tls = options.nats_tls;
-  publisher_options.client_name = "imaged";
-  publisher_options.metrics = daemon.metrics();
-  publisher_options.metric_labels = {{"daemon", "imaged"}};
   absl::StatusOr<std::unique_ptr<berth::events::NatsPublisher>> publisher =
-      berth::events::NatsPublisher::Open(publisher_options);
+      berth::server::OpenDaemonPublisher(options, daemon);
   if (!publisher.ok()) {
-    BERTH_LOG(Error) << "imaged: events outbox: " << publisher.status();
+    BERTH_LOG(Error) << "imaged: " << publisher.status();
     return 1;
   }
 

@@ -17,6 +17,7 @@
 #include "lib/content/grpc_content_store.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/server/daemon.h"
+#include "lib/server/daemon_publisher.h"
 #include "services/snapshotd/diff_applier.h"
 #include "services/snapshotd/diff_service.h"
 #include "services/snapshotd/parallel_unpacker.h"
@@ -93,18 +94,10 @@ int Run(int argc, char** argv) {
     }
   }
 
-  berth::events::NatsPublisherOptions publisher_options;
-  publisher_options.outbox_path = options.root + "/events-outbox.db";
-  publisher_options.url = options.nats_url;
-  publisher_options.credentials = options.nats_credentials;
-  publisher_options.tls = options.nats_tls;
-  publisher_options.client_name = "snapshotd";
-  publisher_options.metrics = daemon.metrics();
-  publisher_options.metric_labels = {{"daemon", "snapshotd"}};
   absl::StatusOr<std::unique_ptr<berth::events::NatsPublisher>> publisher =
-      berth::events::NatsPublisher::Open(publisher_options);
+      berth::server::OpenDaemonPublisher(options, daemon);
   if (!publisher.ok()) {
-    BERTH_LOG(Error) << "snapshotd: events outbox: " << publisher.status();
+    BERTH_LOG(Error) << "snapshotd: " << publisher.status();
     return 1;
   }
 
