@@ -1,12 +1,12 @@
 #include "lib/events/eventd_publisher.h"
 
-#include <sys/random.h>
 
 #include <algorithm>
 #include <utility>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "lib/base/random.h"
 #include "absl/time/clock.h"
 #include "berth/events/v1/events.grpc.pb.h"
 #include "lib/base/grpc_status.h"
@@ -18,16 +18,7 @@ namespace bpb = ::berth::events::v1;
 namespace cpb = ::containerd::services::events::v1;
 
 // "client-<16 hex digits>": a producer name no other publisher picks.
-std::string RandomProducer() {
-  unsigned char bytes[8] = {0};
-  if (getrandom(bytes, sizeof(bytes), 0) != static_cast<ssize_t>(sizeof(bytes))) {
-    int64_t now = absl::GetCurrentTimeNanos();
-    static_assert(sizeof(now) == sizeof(bytes));
-    std::copy_n(reinterpret_cast<unsigned char*>(&now), sizeof(bytes), bytes);
-  }
-  return absl::StrCat("client-", absl::BytesToHexString(absl::string_view(
-                                     reinterpret_cast<const char*>(bytes), sizeof(bytes))));
-}
+std::string RandomProducer() { return absl::StrCat("client-", RandomHex(8)); }
 
 }  // namespace
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "lib/base/posix.h"
 #include "lib/mount/mount.h"
 
 namespace berth::mount {
@@ -76,9 +77,6 @@ size_t OptionsSize(const std::vector<std::string>& options) {
   return size;
 }
 
-absl::Status ErrnoError(int err, absl::string_view what) {
-  return absl::ErrnoToStatus(err, what);
-}
 
 std::string Describe(const Mount& m) {
   return absl::StrCat(m.type, " mount of ", m.source, " (", absl::StrJoin(m.options, ","), ")");
@@ -146,7 +144,7 @@ class LinuxMounter : public Mounter {
       if (err == EINTR) {
         continue;
       }
-      return ErrnoError(err, absl::StrCat("unmount ", target));
+      return ErrnoStatus(err, absl::StrCat("unmount ", target));
     }
     return absl::InternalError(absl::StrCat("unmount ", target, ": too many stacked mounts"));
   }
@@ -177,14 +175,14 @@ class LinuxMounter : public Mounter {
     }
     if ((flags & MS_REMOUNT) == 0 || !parsed.data.empty()) {
       if (int err = MountAt(chdir, m.source, target, type, flags, parsed.data); err != 0) {
-        return ErrnoError(err, absl::StrCat(Describe(m), " at ", target));
+        return ErrnoStatus(err, absl::StrCat(Describe(m), " at ", target));
       }
     }
     if (parsed.propagation != 0) {
       if (::mount("", target.c_str(), nullptr, parsed.propagation, nullptr) != 0) {
         int err = errno;
         (void)::umount2(target.c_str(), MNT_DETACH);
-        return ErrnoError(err, absl::StrCat("set propagation of ", target));
+        return ErrnoStatus(err, absl::StrCat("set propagation of ", target));
       }
     }
     // A bind mount ignores MS_RDONLY on its first call: remount to make it read-only.
@@ -192,7 +190,7 @@ class LinuxMounter : public Mounter {
       if (::mount("", target.c_str(), nullptr, flags | MS_REMOUNT, nullptr) != 0) {
         int err = errno;
         (void)::umount2(target.c_str(), MNT_DETACH);
-        return ErrnoError(err, absl::StrCat("remount read-only ", target));
+        return ErrnoStatus(err, absl::StrCat("remount read-only ", target));
       }
     }
     return absl::OkStatus();

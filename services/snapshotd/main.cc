@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/logging.h"
+#include "lib/base/posix.h"
 #include "lib/config/config.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/events/nats_publisher.h"
@@ -27,22 +28,6 @@
 #include "services/snapshotd/walking_differ.h"
 
 namespace {
-
-// Creates `path` and its missing parents: parents 0711, the last one with `mode`, as the
-// Daemon makes its root and state dirs (it creates them too, but only in Start, after the
-// outbox, the snapshotter and the differ have opened in them).
-absl::Status MakeDirs(const std::string& path, mode_t mode) {
-  for (size_t slash = path.find('/', 1);; slash = path.find('/', slash + 1)) {
-    bool last = slash == std::string::npos;
-    std::string prefix = last ? path : path.substr(0, slash);
-    if (mkdir(prefix.c_str(), last ? mode : 0711) != 0 && errno != EEXIST) {
-      return absl::InternalError(absl::StrCat("mkdir ", prefix, ": ", std::strerror(errno)));
-    }
-    if (last) {
-      return absl::OkStatus();
-    }
-  }
-}
 
 int Run(int argc, char** argv) {
   // Before any thread starts (the NATS sender, the differ's pipelines), so every thread
@@ -88,7 +73,7 @@ int Run(int argc, char** argv) {
   for (const auto& [dir, mode] : {std::pair<std::string, mode_t>{options.root, 0700},
                                   {options.state, 0700},
                                   {scratch_dir, 0700}}) {
-    if (absl::Status st = MakeDirs(dir, mode); !st.ok()) {
+    if (absl::Status st = berth::MakeDirs(dir, mode); !st.ok()) {
       BERTH_LOG(Error) << "snapshotd: " << st;
       return 1;
     }
