@@ -83,7 +83,11 @@ struct ResolvedUser {
 // an absolute one or one climbing with "..", never leads out of it. A name that is not found,
 // a malformed spec or a number out of range is InvalidArgument naming it; a missing passwd or
 // group file counts as empty.
-absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view rootfs_path, absl::string_view user);
+// Without openat2 (or with kWalk, which tests use to cover that path) the files are reached by
+// an O_NOFOLLOW walk that refuses every symlink instead.
+enum class RootResolver { kAuto, kWalk };
+absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view rootfs_path, absl::string_view user,
+                                         RootResolver resolver = RootResolver::kAuto);
 
 // Docker's and containerd's default capability set (bounding = effective = permitted).
 std::vector<std::string> DefaultCapabilities();

@@ -215,6 +215,7 @@ TEST_F(UserTest, SymlinkedPasswdDoesNotLeaveTheRoot) {
     auto u = Resolve("evil");
     ASSERT_FALSE(u.ok()) << target << ": read the file outside the root";
     EXPECT_EQ(u.status().code(), absl::StatusCode::kInvalidArgument) << u.status();
+    EXPECT_FALSE(ResolveUser(root_, "evil", RootResolver::kWalk).ok()) << target << " (walk)";
   }
   // A symlink that stays inside the root is followed there, even an absolute one.
   ASSERT_TRUE(MakeDirs(root_ + "/lib/users", 0755).ok());
@@ -224,12 +225,22 @@ TEST_F(UserTest, SymlinkedPasswdDoesNotLeaveTheRoot) {
   auto u = Resolve("inside");
   ASSERT_TRUE(u.ok()) << u.status();
   EXPECT_EQ(u->uid, 77u);
+  // The walk refuses symlinks altogether rather than resolve them.
+  EXPECT_FALSE(ResolveUser(root_, "inside", RootResolver::kWalk).ok());
   // A symlinked /etc directory pointing out is resolved inside the root too.
   ASSERT_TRUE(MakeDirs(dir_.Join("hostetc"), 0755).ok());
   Write(dir_.Join("hostetc/passwd"), "evil:x:4242:4242::/:/bin/sh\n");
   ASSERT_TRUE(testing::RemoveTree(root_ + "/etc"));
   ASSERT_EQ(::symlink(dir_.Join("hostetc").c_str(), (root_ + "/etc").c_str()), 0);
   EXPECT_FALSE(Resolve("evil").ok());
+  EXPECT_FALSE(ResolveUser(root_, "evil", RootResolver::kWalk).ok());
+}
+
+TEST_F(UserTest, WalkReadsPlainFiles) {
+  auto u = ResolveUser(root_, "app:staff", RootResolver::kWalk);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->uid, 1000u);
+  EXPECT_EQ(u->gid, 50u);
 }
 
 TEST(Capabilities, DockerDefaults) {

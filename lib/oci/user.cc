@@ -24,17 +24,20 @@ namespace {
 // Opens `relative` (no leading '/') inside `root_fd` for reading, every symlink resolved as if
 // the root were "/". Without openat2 (ENOSYS) it walks the components with O_NOFOLLOW and
 // refuses any symlink instead. Returns the errno (0 on success).
-int OpenInRoot(int root_fd, const std::string& relative, UniqueFd* out) {
-  struct open_how how = {};
-  how.flags = O_RDONLY | O_CLOEXEC;
-  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  long fd = ::syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof(how));
-  if (fd >= 0) {
-    out->Reset(static_cast<int>(fd));
-    return 0;
-  }
-  if (errno != ENOSYS) {
-    return errno;
+int OpenInRoot(int root_fd, const std::string& relative, RootResolver resolver,
+               UniqueFd* out) {
+  if (resolver == RootResolver::kAuto) {
+    struct open_how how = {};
+    how.flags = O_RDONLY | O_CLOEXEC;
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    long fd = ::syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof(how));
+    if (fd >= 0) {
+      out->Reset(static_cast<int>(fd));
+      return 0;
+    }
+    if (errno != ENOSYS) {
+      return errno;
+    }
   }
   std::vector<std::string> parts = absl::StrSplit(relative, '/', absl::SkipEmpty());
   UniqueFd dir(::fcntl(root_fd, F_DUPFD_CLOEXEC, 0));
@@ -59,7 +62,8 @@ int OpenInRoot(int root_fd, const std::string& relative, UniqueFd* out) {
 
 // The file's lines, or none when it does not exist in the root.
 absl::StatusOr<std::vector<std::string>> ReadLinesInRoot(absl::string_view rootfs,
-                                                         const std::string& relative) {
+                                                         const std::string& relative,
+                                                         RootResolver resolver) {
   if (rootfs.empty()) {
     return std::vector<std::string>{};
   }
@@ -69,7 +73,7 @@ absl::StatusOr<std::vector<std::string>> ReadLinesInRoot(absl::string_view rootf
     return ErrnoStatus(errno, absl::StrCat("rootfs ", root));
   }
   UniqueFd fd;
-  int err = OpenInRoot(root_fd.get(), relative, &fd);
+  int err = OpenInRoot(root_fd.get(), relative, resolver, &fd);
   if (err == ENOENT || err == ENOTDIR) {
     return std::vector<std::string>{};
   }
@@ -150,7 +154,8 @@ absl::StatusOr<uint32_t> ParseId(absl::string_view s, absl::string_view user) {
 
 }  // namespace
 
-absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view rootfs_path, absl::string_view user) {
+absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view rootfs_path, absl::string_view user,
+                                         RootResolver resolver) {
   ResolvedUser out;
   if (user.empty()) {
     return out;
@@ -161,9 +166,9 @@ absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view rootfs_path, absl::st
         absl::StrCat("user \"", user, "\": want uid, uid:gid, name or name:group"));
   }
   BERTH_ASSIGN_OR_RETURN(std::vector<std::string> passwd_lines,
-                         ReadLinesInRoot(rootfs_path, "etc/passwd"));
+                         ReadLinesInRoot(rootfs_path, "etc/passwd", resolver));
   BERTH_ASSIGN_OR_RETURN(std::vector<std::string> group_lines,
-                         ReadLinesInRoot(rootfs_path, "etc/group"));
+                         ReadLinesInRoot(rootfs_path, "etc/group", resolver));
   std::vector<Entry> passwd = ParsePasswd(passwd_lines);
   std::vector<Entry> groups = ParseGroup(group_lines);
 
