@@ -106,20 +106,28 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   if (!fd.valid()) {
     return ErrnoStatus(errno, absl::StrCat("open ", path));
   }
+  return ReadAll(fd.get(), path);
+}
+
+absl::StatusOr<std::string> ReadAll(int fd, absl::string_view what, size_t max_size) {
   std::string data;
   char buf[16384];
   for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    ssize_t n = ::read(fd, buf, sizeof(buf));
     if (n < 0) {
       if (errno == EINTR) {
         continue;
       }
-      return ErrnoStatus(errno, absl::StrCat("read ", path));
+      return ErrnoStatus(errno, absl::StrCat("read ", what));
     }
     if (n == 0) {
       return data;
     }
     data.append(buf, static_cast<size_t>(n));
+    if (data.size() > max_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": larger than ", max_size, " bytes"));
+    }
   }
 }
 

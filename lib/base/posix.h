@@ -33,4 +33,9 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mo
 // The whole content of `path`.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
 
+// Everything left to read from `fd` (not closed); `what` names it in errors. More than
+// `max_size` bytes is InvalidArgument (for files an untrusted party controls).
+absl::StatusOr<std::string> ReadAll(int fd, absl::string_view what,
+                                    size_t max_size = static_cast<size_t>(-1));
+
 }  // namespace berth

@@ -139,37 +139,27 @@ class UserTest : public ::testing::Test {
 };
 
 TEST_F(UserTest, NumericAndNamed) {
-  auto u = Resolve("");
-  ASSERT_TRUE(u.ok());
-  EXPECT_EQ(u->uid, 0u);
-  EXPECT_EQ(u->gid, 0u);
-
-  u = Resolve("app");
-  ASSERT_TRUE(u.ok()) << u.status();
-  EXPECT_EQ(u->uid, 1000u);
-  EXPECT_EQ(u->gid, 1001u);
-  EXPECT_THAT(u->additional_gids, ElementsAre(44u, 29u));
-
-  u = Resolve("1000");  // a known uid takes its passwd gid
-  ASSERT_TRUE(u.ok());
-  EXPECT_EQ(u->gid, 1001u);
-  u = Resolve("4321");  // an unknown uid is fine, with gid 0
-  ASSERT_TRUE(u.ok());
-  EXPECT_EQ(u->uid, 4321u);
-  EXPECT_EQ(u->gid, 0u);
-
-  u = Resolve("app:staff");
-  ASSERT_TRUE(u.ok());
-  EXPECT_EQ(u->uid, 1000u);
-  EXPECT_EQ(u->gid, 50u);
-  EXPECT_TRUE(u->additional_gids.empty());
-  u = Resolve("33:7");
-  ASSERT_TRUE(u.ok());
-  EXPECT_EQ(u->uid, 33u);
-  EXPECT_EQ(u->gid, 7u);
-  u = Resolve("www:video");
-  ASSERT_TRUE(u.ok());
-  EXPECT_EQ(u->gid, 44u);
+  struct Case {
+    const char* user;
+    uint32_t uid;
+    uint32_t gid;
+    std::vector<uint32_t> additional;
+  };
+  for (const Case& c : {
+           Case{"", 0, 0, {}},
+           Case{"app", 1000, 1001, {44, 29}},  // supplementary groups from membership
+           Case{"1000", 1000, 1001, {44, 29}},  // a known uid takes its passwd gid
+           Case{"4321", 4321, 0, {}},           // an unknown uid is fine, with gid 0
+           Case{"app:staff", 1000, 50, {}},     // an explicit group: no supplementary ones
+           Case{"33:7", 33, 7, {}},
+           Case{"www:video", 33, 44, {}},
+       }) {
+    auto u = Resolve(c.user);
+    ASSERT_TRUE(u.ok()) << c.user << ": " << u.status();
+    EXPECT_EQ(u->uid, c.uid) << c.user;
+    EXPECT_EQ(u->gid, c.gid) << c.user;
+    EXPECT_EQ(u->additional_gids, c.additional) << c.user;
+  }
 }
 
 TEST_F(UserTest, BadUsersAreInvalidArgument) {
@@ -234,6 +224,14 @@ TEST_F(UserTest, SymlinkedPasswdDoesNotLeaveTheRoot) {
   ASSERT_EQ(::symlink(dir_.Join("hostetc").c_str(), (root_ + "/etc").c_str()), 0);
   EXPECT_FALSE(Resolve("evil").ok());
   EXPECT_FALSE(ResolveUser(root_, "evil", RootResolver::kWalk).ok());
+}
+
+TEST_F(UserTest, HugePasswdIsRefused) {
+  Write(root_ + "/etc/passwd", std::string((16u << 20) + 1, '#'));
+  auto u = Resolve("app");
+  ASSERT_FALSE(u.ok());
+  EXPECT_EQ(u.status().code(), absl::StatusCode::kInvalidArgument) << u.status();
+  EXPECT_THAT(std::string(u.status().message()), HasSubstr("etc/passwd"));
 }
 
 TEST_F(UserTest, WalkReadsPlainFiles) {

@@ -80,24 +80,8 @@ absl::StatusOr<std::vector<std::string>> ReadLinesInRoot(absl::string_view rootf
   if (err != 0) {
     return ErrnoStatus(err, absl::StrCat(root, "/", relative));
   }
-  std::string data;
-  char buf[8192];
-  for (;;) {
-    ssize_t n = ::read(fd.get(), buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return ErrnoStatus(errno, absl::StrCat("read ", root, "/", relative));
-    }
-    if (n == 0) {
-      break;
-    }
-    data.append(buf, static_cast<size_t>(n));
-    if (data.size() > (16u << 20)) {
-      return absl::InvalidArgumentError(absl::StrCat(root, "/", relative, ": larger than 16 MiB"));
-    }
-  }
+  BERTH_ASSIGN_OR_RETURN(std::string data,
+                         ReadAll(fd.get(), absl::StrCat(root, "/", relative), 16u << 20));
   return std::vector<std::string>(absl::StrSplit(data, '\n', absl::SkipEmpty()));
 }
 
@@ -140,6 +124,17 @@ std::vector<Entry> ParseGroup(const std::vector<std::string>& lines) {
   return out;
 }
 
+// The first entry that matches, or nullptr (libc's getpwnam takes the first too).
+template <typename Pred>
+const Entry* Find(const std::vector<Entry>& entries, Pred pred) {
+  for (const Entry& e : entries) {
+    if (pred(e)) {
+      return &e;
+    }
+  }
+  return nullptr;
+}
+
 bool IsNumeric(absl::string_view s) {
   return !s.empty() && s.find_first_not_of("0123456789") == absl::string_view::npos;
 }
@@ -175,19 +170,9 @@ absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view rootfs_path, absl::st
   const Entry* pw = nullptr;
   if (IsNumeric(parts[0])) {
     BERTH_ASSIGN_OR_RETURN(out.uid, ParseId(parts[0], user));
-    for (const Entry& e : passwd) {
-      if (e.id == out.uid) {
-        pw = &e;
-        break;
-      }
-    }
+    pw = Find(passwd, [&](const Entry& e) { return e.id == out.uid; });
   } else {
-    for (const Entry& e : passwd) {
-      if (e.name == parts[0]) {
-        pw = &e;
-        break;
-      }
-    }
+    pw = Find(passwd, [&](const Entry& e) { return e.name == parts[0]; });
     if (pw == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("user \"", user, "\": no user named \"",
                                                      parts[0], "\" in the image's /etc/passwd"));
@@ -200,13 +185,7 @@ absl::StatusOr<ResolvedUser> ResolveUser(absl::string_view rootfs_path, absl::st
     if (IsNumeric(parts[1])) {
       BERTH_ASSIGN_OR_RETURN(out.gid, ParseId(parts[1], user));
     } else {
-      const Entry* gr = nullptr;
-      for (const Entry& e : groups) {
-        if (e.name == parts[1]) {
-          gr = &e;
-          break;
-        }
-      }
+      const Entry* gr = Find(groups, [&](const Entry& e) { return e.name == parts[1]; });
       if (gr == nullptr) {
         return absl::InvalidArgumentError(absl::StrCat("user \"", user, "\": no group named \"",
                                                        parts[1], "\" in the image's /etc/group"));
