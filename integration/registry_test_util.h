@@ -106,13 +106,18 @@ inline void ExpectPullable(RegistryClient& client, const std::string& host, cons
   }
 }
 
-// The first layer's descriptor, read from the layout.
-inline oci::Descriptor FirstLayer(const TestImage& image) {
+// The largest layer's descriptor (the one with /hello, ~300 KiB: many writes), read from the
+// layout.
+inline oci::Descriptor LargestLayer(const TestImage& image) {
   nlohmann::json manifest = nlohmann::json::parse(image.Blob(image.manifest_digest));
   oci::Descriptor desc;
-  desc.media_type = manifest["layers"][0]["mediaType"];
-  desc.digest = *Digest::Parse(manifest["layers"][0]["digest"].get<std::string>());
-  desc.size = manifest["layers"][0]["size"];
+  for (const nlohmann::json& layer : manifest["layers"]) {
+    if (layer["size"].get<int64_t>() > desc.size) {
+      desc.media_type = layer["mediaType"];
+      desc.digest = *Digest::Parse(layer["digest"].get<std::string>());
+      desc.size = layer["size"];
+    }
+  }
   return desc;
 }
 
