@@ -85,10 +85,10 @@ class RegistryClient {
   // index. With a digest in `ref`, that digest, checked against the registry's.
   virtual absl::StatusOr<Descriptor> Resolve(const Context& ctx, const Reference& ref) = 0;
 
-  // The manifest or index `desc` names in `ref`'s repository, verified and validated; its
-  // bytes exactly as served go to *raw when not null (what contentd stores).
+  // The manifest or index `desc` names in `ref`'s repository, verified against desc's digest
+  // and size and validated for desc's media type (the Content-Type when desc has none).
   struct Document {
-    std::string raw;
+    std::string raw;  // the bytes exactly as served (what contentd stores)
     std::string media_type;
     std::optional<Index> index;        // set for an index / manifest list
     std::optional<Manifest> manifest;  // set for a manifest
