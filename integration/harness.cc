@@ -191,7 +191,36 @@ int Contentd::Stop() { return process_.Stop(absl::Seconds(30)); }
 // ---------------------------------------------------------------------------------------------
 // Registry
 
-Registry::Registry(std::string dir) : dir_(std::move(dir)) {}
+Registry::Registry(std::string dir, Options options)
+    : dir_(std::move(dir)), options_(std::move(options)) {}
+
+std::string Registry::ConfigText() const {
+  std::string config = absl::StrCat(
+      "version: 0.1\n"
+      "log:\n"
+      "  level: info\n"
+      "storage:\n"
+      "  filesystem:\n"
+      "    rootdirectory: ", dir_, "/registry\n"
+      "  delete:\n"
+      "    enabled: true\n"
+      "http:\n"
+      "  addr: 127.0.0.1:", port_, "\n");
+  if (!options_.tls_cert.empty()) {
+    absl::StrAppend(&config, "  tls:\n    certificate: ", options_.tls_cert, "\n    key: ",
+                    options_.tls_key, "\n");
+  }
+  if (!options_.htpasswd.empty()) {
+    absl::StrAppend(&config, "auth:\n  htpasswd:\n    realm: berth-test\n    path: ",
+                    options_.htpasswd, "\n");
+  } else if (!options_.token_realm.empty()) {
+    absl::StrAppend(&config, "auth:\n  token:\n    realm: ", options_.token_realm,
+                    "\n    service: ", options_.token_service, "\n    issuer: ",
+                    options_.token_issuer, "\n    rootcertbundle: ",
+                    options_.token_rootcertbundle, "\n");
+  }
+  return config;
+}
 
 Registry::~Registry() { Stop(); }
 
@@ -205,17 +234,7 @@ absl::Status Registry::Start() {
   std::string last_log;
   for (int attempt = 0; attempt < 3; ++attempt) {
     port_ = testing::FreeTcpPort();
-    std::string config = absl::StrCat(
-        "version: 0.1\n"
-        "log:\n"
-        "  level: info\n"
-        "storage:\n"
-        "  filesystem:\n"
-        "    rootdirectory: ", dir_, "/registry\n"
-        "  delete:\n"
-        "    enabled: true\n"
-        "http:\n"
-        "  addr: 127.0.0.1:", port_, "\n");
+    std::string config = ConfigText();
     std::string config_path = dir_ + "/registry.yml";
     status = WriteTextFile(config_path, config);
     if (!status.ok()) {
@@ -228,12 +247,11 @@ absl::Status Registry::Start() {
           if (process_->TryReap()) {
             return true;
           }
-          int code = 0;
-          testing::RunCommand(
-              std::vector<std::string>{"curl", "-sf", "-o", "/dev/null",
-                                       absl::StrCat("http://", host(), "/v2/")},
-              &code);
-          return code == 0;
+          // Any HTTP answer will do: /v2/ is 401 behind auth.
+          std::string code = testing::RunCommand(std::vector<std::string>{
+              "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
+              absl::StrCat(options_.tls_cert.empty() ? "http://" : "https://", host(), "/v2/")});
+          return !code.empty() && code != "000";
         },
         absl::Seconds(20));
     if (ready && process_->running()) {
@@ -256,13 +274,15 @@ int Registry::Stop() {
 std::string Registry::ReadLog() const { return process_ ? process_->ReadLog() : std::string(); }
 
 absl::Status Registry::Push(const std::string& layout, const std::string& tag,
-                            const std::string& name) {
+                            const std::string& name, const std::string& credentials) {
+  std::vector<std::string> argv = {"skopeo", "copy", "--dest-tls-verify=false"};
+  if (!credentials.empty()) {
+    argv.push_back("--dest-creds=" + credentials);
+  }
+  argv.push_back(absl::StrCat("oci:", layout, ":", tag));
+  argv.push_back(absl::StrCat("docker://", host(), "/", name, ":", tag));
   int code = 0;
-  std::string out = testing::RunCommand(
-      std::vector<std::string>{"skopeo", "copy", "--dest-tls-verify=false",
-                               absl::StrCat("oci:", layout, ":", tag),
-                               absl::StrCat("docker://", host(), "/", name, ":", tag)},
-      &code);
+  std::string out = testing::RunCommand(argv, &code);
   if (code != 0) {
     return absl::InternalError(absl::StrCat("skopeo copy failed (", code, "): ", out));
   }

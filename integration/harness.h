@@ -104,10 +104,22 @@ class Contentd {
 };
 
 // A docker-registry (distribution 2.x) on 127.0.0.1:<free port>, storing on the filesystem under
-// `dir`.
+// `dir`; plain HTTP and anonymous unless the options say otherwise.
 class Registry {
  public:
-  explicit Registry(std::string dir);
+  struct Options {
+    std::string tls_cert;  // both set: HTTPS with this certificate
+    std::string tls_key;
+    std::string htpasswd;  // set: Basic auth against this htpasswd file (bcrypt entries)
+    // All set: token auth (`auth: token:`); the registry trusts JWTs signed by a key whose
+    // certificate is in `token_rootcertbundle` and issued by `token_issuer` for `token_service`.
+    std::string token_realm;
+    std::string token_service;
+    std::string token_issuer;
+    std::string token_rootcertbundle;
+  };
+  explicit Registry(std::string dir) : Registry(std::move(dir), Options()) {}
+  Registry(std::string dir, Options options);
   ~Registry();
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
@@ -121,11 +133,16 @@ class Registry {
   std::string host() const;
   std::string ReadLog() const;
 
-  // Pushes the OCI layout image `layout:tag` to `<host>/<name>:<tag>` with skopeo.
-  absl::Status Push(const std::string& layout, const std::string& tag, const std::string& name);
+  // Pushes the OCI layout image `layout:tag` to `<host>/<name>:<tag>` with skopeo (TLS not
+  // verified), with `credentials` ("user:password") when not empty.
+  absl::Status Push(const std::string& layout, const std::string& tag, const std::string& name,
+                    const std::string& credentials = "");
 
  private:
+  std::string ConfigText() const;
+
   std::string dir_;
+  Options options_;
   int port_ = 0;
   std::unique_ptr<testing::Process> process_;
 };

@@ -1,0 +1,297 @@
+#include "lib/images/registry_client.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "lib/base/status_macros.h"
+#include "lib/images/registry_auth.h"
+#include "lib/images/registry_http.h"
+
+namespace berth::images {
+namespace {
+
+std::string Scope(const Reference& ref) { return absl::StrCat("repository:", ref.path, ":pull"); }
+
+// The registry's own words for a failed request: the "errors" of distribution's error body
+// ("MANIFEST_UNKNOWN: manifest unknown"), else the start of the body, else the status line.
+std::string RegistryMessage(const HttpResponse& resp) {
+  nlohmann::json doc = nlohmann::json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
+  std::vector<std::string> parts;
+  if (doc.is_object() && doc.contains("errors") && doc["errors"].is_array()) {
+    for (const auto& error : doc["errors"]) {
+      if (!error.is_object()) {
+        continue;
+      }
+      std::string code = error.value("code", "");
+      std::string message = error.value("message", "");
+      parts.push_back(code.empty() ? message : absl::StrCat(code, ": ", message));
+    }
+  }
+  if (!parts.empty()) {
+    return absl::StrJoin(parts, "; ");
+  }
+  std::string body(absl::StripAsciiWhitespace(resp.body.substr(0, 200)));
+  return body.empty() ? absl::StrCat("HTTP ", resp.code) : absl::StrCat("HTTP ", resp.code, ": ", body);
+}
+
+absl::Status ErrorFromResponse(absl::string_view host, absl::string_view what,
+                               const HttpResponse& resp) {
+  std::string message = absl::StrCat("registry ", host, ": ", what, ": ", RegistryMessage(resp));
+  switch (resp.code) {
+    case 401:
+      return absl::UnauthenticatedError(message);
+    case 403:
+      return absl::PermissionDeniedError(message);
+    case 404:
+      return absl::NotFoundError(message);
+    case 400:
+    case 405:
+    case 416:
+      return absl::InvalidArgumentError(message);
+    case 429:
+      return absl::UnavailableError(message);
+    default:
+      return resp.code >= 500 ? absl::UnavailableError(message) : absl::UnknownError(message);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Digester>> DigesterFor(const Digest& digest) {
+  return Digester::Create(digest.algorithm());
+}
+
+class CurlRegistryClient : public RegistryClient {
+ public:
+  explicit CurlRegistryClient(RegistryClientOptions options) : http_(std::move(options)) {}
+
+  absl::StatusOr<Descriptor> Resolve(const Context& ctx, const Reference& ref) override;
+  absl::StatusOr<Document> FetchManifest(const Context& ctx, const Reference& ref,
+                                         const Descriptor& desc) override;
+  absl::Status FetchBlob(const Context& ctx, const Reference& ref, const oci::Descriptor& desc,
+                         int64_t offset, Digester* prefix, const BlobCallback& sink) override;
+
+ private:
+  HttpRequest ManifestRequest(const Reference& ref, absl::string_view object, bool head) const {
+    HttpRequest req;
+    req.host = ref.domain;
+    req.scope = Scope(ref);
+    req.url = absl::StrCat(http_.BaseUrl(ref.domain), ref.path, "/manifests/", object);
+    req.head = head;
+    req.headers.push_back(absl::StrCat("Accept: ", ManifestAcceptHeader()));
+    req.max_body = kMaxDocumentSize;
+    return req;
+  }
+
+  RegistryHttp http_;
+};
+
+absl::StatusOr<Descriptor> CurlRegistryClient::Resolve(const Context& ctx, const Reference& ref) {
+  const std::string object = ref.Object();
+  const std::string what = absl::StrCat("manifest ", ref.path, ":", object);
+  // HEAD first: the descriptor without the body. Registries that answer HEAD without a digest
+  // (or not at all) get a GET, which also brings the registry's message for an unknown tag.
+  BERTH_ASSIGN_OR_RETURN(HttpResponse head, http_.Do(ctx, ManifestRequest(ref, object, true)));
+  if (head.code == 200) {
+    absl::StatusOr<Digest> digest = Digest::Parse(head.Header("docker-content-digest"));
+    int64_t size = 0;
+    if (digest.ok() && absl::SimpleAtoi(head.Header("content-length"), &size) && size >= 0) {
+      if (!ref.digest.IsEmpty() && *digest != ref.digest) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("registry ", ref.domain, ": ", what, ": served as ", digest->ToString()));
+      }
+      Descriptor desc;
+      desc.media_type = std::string(head.Header("content-type"));
+      desc.digest = *digest;
+      desc.size = size;
+      return desc;
+    }
+  }
+  BERTH_ASSIGN_OR_RETURN(HttpResponse get, http_.Do(ctx, ManifestRequest(ref, object, false)));
+  if (get.code != 200) {
+    return ErrorFromResponse(ref.domain, what, get);
+  }
+  if (!get.write_status.ok()) {
+    return get.write_status;
+  }
+  Digest want = ref.digest;
+  absl::StatusOr<Digest> named = Digest::Parse(get.Header("docker-content-digest"));
+  if (want.IsEmpty() && named.ok()) {
+    want = *named;
+  }
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<Digester> digester,
+                         Digester::Create(want.IsEmpty() ? "sha256" : want.algorithm()));
+  digester->Update(get.body);
+  Digest got = digester->Sum();
+  if ((!want.IsEmpty() && got != want) || (named.ok() && *named != got &&
+                                           named->algorithm() == got.algorithm())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("registry ", ref.domain, ": ", what, ": content is ", got.ToString(),
+                     ", registry says ", named.ok() ? named->ToString() : want.ToString()));
+  }
+  Descriptor desc;
+  desc.media_type = std::string(get.Header("content-type"));
+  desc.digest = got;
+  desc.size = static_cast<int64_t>(get.body.size());
+  return desc;
+}
+
+absl::StatusOr<RegistryClient::Document> CurlRegistryClient::FetchManifest(
+    const Context& ctx, const Reference& ref, const Descriptor& desc) {
+  const std::string what = absl::StrCat("manifest ", ref.path, "@", desc.digest.ToString());
+  if (desc.size > kMaxDocumentSize) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", desc.size,
+                                                   " bytes, over the 4 MiB limit"));
+  }
+  HttpRequest req = ManifestRequest(ref, desc.digest.ToString(), false);
+  req.max_body = desc.size;
+  BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http_.Do(ctx, std::move(req)));
+  if (resp.code != 200) {
+    return ErrorFromResponse(ref.domain, what, resp);
+  }
+  if (!resp.write_status.ok()) {
+    return resp.write_status;
+  }
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<Digester> digester, DigesterFor(desc.digest));
+  digester->Update(resp.body);
+  if (digester->Sum() != desc.digest || static_cast<int64_t>(resp.body.size()) != desc.size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("registry ", ref.domain, ": ", what, ": content is ",
+                     digester->Sum().ToString(), " (", resp.body.size(), " bytes), expected ",
+                     desc.size, " bytes"));
+  }
+  Document doc;
+  doc.media_type =
+      desc.media_type.empty() ? std::string(resp.Header("content-type")) : desc.media_type;
+  if (IsIndexType(doc.media_type)) {
+    BERTH_ASSIGN_OR_RETURN(Index index, ParseIndex(resp.body, doc.media_type));
+    doc.index = std::move(index);
+  } else if (IsManifestType(doc.media_type)) {
+    BERTH_ASSIGN_OR_RETURN(Manifest manifest, ParseManifest(resp.body, doc.media_type));
+    doc.manifest = std::move(manifest);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("registry ", ref.domain, ": ", what, ": unsupported media type \"",
+                     doc.media_type, "\""));
+  }
+  doc.raw = std::move(resp.body);
+  return doc;
+}
+
+absl::Status CurlRegistryClient::FetchBlob(const Context& ctx, const Reference& ref,
+                                           const oci::Descriptor& desc, int64_t offset,
+                                           Digester* prefix, const BlobCallback& sink) {
+  const std::string what = absl::StrCat("blob ", ref.path, "@", desc.digest.ToString());
+  if (offset < 0 || offset > desc.size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": offset ", offset, " outside its ", desc.size, " bytes"));
+  }
+  std::unique_ptr<Digester> own;
+  Digester* digester = prefix;
+  if (offset == 0) {
+    BERTH_ASSIGN_OR_RETURN(own, DigesterFor(desc.digest));
+    digester = own.get();
+  }
+  int64_t pos = offset;
+  for (int attempt = 1; pos < desc.size || (pos == 0 && desc.size == 0); ++attempt) {
+    int64_t skip = 0;  // bytes of a 200 (Range ignored) that we already have
+    HttpRequest req;
+    req.host = ref.domain;
+    req.scope = Scope(ref);
+    req.url = absl::StrCat(http_.BaseUrl(ref.domain), ref.path, "/blobs/", desc.digest.ToString());
+    if (pos > 0) {
+      req.headers.push_back(absl::StrCat("Range: bytes=", pos, "-"));
+    }
+    req.on_start = [&](const HttpResponse& resp) -> absl::Status {
+      int64_t length = -1;
+      bool has_length = absl::SimpleAtoi(resp.Header("content-length"), &length);
+      if (resp.code == 206) {
+        int64_t start = -1;
+        absl::string_view range = resp.Header("content-range");
+        absl::ConsumePrefix(&range, "bytes ");
+        if (!absl::SimpleAtoi(range.substr(0, range.find('-')), &start) || start != pos) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(what, ": asked for bytes from ", pos, ", got \"", range, "\""));
+        }
+      } else {
+        skip = pos;
+      }
+      if (has_length && length - skip > desc.size - pos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "registry ", ref.domain, ": ", what, ": ", length - skip + pos,
+            " bytes is larger than the descriptor's ", desc.size));
+      }
+      return absl::OkStatus();
+    };
+    req.on_data = [&](absl::string_view data) -> absl::Status {
+      if (skip > 0) {
+        size_t n = static_cast<size_t>(std::min<int64_t>(skip, data.size()));
+        data.remove_prefix(n);
+        skip -= static_cast<int64_t>(n);
+      }
+      if (pos + static_cast<int64_t>(data.size()) > desc.size) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("registry ", ref.domain, ": ", what,
+                         ": larger than the descriptor's ", desc.size, " bytes"));
+      }
+      if (data.empty()) {
+        return absl::OkStatus();
+      }
+      if (digester != nullptr) {
+        digester->Update(data);
+      }
+      pos += static_cast<int64_t>(data.size());
+      return sink(data);
+    };
+    BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http_.Do(ctx, std::move(req)));
+    if (resp.code != 200 && resp.code != 206) {
+      return ErrorFromResponse(ref.domain, what, resp);
+    }
+    if (!resp.write_status.ok()) {
+      return resp.write_status;
+    }
+    if (resp.transfer_ok || desc.size == 0) {
+      break;
+    }
+    // Dropped mid-blob: resume from what arrived.
+    if (attempt >= http_.max_attempts()) {
+      return absl::UnavailableError(absl::StrCat("registry ", ref.domain, ": ", what,
+                                                 ": connection dropped at byte ", pos, " (",
+                                                 resp.transfer_error, ")"));
+    }
+    BERTH_RETURN_IF_ERROR(http_.Backoff(ctx, attempt));
+  }
+  if (pos != desc.size) {
+    return absl::InvalidArgumentError(absl::StrCat("registry ", ref.domain, ": ", what, ": got ",
+                                                   pos, " of ", desc.size, " bytes"));
+  }
+  if (digester != nullptr && digester->Sum() != desc.digest) {
+    return absl::InvalidArgumentError(absl::StrCat("registry ", ref.domain, ": ", what,
+                                                   ": content is ", digester->Sum().ToString()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string ManifestAcceptHeader() {
+  return absl::StrJoin({kOciIndex, kOciManifest, kDockerManifestList, kDockerManifest}, ", ");
+}
+
+std::unique_ptr<RegistryClient> RegistryClient::Create(RegistryClientOptions options) {
+  return std::make_unique<CurlRegistryClient>(std::move(options));
+}
+
+}  // namespace berth::images

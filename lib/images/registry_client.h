@@ -1,0 +1,118 @@
+#pragma once
+
+// A registry client, read side, after the OCI distribution spec (v1.1) and docker's token
+// auth: resolve a reference to a descriptor, fetch manifests and indexes, stream blobs.
+//
+// Terms: a registry `host` is a Reference's domain ("127.0.0.1:5000", "ghcr.io"; docker.io is
+// reached at registry-1.docker.io). A `scope` is "repository:<path>:pull".
+//
+// What it promises:
+// - Resolve negotiates the manifest type (Accept: OCI index, OCI manifest, Docker list, Docker
+//   manifest), asks with HEAD first and falls back to GET; a digest the registry names
+//   (Docker-Content-Digest) must agree with the reference's digest and, when the bytes were
+//   read, with the bytes.
+// - FetchManifest refuses a document over 4 MiB (kMaxDocumentSize) or over its descriptor's
+//   size before reading further, checks the bytes against the descriptor's digest, and
+//   validates them with ParseIndex / ParseManifest (lib/images/oci.h).
+// - FetchBlob streams into a callback and checks, while streaming, that the registry sends no
+//   more than the descriptor's size (the transfer is cut at the first byte too many); at the end
+//   that the size and the digest match. A connection dropped mid-blob is resumed with Range.
+// - Requests answered 429 or 5xx, and connections that fail or drop, are retried with
+//   exponential backoff, at most `max_attempts` times in all.
+// - Auth: anonymous; Basic when the registry challenges with it and the host has credentials;
+//   Bearer tokens fetched from the challenge's realm (anonymously or with the host's
+//   credentials) and cached per (host, scope) until they expire.
+//
+// Errors: NotFound carrying the registry's message (unknown tag, manifest or blob);
+// Unauthenticated (no or wrong credentials) and PermissionDenied (credentials without access),
+// naming the registry; InvalidArgument for a digest or size mismatch, an oversized or invalid
+// document; Unavailable for a registry that cannot be reached, fails TLS verification, or keeps
+// answering 5xx/429; the Context's Cancelled / DeadlineExceeded when the caller stops waiting.
+//
+// Thread-safe: calls may run concurrently (each uses its own curl handle; handles are pooled
+// so connections are reused).
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "lib/base/byte_stream.h"
+#include "lib/base/context.h"
+#include "lib/base/digest.h"
+#include "lib/images/oci.h"
+#include "lib/images/reference.h"
+
+namespace berth::images {
+
+// How to reach one registry host (containerd's hosts.toml entries, read by a later slice).
+struct RegistryHostConfig {
+  bool plain_http = false;   // http:// instead of https://
+  bool skip_verify = false;  // TLS without checking the server's certificate or name
+  std::string ca_file;       // PEM CA(s) trusted for this host, besides the system's
+  std::string client_cert;   // PEM client certificate and key, both or neither
+  std::string client_key;
+  std::string username;      // credentials for Basic auth and for the token server
+  std::string password;
+};
+
+struct RegistryClientOptions {
+  // By host ("127.0.0.1:5000"); a host not listed gets the defaults (https, system CAs,
+  // anonymous).
+  std::map<std::string, RegistryHostConfig> hosts;
+  int max_attempts = 4;  // per request, first try included
+  absl::Duration initial_backoff = absl::Milliseconds(200);
+  absl::Duration max_backoff = absl::Seconds(5);
+  absl::Duration connect_timeout = absl::Seconds(15);
+  std::string user_agent = "berth";
+};
+
+// Called with each piece of a blob in order; an error stops the transfer and is returned.
+using BlobCallback = std::function<absl::Status(absl::string_view data)>;
+
+class RegistryClient {
+ public:
+  static std::unique_ptr<RegistryClient> Create(RegistryClientOptions options);
+  virtual ~RegistryClient() = default;
+
+  // The descriptor `ref` names: media type (Content-Type), digest and size of its manifest or
+  // index. With a digest in `ref`, that digest, checked against the registry's.
+  virtual absl::StatusOr<Descriptor> Resolve(const Context& ctx, const Reference& ref) = 0;
+
+  // The manifest or index `desc` names in `ref`'s repository, verified against desc's digest
+  // and size and validated for desc's media type (the Content-Type when desc has none).
+  struct Document {
+    std::string raw;  // the bytes exactly as served (what contentd stores)
+    std::string media_type;
+    std::optional<Index> index;        // set for an index / manifest list
+    std::optional<Manifest> manifest;  // set for a manifest
+  };
+  virtual absl::StatusOr<Document> FetchManifest(const Context& ctx, const Reference& ref,
+                                                 const Descriptor& desc) = 0;
+
+  // Streams the blob `desc` names, from byte `offset` on, into `sink`.
+  // With offset 0 the whole stream is checked against desc's size and digest. With offset > 0
+  // (resuming what a store already holds) the size is checked, and the digest too when
+  // `prefix` is a Digester already fed the first `offset` bytes; without it the digest is left
+  // to the store the bytes go to (contentd checks at commit). `prefix` is used and advanced.
+  virtual absl::Status FetchBlob(const Context& ctx, const Reference& ref,
+                                 const oci::Descriptor& desc, int64_t offset, Digester* prefix,
+                                 const BlobCallback& sink) = 0;
+  // The same into a ByteSink; the sink is not closed.
+  absl::Status FetchBlob(const Context& ctx, const Reference& ref, const oci::Descriptor& desc,
+                         ByteSink* sink, int64_t offset = 0, Digester* prefix = nullptr) {
+    return FetchBlob(ctx, ref, desc, offset, prefix,
+                     [sink](absl::string_view data) { return sink->Write(data); });
+  }
+};
+
+// The Accept header Resolve and FetchManifest send.
+std::string ManifestAcceptHeader();
+
+}  // namespace berth::images

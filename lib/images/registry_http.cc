@@ -1,0 +1,370 @@
+#include "lib/images/registry_http.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "lib/base/logging.h"
+#include "lib/base/status_macros.h"
+
+namespace berth::images {
+namespace {
+
+constexpr int64_t kMaxErrorBody = 64 * 1024;
+
+// The state one transfer's callbacks share.
+struct Transfer {
+  CURL* curl;
+  const HttpRequest* req;
+  const Context* ctx;
+  HttpResponse* resp;
+  bool started = false;
+  bool success = false;  // a 2xx whose body is wanted
+};
+
+size_t OnHeader(char* data, size_t size, size_t count, void* arg) {
+  auto* t = static_cast<Transfer*>(arg);
+  absl::string_view line(data, size * count);
+  line = absl::StripTrailingAsciiWhitespace(line);
+  if (absl::StartsWith(line, "HTTP/")) {
+    t->resp->headers.clear();  // a new response (after a redirect or a 100 Continue)
+  } else if (size_t colon = line.find(':'); colon != absl::string_view::npos) {
+    t->resp->headers[absl::AsciiStrToLower(line.substr(0, colon))] =
+        std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+  }
+  return size * count;
+}
+
+// Sets write_status (cutting the transfer) and reports whether the data may be taken.
+bool Refuse(Transfer* t, absl::Status status) {
+  t->resp->write_status = std::move(status);
+  return false;
+}
+
+bool StartBody(Transfer* t) {
+  t->started = true;
+  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &t->resp->code);
+  t->success = t->resp->code >= 200 && t->resp->code < 300;
+  if (!t->success) {
+    return true;
+  }
+  if (t->req->on_start) {
+    absl::Status status = t->req->on_start(*t->resp);
+    if (!status.ok()) {
+      return Refuse(t, std::move(status));
+    }
+  } else if (!t->req->on_data) {
+    int64_t length = 0;
+    if (absl::SimpleAtoi(t->resp->Header("content-length"), &length) &&
+        length > t->req->max_body) {
+      return Refuse(t, absl::InvalidArgumentError(absl::StrCat(
+                           t->req->url, ": ", length, " bytes, over the limit of ",
+                           t->req->max_body)));
+    }
+  }
+  return true;
+}
+
+size_t OnBody(char* data, size_t size, size_t count, void* arg) {
+  auto* t = static_cast<Transfer*>(arg);
+  size_t n = size * count;
+  if (!t->started && !StartBody(t)) {
+    return 0;
+  }
+  if (!t->success || !t->req->on_data) {
+    int64_t limit = t->success ? t->req->max_body : kMaxErrorBody;
+    if (static_cast<int64_t>(t->resp->body.size() + n) > limit) {
+      if (!t->success) {
+        return n;  // an error body: keep its start, drop the rest
+      }
+      return Refuse(t, absl::InvalidArgumentError(absl::StrCat(
+                           t->req->url, ": more than the limit of ", limit, " bytes")))
+                 ? n
+                 : 0;
+    }
+    t->resp->body.append(data, n);
+    return n;
+  }
+  absl::Status status = t->req->on_data(absl::string_view(data, n));
+  if (!status.ok()) {
+    return Refuse(t, std::move(status)) ? n : 0;
+  }
+  t->resp->streamed += static_cast<int64_t>(n);
+  return n;
+}
+
+int OnProgress(void* arg, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* t = static_cast<Transfer*>(arg);
+  return t->ctx->Alive().ok() ? 0 : 1;
+}
+
+bool IsTlsError(CURLcode code) {
+  switch (code) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string BasicAuthorization(const RegistryHostConfig& config) {
+  return absl::StrCat("Basic ", absl::Base64Escape(
+                                    absl::StrCat(config.username, ":", config.password)));
+}
+
+}  // namespace
+
+RegistryHttp::RegistryHttp(RegistryClientOptions options) : options_(std::move(options)) {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+RegistryHttp::~RegistryHttp() {
+  absl::MutexLock lock(&mu_);
+  for (CURL* curl : idle_) {
+    curl_easy_cleanup(curl);
+  }
+}
+
+const RegistryHostConfig& RegistryHttp::HostConfig(absl::string_view host) const {
+  auto it = options_.hosts.find(std::string(host));
+  return it == options_.hosts.end() ? default_host_ : it->second;
+}
+
+std::string RegistryHttp::BaseUrl(absl::string_view host) const {
+  absl::string_view api_host = host == kDockerHubDomain ? "registry-1.docker.io" : host;
+  return absl::StrCat(HostConfig(host).plain_http ? "http://" : "https://", api_host, "/v2/");
+}
+
+CURL* RegistryHttp::Acquire() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!idle_.empty()) {
+      CURL* curl = idle_.back();
+      idle_.pop_back();
+      curl_easy_reset(curl);  // keeps the handle's connection cache
+      return curl;
+    }
+  }
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) {
+    BERTH_LOG(Error) << "curl_easy_init failed (out of memory)";
+    std::abort();
+  }
+  return curl;
+}
+
+void RegistryHttp::Release(CURL* curl) {
+  absl::MutexLock lock(&mu_);
+  idle_.push_back(curl);
+}
+
+HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
+                                   const std::string& authorization,
+                                   const RegistryHostConfig& config) {
+  HttpResponse resp;
+  CURL* curl = Acquire();
+  Transfer t{curl, &req, &ctx, &resp};
+  curl_slist* headers = nullptr;
+  for (const std::string& header : req.headers) {
+    headers = curl_slist_append(headers, header.c_str());
+  }
+  std::string auth_header = absl::StrCat("Authorization: ", authorization);
+  if (!authorization.empty()) {
+    headers = curl_slist_append(headers, auth_header.c_str());
+  }
+  curl_easy_setopt(curl, CURLOPT_URL, req.url.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, options_.user_agent.c_str());
+  curl_easy_setopt(curl, CURLOPT_NOBODY, req.head ? 1L : 0L);
+  // Blob GETs may redirect to storage; curl drops our Authorization on another host.
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 5L);
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                   static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
+  // A transfer that stalls (under 1 byte/s for 30 s) counts as dropped.
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 30L);
+  if (ctx.deadline != absl::InfiniteFuture()) {
+    int64_t left = std::max<int64_t>(1, absl::ToInt64Milliseconds(ctx.deadline - absl::Now()));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(left));
+  }
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnBody);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
+  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
+  if (config.skip_verify) {
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+  } else if (!config.ca_file.empty()) {
+    // The host's CA file, and the system's CAs beside it (OpenSSL reads both).
+    curl_easy_setopt(curl, CURLOPT_CAINFO, config.ca_file.c_str());
+    curl_easy_setopt(curl, CURLOPT_CAPATH, "/etc/ssl/certs");
+  }
+  if (!config.client_cert.empty()) {
+    curl_easy_setopt(curl, CURLOPT_SSLCERT, config.client_cert.c_str());
+    curl_easy_setopt(curl, CURLOPT_SSLKEY, config.client_key.c_str());
+  }
+  char error[CURL_ERROR_SIZE] = {0};
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
+  resp.curl_code = curl_easy_perform(curl);
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.code);
+  resp.transfer_ok = resp.curl_code == CURLE_OK;
+  if (!resp.transfer_ok) {
+    resp.transfer_error = error[0] != '\0' ? error : curl_easy_strerror(resp.curl_code);
+  }
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
+  curl_slist_free_all(headers);
+  Release(curl);
+  return resp;
+}
+
+std::string RegistryHttp::Authorization(const HttpRequest& req) const {
+  std::string token = tokens_.Lookup(req.host, req.scope, absl::Now());
+  if (!token.empty()) {
+    return absl::StrCat("Bearer ", token);
+  }
+  absl::MutexLock lock(&mu_);
+  if (basic_hosts_.count(req.host) != 0) {
+    return BasicAuthorization(HostConfig(req.host));
+  }
+  return std::string();
+}
+
+absl::Status RegistryHttp::Authenticate(const Context& ctx, const HttpRequest& req,
+                                        const HttpResponse& challenge_resp) {
+  const RegistryHostConfig& config = HostConfig(req.host);
+  const bool has_credentials = !config.username.empty() || !config.password.empty();
+  absl::StatusOr<AuthChallenge> challenge =
+      ParseAuthChallenge(challenge_resp.Header("www-authenticate"));
+  if (!challenge.ok()) {
+    return absl::UnauthenticatedError(absl::StrCat("registry ", req.host,
+                                                   ": authentication required: ",
+                                                   challenge.status().message()));
+  }
+  if (challenge->scheme == "basic") {
+    if (!has_credentials) {
+      return absl::UnauthenticatedError(
+          absl::StrCat("registry ", req.host, ": requires credentials (Basic auth)"));
+    }
+    absl::MutexLock lock(&mu_);
+    basic_hosts_.insert(req.host);
+    return absl::OkStatus();
+  }
+  if (challenge->scheme != "bearer") {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "registry ", req.host, ": unsupported auth scheme \"", challenge->scheme, "\""));
+  }
+  const std::string& realm = challenge->params["realm"];
+  std::string scope = challenge->params.count("scope") != 0 ? challenge->params["scope"]
+                                                             : req.scope;
+  HttpRequest token_req;
+  token_req.host = req.host;
+  token_req.max_body = 1 << 20;
+  token_req.url = absl::StrCat(realm, absl::StrContains(realm, '?') ? "&" : "?");
+  char* service = curl_easy_escape(nullptr, challenge->params["service"].c_str(), 0);
+  char* escaped_scope = curl_easy_escape(nullptr, scope.c_str(), 0);
+  absl::StrAppend(&token_req.url, "service=", service, "&scope=", escaped_scope);
+  curl_free(service);
+  curl_free(escaped_scope);
+  HttpResponse resp = Perform(ctx, token_req, has_credentials ? BasicAuthorization(config) : "",
+                              config);
+  if (!resp.transfer_ok) {
+    return absl::UnavailableError(absl::StrCat("registry ", req.host, ": token server ", realm,
+                                               ": ", resp.transfer_error));
+  }
+  if (resp.code == 401 || resp.code == 403) {
+    std::string who = has_credentials ? absl::StrCat("user \"", config.username, "\"")
+                                      : std::string("anonymous access");
+    return absl::UnauthenticatedError(absl::StrCat("registry ", req.host, ": token server ",
+                                                   realm, " refused ", who, " (HTTP ",
+                                                   resp.code, ")"));
+  }
+  if (resp.code != 200) {
+    return absl::UnavailableError(absl::StrCat("registry ", req.host, ": token server ", realm,
+                                               " answered HTTP ", resp.code));
+  }
+  absl::StatusOr<BearerToken> token = ParseTokenResponse(resp.body, absl::Now());
+  if (!token.ok()) {
+    return absl::UnauthenticatedError(absl::StrCat("registry ", req.host, ": token server ",
+                                                   realm, ": ", token.status().message()));
+  }
+  tokens_.Store(req.host, req.scope, *std::move(token));
+  return absl::OkStatus();
+}
+
+absl::Status RegistryHttp::Backoff(const Context& ctx, int attempt) const {
+  absl::Duration delay = options_.initial_backoff;
+  for (int i = 1; i < attempt && delay < options_.max_backoff; ++i) {
+    delay *= 2;
+  }
+  delay = std::min(delay, options_.max_backoff);
+  absl::SleepFor(std::min(delay, ctx.deadline - absl::Now()));
+  return ctx.Alive();
+}
+
+absl::StatusOr<HttpResponse> RegistryHttp::Do(const Context& ctx, HttpRequest req) {
+  const RegistryHostConfig& config = HostConfig(req.host);
+  bool authenticated = false;
+  for (int attempt = 1;; ++attempt) {
+    BERTH_RETURN_IF_ERROR(ctx.Alive());
+    HttpResponse resp = Perform(ctx, req, Authorization(req), config);
+    if (!resp.write_status.ok() || (resp.transfer_ok && resp.code == 401 && authenticated)) {
+      return resp;
+    }
+    if (!resp.transfer_ok) {
+      if (resp.curl_code == CURLE_ABORTED_BY_CALLBACK) {
+        BERTH_RETURN_IF_ERROR(ctx.Alive());
+      }
+      if (IsTlsError(resp.curl_code)) {
+        return absl::UnavailableError(
+            absl::StrCat("registry ", req.host, ": TLS: ", resp.transfer_error));
+      }
+      if (resp.streamed > 0) {
+        return resp;  // the caller resumes from what it received
+      }
+      if (attempt >= options_.max_attempts) {
+        return absl::UnavailableError(absl::StrCat("registry ", req.host, ": ",
+                                                   resp.transfer_error, " (after ", attempt,
+                                                   " attempts)"));
+      }
+      BERTH_RETURN_IF_ERROR(Backoff(ctx, attempt));
+      continue;
+    }
+    if (resp.code == 401) {
+      tokens_.Forget(req.host, req.scope);
+      BERTH_RETURN_IF_ERROR(Authenticate(ctx, req, resp));
+      authenticated = true;
+      --attempt;  // the challenge is not a failure
+      continue;
+    }
+    if ((resp.code == 429 || resp.code >= 500) && attempt < options_.max_attempts) {
+      BERTH_RETURN_IF_ERROR(Backoff(ctx, attempt));
+      continue;
+    }
+    return resp;
+  }
+}
+
+}  // namespace berth::images
