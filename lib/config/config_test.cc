@@ -406,7 +406,8 @@ TEST_F(ConfigTest, ShippedConfigsParse) {
     std::vector<std::string> peers;
   };
   for (const Shipped& d : {Shipped{"contentd", {}}, Shipped{"snapshotd", {"contentd"}},
-                           Shipped{"eventd", {}}, Shipped{"imaged", {"contentd", "snapshotd"}}}) {
+                           Shipped{"eventd", {}}, Shipped{"imaged", {"contentd", "snapshotd"}},
+                           Shipped{"execd", {}}}) {
     std::string path = berth::testing::SourcePath(absl::StrCat("deploy/config/", d.daemon, ".toml"));
     DaemonConfig cfg(d.daemon, d.peers);
     std::vector<std::string> args = {d.daemon, "--config", path};
