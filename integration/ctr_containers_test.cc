@@ -1,0 +1,274 @@
+// containerd's own `ctr containers ls|info|label|rm`, pointed straight at execd's socket (the
+// real binary), and the events execd publishes for them on a real nats-server.
+//
+// Records are seeded with GrpcContainerStore: `ctr containers create` cannot make one against
+// execd alone. ctr's create goes through the Go client's NewContainer, whose first call is
+// Leases.Create on the same socket (client.WithLease), and execd serves no Leases service, so
+// ctr stops with "not implemented" before it sends the record (CreateNeedsLeases pins that).
+// With an image instead of --rootfs it would also need the Images, Content and Snapshots
+// services (imaged, contentd, snapshotd).
+
+#include <nats/nats.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "containerd/events/container.pb.h"
+#include "containerd/services/events/v1/events.pb.h"
+#include "integration/harness.h"
+#include "lib/base/grpc_client.h"
+#include "lib/base/posix.h"
+#include "lib/containers/grpc_container_store.h"
+#include "lib/testing/testing.h"
+
+namespace berth::integration {
+namespace {
+
+using ::berth::testing::NatsServer;
+using ::berth::testing::TempDir;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr char kNamespace[] = "ctr-containers-test";
+constexpr char kSpecType[] = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+constexpr char kSpec[] =
+    R"({"ociVersion":"1.0.2","process":{"args":["sh","-c","echo hi"],"cwd":"/"},)"
+    R"("root":{"path":"rootfs"},"hostname":"web-host"})";
+
+std::vector<std::string> Lines(const std::string& output) {
+  std::vector<std::string> lines;
+  for (absl::string_view line : absl::StrSplit(output, '\n', absl::SkipEmpty())) {
+    lines.emplace_back(absl::StripAsciiWhitespace(line));
+  }
+  return lines;
+}
+
+// `ctr containers label` prints the labels as k=v joined by ',' in Go's map order.
+std::set<std::string> LabelSet(const std::string& output) {
+  std::set<std::string> labels;
+  for (absl::string_view label :
+       absl::StrSplit(absl::StripAsciiWhitespace(output), ',', absl::SkipEmpty())) {
+    labels.emplace(label);
+  }
+  return labels;
+}
+
+// A core NATS subscription on one namespace's container events, read synchronously.
+class ContainerEvents {
+ public:
+  explicit ContainerEvents(const std::string& url) {
+    EXPECT_EQ(natsConnection_ConnectTo(&nc_, url.c_str()), NATS_OK);
+    EXPECT_EQ(natsConnection_SubscribeSync(
+                  &sub_, nc_, absl::StrCat("berth.events.", kNamespace, ".containers.>").c_str()),
+              NATS_OK);
+    EXPECT_EQ(natsConnection_Flush(nc_), NATS_OK);
+  }
+  ~ContainerEvents() {
+    natsSubscription_Destroy(sub_);
+    natsConnection_Destroy(nc_);
+  }
+  ContainerEvents(const ContainerEvents&) = delete;
+  ContainerEvents& operator=(const ContainerEvents&) = delete;
+
+  // The next event within 10 s (subject and envelope), or a failure.
+  bool Next(std::string* subject, containerd::services::events::v1::Envelope* envelope) {
+    natsMsg* msg = nullptr;
+    natsStatus s = natsSubscription_NextMsg(&msg, sub_, 10000);
+    if (s != NATS_OK) {
+      ADD_FAILURE() << "no event within 10 s: " << natsStatus_GetText(s);
+      return false;
+    }
+    *subject = natsMsg_GetSubject(msg);
+    bool parsed = envelope->ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+    natsMsg_Destroy(msg);
+    EXPECT_TRUE(parsed);
+    return parsed;
+  }
+
+ private:
+  natsConnection* nc_ = nullptr;
+  natsSubscription* sub_ = nullptr;
+};
+
+class CtrContainersTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(execd_
+                    .StartServing("execd",
+                                  {testing::BinaryPath("services/execd/execd"), "--root",
+                                   dir_.Join("execd-root"), "--state", dir_.Join("execd-state"),
+                                   "--address", address_, "--nats-url", nats_.url(),
+                                   "--log-level", "debug"},
+                                  address_)
+                    .ok())
+        << execd_.ReadLog();
+    store_ = std::make_unique<containers::GrpcContainerStore>(Dial(address_));
+  }
+
+  containers::Container Seed(const std::string& id, const LabelMap& labels = {},
+                             const std::string& runtime = "io.containerd.runc.v2") {
+    containers::Container c;
+    c.id = id;
+    c.labels = labels;
+    c.image = "docker.io/library/alpine:3.19";
+    c.runtime.name = runtime;
+    c.spec = containers::Any{kSpecType, kSpec};
+    absl::StatusOr<containers::Container> created = store_->Create(ctx_, c);
+    EXPECT_TRUE(created.ok()) << created.status();
+    return created.ok() ? *created : c;
+  }
+
+  CommandResult Ctr(const std::vector<std::string>& args) {
+    return integration::Ctr(address_, kNamespace, args);
+  }
+
+  TempDir dir_;
+  NatsServer nats_;
+  std::string address_ = dir_.Join("execd.sock");
+  DaemonProcess execd_{dir_.path()};
+  std::unique_ptr<containers::GrpcContainerStore> store_;
+  const Context ctx_{kNamespace, ""};
+};
+
+TEST_F(CtrContainersTest, LsListsRecordsAndAppliesFilters) {
+  Seed("web", {{"env", "prod"}});
+  Seed("db", {{"env", "dev"}}, "io.containerd.runsc.v1");
+  Seed("cache");
+
+  CommandResult ls = Ctr({"containers", "ls", "-q"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.output;
+  EXPECT_THAT(Lines(ls.output), ElementsAre("cache", "db", "web"));
+  ls = Ctr({"containers", "ls", "-q", "labels.env==prod"});
+  EXPECT_THAT(Lines(ls.output), ElementsAre("web")) << ls.output;
+  ls = Ctr({"containers", "ls", "-q", "runtime.name~=runsc"});
+  EXPECT_THAT(Lines(ls.output), ElementsAre("db")) << ls.output;
+  ls = Ctr({"containers", "ls", "-q", "id==cache", "labels.env!=dev,labels.env"});
+  EXPECT_THAT(Lines(ls.output), ElementsAre("cache", "web")) << ls.output;
+  ls = Ctr({"containers", "ls", "-q", "id=="});
+  EXPECT_NE(ls.exit_code, 0) << "a malformed filter is refused: " << ls.output;
+
+  ls = Ctr({"containers", "ls", "labels.env==prod"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.output;
+  ASSERT_EQ(Lines(ls.output).size(), 2u) << ls.output;
+  EXPECT_THAT(Lines(ls.output)[1], ::testing::MatchesRegex(
+                                       "web +docker.io/library/alpine:3.19 +io.containerd.runc.v2"));
+  ls = integration::Ctr(address_, "other", {"containers", "ls", "-q"});
+  EXPECT_EQ(ls.exit_code, 0) << ls.output;
+  EXPECT_THAT(Lines(ls.output), ::testing::IsEmpty());
+}
+
+TEST_F(CtrContainersTest, InfoShowsTheRecordAndTheSpecAsSent) {
+  Seed("web", {{"env", "prod"}});
+  CommandResult info = Ctr({"containers", "info", "web"});
+  ASSERT_EQ(info.exit_code, 0) << info.output;
+  EXPECT_THAT(info.output, HasSubstr(R"("ID": "web")"));
+  EXPECT_THAT(info.output, HasSubstr(R"("env": "prod")"));
+  EXPECT_THAT(info.output, HasSubstr(R"("Name": "io.containerd.runc.v2")"));
+  EXPECT_THAT(info.output, HasSubstr(R"("hostname": "web-host")"));
+  info = Ctr({"containers", "info", "--spec", "web"});
+  ASSERT_EQ(info.exit_code, 0) << info.output;
+  EXPECT_THAT(info.output, HasSubstr(R"("ociVersion": "1.0.2")"));
+  EXPECT_THAT(info.output, HasSubstr(R"("echo hi")"));
+
+  info = Ctr({"containers", "info", "missing"});
+  EXPECT_NE(info.exit_code, 0);
+  EXPECT_THAT(info.output, HasSubstr("not found"));
+}
+
+TEST_F(CtrContainersTest, LabelSetsAndClears) {
+  Seed("web", {{"keep", "1"}});
+  CommandResult label = Ctr({"containers", "label", "web", "x=1", "y=2"});
+  ASSERT_EQ(label.exit_code, 0) << label.output;
+  EXPECT_EQ(LabelSet(label.output), (std::set<std::string>{"keep=1", "x=1", "y=2"}));
+  label = Ctr({"containers", "label", "web", "x="});
+  ASSERT_EQ(label.exit_code, 0) << label.output;
+  EXPECT_EQ(LabelSet(label.output), (std::set<std::string>{"keep=1", "y=2"}));
+  EXPECT_EQ(store_->Get(ctx_, "web")->labels, (LabelMap{{"keep", "1"}, {"y", "2"}}));
+
+  label = Ctr({"containers", "label", "missing", "x=1"});
+  EXPECT_NE(label.exit_code, 0);
+  EXPECT_THAT(label.output, HasSubstr("not found"));
+}
+
+TEST_F(CtrContainersTest, RmDeletesRecords) {
+  Seed("a");
+  Seed("b");
+  Seed("c");
+  // ctr asks the Tasks service for the container's task first; execd serves none yet, and ctr
+  // takes any error there as "no task" and deletes the record.
+  CommandResult rm = Ctr({"containers", "rm", "a", "b"});
+  EXPECT_EQ(rm.exit_code, 0) << rm.output;
+  EXPECT_THAT(Lines(Ctr({"containers", "ls", "-q"}).output), ElementsAre("c"));
+  rm = Ctr({"containers", "rm", "missing"});
+  EXPECT_NE(rm.exit_code, 0);
+  EXPECT_THAT(rm.output, HasSubstr("not found"));
+}
+
+TEST_F(CtrContainersTest, RmOfARecordWithASnapshotNeedsTheSnapshotter) {
+  containers::Container c = Seed("web");
+  c.snapshotter = "overlayfs";
+  c.snapshot_key = "web-rootfs";
+  ASSERT_TRUE(store_->Delete(ctx_, "web").ok());
+  ASSERT_TRUE(store_->Create(ctx_, c).ok());
+  // Without --keep-snapshot ctr first removes the snapshot through the Snapshots service on
+  // the same socket, which is snapshotd's, not execd's: ctr stops and the record stays.
+  CommandResult rm = Ctr({"containers", "rm", "web"});
+  EXPECT_NE(rm.exit_code, 0) << rm.output;
+  EXPECT_THAT(rm.output, HasSubstr("not implemented"));
+  EXPECT_TRUE(store_->Get(ctx_, "web").ok());
+  rm = Ctr({"containers", "rm", "--keep-snapshot", "web"});
+  EXPECT_EQ(rm.exit_code, 0) << rm.output;
+  EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(CtrContainersTest, CreateNeedsLeases) {
+  ASSERT_TRUE(MakeDirs(dir_.Join("rootfs"), 0755).ok());
+  CommandResult create = Ctr({"containers", "create", "--rootfs", dir_.Join("rootfs"), "web", "sh"});
+  EXPECT_NE(create.exit_code, 0) << create.output;
+  EXPECT_THAT(create.output, HasSubstr("not implemented"));
+  EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(CtrContainersTest, PublishesCreateUpdateDelete) {
+  ContainerEvents events(nats_.url());
+  Seed("web", {{"k", "v"}});
+  ASSERT_EQ(Ctr({"containers", "label", "web", "k=w"}).exit_code, 0);
+  ASSERT_EQ(Ctr({"containers", "rm", "web"}).exit_code, 0);
+
+  std::string subject;
+  containerd::services::events::v1::Envelope envelope;
+  ASSERT_TRUE(events.Next(&subject, &envelope));
+  EXPECT_EQ(subject, absl::StrCat("berth.events.", kNamespace, ".containers.create"));
+  EXPECT_EQ(envelope.topic(), "/containers/create");
+  EXPECT_EQ(envelope.namespace_(), kNamespace);
+  EXPECT_EQ(envelope.event().type_url(), "containerd.events.ContainerCreate");
+  containerd::events::ContainerCreate create;
+  ASSERT_TRUE(create.ParseFromString(envelope.event().value()));
+  EXPECT_EQ(create.id(), "web");
+  EXPECT_EQ(create.image(), "docker.io/library/alpine:3.19");
+  EXPECT_EQ(create.runtime().name(), "io.containerd.runc.v2");
+
+  ASSERT_TRUE(events.Next(&subject, &envelope));
+  EXPECT_EQ(envelope.topic(), "/containers/update");
+  containerd::events::ContainerUpdate update;
+  ASSERT_TRUE(update.ParseFromString(envelope.event().value()));
+  EXPECT_EQ(update.id(), "web");
+  EXPECT_EQ(update.labels().at("k"), "w");
+
+  ASSERT_TRUE(events.Next(&subject, &envelope));
+  EXPECT_EQ(subject, absl::StrCat("berth.events.", kNamespace, ".containers.delete"));
+  containerd::events::ContainerDelete deleted;
+  ASSERT_TRUE(deleted.ParseFromString(envelope.event().value()));
+  EXPECT_EQ(deleted.id(), "web");
+}
+
+}  // namespace
+}  // namespace berth::integration
