@@ -23,6 +23,7 @@
 #include "absl/strings/strip.h"
 #include "containerd/events/container.pb.h"
 #include "containerd/services/events/v1/events.pb.h"
+#include "integration/ctr_records.h"
 #include "integration/harness.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/posix.h"
@@ -42,61 +43,6 @@ constexpr char kSpecType[] = "types.containerd.io/opencontainers/runtime-spec/1/
 constexpr char kSpec[] =
     R"({"ociVersion":"1.0.2","process":{"args":["sh","-c","echo hi"],"cwd":"/"},)"
     R"("root":{"path":"rootfs"},"hostname":"web-host"})";
-
-std::vector<std::string> Lines(const std::string& output) {
-  std::vector<std::string> lines;
-  for (absl::string_view line : absl::StrSplit(output, '\n', absl::SkipEmpty())) {
-    lines.emplace_back(absl::StripAsciiWhitespace(line));
-  }
-  return lines;
-}
-
-// `ctr containers label` prints the labels as k=v joined by ',' in Go's map order.
-std::set<std::string> LabelSet(const std::string& output) {
-  std::set<std::string> labels;
-  for (absl::string_view label :
-       absl::StrSplit(absl::StripAsciiWhitespace(output), ',', absl::SkipEmpty())) {
-    labels.emplace(label);
-  }
-  return labels;
-}
-
-// A core NATS subscription on one namespace's container events, read synchronously.
-class ContainerEvents {
- public:
-  explicit ContainerEvents(const std::string& url) {
-    EXPECT_EQ(natsConnection_ConnectTo(&nc_, url.c_str()), NATS_OK);
-    EXPECT_EQ(natsConnection_SubscribeSync(
-                  &sub_, nc_, absl::StrCat("berth.events.", kNamespace, ".containers.>").c_str()),
-              NATS_OK);
-    EXPECT_EQ(natsConnection_Flush(nc_), NATS_OK);
-  }
-  ~ContainerEvents() {
-    natsSubscription_Destroy(sub_);
-    natsConnection_Destroy(nc_);
-  }
-  ContainerEvents(const ContainerEvents&) = delete;
-  ContainerEvents& operator=(const ContainerEvents&) = delete;
-
-  // The next event within 10 s (subject and envelope), or a failure.
-  bool Next(std::string* subject, containerd::services::events::v1::Envelope* envelope) {
-    natsMsg* msg = nullptr;
-    natsStatus s = natsSubscription_NextMsg(&msg, sub_, 10000);
-    if (s != NATS_OK) {
-      ADD_FAILURE() << "no event within 10 s: " << natsStatus_GetText(s);
-      return false;
-    }
-    *subject = natsMsg_GetSubject(msg);
-    bool parsed = envelope->ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
-    natsMsg_Destroy(msg);
-    EXPECT_TRUE(parsed);
-    return parsed;
-  }
-
- private:
-  natsConnection* nc_ = nullptr;
-  natsSubscription* sub_ = nullptr;
-};
 
 class CtrContainersTest : public ::testing::Test {
  protected:
@@ -238,7 +184,7 @@ TEST_F(CtrContainersTest, CreateNeedsLeases) {
 }
 
 TEST_F(CtrContainersTest, PublishesCreateUpdateDelete) {
-  ContainerEvents events(nats_.url());
+  BusEvents events(nats_.url(), kNamespace, "containers");
   Seed("web", {{"k", "v"}});
   ASSERT_EQ(Ctr({"containers", "label", "web", "k=w"}).exit_code, 0);
   ASSERT_EQ(Ctr({"containers", "rm", "web"}).exit_code, 0);

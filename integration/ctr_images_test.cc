@@ -19,6 +19,7 @@
 #include "absl/strings/strip.h"
 #include "containerd/events/image.pb.h"
 #include "containerd/services/events/v1/events.pb.h"
+#include "integration/ctr_records.h"
 #include "integration/harness.h"
 #include "lib/base/digest.h"
 #include "lib/base/grpc_client.h"
@@ -34,61 +35,6 @@ using ::testing::ElementsAre;
 
 constexpr char kNamespace[] = "ctr-images-test";
 constexpr char kIndexType[] = "application/vnd.oci.image.index.v1+json";
-
-std::vector<std::string> Lines(const std::string& output) {
-  std::vector<std::string> lines;
-  for (absl::string_view line : absl::StrSplit(output, '\n', absl::SkipEmpty())) {
-    lines.emplace_back(absl::StripAsciiWhitespace(line));
-  }
-  return lines;
-}
-
-// `ctr images label` prints the labels as k=v joined by ',' in Go's map order.
-std::set<std::string> LabelSet(const std::string& output) {
-  std::set<std::string> labels;
-  for (absl::string_view label :
-       absl::StrSplit(absl::StripAsciiWhitespace(output), ',', absl::SkipEmpty())) {
-    labels.emplace(label);
-  }
-  return labels;
-}
-
-// A core NATS subscription on one namespace's image events, read synchronously.
-class ImageEvents {
- public:
-  explicit ImageEvents(const std::string& url) {
-    EXPECT_EQ(natsConnection_ConnectTo(&nc_, url.c_str()), NATS_OK);
-    EXPECT_EQ(natsConnection_SubscribeSync(
-                  &sub_, nc_, absl::StrCat("berth.events.", kNamespace, ".images.>").c_str()),
-              NATS_OK);
-    EXPECT_EQ(natsConnection_Flush(nc_), NATS_OK);
-  }
-  ~ImageEvents() {
-    natsSubscription_Destroy(sub_);
-    natsConnection_Destroy(nc_);
-  }
-  ImageEvents(const ImageEvents&) = delete;
-  ImageEvents& operator=(const ImageEvents&) = delete;
-
-  // The next event within 10 s (subject and envelope), or a failure.
-  bool Next(std::string* subject, containerd::services::events::v1::Envelope* envelope) {
-    natsMsg* msg = nullptr;
-    natsStatus s = natsSubscription_NextMsg(&msg, sub_, 10000);
-    if (s != NATS_OK) {
-      ADD_FAILURE() << "no event within 10 s: " << natsStatus_GetText(s);
-      return false;
-    }
-    *subject = natsMsg_GetSubject(msg);
-    bool parsed = envelope->ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
-    natsMsg_Destroy(msg);
-    EXPECT_TRUE(parsed);
-    return parsed;
-  }
-
- private:
-  natsConnection* nc_ = nullptr;
-  natsSubscription* sub_ = nullptr;
-};
 
 class CtrImagesTest : public ::testing::Test {
  protected:
@@ -249,7 +195,7 @@ TEST_F(CtrImagesTest, CheckNeedsTheContentStore) {
 }
 
 TEST_F(CtrImagesTest, PublishesCreateUpdateDelete) {
-  ImageEvents events(nats_.url());
+  BusEvents events(nats_.url(), kNamespace, "images");
   Seed("example.com/a:1", "a", {{"k", "v"}});
   ASSERT_EQ(Ctr({"images", "label", "example.com/a:1", "k=w"}).exit_code, 0);
   ASSERT_EQ(Ctr({"images", "rm", "example.com/a:1"}).exit_code, 0);
