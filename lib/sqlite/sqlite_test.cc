@@ -1,4 +1,5 @@
 #include "lib/sqlite/sqlite.h"
+#include "lib/sqlite/string_map.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -84,6 +85,20 @@ TEST_F(SqliteTest, TransactionRollsBackOnError) {
   ASSERT_TRUE((*db)->Prepare("INSERT INTO t VALUES ('y')")->Run().ok());
   EXPECT_EQ((*db)->Prepare("INSERT INTO t VALUES ('y')")->Run().code(),
             absl::StatusCode::kAlreadyExists);
+}
+
+TEST(StringMapTest, RoundTripsAndRefusesWhatIsNotAMapOfStrings) {
+  std::map<std::string, std::string> map = {{"a", "1"}, {"containerd.io/gc.ref.content.l.0", "x"},
+                                            {"empty", ""}, {"quote\"", "\n"}};
+  absl::StatusOr<std::map<std::string, std::string>> back = DecodeStringMap(EncodeStringMap(map));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, map);
+  EXPECT_TRUE(DecodeStringMap("{}")->empty());
+  for (const char* bad : {"", "[]", "{\"a\": 1}", "{\"a\": \"1\"", "null"}) {
+    EXPECT_EQ(DecodeStringMap(bad).status().code(), absl::StatusCode::kDataLoss) << bad;
+  }
+  EXPECT_EQ(DecodeStringMap("{\"k\": [1]}").status().message(),
+            "the value of \"k\" is not a string");
 }
 
 }  // namespace

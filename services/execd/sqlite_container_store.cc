@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/base/identifiers.h"
 #include "lib/base/status_macros.h"
+#include "lib/sqlite/string_map.h"
 
 namespace berth::execd {
 namespace {
@@ -52,16 +53,9 @@ absl::Status Corrupt(absl::string_view id, absl::string_view what) {
 }
 
 absl::StatusOr<LabelMap> DecodeLabels(const std::string& text, absl::string_view id) {
-  nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object()) {
-    return Corrupt(id, "labels are not a JSON object");
-  }
-  LabelMap labels;
-  for (const auto& [key, value] : json.items()) {
-    if (!value.is_string()) {
-      return Corrupt(id, absl::StrCat("label ", key, " is not a string"));
-    }
-    labels[key] = value.get<std::string>();
+  absl::StatusOr<LabelMap> labels = sqlite::DecodeStringMap(text);
+  if (!labels.ok()) {
+    return Corrupt(id, absl::StrCat("labels: ", labels.status().message()));
   }
   return labels;
 }
@@ -235,7 +229,7 @@ absl::Status SqliteContainerStore::Write(const std::string& ns, const Container&
           "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")));
   write.Bind(1, ns)
       .Bind(2, c.id)
-      .Bind(3, nlohmann::json(c.labels).dump())
+      .Bind(3, sqlite::EncodeStringMap(c.labels))
       .Bind(4, c.image)
       .Bind(5, c.runtime.name)
       .Bind(6, c.runtime.options.type_url)

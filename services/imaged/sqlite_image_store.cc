@@ -1,12 +1,12 @@
 #include "services/imaged/sqlite_image_store.h"
 
-#include <nlohmann/json.hpp>
 
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/identifiers.h"
 #include "lib/base/status_macros.h"
+#include "lib/sqlite/string_map.h"
 
 namespace berth::imaged {
 namespace {
@@ -37,19 +37,12 @@ CREATE TABLE images (
 constexpr absl::string_view kColumns =
     "name, labels, media_type, digest, size, annotations, created_at, updated_at FROM images";
 
-std::string EncodeMap(const LabelMap& map) { return nlohmann::json(map).dump(); }
+std::string EncodeMap(const LabelMap& map) { return sqlite::EncodeStringMap(map); }
 
 absl::StatusOr<LabelMap> DecodeMap(const std::string& text, absl::string_view what) {
-  nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (!json.is_object()) {
-    return absl::DataLossError(absl::StrCat("images.db: ", what, " is not a JSON object"));
-  }
-  LabelMap map;
-  for (const auto& [key, value] : json.items()) {
-    if (!value.is_string()) {
-      return absl::DataLossError(absl::StrCat("images.db: ", what, " ", key, " is not a string"));
-    }
-    map[key] = value.get<std::string>();
+  absl::StatusOr<LabelMap> map = sqlite::DecodeStringMap(text);
+  if (!map.ok()) {
+    return absl::DataLossError(absl::StrCat("images.db: ", what, ": ", map.status().message()));
   }
   return map;
 }

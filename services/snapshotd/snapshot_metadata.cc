@@ -1,9 +1,9 @@
 #include "services/snapshotd/snapshot_metadata.h"
 
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/status_macros.h"
+#include "lib/sqlite/string_map.h"
 
 namespace berth::snapshotd {
 
@@ -299,25 +299,13 @@ absl::StatusOr<std::vector<std::string>> MetaStore::LeaseResources(const std::st
   return keys;
 }
 
-std::string EncodeLabels(const snapshots::Labels& labels) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, v] : labels) {
-    j[k] = v;
-  }
-  return j.dump();
-}
+std::string EncodeLabels(const snapshots::Labels& labels) { return sqlite::EncodeStringMap(labels); }
 
 absl::StatusOr<snapshots::Labels> DecodeLabels(const std::string& encoded) {
-  nlohmann::json j = nlohmann::json::parse(encoded, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) {
-    return absl::DataLossError("metadata.db holds malformed labels");
-  }
-  snapshots::Labels labels;
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    if (!it.value().is_string()) {
-      return absl::DataLossError("metadata.db holds malformed labels");
-    }
-    labels[it.key()] = it.value().get<std::string>();
+  absl::StatusOr<snapshots::Labels> labels = sqlite::DecodeStringMap(encoded);
+  if (!labels.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("metadata.db holds malformed labels: ", labels.status().message()));
   }
   return labels;
 }
