@@ -377,12 +377,14 @@ absl::StatusOr<images::Image> Puller::Pull(const Context& caller, RegistryClient
   }
   Context ctx = caller;
   ctx.lease.clear();
-  BERTH_ASSIGN_OR_RETURN(leases::Lease lease,
-                         leases_.Create(ctx, "", {{kGcExpire, Rfc3339(absl::Now() + kLeaseExpiry)}}));
+  BERTH_ASSIGN_OR_RETURN(
+      leases::Lease lease,
+      leases_.Create(ctx, "", {{kGcExpire, Rfc3339(absl::Now() + kLeaseExpiry)}}));
   ctx.lease = lease.id;
   Emitter emit(progress);
   PullJob job{ctx, registry, ref, emit};
-  absl::StatusOr<images::Image> image = PullLeased(content_, unpacker_, images_, options_, job, request, want);
+  absl::StatusOr<images::Image> image =
+      PullLeased(content_, unpacker_, images_, options_, job, request, want);
 
   // Deleted even when the caller left: a detached context with its own deadline.
   Context cleanup;
