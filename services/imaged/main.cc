@@ -1,18 +1,26 @@
-// imaged: image records, served over containerd's Images API (DESIGN.md). Pull, push, import
-// and export come next. Flags and config in, objects wired, serve until SIGTERM.
+// imaged: image records, served over containerd's Images API (DESIGN.md), and pulls from
+// registries over berth.distribution.v1 (into contentd and snapshotd). Push, import and export
+// come next. Flags and config in, objects wired, serve until SIGTERM.
 
 #include <iostream>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "lib/base/grpc_client.h"
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
+#include "lib/content/grpc_content_store.h"
+#include "lib/leases/grpc_lease_manager.h"
 #include "lib/server/daemon.h"
 #include "lib/server/daemon_publisher.h"
+#include "lib/snapshots/grpc_unpacker.h"
+#include "services/imaged/distribution_service.h"
 #include "services/imaged/images_service.h"
 #include "services/imaged/leases_forwarder.h"
+#include "services/imaged/puller.h"
 #include "services/imaged/sqlite_image_store.h"
 
 namespace {
@@ -22,6 +30,12 @@ int Run(int argc, char** argv) {
   berth::server::Daemon::BlockTerminationSignals();
 
   berth::config::DaemonConfig cfg("imaged", {"contentd", "snapshotd"});
+  // Until containerd's hosts.toml is read: hosts reached over plain HTTP.
+  std::vector<std::string> insecure_registries;
+  cfg.app()
+      .add_option("--insecure-registry", insecure_registries,
+                  "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
+      ->take_all();
   if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
     std::cerr << "imaged: " << st.message() << "\n";
     return 2;
@@ -62,8 +76,22 @@ int Run(int argc, char** argv) {
   berth::imaged::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
                                                   options.default_namespace);
 
+  // Pulls write to contentd and unpack through snapshotd under a lease taken on contentd.
+  auto contentd_channel = berth::Dial(contentd_address);
+  berth::content::GrpcContentStore content(contentd_channel);
+  berth::leases::GrpcLeaseManager leases(contentd_channel);
+  berth::snapshots::GrpcUnpacker unpacker(berth::Dial(options.peers.at("snapshotd")));
+  berth::imaged::Puller puller(content, leases, &unpacker, local);
+  berth::images::RegistryClientOptions registry_options;
+  for (const std::string& host : insecure_registries) {
+    registry_options.hosts[host].plain_http = true;
+  }
+  berth::imaged::DistributionService distribution_service(puller, std::move(registry_options),
+                                                          options.default_namespace);
+
   daemon.AddService(&images_service);
   daemon.AddService(&leases_forwarder);
+  daemon.AddService(&distribution_service);
   daemon.AddPlugin({"io.containerd.grpc.v1", "images"});
   if (absl::Status st = daemon.Start(); !st.ok()) {
     BERTH_LOG(Error) << "imaged: " << st;

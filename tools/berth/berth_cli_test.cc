@@ -411,7 +411,8 @@ TEST_F(BerthCliTest, ErrorsAndUsage) {
                                     "ingest, ls, get, info, rm, label, active, abort)"));
   Result none = Berth({});
   EXPECT_EQ(none.code, 2);
-  EXPECT_THAT(none.err, HasSubstr("one of: content, lease, namespace, snapshot, events, version"));
+  EXPECT_THAT(none.err,
+              HasSubstr("one of: content, lease, namespace, snapshot, events, pull, version"));
   EXPECT_EQ(Berth({"content", "bogus"}).code, 2);
   EXPECT_EQ(Berth({"content", "get", "not-a-digest"}).code, 2);
   EXPECT_EQ(Berth({"--timeout", "soon", "content", "ls"}).code, 2);

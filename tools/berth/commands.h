@@ -23,6 +23,8 @@ void RegisterNamespaceCommands(CLI::App& root, Runner& runner);
 void RegisterSnapshotCommands(CLI::App& root, Runner& runner);
 // `berth events [FILTER...] [--since SEQ|TIME]`: streams events from eventd.
 void RegisterEventsCommand(CLI::App& root, Runner& runner);
+// `berth pull REF [--platform P] [--no-unpack] [--insecure-registry HOST]...`: imaged's Pull.
+void RegisterPullCommand(CLI::App& root, Runner& runner);
 // `berth version`.
 void RegisterVersionCommand(CLI::App& root, Runner& runner);
 

@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   berth::cli::RegisterNamespaceCommands(app, runner);
   berth::cli::RegisterSnapshotCommands(app, runner);
   berth::cli::RegisterEventsCommand(app, runner);
+  berth::cli::RegisterPullCommand(app, runner);
   berth::cli::RegisterVersionCommand(app, runner);
 
   try {

@@ -1,0 +1,206 @@
+// `berth pull` end to end (issue 10, the pull slice): an image made by umoci and pushed by
+// skopeo to a real docker-registry on 127.0.0.1, pulled through the real imaged binary into a
+// real contentd and snapshotd, and every piece checked through the daemons' own APIs: the
+// blobs (digests from the layout), the image record, the committed snapshot chain (mounted,
+// /hello inside), no lease left behind; a second pull finds every blob there already. And an
+// unknown tag: NotFound, no record, no lease.
+
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "berth/distribution/v1/distribution.grpc.pb.h"
+#include "integration/harness.h"
+#include "integration/snapshotd_harness.h"
+#include "lib/base/grpc_client.h"
+#include "lib/content/grpc_content_store.h"
+#include "lib/images/grpc_image_store.h"
+#include "lib/leases/grpc_lease_manager.h"
+#include "lib/mount/mount.h"
+#include "lib/snapshots/grpc_snapshotter.h"
+
+namespace berth::integration {
+namespace {
+
+constexpr char kRepo[] = "test/hello";
+constexpr char kTag[] = "latest";
+
+Context Ctx() {
+  Context ctx;
+  ctx.ns = "default";
+  return ctx.WithTimeout(absl::Seconds(60));
+}
+
+class PullTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    layout_ = dir_.Join("layout");
+    ASSERT_TRUE(MakeTestImage(layout_, kTag).ok());
+    ASSERT_TRUE(registry_.Start().ok()) << registry_.ReadLog();
+    absl::Status pushed = registry_.Push(layout_, kTag, kRepo);
+    ASSERT_TRUE(pushed.ok()) << pushed;
+    ASSERT_TRUE(contentd_.Start().ok()) << contentd_.ReadLog();
+    ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
+    absl::Status started = imaged_.StartServing(
+        "imaged",
+        {testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
+         "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
+         contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level",
+         "debug"},
+        address_);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+
+  std::string Reference(const std::string& tag) const {
+    return absl::StrCat(registry_.host(), "/", kRepo, ":", tag);
+  }
+
+  CommandResult Berth(std::vector<std::string> args) {
+    std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"), "--imaged-address",
+                                     address_, "--timeout", "60s"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CommandResult result;
+    result.output = testing::RunCommand(argv, &result.exit_code);
+    return result;
+  }
+
+  std::string LayoutBlob(const std::string& digest) const {
+    absl::StatusOr<std::string> data = ReadFile(layout_ + "/blobs/sha256/" + digest.substr(7));
+    EXPECT_TRUE(data.ok()) << data.status();
+    return data.ok() ? *data : std::string();
+  }
+
+  void ExpectNoLease() {
+    leases::GrpcLeaseManager leases(Dial(contentd_.address()));
+    absl::StatusOr<std::vector<leases::Lease>> list = leases.List(Ctx(), {});
+    ASSERT_TRUE(list.ok()) << list.status();
+    EXPECT_TRUE(list->empty()) << list->size() << " leases left, first " << (*list)[0].id;
+  }
+
+  testing::TempDir dir_;
+  std::string layout_;
+  Registry registry_{dir_.path()};
+  Contentd contentd_{dir_.path(), Contentd::Options{}};
+  Snapshotd snapshotd_{dir_.path(), [this] {
+                         Snapshotd::Options options;
+                         options.contentd_address = contentd_.address();
+                         return options;
+                       }()};
+  std::string address_ = dir_.Join("imaged.sock");
+  DaemonProcess imaged_{dir_.path()};
+};
+
+TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {
+  CommandResult pull = Berth({"pull", Reference(kTag), "--insecure-registry", registry_.host()});
+  ASSERT_EQ(pull.exit_code, 0) << pull.output << imaged_.ReadLog();
+
+  // The layout's documents: what skopeo pushed, byte for byte.
+  nlohmann::json index = nlohmann::json::parse(*ReadFile(layout_ + "/index.json"));
+  std::string manifest_digest = index["manifests"][0]["digest"];
+  nlohmann::json manifest = nlohmann::json::parse(LayoutBlob(manifest_digest));
+  std::string config_digest = manifest["config"]["digest"];
+  nlohmann::json config = nlohmann::json::parse(LayoutBlob(config_digest));
+  std::vector<std::string> blobs = {manifest_digest, config_digest};
+  for (const nlohmann::json& layer : manifest["layers"]) {
+    blobs.push_back(layer["digest"]);
+  }
+  EXPECT_TRUE(absl::StrContains(pull.output,
+                                absl::StrCat("pulled ", Reference(kTag), " ", manifest_digest)))
+      << pull.output;
+
+  // contentd: every blob, with its layout size; the manifest rooted and naming its children.
+  content::GrpcContentStore content(Dial(contentd_.address()));
+  for (const std::string& digest : blobs) {
+    absl::StatusOr<content::Info> info = content.GetInfo(Ctx(), *Digest::Parse(digest));
+    ASSERT_TRUE(info.ok()) << digest << ": " << info.status();
+    EXPECT_EQ(info->size, static_cast<int64_t>(LayoutBlob(digest).size())) << digest;
+    EXPECT_TRUE(absl::StrContains(pull.output, digest + " done")) << digest << pull.output;
+  }
+  absl::StatusOr<content::Info> root = content.GetInfo(Ctx(), *Digest::Parse(manifest_digest));
+  ASSERT_TRUE(root.ok());
+  EXPECT_EQ(root->labels.count("containerd.io/gc.root"), 1u);
+  EXPECT_EQ(root->labels["containerd.io/gc.ref.content.config"], config_digest);
+
+  // imaged: the record, pointing at the manifest.
+  images::GrpcImageStore images(Dial(address_));
+  absl::StatusOr<images::Image> image = images.Get(Ctx(), Reference(kTag));
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->target.digest.ToString(), manifest_digest);
+  EXPECT_EQ(image->target.media_type, index["manifests"][0]["mediaType"]);
+  EXPECT_EQ(image->target.size, static_cast<int64_t>(LayoutBlob(manifest_digest).size()));
+
+  // snapshotd: the chain (containerd's ChainID, computed here from the config), committed;
+  // a view of its top mounted shows /hello.
+  std::string chain;
+  for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
+    chain = chain.empty() ? diff_id.get<std::string>()
+                          : Sha256Of(absl::StrCat(chain, " ", diff_id.get<std::string>()))
+                                .ToString();
+  }
+  snapshots::GrpcSnapshotter snapshotter(Dial(snapshotd_.address()), "overlayfs");
+  absl::StatusOr<snapshots::Info> top = snapshotter.Stat(Ctx(), chain);
+  ASSERT_TRUE(top.ok()) << chain << ": " << top.status() << snapshotd_.ReadLog();
+  EXPECT_EQ(top->kind, snapshots::Kind::kCommitted);
+  absl::StatusOr<std::vector<mount::Mount>> mounts =
+      snapshotter.View(Ctx(), "pull-test-view", chain, {});
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  std::string target = dir_.Join("mnt");
+  ASSERT_EQ(::mkdir(target.c_str(), 0755), 0);
+  ASSERT_TRUE(mount::SystemMounter().MountAll(*mounts, target).ok());
+  struct stat st {};
+  EXPECT_EQ(::stat((target + "/hello").c_str(), &st), 0) << "no /hello in the unpacked image";
+  EXPECT_TRUE(S_ISREG(st.st_mode));
+  EXPECT_TRUE(mount::SystemMounter().Unmount(target).ok());
+  EXPECT_TRUE(snapshotter.Remove(Ctx(), "pull-test-view").ok());
+
+  ExpectNoLease();
+
+  // Again: everything is there; nothing is downloaded; the same record.
+  CommandResult again = Berth({"pull", Reference(kTag), "--insecure-registry", registry_.host()});
+  ASSERT_EQ(again.exit_code, 0) << again.output << imaged_.ReadLog();
+  for (const std::string& digest : blobs) {
+    EXPECT_TRUE(absl::StrContains(again.output, digest + " exists")) << digest << again.output;
+  }
+  EXPECT_FALSE(absl::StrContains(again.output, "downloading")) << again.output;
+  EXPECT_TRUE(absl::StrContains(again.output, manifest_digest)) << again.output;
+  ExpectNoLease();
+}
+
+TEST_F(PullTest, UnknownTagIsNotFoundAndLeavesNoRecordAndNoLease) {
+  CommandResult pull = Berth({"pull", Reference("nope"), "--insecure-registry", registry_.host()});
+  EXPECT_EQ(pull.exit_code, 1) << pull.output;
+  EXPECT_TRUE(absl::StrContains(pull.output, "MANIFEST_UNKNOWN")) << pull.output;
+
+  // The code on the wire, through the stub.
+  auto stub = distribution::v1::Distribution::NewStub(Dial(address_));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  distribution::v1::PullRequest request;
+  request.set_reference(Reference("nope"));
+  request.set_unpack(true);
+  request.add_plain_http_hosts(registry_.host());
+  auto reader = stub->Pull(&context, request);
+  distribution::v1::PullProgress message;
+  while (reader->Read(&message)) {
+  }
+  grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+
+  images::GrpcImageStore images(Dial(address_));
+  absl::StatusOr<std::vector<images::Image>> all = images.List(Ctx(), {});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(all->empty());
+  ExpectNoLease();
+}
+
+}  // namespace
+}  // namespace berth::integration

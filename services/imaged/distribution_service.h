@@ -1,0 +1,38 @@
+#pragma once
+
+// imaged's berth.distribution.v1.Distribution server over a Puller. Pull streams one message
+// per blob state change (DOWNLOADING at most every PullerOptions::progress_step bytes) and a
+// last one with the image; an error ends the stream with its code (ToGrpcStatus).
+//
+// Registry hosts: the client made from `registry_options` serves every pull; a request that
+// names plain-HTTP hosts those options do not already make plain gets a client of its own
+// with them added. Thread-safe.
+
+#include <memory>
+
+#include "berth/distribution/v1/distribution.grpc.pb.h"
+#include "lib/images/registry_client.h"
+#include "services/imaged/puller.h"
+
+namespace berth::imaged {
+
+class DistributionService final : public ::berth::distribution::v1::Distribution::Service {
+ public:
+  // `puller` must outlive the service.
+  DistributionService(Puller& puller, images::RegistryClientOptions registry_options,
+                      std::string default_namespace);
+  DistributionService(const DistributionService&) = delete;
+  DistributionService& operator=(const DistributionService&) = delete;
+
+  grpc::Status Pull(grpc::ServerContext* server_context,
+                    const ::berth::distribution::v1::PullRequest* request,
+                    grpc::ServerWriter<::berth::distribution::v1::PullProgress>* writer) override;
+
+ private:
+  Puller& puller_;
+  const images::RegistryClientOptions registry_options_;
+  const std::unique_ptr<images::RegistryClient> registry_;
+  const std::string default_namespace_;
+};
+
+}  // namespace berth::imaged

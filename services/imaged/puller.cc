@@ -1,0 +1,400 @@
+#include "services/imaged/puller.h"
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <memory>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "lib/base/logging.h"
+#include "lib/base/status_macros.h"
+#include "lib/content/blob_stream.h"
+
+namespace berth::imaged {
+
+namespace {
+
+using images::Descriptor;
+using images::RegistryClient;
+using State = BlobEvent::State;
+
+constexpr char kGcRoot[] = "containerd.io/gc.root";
+constexpr char kGcExpire[] = "containerd.io/gc.expire";
+constexpr absl::Duration kLeaseExpiry = absl::Hours(1);
+
+std::string Rfc3339(absl::Time t) {
+  return absl::FormatTime(absl::RFC3339_sec, t, absl::UTCTimeZone());
+}
+
+// Serialises the caller's callback: downloads report from several threads.
+class Emitter {
+ public:
+  explicit Emitter(const BlobEventFn& fn) : fn_(fn) {}
+  void Emit(const oci::Descriptor& desc, State state, int64_t offset) {
+    if (!fn_) {
+      return;
+    }
+    BlobEvent event;
+    event.digest = desc.digest;
+    event.media_type = desc.media_type;
+    event.offset = offset;
+    event.total = desc.size;
+    event.state = state;
+    absl::MutexLock lock(&mu_);
+    fn_(event);
+  }
+
+ private:
+  const BlobEventFn& fn_;
+  absl::Mutex mu_;
+};
+
+// The index entry for `want`: the best MatchPlatform rank among manifests; an entry without a
+// platform matches last. NotFound when none matches.
+absl::StatusOr<Descriptor> ChooseManifest(const images::Index& index, const images::Platform& want,
+                                          absl::string_view name) {
+  const Descriptor* best = nullptr;
+  int best_rank = INT_MAX;
+  for (const Descriptor& entry : index.manifests) {
+    if (!images::IsManifestType(entry.media_type)) {
+      continue;
+    }
+    int rank = INT_MAX - 1;
+    if (entry.platform.has_value()) {
+      std::optional<int> match = images::MatchPlatform(want, *entry.platform);
+      if (!match.has_value()) {
+        continue;
+      }
+      rank = *match;
+    }
+    if (rank < best_rank) {
+      best = &entry;
+      best_rank = rank;
+    }
+  }
+  if (best == nullptr) {
+    return absl::NotFoundError(absl::StrCat(name, ": no manifest for platform ",
+                                            images::FormatPlatform(want)));
+  }
+  return *best;
+}
+
+// What one pull needs while it runs: its context (with the lease), the registry and reference.
+struct PullJob {
+  Context ctx;
+  RegistryClient& registry;
+  images::Reference ref;
+  Emitter& emit;
+};
+
+}  // namespace
+
+std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids) {
+  std::vector<std::string> chain;
+  chain.reserve(diff_ids.size());
+  for (const std::string& diff_id : diff_ids) {
+    chain.push_back(chain.empty() ? diff_id
+                                  : Sha256Of(absl::StrCat(chain.back(), " ", diff_id)).ToString());
+  }
+  return chain;
+}
+
+Puller::Puller(content::ContentStore& content, leases::LeaseManager& leases,
+               snapshots::Unpacker* unpacker, images::ImageStore& images, PullerOptions options)
+    : content_(content),
+      leases_(leases),
+      unpacker_(unpacker),
+      images_(images),
+      options_(options) {}
+
+namespace {
+
+// Whether the store holds `digest` already (NotFound: no; other errors returned).
+absl::StatusOr<bool> Has(content::ContentStore& content, const Context& ctx,
+                         const Digest& digest) {
+  absl::StatusOr<content::Info> info = content.GetInfo(ctx, digest);
+  if (info.ok()) {
+    return true;
+  }
+  if (info.status().code() == absl::StatusCode::kNotFound) {
+    return false;
+  }
+  return info.status();
+}
+
+// Streams one blob from the registry into an ingest, resuming what an earlier attempt left.
+// Reports kExists when the store had it, else kDownloading..kVerifying, and kDone unless
+// `more_to_come` (the unpack reports it then).
+absl::Status DownloadBlob(content::ContentStore& content, const PullJob& job,
+                          const oci::Descriptor& desc, int64_t step, bool more_to_come) {
+  BERTH_ASSIGN_OR_RETURN(bool has, Has(content, job.ctx, desc.digest));
+  if (has) {
+    job.emit.Emit(desc, State::kExists, desc.size);
+    return absl::OkStatus();
+  }
+  content::WriterOptions wopts;
+  wopts.ref = absl::StrCat("pull-", desc.digest.ToString());
+  wopts.total = desc.size;
+  wopts.expected = desc.digest;
+  absl::StatusOr<std::unique_ptr<content::Writer>> writer = content.OpenWriter(job.ctx, wopts);
+  if (writer.status().code() == absl::StatusCode::kAlreadyExists) {
+    job.emit.Emit(desc, State::kExists, desc.size);
+    return absl::OkStatus();
+  }
+  BERTH_RETURN_IF_ERROR(writer.status());
+  BERTH_ASSIGN_OR_RETURN(content::IngestStatus status, (*writer)->Status());
+  int64_t offset = status.offset;
+  if (offset > desc.size) {
+    BERTH_RETURN_IF_ERROR((*writer)->Truncate(0));
+    offset = 0;
+  }
+  content::WriterSink sink(**writer, offset, desc.size, desc.digest);
+  job.emit.Emit(desc, State::kDownloading, offset);
+  if (offset < desc.size) {
+    int64_t reported = offset;
+    absl::Status fetched = job.registry.FetchBlob(
+        job.ctx, job.ref, desc, offset, nullptr, [&](absl::string_view data) {
+          BERTH_RETURN_IF_ERROR(sink.Write(data));
+          if (sink.offset() - reported >= step) {
+            reported = sink.offset();
+            job.emit.Emit(desc, State::kDownloading, reported);
+          }
+          return absl::OkStatus();
+        });
+    if (!fetched.ok()) {
+      (void)(*writer)->Close();  // the ingest stays for the next pull to resume
+      return fetched;
+    }
+  }
+  job.emit.Emit(desc, State::kVerifying, desc.size);
+  absl::Status committed = sink.Commit({});
+  if (!committed.ok() && committed.code() != absl::StatusCode::kAlreadyExists) {
+    return committed;
+  }
+  if (!more_to_come) {
+    job.emit.Emit(desc, State::kDone, desc.size);
+  }
+  return absl::OkStatus();
+}
+
+// Downloads `layers` with at most `parallel` threads. The first failure cancels the rest and
+// is returned (the lowest layer's, when several fail).
+absl::Status DownloadLayers(content::ContentStore& content, const PullJob& job,
+                            const std::vector<oci::Descriptor>& layers, int parallel,
+                            int64_t step, bool unpacking) {
+  for (const oci::Descriptor& layer : layers) {
+    job.emit.Emit(layer, State::kWaiting, 0);
+  }
+  const Context parent = job.ctx;
+  auto cancel = std::make_shared<Cancellation>([parent] { return !parent.Alive().ok(); });
+  PullJob worker_job{parent, job.registry, job.ref, job.emit};
+  worker_job.ctx.cancellation = cancel;
+  std::vector<absl::Status> results(layers.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < layers.size(); i = next++) {
+      if (cancel->IsCancelled()) {
+        results[i] = absl::CancelledError("an earlier layer failed");
+        continue;
+      }
+      results[i] = DownloadBlob(content, worker_job, layers[i], step, unpacking);
+      if (!results[i].ok()) {
+        cancel->Cancel();
+      }
+    }
+  };
+  size_t threads = std::min(layers.size(), static_cast<size_t>(std::max(parallel, 1)));
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t) {
+    pool.emplace_back(work);
+  }
+  for (std::thread& thread : pool) {
+    thread.join();
+  }
+  // The caller's own stop wins over the cancellations it caused.
+  BERTH_RETURN_IF_ERROR(parent.Alive());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (!results[i].ok() && results[i].code() != absl::StatusCode::kCancelled) {
+      return results[i];
+    }
+  }
+  for (const absl::Status& result : results) {
+    BERTH_RETURN_IF_ERROR(result);
+  }
+  return absl::OkStatus();
+}
+
+// Stores a document (or the config) whose bytes are in hand, with `labels`; a blob the store
+// has already gets the labels merged. Reports kDone, or kExists.
+absl::Status StoreDocument(content::ContentStore& content, const PullJob& job,
+                           const oci::Descriptor& desc, absl::string_view raw,
+                           const content::Labels& labels) {
+  BERTH_ASSIGN_OR_RETURN(bool has, Has(content, job.ctx, desc.digest));
+  if (has) {
+    if (!labels.empty()) {
+      content::Info info;
+      info.digest = desc.digest;
+      info.labels = labels;
+      std::vector<std::string> paths;
+      for (const auto& [key, value] : labels) {
+        paths.push_back(absl::StrCat("labels.", key));
+      }
+      BERTH_RETURN_IF_ERROR(content.Update(job.ctx, info, paths).status());
+    }
+    job.emit.Emit(desc, State::kExists, desc.size);
+    return absl::OkStatus();
+  }
+  BERTH_RETURN_IF_ERROR(content::WriteBlob(content, job.ctx,
+                                           absl::StrCat("pull-", desc.digest.ToString()), raw,
+                                           desc.digest, labels));
+  job.emit.Emit(desc, State::kDone, desc.size);
+  return absl::OkStatus();
+}
+
+// The config's bytes: from the store when it has them, else from the registry (checked).
+absl::StatusOr<std::string> FetchConfig(content::ContentStore& content, const PullJob& job,
+                                        const oci::Descriptor& desc) {
+  BERTH_ASSIGN_OR_RETURN(bool has, Has(content, job.ctx, desc.digest));
+  if (has) {
+    return content::ReadBlob(content, job.ctx, desc.digest);
+  }
+  job.emit.Emit(desc, State::kDownloading, 0);
+  StringSink sink;
+  BERTH_RETURN_IF_ERROR(job.registry.FetchBlob(job.ctx, job.ref, desc, &sink));
+  return sink.data();
+}
+
+// The pull, under the lease in job.ctx.
+absl::StatusOr<images::Image> PullLeased(content::ContentStore& content,
+                                         snapshots::Unpacker* unpacker,
+                                         images::ImageStore& image_store,
+                                         const PullerOptions& options, const PullJob& job,
+                                         const PullRequest& request,
+                                         const images::Platform& want) {
+  const std::string name = job.ref.String();
+  BERTH_ASSIGN_OR_RETURN(Descriptor root, job.registry.Resolve(job.ctx, job.ref));
+  BERTH_ASSIGN_OR_RETURN(RegistryClient::Document root_doc,
+                         job.registry.FetchManifest(job.ctx, job.ref, root));
+  Descriptor manifest_desc = root;
+  RegistryClient::Document manifest_doc;
+  if (root_doc.index.has_value()) {
+    BERTH_ASSIGN_OR_RETURN(manifest_desc, ChooseManifest(*root_doc.index, want, name));
+    BERTH_ASSIGN_OR_RETURN(manifest_doc,
+                           job.registry.FetchManifest(job.ctx, job.ref, manifest_desc));
+    if (!manifest_doc.manifest.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": index entry ", manifest_desc.digest.ToString(),
+                       " is not an image manifest"));
+    }
+  } else if (root_doc.manifest.has_value()) {
+    manifest_doc = root_doc;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not an image"));
+  }
+  const images::Manifest& manifest = *manifest_doc.manifest;
+
+  BERTH_ASSIGN_OR_RETURN(std::string config_raw, FetchConfig(content, job, manifest.config));
+  BERTH_ASSIGN_OR_RETURN(images::ImageConfig config, images::ParseImageConfig(config_raw));
+  if (config.diff_ids.size() != manifest.layers.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ": the config names ", config.diff_ids.size(), " diff ids for ",
+        manifest.layers.size(), " layers"));
+  }
+  std::vector<oci::Descriptor> layers(manifest.layers.begin(), manifest.layers.end());
+  BERTH_RETURN_IF_ERROR(DownloadLayers(content, job, layers, options.max_parallel_downloads,
+                                       options.progress_step, request.unpack));
+
+  content::Labels config_labels;
+  if (request.unpack && !layers.empty()) {
+    std::vector<std::string> chain = ChainIds(config.diff_ids);
+    for (const oci::Descriptor& layer : layers) {
+      job.emit.Emit(layer, State::kUnpacking, layer.size);
+    }
+    BERTH_RETURN_IF_ERROR(unpacker->Unpack(job.ctx, layers, chain, {}).status());
+    for (const oci::Descriptor& layer : layers) {
+      job.emit.Emit(layer, State::kDone, layer.size);
+    }
+    config_labels[absl::StrCat("containerd.io/gc.ref.snapshot.", request.snapshotter)] =
+        chain.back();
+  }
+  BERTH_RETURN_IF_ERROR(StoreDocument(content, job, manifest.config, config_raw, config_labels));
+
+  // The manifest names its config and layers; the root is labelled gc.root last.
+  const std::string root_label = Rfc3339(absl::Now());
+  content::Labels manifest_labels = {
+      {"containerd.io/gc.ref.content.config", manifest.config.digest.ToString()}};
+  for (size_t i = 0; i < layers.size(); ++i) {
+    manifest_labels[absl::StrCat("containerd.io/gc.ref.content.l.", i)] =
+        layers[i].digest.ToString();
+  }
+  if (!root_doc.index.has_value()) {
+    manifest_labels[kGcRoot] = root_label;
+  }
+  BERTH_RETURN_IF_ERROR(
+      StoreDocument(content, job, manifest_desc, manifest_doc.raw, manifest_labels));
+  if (root_doc.index.has_value()) {
+    content::Labels index_labels = {{kGcRoot, root_label}};
+    for (size_t i = 0; i < root_doc.index->manifests.size(); ++i) {
+      index_labels[absl::StrCat("containerd.io/gc.ref.content.m.", i)] =
+          root_doc.index->manifests[i].digest.ToString();
+    }
+    BERTH_RETURN_IF_ERROR(StoreDocument(content, job, root, root_doc.raw, index_labels));
+  }
+
+  images::Image image;
+  image.name = name;
+  image.target = root;
+  absl::StatusOr<images::Image> existing = image_store.Get(job.ctx, name);
+  if (existing.ok()) {
+    return image_store.Update(job.ctx, image, {"target"});
+  }
+  if (existing.status().code() != absl::StatusCode::kNotFound) {
+    return existing.status();
+  }
+  absl::StatusOr<images::Image> created = image_store.Create(job.ctx, image);
+  if (created.status().code() == absl::StatusCode::kAlreadyExists) {
+    return image_store.Update(job.ctx, image, {"target"});  // another pull of the same name won
+  }
+  return created;
+}
+
+}  // namespace
+
+absl::StatusOr<images::Image> Puller::Pull(const Context& caller, RegistryClient& registry,
+                                           const PullRequest& request,
+                                           const BlobEventFn& progress) {
+  BERTH_ASSIGN_OR_RETURN(images::Reference ref, images::Reference::Parse(request.reference));
+  images::Platform want = images::HostPlatform();
+  if (!request.platform.empty()) {
+    BERTH_ASSIGN_OR_RETURN(want, images::ParsePlatform(request.platform));
+  }
+  if (request.unpack && unpacker_ == nullptr) {
+    return absl::FailedPreconditionError("cannot unpack: imaged has no snapshotd");
+  }
+  Context ctx = caller;
+  ctx.lease.clear();
+  BERTH_ASSIGN_OR_RETURN(
+      leases::Lease lease,
+      leases_.Create(ctx, "", {{kGcExpire, Rfc3339(absl::Now() + kLeaseExpiry)}}));
+  ctx.lease = lease.id;
+  Emitter emit(progress);
+  PullJob job{ctx, registry, ref, emit};
+  absl::StatusOr<images::Image> image =
+      PullLeased(content_, unpacker_, images_, options_, job, request, want);
+
+  // Deleted even when the caller left: a detached context with its own deadline.
+  Context cleanup;
+  cleanup.ns = ctx.ns;
+  cleanup.deadline = absl::Now() + absl::Seconds(30);
+  if (absl::Status deleted = leases_.Delete(cleanup, lease.id, false); !deleted.ok()) {
+    BERTH_LOG(Warn) << "pull " << ref.String() << ": deleting lease " << lease.id << ": "
+                       << deleted << " (it expires by itself)";
+  }
+  return image;
+}
+
+}  // namespace berth::imaged

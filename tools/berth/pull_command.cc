@@ -1,0 +1,117 @@
+// `berth pull REF`: imaged's berth.distribution.v1.Distribution.Pull, one line per blob state
+// change ("DIGEST STATE SIZE"), then "pulled NAME DIGEST". With --json, one JSON object a line
+// per message. No terminal progress bars yet.
+
+#include <cctype>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "berth/distribution/v1/distribution.grpc.pb.h"
+#include "lib/base/grpc_status.h"
+#include "tools/berth/commands.h"
+#include "tools/berth/output.h"
+
+namespace berth::cli {
+namespace {
+
+namespace pb = ::berth::distribution::v1;
+
+constexpr absl::string_view kDaemon = "imaged";
+
+struct PullArgs {
+  std::string reference;
+  std::string platform;
+  bool no_unpack = false;
+  std::string snapshotter;
+  std::vector<std::string> insecure_registries;
+};
+
+std::string StateName(pb::BlobProgress::State state) {
+  std::string name = pb::BlobProgress::State_Name(state);
+  for (char& c : name) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return name;
+}
+
+absl::Status Pull(Session& session, const PullArgs& args) {
+  pb::PullRequest request;
+  request.set_reference(args.reference);
+  request.set_platform(args.platform);
+  request.set_unpack(!args.no_unpack);
+  request.set_snapshotter(args.snapshotter);
+  for (const std::string& host : args.insecure_registries) {
+    request.add_plain_http_hosts(host);
+  }
+  auto stub = pb::Distribution::NewStub(session.Channel(kDaemon));
+  grpc::ClientContext context;
+  session.Prepare(&context);
+  std::unique_ptr<grpc::ClientReader<pb::PullProgress>> reader = stub->Pull(&context, request);
+  std::map<std::string, pb::BlobProgress::State> last;  // by digest: the state last printed
+  pb::PullProgress message;
+  pb::PulledImage image;
+  while (reader->Read(&message)) {
+    for (const pb::BlobProgress& blob : message.blobs()) {
+      if (session.json()) {
+        std::cout << nlohmann::json{{"digest", blob.digest()},
+                                    {"media_type", blob.media_type()},
+                                    {"offset", blob.offset()},
+                                    {"total", blob.total()},
+                                    {"state", StateName(blob.state())}}
+                         .dump()
+                  << std::endl;
+        continue;
+      }
+      auto [it, inserted] = last.emplace(blob.digest(), blob.state());
+      if (!inserted && it->second == blob.state()) {
+        continue;
+      }
+      it->second = blob.state();
+      std::cout << blob.digest() << ' ' << StateName(blob.state()) << ' '
+                << HumanSize(blob.total()) << std::endl;
+    }
+    if (message.has_image()) {
+      image = message.image();
+    }
+  }
+  absl::Status status = FromGrpcStatus(reader->Finish());
+  if (!status.ok()) {
+    return session.Explain(kDaemon, status);
+  }
+  if (session.json()) {
+    std::cout << nlohmann::json{{"name", image.name()},
+                                {"digest", image.target().digest()},
+                                {"media_type", image.target().media_type()},
+                                {"size", image.target().size()}}
+                     .dump()
+              << std::endl;
+  } else {
+    std::cout << "pulled " << image.name() << ' ' << image.target().digest() << std::endl;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void RegisterPullCommand(CLI::App& root, Runner& runner) {
+  auto args = std::make_shared<PullArgs>();
+  CLI::App* pull = root.add_subcommand(
+      "pull", "Pull an image through imaged into contentd and snapshotd, one line per change");
+  pull->add_option("REF", args->reference, "Image reference (e.g. 127.0.0.1:5000/test/hello)")
+      ->required();
+  pull->add_option("--platform", args->platform, "os/arch[/variant] (default: this host)");
+  pull->add_flag("--no-unpack", args->no_unpack, "Store the blobs only; make no snapshots");
+  pull->add_option("--snapshotter", args->snapshotter, "Snapshotter to unpack into");
+  pull->add_option("--insecure-registry", args->insecure_registries,
+                   "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
+      ->take_all();
+  pull->callback(runner.Wrap([args](Session& session) { return Pull(session, *args); }));
+}
+
+}  // namespace berth::cli
