@@ -3,14 +3,16 @@
 # (the shipped config: a user per role, with permissions), eventd with a live `berth events`
 # subscriber, contentd and snapshotd under a fresh state directory and, with the berth CLI:
 #   - stores a blob, lists it, reads it back and checks the bytes, shows contentd's metrics;
-#   - imports a small OCI image (made here with umoci: a static /hello) into contentd,
-#     unpacks its layers into snapshots with snapshotd's Diff service, prepares a writable
-#     snapshot on the top layer, mounts it and runs /hello in it with runc, which prints hello.
+#   - makes a small OCI image (umoci: a static /hello), pushes it with skopeo into a
+#     docker-registry started here, starts imaged and pulls it with `berth pull` (blobs into
+#     contentd, the layers unpacked by snapshotd into the image's chain, the record in imaged),
+#     prepares a writable snapshot on the top of the chain, mounts it and runs /hello in it
+#     with runc, which prints hello.
 #   - shows the lifecycle events the daemons published on the way (content delete, snapshot
 #     prepare/commit/remove) as the subscriber got them, then replays them from eventd's history.
 # Then it stops everything it started and unmounts what it mounted. BERTH_DEMO_DIR keeps the
 # state directory (default: a new temp dir, removed after). Needs root (mounts, runc).
-# (Pulling from a registry is imaged's job and running containers execd's: both come later.)
+# (Running containers is execd's job, which comes later: runc is called here directly.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -136,29 +138,59 @@ berth() {
 
 step "make a small OCI image (umoci): a static /hello"
 bash "$repo/integration/scripts/make-test-image.sh" "$state/image" >/dev/null
-layout=$state/image
-manifest_digest=$(jq -r '.manifests[0].digest' "$layout/index.json")
-blob() { echo "$layout/blobs/${1%%:*}/${1#*:}"; }
-manifest=$(blob "$manifest_digest")
 
-step "import it into contentd (manifest, config, layers; digests verified on commit)"
-for d in "$manifest_digest" $(jq -r '.config.digest, .layers[].digest' "$manifest"); do
-  berth content ingest "import-$d" --expected-digest "$d" -f "$(blob "$d")" >/dev/null
-done
+registry_port=$(free_port)
+registry=127.0.0.1:$registry_port
+step "docker-registry on $registry (plain HTTP, storage in $state/registry); push the image with skopeo"
+cat >"$state/registry.yml" <<YAML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $state/registry
+http:
+  addr: $registry
+YAML
+docker-registry serve "$state/registry.yml" >"$state/registry.log" 2>&1 &
+pids+=($!)
+wait_for docker-registry curl -fsS -o /dev/null "http://$registry/v2/"
+skopeo copy --quiet --dest-tls-verify=false "oci:$state/image:latest" "docker://$registry/demo/hello:latest"
+
+isock=$state/imaged.sock
+step "imaged on $isock (image records; pulls into contentd and snapshotd)"
+"$build/services/imaged/imaged" --root "$state/imaged" --state "$state/run/imaged" \
+  --address "$isock" --contentd-address "$sock" --snapshotd-address "$ssock" \
+  --insecure-registry "$registry" \
+  --nats-url "$nats_url" --nats-credentials "berth-daemon:$daemon_pw" \
+  >"$state/imaged.log" 2>&1 &
+pids+=($!)
+wait_for imaged test -S "$isock"
+berth() {
+  "$build/tools/berth/berth" --contentd-address "$sock" --snapshotd-address "$ssock" \
+    --eventd-address "$esock" --imaged-address "$isock" "$@"
+}
+
+step "berth pull $registry/demo/hello:latest (resolve, download into contentd, unpack in snapshotd, record in imaged)"
+berth pull --insecure-registry "$registry" "$registry/demo/hello:latest" | tee "$state/pull.txt"
+manifest_digest=$(awk '$1 == "pulled" {print $3}' "$state/pull.txt")
+
+step "what the pull left: the record (ctr against imaged), the blobs (contentd), the snapshot chain (snapshotd)"
+ctr --address "$isock" images ls 2>/dev/null  # ctr's SIZE/PLATFORMS columns read contentd, not imaged
 berth content ls
-
-step "unpack the layers into snapshots (snapshotd's Diff service applies each onto its parent)"
-parent=""
-i=0
-for layer in $(jq -r '.layers[].digest' "$manifest"); do
-  i=$((i + 1))
-  media=$(jq -r --arg d "$layer" '.layers[] | select(.digest == $d) | .mediaType' "$manifest")
-  args=(snapshot apply "layer-$i-active" "$layer" --media-type "$media" --commit "layer-$i")
-  if [ -n "$parent" ]; then args+=(--parent "$parent"); fi
-  berth "${args[@]}"
-  parent=layer-$i
-done
 berth snapshot tree
+
+# The top of the chain: containerd's chain id over the config's diff_ids.
+config_digest=$(berth content get "$manifest_digest" | jq -r '.config.digest')
+parent=""
+for diff_id in $(berth content get "$config_digest" | jq -r '.rootfs.diff_ids[]'); do
+  if [ -z "$parent" ]; then
+    parent=$diff_id
+  else
+    parent="sha256:$(printf '%s %s' "$parent" "$diff_id" | sha256sum | cut -d' ' -f1)"
+  fi
+done
+echo "top of the chain: $parent"
 
 step "prepare a writable snapshot on the top layer (a container rootfs), mount it, run /hello with runc"
 bundle=$state/bundle
@@ -172,14 +204,13 @@ jq '.process.args = ["/hello"] | .process.terminal = false | .root.readonly = fa
 mv "$bundle/config.json.new" "$bundle/config.json"
 runc --root "$state/runc" run --bundle "$bundle" demo-hello
 
-step "clean up: unmount, remove the snapshots"
+step "clean up: unmount, remove the container's snapshot (the image keeps its chain)"
 umount "$bundle/rootfs"
 mounted=()
 berth snapshot rm hello-rootfs
-for j in $(seq "$i" -1 1); do berth snapshot rm "layer-$j"; done
 berth snapshot ls
 
-step "berth events: what contentd and snapshotd published, as the live subscriber saw it"
+step "berth events: what contentd, snapshotd and imaged published, as the live subscriber saw it"
 # Each daemon stored its events in its outbox and sent them to NATS; wait until they are all in.
 lines=-1
 for _ in $(seq 1 50); do

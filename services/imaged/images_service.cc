@@ -16,15 +16,6 @@ namespace {
 namespace v1 = ::containerd::services::images::v1;
 using images::Image;
 
-// ImageCreate or ImageUpdate for `image`: both carry its name and labels.
-template <typename Event>
-Event ChangeEvent(const Image& image) {
-  Event event;
-  event.set_name(image.name);
-  event.mutable_labels()->insert(image.labels.begin(), image.labels.end());
-  return event;
-}
-
 std::vector<std::string> FieldPaths(const v1::UpdateImageRequest& request) {
   return {request.update_mask().paths().begin(), request.update_mask().paths().end()};
 }
@@ -32,7 +23,11 @@ std::vector<std::string> FieldPaths(const v1::UpdateImageRequest& request) {
 }  // namespace
 
 ImagesService::ImagesService(images::ImageStore& store, ImagesServiceOptions options)
-    : store_(store), options_(std::move(options)) {
+    : options_(std::move(options)),
+      publishing_(options_.publisher == nullptr
+                      ? nullptr
+                      : std::make_unique<PublishingImageStore>(store, *options_.publisher)),
+      store_(publishing_ != nullptr ? *publishing_ : store) {
   if (options_.registry != nullptr) {
     records_ = &prometheus::BuildGauge()
                     .Name("berth_images_records")
@@ -79,9 +74,7 @@ grpc::Status ImagesService::Create(grpc::ServerContext* server_context,
   absl::StatusOr<Image> created = [&]() -> absl::StatusOr<Image> {
     BERTH_ASSIGN_OR_RETURN(Context ctx, ContextOf(*server_context));
     BERTH_ASSIGN_OR_RETURN(Image image, images::ImageFromProto(request->image()));
-    BERTH_ASSIGN_OR_RETURN(Image stored, store_.Create(ctx, image));
-    Publish(ctx, "/images/create", ChangeEvent<v1::ImageCreate>(stored));
-    return stored;
+    return store_.Create(ctx, image);
   }();
   if (!created.ok()) {
     return ToGrpcStatus(created.status());
@@ -97,9 +90,7 @@ grpc::Status ImagesService::Update(grpc::ServerContext* server_context,
   absl::StatusOr<Image> updated = [&]() -> absl::StatusOr<Image> {
     BERTH_ASSIGN_OR_RETURN(Context ctx, ContextOf(*server_context));
     BERTH_ASSIGN_OR_RETURN(Image image, images::ImageFromProto(request->image()));
-    BERTH_ASSIGN_OR_RETURN(Image stored, store_.Update(ctx, image, FieldPaths(*request)));
-    Publish(ctx, "/images/update", ChangeEvent<v1::ImageUpdate>(stored));
-    return stored;
+    return store_.Update(ctx, image, FieldPaths(*request));
   }();
   if (!updated.ok()) {
     return ToGrpcStatus(updated.status());
@@ -113,11 +104,7 @@ grpc::Status ImagesService::Delete(grpc::ServerContext* server_context,
                                    google::protobuf::Empty* response) {
   absl::Status deleted = [&]() -> absl::Status {
     BERTH_ASSIGN_OR_RETURN(Context ctx, ContextOf(*server_context));
-    BERTH_RETURN_IF_ERROR(store_.Delete(ctx, request->name(), request->sync()));
-    v1::ImageDelete event;
-    event.set_name(request->name());
-    Publish(ctx, "/images/delete", event);
-    return absl::OkStatus();
+    return store_.Delete(ctx, request->name(), request->sync());
   }();
   if (!deleted.ok()) {
     return ToGrpcStatus(deleted);
@@ -128,16 +115,6 @@ grpc::Status ImagesService::Delete(grpc::ServerContext* server_context,
 
 absl::StatusOr<Context> ImagesService::ContextOf(const grpc::ServerContext& server_context) const {
   return server::ContextFrom(server_context, options_.default_namespace);
-}
-
-void ImagesService::Publish(const Context& ctx, absl::string_view topic,
-                            const google::protobuf::Message& event) {
-  if (options_.publisher == nullptr) {
-    return;
-  }
-  if (absl::Status status = options_.publisher->Publish(ctx.ns, topic, event); !status.ok()) {
-    BERTH_LOG(Warn) << "publish " << topic << ": " << status;
-  }
 }
 
 void ImagesService::RefreshGauge() {

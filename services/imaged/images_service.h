@@ -23,6 +23,7 @@
 #include "containerd/services/images/v1/images.grpc.pb.h"
 #include "lib/events/publisher.h"
 #include "lib/images/image_store.h"
+#include "services/imaged/publishing_image_store.h"
 
 namespace berth::imaged {
 
@@ -59,13 +60,12 @@ class ImagesService final : public ::containerd::services::images::v1::Images::S
  private:
   // The request's namespace (its header, else the default), lease and deadline.
   absl::StatusOr<Context> ContextOf(const grpc::ServerContext& server_context) const;
-  // Publishes `event` on `topic` in ctx.ns; logs a failure.
-  void Publish(const Context& ctx, absl::string_view topic,
-               const google::protobuf::Message& event);
   void RefreshGauge();
 
-  images::ImageStore& store_;
   const ImagesServiceOptions options_;
+  // With a publisher, the handlers write through a PublishingImageStore over the store.
+  std::unique_ptr<PublishingImageStore> publishing_;
+  images::ImageStore& store_;
   prometheus::Gauge* records_ = nullptr;  // owned by the registry; null without one
 };
 

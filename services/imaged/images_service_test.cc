@@ -19,6 +19,7 @@
 #include "lib/events/publisher.h"
 #include "lib/testing/testing.h"
 #include "services/imaged/images_service.h"
+#include "services/imaged/publishing_image_store.h"
 #include "services/imaged/sqlite_image_store.h"
 
 namespace berth::imaged {
@@ -170,6 +171,44 @@ TEST_F(ImagesServiceTest, RecordsGaugeFollowsCreateAndDelete) {
   ASSERT_TRUE(Create("ns1", Proto("a", Sha256Of("a").ToString())).ok());
   ASSERT_TRUE(Create("ns2", Proto("a", Sha256Of("a").ToString())).ok());
   EXPECT_TRUE(absl::StrContains(Metrics(), "berth_images_records 2")) << Metrics();
+}
+
+// The Puller writes records through a PublishingImageStore (main.cc), so a pulled image is
+// announced like one made through the Images API.
+TEST(PublishingImageStoreTest, EachStoredChangeIsPublishedOnceAndRefusedOnesNot) {
+  testing::TempDir dir;
+  std::unique_ptr<SqliteImageStore> local = *SqliteImageStore::Open(dir.Join("images.db"));
+  RecordingPublisher publisher;
+  PublishingImageStore store(*local, publisher);
+  const Context ctx{"pulls", ""};
+  images::Image image;
+  image.name = "127.0.0.1:5000/test/hello:latest";
+  image.labels = {{"k", "v"}};
+  image.target.media_type = "application/vnd.oci.image.manifest.v1+json";
+  image.target.digest = Sha256Of("manifest");
+  image.target.size = 8;
+
+  ASSERT_TRUE(store.Create(ctx, image).ok());
+  EXPECT_EQ(store.Create(ctx, image).status().code(), absl::StatusCode::kAlreadyExists);
+  image.target.digest = Sha256Of("manifest 2");
+  ASSERT_TRUE(store.Update(ctx, image, {"target"}).ok());
+  EXPECT_EQ(store.Update(ctx, image, {"name"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(store.Get(ctx, image.name).ok());
+  ASSERT_TRUE(store.List(ctx, {}).ok());
+  ASSERT_TRUE(store.Delete(ctx, image.name, false).ok());
+  EXPECT_EQ(store.Delete(ctx, image.name, false).code(), absl::StatusCode::kNotFound);
+
+  std::vector<Published> published = publisher.published();
+  ASSERT_EQ(published.size(), 3u);
+  EXPECT_EQ(published[0].topic, "/images/create");
+  EXPECT_EQ(published[1].topic, "/images/update");
+  EXPECT_EQ(published[2].topic, "/images/delete");
+  for (const Published& p : published) {
+    EXPECT_EQ(p.ns, "pulls");
+    EXPECT_EQ(p.name, image.name);
+  }
+  EXPECT_EQ(published[0].labels, image.labels);
 }
 
 }  // namespace

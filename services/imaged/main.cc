@@ -21,6 +21,7 @@
 #include "services/imaged/images_service.h"
 #include "services/imaged/leases_forwarder.h"
 #include "services/imaged/puller.h"
+#include "services/imaged/publishing_image_store.h"
 #include "services/imaged/sqlite_image_store.h"
 
 namespace {
@@ -81,7 +82,9 @@ int Run(int argc, char** argv) {
   berth::content::GrpcContentStore content(contentd_channel);
   berth::leases::GrpcLeaseManager leases(contentd_channel);
   berth::snapshots::GrpcUnpacker unpacker(berth::Dial(options.peers.at("snapshotd")));
-  berth::imaged::Puller puller(content, leases, &unpacker, local);
+  // Pulled records announce themselves as the Images service's do: /images/create|update.
+  berth::imaged::PublishingImageStore pulled_records(local, **publisher);
+  berth::imaged::Puller puller(content, leases, &unpacker, pulled_records);
   berth::images::RegistryClientOptions registry_options;
   for (const std::string& host : insecure_registries) {
     registry_options.hosts[host].plain_http = true;
