@@ -1,12 +1,11 @@
 // containerd's own `ctr containers ls|info|label|rm`, pointed straight at execd's socket (the
 // real binary), and the events execd publishes for them on a real nats-server.
 //
-// Records are seeded with GrpcContainerStore: `ctr containers create` cannot make one against
-// execd alone. ctr's create goes through the Go client's NewContainer, whose first call is
-// Leases.Create on the same socket (client.WithLease), and execd serves no Leases service, so
-// ctr stops with "not implemented" before it sends the record (CreateNeedsLeases pins that).
-// With an image instead of --rootfs it would also need the Images, Content and Snapshots
-// services (imaged, contentd, snapshotd).
+// Most records are seeded with GrpcContainerStore. `ctr containers create --rootfs` makes one
+// itself: the Go client's NewContainer first calls Leases.Create on the same socket
+// (client.WithLease), which execd passes through to contentd (a real one runs beside it), then
+// Containers.Create with the lease, then Leases.Delete. With an image instead of --rootfs it
+// would also need the Images, Content and Snapshots services (imaged, contentd, snapshotd).
 
 #include <nats/nats.h>
 
@@ -47,11 +46,13 @@ constexpr char kSpec[] =
 class CtrContainersTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    ASSERT_TRUE(contentd_.Start().ok());
     ASSERT_TRUE(execd_
                     .StartServing("execd",
                                   {testing::BinaryPath("services/execd/execd"), "--root",
                                    dir_.Join("execd-root"), "--state", dir_.Join("execd-state"),
-                                   "--address", address_, "--nats-url", nats_.url(),
+                                   "--address", address_, "--contentd-address",
+                                   contentd_.address(), "--nats-url", nats_.url(),
                                    "--log-level", "debug"},
                                   address_)
                     .ok())
@@ -79,6 +80,7 @@ class CtrContainersTest : public ::testing::Test {
   TempDir dir_;
   NatsServer nats_;
   std::string address_ = dir_.Join("execd.sock");
+  Contentd contentd_{dir_.path(), Contentd::Options{}};
   DaemonProcess execd_{dir_.path()};
   std::unique_ptr<containers::GrpcContainerStore> store_;
   const Context ctx_{kNamespace, ""};
@@ -175,12 +177,24 @@ TEST_F(CtrContainersTest, RmOfARecordWithASnapshotNeedsTheSnapshotter) {
   EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(CtrContainersTest, CreateNeedsLeases) {
+TEST_F(CtrContainersTest, CreateMakesTheRecordUnderALeaseFromContentd) {
   ASSERT_TRUE(MakeDirs(dir_.Join("rootfs"), 0755).ok());
   CommandResult create = Ctr({"containers", "create", "--rootfs", dir_.Join("rootfs"), "web", "sh"});
-  EXPECT_NE(create.exit_code, 0) << create.output;
-  EXPECT_THAT(create.output, HasSubstr("not implemented"));
-  EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
+  ASSERT_EQ(create.exit_code, 0) << create.output;
+  absl::StatusOr<containers::Container> web = store_->Get(ctx_, "web");
+  ASSERT_TRUE(web.ok()) << web.status();
+  EXPECT_EQ(web->runtime.name, "io.containerd.runc.v2");
+  EXPECT_THAT(web->spec.value, HasSubstr(dir_.Join("rootfs")));  // ctr's spec, stored as sent
+  EXPECT_THAT(web->spec.value, HasSubstr("\"sh\""));
+  // ctr deleted its lease on contentd once the record was made.
+  CommandResult leases = integration::Ctr(contentd_.address(), kNamespace, {"leases", "ls", "-q"});
+  EXPECT_EQ(leases.exit_code, 0) << leases.output;
+  EXPECT_THAT(Lines(leases.output), ::testing::IsEmpty());
+  // A second create of the same id is refused and changes nothing.
+  create = Ctr({"containers", "create", "--rootfs", dir_.Join("rootfs"), "web", "true"});
+  EXPECT_NE(create.exit_code, 0);
+  EXPECT_THAT(create.output, HasSubstr("already exists"));
+  EXPECT_THAT(store_->Get(ctx_, "web")->spec.value, HasSubstr("\"sh\""));
 }
 
 TEST_F(CtrContainersTest, PublishesCreateUpdateDelete) {

@@ -6,9 +6,11 @@
 #include <memory>
 #include <string>
 
+#include "lib/base/grpc_client.h"
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
+#include "lib/leases/leases_forwarder.h"
 #include "lib/server/daemon.h"
 #include "lib/server/daemon_publisher.h"
 #include "services/execd/containers_service.h"
@@ -20,7 +22,7 @@ int Run(int argc, char** argv) {
   // Before any thread starts (the NATS sender), so every thread inherits the blocked mask.
   berth::server::Daemon::BlockTerminationSignals();
 
-  berth::config::DaemonConfig cfg("execd", {});
+  berth::config::DaemonConfig cfg("execd", {"contentd"});
   if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
     std::cerr << "execd: " << st.message() << "\n";
     return 2;
@@ -56,8 +58,15 @@ int Run(int argc, char** argv) {
   containers_options.count = [&local] { return local.Count(); };
   berth::execd::ContainersService containers_service(local, containers_options);
 
+  // Leases are contentd's; `ctr containers create` asks for one on this socket first.
+  const std::string& contentd_address = options.peers.at("contentd");
+  berth::leases::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
+                                                  options.default_namespace);
+
   daemon.AddService(&containers_service);
+  daemon.AddService(&leases_forwarder);
   daemon.AddPlugin({"io.containerd.grpc.v1", "containers"});
+  daemon.AddPlugin({"io.containerd.grpc.v1", "leases"});
   if (absl::Status st = daemon.Start(); !st.ok()) {
     BERTH_LOG(Error) << "execd: " << st;
     return 1;

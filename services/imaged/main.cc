@@ -12,6 +12,7 @@
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
+#include "lib/leases/leases_forwarder.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/leases/grpc_lease_manager.h"
 #include "lib/server/daemon.h"
@@ -19,7 +20,6 @@
 #include "lib/snapshots/grpc_unpacker.h"
 #include "services/imaged/distribution_service.h"
 #include "services/imaged/images_service.h"
-#include "services/imaged/leases_forwarder.h"
 #include "services/imaged/puller.h"
 #include "services/imaged/publishing_image_store.h"
 #include "services/imaged/sqlite_image_store.h"
@@ -74,7 +74,7 @@ int Run(int argc, char** argv) {
 
   // Leases are contentd's; ctr and containerd's clients ask for one on this socket first.
   const std::string& contentd_address = options.peers.at("contentd");
-  berth::imaged::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
+  berth::leases::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
                                                   options.default_namespace);
 
   // Pulls write to contentd and unpack through snapshotd under a lease taken on contentd.

@@ -1,4 +1,4 @@
-#include "services/imaged/leases_forwarder.h"
+#include "lib/leases/leases_forwarder.h"
 
 #include <utility>
 
@@ -7,7 +7,7 @@
 #include "lib/base/grpc_status.h"
 #include "lib/server/request_context.h"
 
-namespace berth::imaged {
+namespace berth::leases {
 
 namespace v1 = ::containerd::services::leases::v1;
 
@@ -71,4 +71,4 @@ grpc::Status LeasesForwarder::ListResources(grpc::ServerContext* server_context,
   return Forward(server_context, *request, response, &Stub::ListResources);
 }
 
-}  // namespace berth::imaged
+}  // namespace berth::leases

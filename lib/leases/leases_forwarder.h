@@ -1,14 +1,15 @@
 #pragma once
 
-// containerd.services.leases.v1.Leases on imaged's socket, each call passed through unchanged
-// to contentd (the source of truth for leases, DESIGN.md). containerd's clients make a lease on
-// the connection they use for everything else before they write records: `ctr images tag` and
-// containerd's Go client call Leases.Create, then Images.Get/Create with the lease as the
-// `containerd-lease` header, then Leases.Delete. Pointed at imaged alone they need Leases there.
+// containerd.services.leases.v1.Leases on a daemon's own socket (imaged's, execd's), each call
+// passed through unchanged to contentd (the source of truth for leases, DESIGN.md).
+// containerd's clients make a lease on the connection they use for everything else before they
+// write records: `ctr images tag` and `ctr containers create` call Leases.Create, then write
+// with the lease as the `containerd-lease` header, then Leases.Delete. Pointed at one daemon
+// alone they need Leases there.
 //
 // The request's namespace (its header, else the default) and deadline go to contentd; contentd's
 // answer and error come back as they are. contentd unreachable: Unavailable, naming it.
-// imaged keeps no lease state of its own. Thread-safe.
+// The daemon keeps no lease state of its own. Thread-safe.
 
 #include <grpcpp/grpcpp.h>
 
@@ -17,7 +18,7 @@
 
 #include "containerd/services/leases/v1/leases.grpc.pb.h"
 
-namespace berth::imaged {
+namespace berth::leases {
 
 class LeasesForwarder final : public ::containerd::services::leases::v1::Leases::Service {
  public:
@@ -63,4 +64,4 @@ class LeasesForwarder final : public ::containerd::services::leases::v1::Leases:
   const std::string default_namespace_;
 };
 
-}  // namespace berth::imaged
+}  // namespace berth::leases
