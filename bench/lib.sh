@@ -58,3 +58,111 @@ TOML
     exit 1
   } >&2
 }
+
+# make_gzip_image DIR LAYERS LAYER_MB REF_NAME: generates LAYERS gzip layers of about LAYER_MB
+# MiB uncompressed each into DIR/layer<i>.tar.gz and an OCI layout of them in DIR/layout (one
+# manifest, no index, the host's architecture; index.json names it REF_NAME). Per layer: about
+# 40% random binary files of 1 MiB (incompressible), 55% text files of 64 KiB (base64,
+# compressible) and 5% files of 4 KiB, in a few directories, plus one file of its own and a
+# whiteout of the one before. Sets diff_ids, layer_digests (arrays, bottom first), config_hex,
+# manifest_hex, uncompressed (bytes of the tars) and compressed (bytes of the gzip layers).
+make_gzip_image() {
+  local dir=$1 layers=$2 layer_mb=$3 ref_name=$4
+  local layout=$dir/layout i src bin_mb text_bytes small_bytes hex size arch ids descs
+  local layer_descs=()
+  mkdir -p "$layout/blobs/sha256"
+  diff_ids=()
+  layer_digests=()
+  uncompressed=0
+  for i in $(seq "$layers"); do
+    src=$dir/src/$i
+    mkdir -p "$src/bin" "$src/text" "$src/small"
+    bin_mb=$(( layer_mb * 40 / 100 ))
+    text_bytes=$(( layer_mb * 1048576 * 55 / 100 ))
+    small_bytes=$(( layer_mb * 1048576 * 5 / 100 ))
+    head -c $(( bin_mb * 1048576 )) /dev/urandom | (cd "$src/bin" && split -b 1048576 -a 4 - b)
+    head -c $(( text_bytes * 3 / 4 )) /dev/urandom | base64 -w 76 | (cd "$src/text" && split -b 65536 -a 5 - t)
+    head -c $(( small_bytes * 3 / 4 )) /dev/urandom | base64 -w 76 | (cd "$src/small" && split -b 4096 -a 5 - s)
+    # Each layer also deletes a file of the one before (a whiteout for the unpackers).
+    echo "layer $i" > "$src/only-$i"
+    if [ "$i" -gt 1 ]; then
+      : > "$src/.wh.only-$(( i - 1 ))"
+    fi
+    tar -C "$src" -cf "$dir/layer$i.tar" .
+    uncompressed=$(( uncompressed + $(stat -c %s "$dir/layer$i.tar") ))
+    diff_ids+=("sha256:$(sha256sum "$dir/layer$i.tar" | awk '{print $1}')")
+    gzip -6 -c "$dir/layer$i.tar" > "$dir/layer$i.tar.gz"
+    rm -f "$dir/layer$i.tar"
+    rm -rf "$src"
+    hex=$(sha256sum "$dir/layer$i.tar.gz" | awk '{print $1}')
+    size=$(stat -c %s "$dir/layer$i.tar.gz")
+    cp "$dir/layer$i.tar.gz" "$layout/blobs/sha256/$hex"
+    layer_digests+=("sha256:$hex")
+    layer_descs+=("{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$hex\",\"size\":$size}")
+  done
+  arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+  ids=$(printf '"%s",' "${diff_ids[@]}"); ids=${ids%,}
+  printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[%s]}}' \
+    "$arch" "$ids" > "$dir/config.json"
+  config_hex=$(sha256sum "$dir/config.json" | awk '{print $1}')
+  cp "$dir/config.json" "$layout/blobs/sha256/$config_hex"
+  descs=$(IFS=,; echo "${layer_descs[*]}")
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[%s]}' \
+    "$config_hex" "$(stat -c %s "$dir/config.json")" "$descs" > "$dir/manifest.json"
+  manifest_hex=$(sha256sum "$dir/manifest.json" | awk '{print $1}')
+  cp "$dir/manifest.json" "$layout/blobs/sha256/$manifest_hex"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
+    "$manifest_hex" "$(stat -c %s "$dir/manifest.json")" "$ref_name" > "$layout/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
+  compressed=$(du -cb "$dir"/layer*.tar.gz | tail -1 | awk '{print $1}')
+}
+
+# make_loop_fs BASE SIZE_KB: a fresh ext4 (journal on, Debian's mkfs defaults) in a sparse
+# BASE/fs.img on a loop device, mounted at BASE/fs. Sets loopdev. Undo with drop_loop_fs BASE.
+# Why: this machine's root filesystem is ext4 without a journal; after a run has deleted many
+# files, every file created in the next minutes scans the recently deleted inodes, and each
+# figure then depends on what ran before it.
+make_loop_fs() {
+  local base=$1 size_kb=$2
+  truncate -s "${size_kb}K" "$base/fs.img"
+  mkfs.ext4 -q -F -m 0 "$base/fs.img"
+  mkdir -p "$base/fs"
+  loopdev=$(losetup --direct-io=on -f --show "$base/fs.img")
+  mount "$loopdev" "$base/fs"
+}
+drop_loop_fs() {
+  local base=$1
+  umount "$base/fs" 2>/dev/null || true
+  if [ -n "${loopdev:-}" ]; then
+    losetup -d "$loopdev" 2>/dev/null || true
+  fi
+  loopdev=
+}
+
+# vm_hwm_kib PID: the process's peak resident set (VmHWM), KiB.
+vm_hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+# timeit NAME CMD...: runs CMD once and records its wall time in seconds[NAME] and its CPU time
+# in cpu[NAME] (the caller declares both: declare -A seconds cpu). The CPU time counts the
+# processes in $timed_pids (the daemons serving the phase) and this shell's reaped children
+# (the clients).
+cpu_ticks() {
+  local total pid
+  total=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
+  for pid in $timed_pids; do
+    total=$(( total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat") ))
+  done
+  echo "$total"
+}
+timeit() {  # timeit NAME CMD...: runs CMD once, records its wall time and CPU time
+  local name=$1; shift
+  local t0 t1 c0 c1
+  c0=$(cpu_ticks)
+  t0=$(now)
+  "$@"
+  t1=$(now)
+  c1=$(cpu_ticks)
+  seconds[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  cpu[$name]=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
+}
+

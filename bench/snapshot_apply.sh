@@ -83,8 +83,7 @@ cleanup() {
   fi
   if [ -n "$loopdev" ]; then
     rm -rf "$work"
-    umount "$base/fs" 2>/dev/null || true
-    losetup -d "$loopdev" 2>/dev/null || true
+    drop_loop_fs "$base"
   fi
   rm -rf "$base"
 }
@@ -95,11 +94,7 @@ if [ "$BENCH_FS" = loop ]; then
   for tool in mkfs.ext4 losetup; do
     command -v "$tool" >/dev/null || { echo "snapshot_apply: $tool not found (or BENCH_FS=dir)" >&2; exit 1; }
   done
-  truncate -s $(( need_kb + 1048576 ))K "$base/fs.img"
-  mkfs.ext4 -q -F -m 0 "$base/fs.img"
-  mkdir "$base/fs"
-  loopdev=$(losetup --direct-io=on -f --show "$base/fs.img")
-  mount "$loopdev" "$base/fs"
+  make_loop_fs "$base" $(( need_kb + 1048576 ))
   work=$base/fs/work
   mkdir "$work"
 elif [ "$BENCH_FS" != dir ]; then
@@ -108,80 +103,14 @@ elif [ "$BENCH_FS" != dir ]; then
 fi
 
 declare -A seconds cpu
-# CPU ticks (user + system, with reaped children) of the processes in $timed_pids (the daemons
-# serving the phase) and of this shell's reaped children (the clients: ctr, berth, gzip, tar).
 timed_pids=
-cpu_ticks() {
-  local total pid
-  total=$(awk '{print $14 + $15 + $16 + $17}' /proc/$$/stat)
-  for pid in $timed_pids; do
-    total=$(( total + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat") ))
-  done
-  echo "$total"
-}
-timeit() {  # timeit NAME CMD...: runs CMD once, records its wall time and CPU time
-  local name=$1; shift
-  local t0 t1 c0 c1
-  c0=$(cpu_ticks)
-  t0=$(now)
-  "$@"
-  t1=$(now)
-  c1=$(cpu_ticks)
-  seconds[$name]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-  cpu[$name]=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
-}
 
 # ---- the layers, and an OCI image of them
 echo "snapshot_apply: generating $LAYERS layers of ~$LAYER_MB MiB" >&2
 layout=$work/layout
-mkdir -p "$layout/blobs/sha256"
-diff_ids=()
-layer_descs=()
-layer_digests=()
-uncompressed=0
-for i in $(seq "$LAYERS"); do
-  src=$work/src/$i
-  mkdir -p "$src/bin" "$src/text" "$src/small"
-  bin_mb=$(( LAYER_MB * 40 / 100 ))
-  text_bytes=$(( LAYER_MB * 1048576 * 55 / 100 ))
-  small_bytes=$(( LAYER_MB * 1048576 * 5 / 100 ))
-  head -c $(( bin_mb * 1048576 )) /dev/urandom | (cd "$src/bin" && split -b 1048576 -a 4 - b)
-  head -c $(( text_bytes * 3 / 4 )) /dev/urandom | base64 -w 76 | (cd "$src/text" && split -b 65536 -a 5 - t)
-  head -c $(( small_bytes * 3 / 4 )) /dev/urandom | base64 -w 76 | (cd "$src/small" && split -b 4096 -a 5 - s)
-  # Each layer also deletes a file of the one before (a whiteout for the unpackers).
-  echo "layer $i" > "$src/only-$i"
-  if [ "$i" -gt 1 ]; then
-    : > "$src/.wh.only-$(( i - 1 ))"
-  fi
-  tar -C "$src" -cf "$work/layer$i.tar" .
-  uncompressed=$(( uncompressed + $(stat -c %s "$work/layer$i.tar") ))
-  diff_ids+=("sha256:$(sha256sum "$work/layer$i.tar" | awk '{print $1}')")
-  gzip -6 -c "$work/layer$i.tar" > "$work/layer$i.tar.gz"
-  rm -f "$work/layer$i.tar"
-  rm -rf "$src"
-  hex=$(sha256sum "$work/layer$i.tar.gz" | awk '{print $1}')
-  size=$(stat -c %s "$work/layer$i.tar.gz")
-  cp "$work/layer$i.tar.gz" "$layout/blobs/sha256/$hex"
-  layer_digests+=("sha256:$hex")
-  layer_descs+=("{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$hex\",\"size\":$size}")
-done
-arch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
-ids=$(printf '"%s",' "${diff_ids[@]}"); ids=${ids%,}
-printf '{"architecture":"%s","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[%s]}}' \
-  "$arch" "$ids" > "$work/config.json"
-config_hex=$(sha256sum "$work/config.json" | awk '{print $1}')
-cp "$work/config.json" "$layout/blobs/sha256/$config_hex"
-descs=$(IFS=,; echo "${layer_descs[*]}")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[%s]}' \
-  "$config_hex" "$(stat -c %s "$work/config.json")" "$descs" > "$work/manifest.json"
-manifest_hex=$(sha256sum "$work/manifest.json" | awk '{print $1}')
-cp "$work/manifest.json" "$layout/blobs/sha256/$manifest_hex"
 image_ref=bench.local/snapshot-apply:latest
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d,"annotations":{"org.opencontainers.image.ref.name":"%s"}}]}' \
-  "$manifest_hex" "$(stat -c %s "$work/manifest.json")" "$image_ref" > "$layout/index.json"
-echo '{"imageLayoutVersion":"1.0.0"}' > "$layout/oci-layout"
+make_gzip_image "$work" "$LAYERS" "$LAYER_MB" "$image_ref"
 tar -C "$layout" -cf "$work/image.tar" .
-compressed=$(du -cb "$work"/layer*.tar.gz | tail -1 | awk '{print $1}')
 echo "snapshot_apply: $uncompressed bytes uncompressed, $compressed gzip" >&2
 
 # ---- the floor: gzip -dc | tar -x, layer after layer
