@@ -1,5 +1,6 @@
-// The berth binary against a real contentd: every command as a user runs it, through a shell
-// so stdin, stdout and stderr are what a terminal or a script would see.
+// The berth binary against a real contentd (and a real imaged for `berth images`): every command
+// as a user runs it, through a shell so stdin, stdout and stderr are what a terminal or a script
+// would see.
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -18,9 +19,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/base/digest.h"
+#include "lib/base/grpc_client.h"
+#include "lib/images/grpc_image_store.h"
 #include "lib/testing/testing.h"
 
 namespace berth {
@@ -104,7 +109,8 @@ class BerthCliTest : public ::testing::Test {
     std::string out = dir_.Join("out"), err = dir_.Join("err");
     std::string command =
         absl::StrCat(prefix, " ", Quote(testing::BinaryPath("tools/berth/berth")),
-                     " --contentd-address ", Quote(socket_), " ", absl::StrJoin(quoted, " "),
+                     " --contentd-address ", Quote(socket_), global_args_, " ",
+                     absl::StrJoin(quoted, " "),
                      absl::EndsWith(prefix, "|") ? "" : absl::StrCat(" <", Quote(stdin_path)), " >",
                      Quote(out), " 2>", Quote(err));
     Result result;
@@ -141,6 +147,7 @@ class BerthCliTest : public ::testing::Test {
   testing::TempDir dir_;
   std::string socket_;
   std::unique_ptr<testing::Process> contentd_;
+  std::string global_args_;  // shell text put after --contentd-address by Berth()
 };
 
 TEST_F(BerthCliTest, IngestListGetInfoRemove) {
@@ -411,8 +418,8 @@ TEST_F(BerthCliTest, ErrorsAndUsage) {
                                     "ingest, ls, get, info, rm, label, active, abort)"));
   Result none = Berth({});
   EXPECT_EQ(none.code, 2);
-  EXPECT_THAT(none.err,
-              HasSubstr("one of: content, lease, namespace, snapshot, events, pull, version"));
+  EXPECT_THAT(none.err, HasSubstr("one of: content, lease, namespace, snapshot, images, events, "
+                                  "pull, version"));
   EXPECT_EQ(Berth({"content", "bogus"}).code, 2);
   EXPECT_EQ(Berth({"content", "get", "not-a-digest"}).code, 2);
   EXPECT_EQ(Berth({"--timeout", "soon", "content", "ls"}).code, 2);
@@ -468,6 +475,197 @@ TEST_F(BerthCliTest, TimeoutBoundsAHungDaemon) {
   EXPECT_THAT(store.err, HasSubstr("1s"));
   EXPECT_LT(absl::Now() - start, absl::Seconds(15));
   close(fd);
+}
+
+// `berth images` against a real imaged (records only: no content behind the targets, which a
+// store allows). Seeded through GrpcImageStore, as any Images client would.
+class BerthImagesTest : public BerthCliTest {
+ protected:
+  void SetUp() override {
+    BerthCliTest::SetUp();
+    imaged_socket_ = dir_.Join("i.sock");
+    WriteFile(dir_.Join("imaged.toml"), "");
+    imaged_ = std::make_unique<testing::Process>(
+        std::vector<std::string>{testing::BinaryPath("services/imaged/imaged"), "--config",
+                                 dir_.Join("imaged.toml"), "--root", dir_.Join("imaged-root"),
+                                 "--state", dir_.Join("imaged-state"), "--address",
+                                 imaged_socket_, "--contentd-address", socket_, "--nats-url", ""},
+        dir_.path());
+    ASSERT_TRUE(testing::WaitForUnixSocket(imaged_socket_, absl::Seconds(20)))
+        << imaged_->ReadLog();
+    global_args_ = " --imaged-address " + Quote(imaged_socket_);
+    store_ = std::make_unique<images::GrpcImageStore>(Dial(imaged_socket_));
+  }
+
+  void TearDown() override {
+    if (HasFailure() && imaged_ != nullptr) {
+      std::cerr << "imaged log:\n" << imaged_->ReadLog();
+    }
+    BerthCliTest::TearDown();
+  }
+
+  images::Image Seed(const std::string& name, const std::string& seed, const LabelMap& labels,
+                     const std::string& media_type = kIndexType) {
+    images::Image image;
+    image.name = name;
+    image.labels = labels;
+    image.target.media_type = media_type;
+    image.target.digest = Sha256Of(seed);
+    image.target.size = 1234;
+    absl::StatusOr<images::Image> created = store_->Create(ctx_, image);
+    EXPECT_TRUE(created.ok()) << created.status();
+    return created.ok() ? *created : image;
+  }
+
+  static constexpr char kIndexType[] = "application/vnd.oci.image.index.v1+json";
+  static constexpr char kManifestType[] = "application/vnd.oci.image.manifest.v1+json";
+  Context ctx_{"default", ""};
+  std::string imaged_socket_;
+  std::unique_ptr<testing::Process> imaged_;
+  std::unique_ptr<images::GrpcImageStore> store_;
+};
+
+TEST_F(BerthImagesTest, ListQuietFiltersAndJson) {
+  images::Image alpine = Seed("docker.io/library/alpine:3.19", "alpine", {{"team", "a"}});
+  images::Image busybox =
+      Seed("docker.io/library/busybox:1", "busybox", {}, kManifestType);
+  const std::string alpine_digest = alpine.target.digest.ToString();
+
+  std::vector<std::string> rows = absl::StrSplit(Ok({"images", "ls"}), '\n');
+  ASSERT_EQ(rows.size(), 4u) << absl::StrJoin(rows, "\n");
+  EXPECT_THAT(rows[0], StartsWith("NAME  "));
+  EXPECT_THAT(rows[0], HasSubstr("  DIGEST  "));
+  EXPECT_THAT(rows[0], HasSubstr("  SIZE  "));
+  EXPECT_THAT(rows[0], HasSubstr("  MEDIA TYPE  "));
+  EXPECT_THAT(rows[0], HasSubstr("  LABELS"));
+  EXPECT_THAT(rows[1], StartsWith("docker.io/library/alpine:3.19  "));
+  EXPECT_THAT(rows[1], HasSubstr(absl::StrCat("  ", alpine_digest, "  1.234kB  ", kIndexType)));
+  EXPECT_THAT(rows[1], HasSubstr("  team=a"));
+  EXPECT_THAT(rows[2], StartsWith("docker.io/library/busybox:1  "));
+  EXPECT_THAT(rows[2], HasSubstr(absl::StrCat("  ", busybox.target.digest.ToString(),
+                                              "  1.234kB  ", kManifestType, "  -")));
+  EXPECT_EQ(rows[3], "");
+  EXPECT_EQ(Ok({"images", "ls", "-q"}),
+            "docker.io/library/alpine:3.19\ndocker.io/library/busybox:1\n");
+  EXPECT_EQ(Ok({"image", "list", "-q", "labels.team==a"}), "docker.io/library/alpine:3.19\n");
+  EXPECT_EQ(Ok({"images", "ls", "-q", "target.digest==" + alpine_digest}),
+            "docker.io/library/alpine:3.19\n");
+  // Filters are alternatives: either may match.
+  EXPECT_EQ(Ok({"images", "ls", "-q", "name~=busybox", "labels.team==a"}),
+            "docker.io/library/alpine:3.19\ndocker.io/library/busybox:1\n");
+  EXPECT_EQ(Ok({"images", "ls", "-q", "name==nothing"}), "");
+  // Other namespaces see nothing.
+  EXPECT_EQ(Ok({"-n", "other", "images", "ls", "-q"}), "");
+
+  nlohmann::json list = Json({"images", "ls"});
+  ASSERT_TRUE(list.is_array());
+  ASSERT_EQ(list.size(), 2u) << list;
+  EXPECT_EQ(list[0]["name"], "docker.io/library/alpine:3.19");
+  EXPECT_EQ(list[0]["labels"], nlohmann::json({{"team", "a"}}));
+  EXPECT_EQ(list[0]["target"]["digest"], alpine_digest);
+  EXPECT_EQ(list[0]["target"]["size"], 1234);
+  EXPECT_EQ(list[0]["target"]["media_type"], kIndexType);
+  EXPECT_EQ(list[1]["target"]["media_type"], kManifestType);
+
+  // A malformed filter is the daemon's InvalidArgument: exit 1, as `content ls` does.
+  Result bad = Berth({"images", "ls", "name=="});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_THAT(bad.err, StartsWith("berth: "));
+  EXPECT_EQ(bad.out, "");
+}
+
+TEST_F(BerthImagesTest, TagRefusesDuplicatesUnlessForced) {
+  images::Image source = Seed("src:1", "source", {{"k", "v"}});
+  images::Image other = Seed("other:1", "other", {});
+  const std::string digest = source.target.digest.ToString();
+
+  EXPECT_EQ(Ok({"images", "tag", "src:1", "new:1", "new:2"}), "new:1\nnew:2\n");
+  nlohmann::json tagged = Json({"images", "inspect", "new:2"});
+  EXPECT_EQ(tagged["target"]["digest"], digest);
+  EXPECT_EQ(tagged["labels"], nlohmann::json({{"k", "v"}}));
+  EXPECT_EQ(Ok({"images", "ls", "-q", "target.digest==" + digest}), "new:1\nnew:2\nsrc:1\n");
+
+  // An existing name is refused and left as it was...
+  Result dup = Berth({"images", "tag", "other:1", "new:1"});
+  EXPECT_EQ(dup.code, 1);
+  EXPECT_THAT(dup.err, StartsWith("berth: "));
+  EXPECT_THAT(dup.err, HasSubstr("already exists"));
+  EXPECT_EQ(Json({"images", "inspect", "new:1"})["target"]["digest"], digest);
+
+  // ... unless --force, which points it at the new source's target.
+  std::string created_before = Json({"images", "inspect", "new:1"})["created_at"];
+  EXPECT_EQ(Ok({"images", "tag", "--force", "other:1", "new:1"}), "new:1\n");
+  nlohmann::json forced = Json({"images", "inspect", "new:1"});
+  EXPECT_EQ(forced["target"]["digest"], other.target.digest.ToString());
+  EXPECT_EQ(forced["labels"], nlohmann::json::object());
+  EXPECT_EQ(forced["created_at"], created_before);
+
+  // An unknown source: the daemon's NotFound, nothing made.
+  Result missing = Berth({"images", "tag", "nope:1", "made:1"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_THAT(missing.err, StartsWith("berth: "));
+  EXPECT_THAT(missing.err, HasSubstr("not found"));
+  EXPECT_EQ(Ok({"images", "ls", "-q", "name==made:1"}), "");
+
+  // Missing TARGET is a usage error.
+  EXPECT_EQ(Berth({"images", "tag", "src:1"}).code, 2);
+}
+
+TEST_F(BerthImagesTest, InspectPrintsTheRecord) {
+  images::Image image = Seed("docker.io/library/alpine:3.19", "alpine", {{"a", "1"}, {"b", "2"}});
+  // Without --json too: there is no table for one record.
+  std::string out = Ok({"images", "inspect", "docker.io/library/alpine:3.19"});
+  nlohmann::json record = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_FALSE(record.is_discarded()) << out;
+  EXPECT_EQ(record["name"], "docker.io/library/alpine:3.19");
+  EXPECT_EQ(record["labels"], nlohmann::json({{"a", "1"}, {"b", "2"}}));
+  EXPECT_EQ(record["target"]["media_type"], kIndexType);
+  EXPECT_EQ(record["target"]["digest"], image.target.digest.ToString());
+  EXPECT_EQ(record["target"]["size"], 1234);
+  EXPECT_TRUE(record["target"]["annotations"].is_object());
+  absl::Time created, updated;
+  std::string err;
+  ASSERT_TRUE(absl::ParseTime(absl::RFC3339_full, record["created_at"].get<std::string>(),
+                              &created, &err))
+      << err;
+  ASSERT_TRUE(absl::ParseTime(absl::RFC3339_full, record["updated_at"].get<std::string>(),
+                              &updated, &err))
+      << err;
+  EXPECT_EQ(created, image.created_at);
+  EXPECT_EQ(updated, image.updated_at);
+
+  Result missing = Berth({"images", "inspect", "nope:1"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(missing.out, "");
+  EXPECT_THAT(missing.err, StartsWith("berth: "));
+  EXPECT_THAT(missing.err, HasSubstr("not found"));
+}
+
+TEST_F(BerthImagesTest, RemoveKnownAndUnknown) {
+  Seed("a:1", "a", {});
+  Seed("b:1", "b", {});
+  Seed("c:1", "c", {});
+  EXPECT_EQ(Ok({"images", "rm", "a:1"}), "a:1\n");
+  EXPECT_EQ(Ok({"images", "ls", "-q"}), "b:1\nc:1\n");
+
+  // An unknown name fails (exit 1, the daemon's NotFound) but the known ones go.
+  Result mixed = Berth({"images", "rm", "b:1", "nope:1", "c:1", "--sync"});
+  EXPECT_EQ(mixed.code, 1);
+  EXPECT_EQ(mixed.out, "b:1\nc:1\n");
+  EXPECT_THAT(mixed.err, StartsWith("berth: "));
+  EXPECT_THAT(mixed.err, HasSubstr("not found"));
+  EXPECT_EQ(Ok({"images", "ls", "-q"}), "");
+
+  EXPECT_EQ(Berth({"images", "rm"}).code, 2);
+  Result usage = Berth({"images"});
+  EXPECT_EQ(usage.code, 2);
+  EXPECT_THAT(usage.err, HasSubstr("one of: ls, rm, tag, inspect"));
+
+  // No imaged at the address: named like the other daemons.
+  std::string nowhere = dir_.Join("nowhere.sock");
+  Result unreachable = Berth({"--imaged-address", nowhere, "images", "ls"});
+  EXPECT_EQ(unreachable.code, 1);
+  EXPECT_THAT(unreachable.err, StartsWith("berth: cannot reach imaged at " + nowhere + ": "));
 }
 
 }  // namespace

@@ -217,14 +217,18 @@ absl::Status RemoveEach(Session& session, absl::string_view daemon,
     }
     removed.push_back(name);
   }
+  PrintNames(session, removed);
+  return first_error;
+}
+
+void PrintNames(const Session& session, const std::vector<std::string>& names) {
   if (session.json()) {
-    PrintJson(std::cout, removed);
+    PrintJson(std::cout, names);
   } else {
-    for (const std::string& name : removed) {
+    for (const std::string& name : names) {
       std::cout << name << '\n';
     }
   }
-  return first_error;
 }
 
 }  // namespace berth::cli

@@ -112,6 +112,8 @@ absl::Status UsageError(absl::string_view message);
 absl::Status RemoveEach(Session& session, absl::string_view daemon,
                         const std::vector<std::string>& names,
                         const std::function<absl::Status(const std::string&)>& remove);
+// `names` one a line, or as a JSON list with --json.
+void PrintNames(const Session& session, const std::vector<std::string>& names);
 bool IsUsageError(const absl::Status& status);
 
 // "key=value" -> (key, value). A missing '=' or an empty key is a usage error.

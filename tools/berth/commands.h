@@ -21,6 +21,8 @@ void RegisterNamespaceCommands(CLI::App& root, Runner& runner);
 // `berth snapshot ...` (alias `snapshots`): prepare, view, mounts, commit, rm, ls, usage, tree,
 // apply.
 void RegisterSnapshotCommands(CLI::App& root, Runner& runner);
+// `berth images ...` (alias `image`): ls, rm, tag, inspect, on imaged's records.
+void RegisterImageCommands(CLI::App& root, Runner& runner);
 // `berth events [FILTER...] [--since SEQ|TIME]`: streams events from eventd.
 void RegisterEventsCommand(CLI::App& root, Runner& runner);
 // `berth pull REF [--platform P] [--no-unpack] [--insecure-registry HOST]...`: imaged's Pull.

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   berth::cli::RegisterLeaseCommands(app, runner);
   berth::cli::RegisterNamespaceCommands(app, runner);
   berth::cli::RegisterSnapshotCommands(app, runner);
+  berth::cli::RegisterImageCommands(app, runner);
   berth::cli::RegisterEventsCommand(app, runner);
   berth::cli::RegisterPullCommand(app, runner);
   berth::cli::RegisterVersionCommand(app, runner);
