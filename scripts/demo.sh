@@ -175,7 +175,8 @@ step "berth pull $registry/demo/hello:latest (resolve, download into contentd, u
 berth pull --insecure-registry "$registry" "$registry/demo/hello:latest" | tee "$state/pull.txt"
 manifest_digest=$(awk '$1 == "pulled" {print $3}' "$state/pull.txt")
 
-step "what the pull left: the record (ctr against imaged), the blobs (contentd), the snapshot chain (snapshotd)"
+step "what the pull left: the record (berth images ls; ctr against imaged), the blobs (contentd), the snapshot chain (snapshotd)"
+berth images ls
 ctr --address "$isock" images ls 2>/dev/null  # ctr's SIZE/PLATFORMS columns read contentd, not imaged
 berth content ls
 berth snapshot tree
