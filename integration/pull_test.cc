@@ -2,9 +2,11 @@
 // skopeo to a real docker-registry on 127.0.0.1, pulled through the real imaged binary into a
 // real contentd and snapshotd, and every piece checked through the daemons' own APIs: the
 // blobs (digests from the layout), the image record, the committed snapshot chain (mounted,
-// /hello inside), no lease left behind; a second pull finds every blob there already. And an
-// unknown tag: NotFound, no record, no lease.
+// /hello inside), no lease left behind; a second pull finds every blob there already. An
+// unknown tag: NotFound, no record, no lease. And imaged SIGKILLed while a 32 MiB layer
+// downloads: no record, no lease once imaged is back, and the next pull completes.
 
+#include <signal.h>
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
@@ -50,14 +52,18 @@ class PullTest : public ::testing::Test {
     ASSERT_TRUE(pushed.ok()) << pushed;
     ASSERT_TRUE(contentd_.Start().ok()) << contentd_.ReadLog();
     ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
-    absl::Status started = imaged_.StartServing(
+    absl::Status started = StartImaged();
+    ASSERT_TRUE(started.ok()) << started;
+  }
+
+  absl::Status StartImaged() {
+    return imaged_.StartServing(
         "imaged",
         {testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
          "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
          contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level",
          "debug"},
         address_);
-    ASSERT_TRUE(started.ok()) << started;
   }
 
   std::string Reference(const std::string& tag) const {
@@ -77,6 +83,17 @@ class PullTest : public ::testing::Test {
     absl::StatusOr<std::string> data = ReadFile(layout_ + "/blobs/sha256/" + digest.substr(7));
     EXPECT_TRUE(data.ok()) << data.status();
     return data.ok() ? *data : std::string();
+  }
+
+  // containerd's ChainID of the config's rootfs.diff_ids, computed here.
+  static std::string TopChainId(const nlohmann::json& config) {
+    std::string chain;
+    for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
+      chain = chain.empty() ? diff_id.get<std::string>()
+                            : Sha256Of(absl::StrCat(chain, " ", diff_id.get<std::string>()))
+                                  .ToString();
+    }
+    return chain;
   }
 
   void ExpectNoLease() {
@@ -140,12 +157,7 @@ TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {
 
   // snapshotd: the chain (containerd's ChainID, computed here from the config), committed;
   // a view of its top mounted shows /hello.
-  std::string chain;
-  for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
-    chain = chain.empty() ? diff_id.get<std::string>()
-                          : Sha256Of(absl::StrCat(chain, " ", diff_id.get<std::string>()))
-                                .ToString();
-  }
+  std::string chain = TopChainId(config);
   snapshots::GrpcSnapshotter snapshotter(Dial(snapshotd_.address()), "overlayfs");
   absl::StatusOr<snapshots::Info> top = snapshotter.Stat(Ctx(), chain);
   ASSERT_TRUE(top.ok()) << chain << ": " << top.status() << snapshotd_.ReadLog();
@@ -200,6 +212,114 @@ TEST_F(PullTest, UnknownTagIsNotFoundAndLeavesNoRecordAndNoLease) {
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_TRUE(all->empty());
   ExpectNoLease();
+}
+
+TEST_F(PullTest, KilledMidPullLeavesNoRecordNoLeaseAndTheNextPullCompletes) {
+  // The test image plus a 32 MiB layer of random bytes, so the download takes a moment.
+  std::string big = dir_.Join("big-layout");
+  ASSERT_TRUE(MakeTestImage(big, "big").ok());
+  int code = 0;
+  std::string random = dir_.Join("random");
+  std::string out = testing::RunCommand(
+      {"dd", "if=/dev/urandom", absl::StrCat("of=", random), "bs=1M", "count=32"}, &code);
+  ASSERT_EQ(code, 0) << out;
+  out = testing::RunCommand({"umoci", "insert", "--image", big + ":big", random, "/random"},
+                            &code);
+  ASSERT_EQ(code, 0) << out;
+  out = testing::RunCommand({"umoci", "gc", "--layout", big}, &code);
+  ASSERT_EQ(code, 0) << out;
+  absl::Status pushed = registry_.Push(big, "big", kRepo);
+  ASSERT_TRUE(pushed.ok()) << pushed;
+
+  // Pull through the stub; SIGKILL imaged at the first DOWNLOADING of the big layer.
+  nlohmann::json index = nlohmann::json::parse(*ReadFile(big + "/index.json"));
+  std::string manifest_digest = index["manifests"][0]["digest"];
+  nlohmann::json manifest = nlohmann::json::parse(*ReadFile(
+      big + "/blobs/sha256/" + manifest_digest.substr(7)));
+  std::string big_layer = manifest["layers"].back()["digest"];
+  int64_t big_size = manifest["layers"].back()["size"];
+  {
+    auto stub = distribution::v1::Distribution::NewStub(Dial(address_));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    distribution::v1::PullRequest request;
+    request.set_reference(Reference("big"));
+    request.set_unpack(true);
+    request.add_plain_http_hosts(registry_.host());
+    auto reader = stub->Pull(&context, request);
+    distribution::v1::PullProgress message;
+    bool killed = false;
+    while (!killed && reader->Read(&message)) {
+      for (const distribution::v1::BlobProgress& blob : message.blobs()) {
+        if (blob.digest() == big_layer &&
+            blob.state() == distribution::v1::BlobProgress::DOWNLOADING && blob.offset() > 0 &&
+            blob.offset() < big_size) {
+          ASSERT_EQ(::kill(imaged_.pid(), SIGKILL), 0);
+          killed = true;
+          break;
+        }
+      }
+    }
+    ASSERT_TRUE(killed) << "no DOWNLOADING of " << big_layer << imaged_.ReadLog();
+    while (reader->Read(&message)) {
+    }
+    EXPECT_FALSE(reader->Finish().ok());
+  }
+  imaged_.Kill();  // reaps it
+
+  // The partial download is contentd's, still under the dead pull's lease.
+  content::GrpcContentStore content(Dial(contentd_.address()));
+  absl::StatusOr<std::vector<content::IngestStatus>> ingests = content.ListStatuses(Ctx(), {});
+  ASSERT_TRUE(ingests.ok()) << ingests.status();
+  int64_t partial = 0;
+  for (const content::IngestStatus& ingest : *ingests) {
+    if (ingest.expected.ToString() == big_layer) {
+      partial = ingest.offset;
+    }
+  }
+  leases::GrpcLeaseManager leases(Dial(contentd_.address()));
+  absl::StatusOr<std::vector<leases::Lease>> held = leases.List(Ctx(), {});
+  ASSERT_TRUE(held.ok()) << held.status();
+  ASSERT_EQ(held->size(), 1u);
+  EXPECT_EQ((*held)[0].labels["berth.io/pull"], Reference("big"));
+
+  // Back: the dead pull's lease released at start, no record.
+  ASSERT_TRUE(StartImaged().ok()) << imaged_.ReadLog();
+  EXPECT_TRUE(absl::StrContains(imaged_.ReadLog(), (*held)[0].id)) << imaged_.ReadLog();
+  ExpectNoLease();
+  images::GrpcImageStore images(Dial(address_));
+  absl::StatusOr<std::vector<images::Image>> all = images.List(Ctx(), {});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(all->empty());
+
+  // The next pull completes: the record at the manifest, every blob at its layout size, the
+  // chain committed, no lease.
+  CommandResult pull = Berth({"pull", Reference("big"), "--insecure-registry", registry_.host()});
+  ASSERT_EQ(pull.exit_code, 0) << pull.output << imaged_.ReadLog();
+  absl::StatusOr<images::Image> image = images.Get(Ctx(), Reference("big"));
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->target.digest.ToString(), manifest_digest);
+  std::string config_digest = manifest["config"]["digest"];
+  std::vector<std::string> blobs = {manifest_digest, config_digest};
+  for (const nlohmann::json& layer : manifest["layers"]) {
+    blobs.push_back(layer["digest"]);
+  }
+  for (const std::string& digest : blobs) {
+    absl::StatusOr<content::Info> info = content.GetInfo(Ctx(), *Digest::Parse(digest));
+    ASSERT_TRUE(info.ok()) << digest << ": " << info.status();
+    EXPECT_EQ(info->size,
+              static_cast<int64_t>(ReadFile(big + "/blobs/sha256/" + digest.substr(7))->size()));
+  }
+  nlohmann::json config = nlohmann::json::parse(
+      *ReadFile(big + "/blobs/sha256/" + config_digest.substr(7)));
+  std::string chain = TopChainId(config);
+  snapshots::GrpcSnapshotter snapshotter(Dial(snapshotd_.address()), "overlayfs");
+  absl::StatusOr<snapshots::Info> top = snapshotter.Stat(Ctx(), chain);
+  ASSERT_TRUE(top.ok()) << chain << ": " << top.status() << snapshotd_.ReadLog();
+  EXPECT_EQ(top->kind, snapshots::Kind::kCommitted);
+  ExpectNoLease();
+  std::cerr << "partial ingest of the big layer before the second pull: " << partial << " of "
+            << big_size << " bytes\n" << pull.output;
 }
 
 }  // namespace

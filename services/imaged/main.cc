@@ -2,13 +2,16 @@
 // registries over berth.distribution.v1 (into contentd and snapshotd). Push, import and export
 // come next. Flags and config in, objects wired, serve until SIGTERM.
 
+#include <chrono>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "containerd/services/namespaces/v1/namespace.grpc.pb.h"
 #include "lib/base/grpc_client.h"
+#include "lib/base/grpc_status.h"
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
@@ -25,6 +28,36 @@
 #include "services/imaged/sqlite_image_store.h"
 
 namespace {
+
+// A killed imaged's pulls left leases on contentd (berth.io/pull) keeping their partial blobs
+// for an hour: deleted in every namespace contentd knows. Warns and goes on when it cannot.
+void ReleaseDeadPullLeases(const std::shared_ptr<grpc::Channel>& contentd,
+                           berth::leases::LeaseManager& leases) {
+  auto stub = containerd::services::namespaces::v1::Namespaces::NewStub(contentd);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  containerd::services::namespaces::v1::ListNamespacesRequest request;
+  containerd::services::namespaces::v1::ListNamespacesResponse response;
+  if (absl::Status st = berth::FromGrpcStatus(stub->List(&context, request, &response));
+      !st.ok()) {
+    BERTH_LOG(Warn) << "imaged: cannot release dead pulls' leases: listing contentd's namespaces: "
+                    << st;
+    return;
+  }
+  std::vector<std::string> namespaces;
+  for (const auto& ns : response.namespaces()) {
+    namespaces.push_back(ns.name());
+  }
+  absl::StatusOr<std::vector<std::string>> released =
+      berth::imaged::ReleasePullLeases(leases, namespaces);
+  if (!released.ok()) {
+    BERTH_LOG(Warn) << "imaged: releasing dead pulls' leases: " << released.status();
+    return;
+  }
+  for (const std::string& lease : *released) {
+    BERTH_LOG(Info) << "imaged: released lease " << lease << " of a pull that did not finish";
+  }
+}
 
 int Run(int argc, char** argv) {
   // Before any thread starts (the NATS sender), so every thread inherits the blocked mask.
@@ -91,6 +124,8 @@ int Run(int argc, char** argv) {
   }
   berth::imaged::DistributionService distribution_service(puller, std::move(registry_options),
                                                           options.default_namespace);
+
+  ReleaseDeadPullLeases(contentd_channel, leases);
 
   daemon.AddService(&images_service);
   daemon.AddService(&leases_forwarder);

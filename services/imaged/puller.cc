@@ -379,7 +379,9 @@ absl::StatusOr<images::Image> Puller::Pull(const Context& caller, RegistryClient
   ctx.lease.clear();
   BERTH_ASSIGN_OR_RETURN(
       leases::Lease lease,
-      leases_.Create(ctx, "", {{kGcExpire, Rfc3339(absl::Now() + kLeaseExpiry)}}));
+      leases_.Create(ctx, "",
+                     {{kGcExpire, Rfc3339(absl::Now() + kLeaseExpiry)},
+                      {kPullLeaseLabel, ref.String()}}));
   ctx.lease = lease.id;
   Emitter emit(progress);
   PullJob job{ctx, registry, ref, emit};
@@ -395,6 +397,26 @@ absl::StatusOr<images::Image> Puller::Pull(const Context& caller, RegistryClient
                        << deleted << " (it expires by itself)";
   }
   return image;
+}
+
+absl::StatusOr<std::vector<std::string>> ReleasePullLeases(
+    leases::LeaseManager& leases, const std::vector<std::string>& namespaces) {
+  std::vector<std::string> released;
+  for (const std::string& ns : namespaces) {
+    Context ctx;
+    ctx.ns = ns;
+    ctx.deadline = absl::Now() + absl::Seconds(30);
+    BERTH_ASSIGN_OR_RETURN(std::vector<leases::Lease> list,
+                           leases.List(ctx, {absl::StrCat("labels.\"", kPullLeaseLabel, "\"")}));
+    for (const leases::Lease& lease : list) {
+      absl::Status deleted = leases.Delete(ctx, lease.id, false);
+      if (!deleted.ok() && !absl::IsNotFound(deleted)) {
+        return deleted;
+      }
+      released.push_back(absl::StrCat(ns, "/", lease.id));
+    }
+  }
+  return released;
 }
 
 }  // namespace berth::imaged

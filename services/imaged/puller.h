@@ -5,7 +5,8 @@
 //
 // What Pull promises:
 // - Everything it writes to the content store and the unpacker is done under a lease it
-//   creates on `leases` (containerd.io/gc.expire in an hour, in case imaged dies) and deletes
+//   creates on `leases` (labelled kPullLeaseLabel=<reference>, and containerd.io/gc.expire in
+//   an hour in case imaged dies; ReleasePullLeases deletes a dead imaged's at start) and deletes
 //   before returning, on success and on failure alike. What survives a successful pull is held
 //   by labels, as contentd's collector reads them: the root document (index or manifest) is
 //   labelled containerd.io/gc.root, an index containerd.io/gc.ref.content.m.<i> for each
@@ -93,6 +94,16 @@ class Puller {
   images::ImageStore& images_;
   const PullerOptions options_;
 };
+
+// The label on every pull's lease; its value is the reference pulled.
+inline constexpr char kPullLeaseLabel[] = "berth.io/pull";
+
+// Deletes every lease labelled kPullLeaseLabel in each of `namespaces` (what pulls of an imaged
+// that died left, so their partial blobs are not protected until the leases expire; contentd's
+// ingests stay, for the next pull to resume). Call before serving: a live pull's lease would go
+// too. Returns the ids deleted, "<namespace>/<id>"; the first error stops it.
+absl::StatusOr<std::vector<std::string>> ReleasePullLeases(
+    leases::LeaseManager& leases, const std::vector<std::string>& namespaces);
 
 // containerd's identity.ChainID for each prefix of `diff_ids`: chain[0] = diff_ids[0],
 // chain[i] = sha256(chain[i-1] + " " + diff_ids[i]), as "sha256:<hex>" strings.
