@@ -4,7 +4,8 @@
 // blobs (digests from the layout), the image record, the committed snapshot chain (mounted,
 // /hello inside), no lease left behind; a second pull finds every blob there already. An
 // unknown tag: NotFound, no record, no lease. And imaged SIGKILLed while a 32 MiB layer
-// downloads: no record, no lease once imaged is back, and the next pull completes.
+// downloads: no record, no lease once imaged is back, and the next pull completes. And the
+// pull metrics on /metrics after two pulls and a failed one.
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -29,6 +30,7 @@
 #include "lib/leases/grpc_lease_manager.h"
 #include "lib/mount/mount.h"
 #include "lib/snapshots/grpc_snapshotter.h"
+#include "lib/testing/testing.h"
 
 namespace berth::integration {
 namespace {
@@ -56,14 +58,14 @@ class PullTest : public ::testing::Test {
     ASSERT_TRUE(started.ok()) << started;
   }
 
-  absl::Status StartImaged() {
-    return imaged_.StartServing(
-        "imaged",
-        {testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
-         "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
-         contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level",
-         "debug"},
-        address_);
+  absl::Status StartImaged(const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv = {
+        testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
+        "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
+        contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level",
+        "debug"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return imaged_.StartServing("imaged", argv, address_);
   }
 
   std::string Reference(const std::string& tag) const {
@@ -212,6 +214,77 @@ TEST_F(PullTest, UnknownTagIsNotFoundAndLeavesNoRecordAndNoLease) {
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_TRUE(all->empty());
   ExpectNoLease();
+}
+
+TEST_F(PullTest, MetricsCountBlobsBytesPullsAndRegistryRequests) {
+  // imaged again, with --metrics-address.
+  imaged_.Stop(absl::Seconds(20));
+  int port = testing::FreeTcpPort();
+  absl::Status started = StartImaged({"--metrics-address", absl::StrCat("127.0.0.1:", port)});
+  ASSERT_TRUE(started.ok()) << started << imaged_.ReadLog();
+  ASSERT_TRUE(testing::WaitForTcpPort(port, absl::Seconds(20))) << "no /metrics on " << port;
+  auto scrape = [port] {
+    long code = 0;
+    std::string body = HttpGet(port, "/metrics", &code);
+    EXPECT_EQ(code, 200) << body;
+    return body;
+  };
+  const std::string fetched = "result=\"fetched\"";
+  const std::string skipped = "result=\"skipped\"";
+  const std::string host = absl::StrCat("host=\"", registry_.host(), "\"");
+
+  // The first pull downloads every blob of the layout: manifest, config, layers.
+  CommandResult pull = Berth({"pull", Reference(kTag), "--insecure-registry", registry_.host()});
+  ASSERT_EQ(pull.exit_code, 0) << pull.output << imaged_.ReadLog();
+  nlohmann::json index = nlohmann::json::parse(*ReadFile(layout_ + "/index.json"));
+  std::string manifest_digest = index["manifests"][0]["digest"];
+  nlohmann::json manifest = nlohmann::json::parse(LayoutBlob(manifest_digest));
+  std::vector<std::string> blobs = {manifest_digest, manifest["config"]["digest"]};
+  for (const nlohmann::json& layer : manifest["layers"]) {
+    blobs.push_back(layer["digest"]);
+  }
+  double bytes = 0;
+  for (const std::string& digest : blobs) {
+    bytes += static_cast<double>(LayoutBlob(digest).size());
+  }
+  const double count = static_cast<double>(blobs.size());
+  std::string text = scrape();
+  EXPECT_EQ(MetricValue(text, "berth_imaged_pull_bytes_downloaded_total"), bytes) << text;
+  EXPECT_EQ(MetricValue(text, "berth_imaged_pull_blobs_total", {fetched}), count) << text;
+  EXPECT_EQ(MetricValue(text, "berth_imaged_pull_blobs_total", {skipped}), 0) << text;
+  EXPECT_EQ(MetricValue(text, "berth_imaged_pull_duration_seconds_count", {"result=\"ok\""}), 1)
+      << text;
+  double ok_requests =
+      MetricValue(text, "berth_imaged_registry_requests_total", {host, "status=\"200\""});
+  EXPECT_GT(ok_requests, 0) << text;
+
+  // The second finds every blob in contentd: skipped, no more bytes; more requests (resolve).
+  CommandResult again = Berth({"pull", Reference(kTag), "--insecure-registry", registry_.host()});
+  ASSERT_EQ(again.exit_code, 0) << again.output << imaged_.ReadLog();
+  text = scrape();
+  EXPECT_EQ(MetricValue(text, "berth_imaged_pull_bytes_downloaded_total"), bytes) << text;
+  EXPECT_EQ(MetricValue(text, "berth_imaged_pull_blobs_total", {fetched}), count) << text;
+  EXPECT_EQ(MetricValue(text, "berth_imaged_pull_blobs_total", {skipped}), count) << text;
+  EXPECT_EQ(MetricValue(text, "berth_imaged_pull_duration_seconds_count", {"result=\"ok\""}), 2)
+      << text;
+  EXPECT_GT(MetricValue(text, "berth_imaged_registry_requests_total", {host, "status=\"200\""}),
+            ok_requests)
+      << text;
+
+  // An unknown tag: a pull observed as an error, the registry's 404 counted.
+  CommandResult nope = Berth({"pull", Reference("nope"), "--insecure-registry", registry_.host()});
+  EXPECT_EQ(nope.exit_code, 1) << nope.output;
+  text = scrape();
+  EXPECT_EQ(
+      MetricValue(text, "berth_imaged_pull_duration_seconds_count", {"result=\"error\""}), 1)
+      << text;
+  EXPECT_EQ(MetricValue(text, "berth_imaged_pull_duration_seconds_count", {"result=\"ok\""}), 2)
+      << text;
+  EXPECT_GT(MetricValue(text, "berth_imaged_registry_requests_total", {host, "status=\"404\""}),
+            0)
+      << text;
+  EXPECT_EQ(MetricValue(text, "berth_imaged_registry_requests_total", {"status=\"error\""}), -1)
+      << text;
 }
 
 TEST_F(PullTest, KilledMidPullLeavesNoRecordNoLeaseAndTheNextPullCompletes) {

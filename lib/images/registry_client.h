@@ -71,6 +71,11 @@ struct RegistryClientOptions {
   absl::Duration max_backoff = absl::Seconds(5);
   absl::Duration connect_timeout = absl::Seconds(15);
   std::string user_agent = "berth";
+  // Called after every HTTP request this client makes (retries, auth challenges and token
+  // requests included) with the registry host it was for and the HTTP status, 0 when no
+  // response came (connection or TLS failure). From several threads at once; must not block.
+  // Empty: nothing is called.
+  std::function<void(absl::string_view host, int status)> on_response;
 };
 
 // Called with each piece of a blob in order; an error stops the transfer and is returned.

@@ -233,6 +233,9 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
   if (!resp.transfer_ok) {
     resp.transfer_error = error[0] != '\0' ? error : curl_easy_strerror(resp.curl_code);
   }
+  if (options_.on_response) {
+    options_.on_response(req.host, static_cast<int>(resp.code));
+  }
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
   curl_slist_free_all(headers);

@@ -1,6 +1,9 @@
 #include "services/imaged/distribution_service.h"
 
+#include <optional>
 #include <utility>
+
+#include "absl/time/clock.h"
 
 #include "lib/base/grpc_status.h"
 #include "lib/diff/proto_convert.h"
@@ -34,11 +37,12 @@ pb::BlobProgress::State StateToProto(BlobEvent::State state) {
 
 DistributionService::DistributionService(Puller& puller,
                                          images::RegistryClientOptions registry_options,
-                                         std::string default_namespace)
+                                         std::string default_namespace, PullMetrics* metrics)
     : puller_(puller),
       registry_options_(registry_options),
       registry_(images::RegistryClient::Create(std::move(registry_options))),
-      default_namespace_(std::move(default_namespace)) {}
+      default_namespace_(std::move(default_namespace)),
+      metrics_(metrics) {}
 
 grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
                                        const pb::PullRequest* request,
@@ -70,8 +74,16 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
     pull.snapshotter = request->snapshotter();
   }
   // A client that stopped reading only loses its progress; the pull stops through ctx.
+  std::optional<PullMetrics::BlobCounter> counter;
+  if (metrics_ != nullptr) {
+    counter.emplace(*metrics_);
+  }
+  const absl::Time start = absl::Now();
   absl::StatusOr<images::Image> image =
-      puller_.Pull(*ctx, *registry, pull, [writer](const BlobEvent& event) {
+      puller_.Pull(*ctx, *registry, pull, [writer, &counter](const BlobEvent& event) {
+        if (counter.has_value()) {
+          counter->Observe(event);
+        }
         pb::PullProgress message;
         pb::BlobProgress* blob = message.add_blobs();
         blob->set_digest(event.digest.ToString());
@@ -81,6 +93,9 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
         blob->set_state(StateToProto(event.state));
         writer->Write(message);
       });
+  if (metrics_ != nullptr) {
+    metrics_->ObservePull(absl::Now() - start, image.ok());
+  }
   if (!image.ok()) {
     return ToGrpcStatus(image.status());
   }

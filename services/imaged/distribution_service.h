@@ -7,20 +7,25 @@
 // Registry hosts: the client made from `registry_options` serves every pull; a request that
 // names plain-HTTP hosts those options do not already make plain gets a client of its own
 // with them added. Thread-safe.
+//
+// Metrics (when given PullMetrics): each pull's blobs and bytes from its progress, and its
+// duration by result. Registry requests are counted by the RegistryClientOptions::on_response
+// the caller sets.
 
 #include <memory>
 
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "lib/images/registry_client.h"
+#include "services/imaged/pull_metrics.h"
 #include "services/imaged/puller.h"
 
 namespace berth::imaged {
 
 class DistributionService final : public ::berth::distribution::v1::Distribution::Service {
  public:
-  // `puller` must outlive the service.
+  // `puller` and `metrics` (null: none) must outlive the service.
   DistributionService(Puller& puller, images::RegistryClientOptions registry_options,
-                      std::string default_namespace);
+                      std::string default_namespace, PullMetrics* metrics = nullptr);
   DistributionService(const DistributionService&) = delete;
   DistributionService& operator=(const DistributionService&) = delete;
 
@@ -33,6 +38,7 @@ class DistributionService final : public ::berth::distribution::v1::Distribution
   const images::RegistryClientOptions registry_options_;
   const std::unique_ptr<images::RegistryClient> registry_;
   const std::string default_namespace_;
+  PullMetrics* const metrics_;
 };
 
 }  // namespace berth::imaged

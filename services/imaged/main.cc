@@ -23,6 +23,7 @@
 #include "lib/snapshots/grpc_unpacker.h"
 #include "services/imaged/distribution_service.h"
 #include "services/imaged/images_service.h"
+#include "services/imaged/pull_metrics.h"
 #include "services/imaged/puller.h"
 #include "services/imaged/publishing_image_store.h"
 #include "services/imaged/sqlite_image_store.h"
@@ -118,12 +119,16 @@ int Run(int argc, char** argv) {
   // Pulled records announce themselves as the Images service's do: /images/create|update.
   berth::imaged::PublishingImageStore pulled_records(local, **publisher);
   berth::imaged::Puller puller(content, leases, &unpacker, pulled_records);
+  berth::imaged::PullMetrics pull_metrics(*daemon.metrics());
   berth::images::RegistryClientOptions registry_options;
   for (const std::string& host : insecure_registries) {
     registry_options.hosts[host].plain_http = true;
   }
-  berth::imaged::DistributionService distribution_service(puller, std::move(registry_options),
-                                                          options.default_namespace);
+  registry_options.on_response = [&pull_metrics](absl::string_view host, int status) {
+    pull_metrics.ObserveResponse(host, status);
+  };
+  berth::imaged::DistributionService distribution_service(
+      puller, std::move(registry_options), options.default_namespace, &pull_metrics);
 
   ReleaseDeadPullLeases(contentd_channel, leases);
 
