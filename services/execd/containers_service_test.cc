@@ -15,7 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "containerd/events/container.pb.h"
 #include "lib/base/grpc_client.h"
-#include "lib/events/publisher.h"
+#include "lib/events/recording_publisher.h"
 #include "lib/testing/testing.h"
 #include "services/execd/containers_service.h"
 #include "services/execd/sqlite_container_store.h"
@@ -32,22 +32,16 @@ struct Published {
   std::string payload;  // the event, in text format
 };
 
-class RecordingPublisher : public events::Publisher {
+// What the tests compare: each recorded event in text format.
+class RecordingPublisher : public events::RecordingPublisher {
  public:
-  absl::Status Publish(absl::string_view ns, absl::string_view topic,
-                       const google::protobuf::Message& event) override {
-    absl::MutexLock lock(&mu_);
-    published_.push_back({std::string(ns), std::string(topic), event.ShortDebugString()});
-    return absl::OkStatus();
-  }
   std::vector<Published> published() {
-    absl::MutexLock lock(&mu_);
-    return published_;
+    std::vector<Published> out;
+    for (const Record& r : records()) {
+      out.push_back({r.ns, r.topic, r.event->ShortDebugString()});
+    }
+    return out;
   }
-
- private:
-  absl::Mutex mu_;
-  std::vector<Published> published_ ABSL_GUARDED_BY(mu_);
 };
 
 class ContainersServiceTest : public ::testing::Test {

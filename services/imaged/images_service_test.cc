@@ -16,7 +16,7 @@
 #include "containerd/events/image.pb.h"
 #include "lib/base/digest.h"
 #include "lib/base/grpc_client.h"
-#include "lib/events/publisher.h"
+#include "lib/events/recording_publisher.h"
 #include "lib/testing/testing.h"
 #include "services/imaged/images_service.h"
 #include "services/imaged/publishing_image_store.h"
@@ -34,32 +34,26 @@ struct Published {
   std::map<std::string, std::string> labels;
 };
 
-class RecordingPublisher : public events::Publisher {
+// What the tests compare: each recorded image event's name and labels.
+class RecordingPublisher : public events::RecordingPublisher {
  public:
-  absl::Status Publish(absl::string_view ns, absl::string_view topic,
-                       const google::protobuf::Message& event) override {
-    Published p{std::string(ns), std::string(topic), "", {}};
-    if (const auto* create = dynamic_cast<const v1::ImageCreate*>(&event)) {
-      p.name = create->name();
-      p.labels = {create->labels().begin(), create->labels().end()};
-    } else if (const auto* update = dynamic_cast<const v1::ImageUpdate*>(&event)) {
-      p.name = update->name();
-      p.labels = {update->labels().begin(), update->labels().end()};
-    } else if (const auto* del = dynamic_cast<const v1::ImageDelete*>(&event)) {
-      p.name = del->name();
-    }
-    absl::MutexLock lock(&mu_);
-    published_.push_back(std::move(p));
-    return absl::OkStatus();
-  }
   std::vector<Published> published() {
-    absl::MutexLock lock(&mu_);
-    return published_;
+    std::vector<Published> out;
+    for (const Record& r : records()) {
+      Published p{r.ns, r.topic, "", {}};
+      if (const auto* create = dynamic_cast<const v1::ImageCreate*>(r.event.get())) {
+        p.name = create->name();
+        p.labels = {create->labels().begin(), create->labels().end()};
+      } else if (const auto* update = dynamic_cast<const v1::ImageUpdate*>(r.event.get())) {
+        p.name = update->name();
+        p.labels = {update->labels().begin(), update->labels().end()};
+      } else if (const auto* del = dynamic_cast<const v1::ImageDelete*>(r.event.get())) {
+        p.name = del->name();
+      }
+      out.push_back(std::move(p));
+    }
+    return out;
   }
-
- private:
-  absl::Mutex mu_;
-  std::vector<Published> published_ ABSL_GUARDED_BY(mu_);
 };
 
 class ImagesServiceTest : public ::testing::Test {
