@@ -166,3 +166,36 @@ timeit() {  # timeit NAME CMD...: runs CMD once, records its wall time and CPU t
   cpu[$name]=$(awk -v a="$c0" -v b="$c1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }')
 }
 
+
+# open_work_dir NAME NEED_KB: sets work (the dir a benchmark works in) under base: on a fresh
+# ext4 loop filesystem of NEED_KB (BENCH_FS=loop, the default) or in base itself (BENCH_FS=dir).
+# Exits with a message naming NAME when the tools are missing or BENCH_FS is neither.
+open_work_dir() {
+  local name=$1 need_kb=$2 tool
+  if [ "$BENCH_FS" = loop ]; then
+    for tool in mkfs.ext4 losetup; do
+      command -v "$tool" >/dev/null || { echo "$name: $tool not found (or BENCH_FS=dir)" >&2; exit 1; }
+    done
+    make_loop_fs "$base" "$need_kb"
+    work=$base/fs/work
+    mkdir "$work"
+  elif [ "$BENCH_FS" != dir ]; then
+    echo "$name: BENCH_FS is loop or dir, not \"$BENCH_FS\"" >&2
+    exit 1
+  fi
+}
+
+# close_work_dir NAME: after the daemons stopped, keeps the work dir (KEEP=1, said on stderr)
+# or removes it with its loop filesystem and base.
+close_work_dir() {
+  local name=$1
+  if [ "${KEEP:-0}" = 1 ]; then
+    echo "$name: work dir kept: $work${loopdev:+ (on $loopdev, mounted at $base/fs)}" >&2
+    return
+  fi
+  if [ -n "${loopdev:-}" ]; then
+    rm -rf "$work"
+    drop_loop_fs "$base"
+  fi
+  rm -rf "$base"
+}

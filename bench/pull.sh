@@ -92,30 +92,12 @@ cleanup() {
   stop_berth
   stop_pid "$registry_pid"
   unmount_under "$work"
-  if [ "${KEEP:-0}" = 1 ]; then
-    echo "pull: work dir kept: $work${loopdev:+ (on $loopdev, mounted at $base/fs)}" >&2
-    return
-  fi
-  if [ -n "$loopdev" ]; then
-    rm -rf "$work"
-    drop_loop_fs "$base"
-  fi
-  rm -rf "$base"
+  close_work_dir pull
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ "$BENCH_FS" = loop ]; then
-  for tool in mkfs.ext4 losetup; do
-    command -v "$tool" >/dev/null || { echo "pull: $tool not found (or BENCH_FS=dir)" >&2; exit 1; }
-  done
-  make_loop_fs "$base" "$need_kb"
-  work=$base/fs/work
-  mkdir "$work"
-elif [ "$BENCH_FS" != dir ]; then
-  echo "pull: BENCH_FS is loop or dir, not \"$BENCH_FS\"" >&2
-  exit 1
-fi
+open_work_dir pull "$need_kb"
 
 declare -A seconds cpu layers_of bytes_of gz_of rss
 timed_pids=

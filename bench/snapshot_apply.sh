@@ -77,30 +77,12 @@ cleanup() {
   stop_pid "$containerd_pid"
   stop_pid "$snapshotd_pid"
   stop_pid "$contentd_pid"
-  if [ "${KEEP:-0}" = 1 ]; then
-    echo "snapshot_apply: work dir kept: $work${loopdev:+ (on $loopdev, mounted at $base/fs)}" >&2
-    return
-  fi
-  if [ -n "$loopdev" ]; then
-    rm -rf "$work"
-    drop_loop_fs "$base"
-  fi
-  rm -rf "$base"
+  close_work_dir snapshot_apply
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ "$BENCH_FS" = loop ]; then
-  for tool in mkfs.ext4 losetup; do
-    command -v "$tool" >/dev/null || { echo "snapshot_apply: $tool not found (or BENCH_FS=dir)" >&2; exit 1; }
-  done
-  make_loop_fs "$base" $(( need_kb + 1048576 ))
-  work=$base/fs/work
-  mkdir "$work"
-elif [ "$BENCH_FS" != dir ]; then
-  echo "snapshot_apply: BENCH_FS is loop or dir, not \"$BENCH_FS\"" >&2
-  exit 1
-fi
+open_work_dir snapshot_apply $(( need_kb + 1048576 ))
 
 declare -A seconds cpu
 timed_pids=
