@@ -2,7 +2,9 @@
 
 namespace berth {
 
-std::shared_ptr<grpc::Channel> Dial(const std::string& address) {
+namespace {
+
+std::shared_ptr<grpc::Channel> DialWith(const std::string& address, bool own_connection) {
   std::string target = address;
   if (!address.empty() && address[0] == '/') {
     target = "unix:" + address;
@@ -10,7 +12,18 @@ std::shared_ptr<grpc::Channel> Dial(const std::string& address) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetMaxSendMessageSize(64 << 20);
+  if (own_connection) {
+    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  }
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+}
+
+}  // namespace
+
+std::shared_ptr<grpc::Channel> Dial(const std::string& address) { return DialWith(address, false); }
+
+std::shared_ptr<grpc::Channel> DialOwnConnection(const std::string& address) {
+  return DialWith(address, true);
 }
 
 void ApplyContext(const Context& ctx, grpc::ClientContext* client_context) {

@@ -31,11 +31,15 @@
 namespace {
 
 // A killed imaged's pulls left leases on contentd (berth.io/pull) keeping their partial blobs
-// for an hour: deleted in every namespace contentd knows. Warns and goes on when it cannot.
-void ReleaseDeadPullLeases(const std::shared_ptr<grpc::Channel>& contentd,
-                           berth::leases::LeaseManager& leases) {
+// for an hour: deleted in every namespace contentd knows. Waits up to 10 s for a contentd that
+// is still starting, on a connection of its own (a failed attempt must not put the pulls'
+// channel into reconnect backoff); warns and goes on when it cannot.
+void ReleaseDeadPullLeases(const std::string& contentd_address) {
+  std::shared_ptr<grpc::Channel> contentd = berth::DialOwnConnection(contentd_address);
+  berth::leases::GrpcLeaseManager leases(contentd);
   auto stub = containerd::services::namespaces::v1::Namespaces::NewStub(contentd);
   grpc::ClientContext context;
+  context.set_wait_for_ready(true);
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   containerd::services::namespaces::v1::ListNamespacesRequest request;
   containerd::services::namespaces::v1::ListNamespacesResponse response;
@@ -130,7 +134,7 @@ int Run(int argc, char** argv) {
   berth::imaged::DistributionService distribution_service(
       puller, std::move(registry_options), options.default_namespace, &pull_metrics);
 
-  ReleaseDeadPullLeases(contentd_channel, leases);
+  ReleaseDeadPullLeases(contentd_address);
 
   daemon.AddService(&images_service);
   daemon.AddService(&leases_forwarder);
