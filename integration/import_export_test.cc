@@ -1,0 +1,443 @@
+// `berth import` and `berth export` end to end (issue 10, item 7): tarballs made by real peers
+// (skopeo's oci-archive and docker-archive of the umoci test image) imported through the real
+// imaged into a real contentd and snapshotd, every piece checked through the daemons' APIs (the
+// records, the blobs and their gc labels, the committed snapshot chain, no lease left); an
+// export read back by skopeo (digests identical), umoci (unpacked) and `ctr images import`
+// into a containerd the test starts. And bad tarballs, one per class of refusal, each refused
+// with a message naming the entry and nothing left behind: no record, no blob, no snapshot, no
+// lease.
+
+#include <sys/stat.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "berth/distribution/v1/distribution.grpc.pb.h"
+#include "integration/harness.h"
+#include "integration/snapshotd_harness.h"
+#include "lib/base/grpc_client.h"
+#include "lib/base/posix.h"
+#include "lib/content/grpc_content_store.h"
+#include "lib/images/grpc_image_store.h"
+#include "lib/leases/grpc_lease_manager.h"
+#include "lib/snapshots/grpc_snapshotter.h"
+#include "lib/testing/testing.h"
+
+namespace berth::integration {
+namespace {
+
+Context Ctx() {
+  Context ctx;
+  ctx.ns = "default";
+  return ctx.WithTimeout(absl::Seconds(60));
+}
+
+// One member of a hand-made tar: what no well-behaved tool writes is the point.
+struct Member {
+  Member(std::string n, std::string d, char t = '0', std::string l = "")
+      : name(std::move(n)), data(std::move(d)), type(t), link(std::move(l)) {}
+  std::string name;
+  std::string data;
+  char type = '0';  // '0' file, '2' symlink, '1' hard link, '3' char device, '5' directory
+  std::string link;
+};
+
+// A ustar archive of `members`, written here byte by byte.
+std::string Tar(const std::vector<Member>& members) {
+  std::string out;
+  for (const Member& m : members) {
+    char h[512] = {};
+    std::memcpy(h, m.name.data(), std::min<size_t>(m.name.size(), 100));
+    std::snprintf(h + 100, 8, "%07o", m.type == '5' ? 0755 : 0644);
+    std::snprintf(h + 108, 8, "%07o", 0);
+    std::snprintf(h + 116, 8, "%07o", 0);
+    std::snprintf(h + 124, 12, "%011llo", static_cast<unsigned long long>(m.data.size()));
+    std::snprintf(h + 136, 12, "%011o", 0);
+    h[156] = m.type;
+    std::memcpy(h + 157, m.link.data(), std::min<size_t>(m.link.size(), 100));
+    std::memcpy(h + 257, "ustar", 6);
+    std::memcpy(h + 263, "00", 2);
+    std::memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (unsigned char c : h) {
+      sum += c;
+    }
+    std::snprintf(h + 148, 8, "%06o", sum);
+    out.append(h, sizeof(h));
+    out += m.data;
+    out.append((512 - m.data.size() % 512) % 512, '\0');
+  }
+  out.append(1024, '\0');
+  return out;
+}
+
+std::string BlobPath(const std::string& data) {
+  return "blobs/sha256/" + Sha256Digest(data).substr(7);
+}
+
+std::string IndexJson(const std::string& manifest_digest, int64_t size) {
+  return nlohmann::json{
+      {"schemaVersion", 2},
+      {"manifests",
+       {{{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+         {"digest", manifest_digest},
+         {"size", size},
+         {"annotations", {{"io.containerd.image.name", "example.com/bad:1"}}}}}}}
+      .dump();
+}
+
+class ImportExportTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    layout_ = dir_.Join("layout");
+    ASSERT_TRUE(MakeTestImage(layout_, "latest").ok());
+    ASSERT_TRUE(contentd_.Start().ok()) << contentd_.ReadLog();
+    ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
+    std::vector<std::string> argv = {
+        testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
+        "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
+        contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level", "debug",
+        "--import-max-entries", "32", "--import-max-bytes", std::to_string(8 << 20)};
+    absl::Status started = imaged_.StartServing("imaged", argv, address_);
+    ASSERT_TRUE(started.ok()) << started;
+  }
+
+  CommandResult Berth(std::vector<std::string> args) {
+    std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"), "--imaged-address",
+                                     address_, "--timeout", "120s"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CommandResult result;
+    result.output = testing::RunCommand(argv, &result.exit_code);
+    return result;
+  }
+
+  CommandResult Run(const std::vector<std::string>& argv) {
+    CommandResult result;
+    result.output = testing::RunCommand(argv, &result.exit_code);
+    return result;
+  }
+
+  // skopeo copy of the test layout to `transport`:FILE[:ref].
+  std::string Skopeo(const std::string& transport, const std::string& file,
+                     const std::string& ref) {
+    CommandResult copy = Run({"skopeo", "copy", "oci:" + layout_ + ":latest",
+                              absl::StrCat(transport, ":", file, ":", ref)});
+    EXPECT_EQ(copy.exit_code, 0) << copy.output;
+    return file;
+  }
+
+  std::string LayoutBlob(const std::string& digest) const {
+    absl::StatusOr<std::string> data = ReadFile(layout_ + "/blobs/sha256/" + digest.substr(7));
+    EXPECT_TRUE(data.ok()) << data.status();
+    return data.ok() ? *data : std::string();
+  }
+
+  nlohmann::json LayoutManifest() const {
+    nlohmann::json index = nlohmann::json::parse(*ReadFile(layout_ + "/index.json"));
+    return nlohmann::json::parse(LayoutBlob(index["manifests"][0]["digest"]));
+  }
+
+  static std::string TopChainId(const nlohmann::json& config) {
+    std::string chain;
+    for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
+      chain = chain.empty() ? diff_id.get<std::string>()
+                            : Sha256Of(absl::StrCat(chain, " ", diff_id.get<std::string>()))
+                                  .ToString();
+    }
+    return chain;
+  }
+
+  // The chain the test image unpacks to is committed in snapshotd.
+  void ExpectChain(const std::string& chain) {
+    snapshots::GrpcSnapshotter snapshotter(Dial(snapshotd_.address()), "overlayfs");
+    absl::StatusOr<snapshots::Info> top = snapshotter.Stat(Ctx(), chain);
+    ASSERT_TRUE(top.ok()) << chain << ": " << top.status() << snapshotd_.ReadLog();
+    EXPECT_EQ(top->kind, snapshots::Kind::kCommitted);
+  }
+
+  std::vector<std::string> Blobs() {
+    content::GrpcContentStore content(Dial(contentd_.address()));
+    std::vector<std::string> out;
+    EXPECT_TRUE(content
+                    .Walk(Ctx(), {},
+                          [&](const content::Info& info) {
+                            out.push_back(info.digest.ToString());
+                            return absl::OkStatus();
+                          })
+                    .ok());
+    return out;
+  }
+
+  // Nothing an import may leave behind after a refusal.
+  void ExpectNothingLeft(const std::string& what) {
+    images::GrpcImageStore images(Dial(address_));
+    absl::StatusOr<std::vector<images::Image>> records = images.List(Ctx(), {});
+    ASSERT_TRUE(records.ok()) << records.status();
+    EXPECT_TRUE(records->empty()) << what << ": a record was left: " << (*records)[0].name;
+    std::vector<std::string> blobs = Blobs();
+    EXPECT_TRUE(blobs.empty()) << what << ": " << blobs.size() << " blobs left, first "
+                               << blobs[0];
+    leases::GrpcLeaseManager leases(Dial(contentd_.address()));
+    absl::StatusOr<std::vector<leases::Lease>> list = leases.List(Ctx(), {});
+    ASSERT_TRUE(list.ok()) << list.status();
+    EXPECT_TRUE(list->empty()) << what << ": a lease was left";
+    content::GrpcContentStore content(Dial(contentd_.address()));
+    absl::StatusOr<std::vector<content::IngestStatus>> ingests = content.ListStatuses(Ctx(), {});
+    ASSERT_TRUE(ingests.ok());
+    EXPECT_TRUE(ingests->empty()) << what << ": an ingest was left: " << (*ingests)[0].ref;
+    snapshots::GrpcSnapshotter snapshotter(Dial(snapshotd_.address()), "overlayfs");
+    int snapshots = 0;
+    ASSERT_TRUE(snapshotter
+                    .Walk(Ctx(), {},
+                          [&](const snapshots::Info&) {
+                            ++snapshots;
+                            return absl::OkStatus();
+                          })
+                    .ok());
+    EXPECT_EQ(snapshots, 0) << what;
+  }
+
+  testing::TempDir dir_;
+  std::string layout_;
+  Contentd contentd_{dir_.path(), Contentd::Options{}};
+  Snapshotd snapshotd_{dir_.path(), [this] {
+                         Snapshotd::Options options;
+                         options.contentd_address = contentd_.address();
+                         return options;
+                       }()};
+  std::string address_ = dir_.Join("imaged.sock");
+  DaemonProcess imaged_{dir_.path()};
+};
+
+TEST_F(ImportExportTest, ImportsSkopeoOciArchiveWithBlobsLabelsRecordAndSnapshotChain) {
+  std::string archive = Skopeo("oci-archive", dir_.Join("oci.tar"), "test/hello:v1");
+  CommandResult import = Berth({"import", archive});
+  ASSERT_EQ(import.exit_code, 0) << import.output << imaged_.ReadLog();
+
+  nlohmann::json index = nlohmann::json::parse(*ReadFile(layout_ + "/index.json"));
+  std::string manifest_digest = index["manifests"][0]["digest"];
+  nlohmann::json manifest = LayoutManifest();
+  std::string config_digest = manifest["config"]["digest"];
+  EXPECT_TRUE(absl::StrContains(import.output, absl::StrCat("imported docker.io/test/hello:v1 ",
+                                                            manifest_digest)))
+      << import.output;
+
+  // The record, pointing at the manifest skopeo wrote (the layout's, byte for byte).
+  images::GrpcImageStore images(Dial(address_));
+  absl::StatusOr<images::Image> image = images.Get(Ctx(), "docker.io/test/hello:v1");
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->target.digest.ToString(), manifest_digest);
+  EXPECT_EQ(image->target.size, static_cast<int64_t>(LayoutBlob(manifest_digest).size()));
+
+  // Every blob, with the puller's gc labels.
+  content::GrpcContentStore content(Dial(contentd_.address()));
+  std::vector<std::string> blobs = {manifest_digest, config_digest};
+  for (const nlohmann::json& layer : manifest["layers"]) {
+    blobs.push_back(layer["digest"]);
+  }
+  for (const std::string& digest : blobs) {
+    absl::StatusOr<content::Info> info = content.GetInfo(Ctx(), *Digest::Parse(digest));
+    ASSERT_TRUE(info.ok()) << digest << ": " << info.status();
+    EXPECT_EQ(info->size, static_cast<int64_t>(LayoutBlob(digest).size()));
+    EXPECT_TRUE(absl::StrContains(import.output, digest + " done")) << digest << import.output;
+  }
+  absl::StatusOr<content::Info> root = content.GetInfo(Ctx(), *Digest::Parse(manifest_digest));
+  EXPECT_EQ(root->labels.count("containerd.io/gc.root"), 1u);
+  EXPECT_EQ(root->labels["containerd.io/gc.ref.content.config"], config_digest);
+  EXPECT_EQ(root->labels["containerd.io/gc.ref.content.l.0"], manifest["layers"][0]["digest"]);
+  nlohmann::json config = nlohmann::json::parse(LayoutBlob(config_digest));
+  std::string chain = TopChainId(config);
+  absl::StatusOr<content::Info> config_info = content.GetInfo(Ctx(), *Digest::Parse(config_digest));
+  EXPECT_EQ(config_info->labels["containerd.io/gc.ref.snapshot.overlayfs"], chain);
+  ExpectChain(chain);
+
+  // No lease left; a second import finds every blob there and keeps the record.
+  leases::GrpcLeaseManager leases(Dial(contentd_.address()));
+  EXPECT_TRUE(leases.List(Ctx(), {})->empty());
+  CommandResult again = Berth({"import", archive});
+  ASSERT_EQ(again.exit_code, 0) << again.output;
+  EXPECT_TRUE(absl::StrContains(again.output, manifest_digest + " exists")) << again.output;
+  EXPECT_TRUE(leases.List(Ctx(), {})->empty());
+}
+
+TEST_F(ImportExportTest, ImportsSkopeoDockerArchiveAsSchema2WithTheSameChain) {
+  std::string archive = Skopeo("docker-archive", dir_.Join("docker.tar"), "test/hello:v2");
+  // Through stdin this time.
+  CommandResult import = Run({"/bin/sh", "-c",
+                              absl::StrCat(testing::BinaryPath("tools/berth/berth"),
+                                           " --imaged-address ", address_, " import - < ",
+                                           archive)});
+  ASSERT_EQ(import.exit_code, 0) << import.output << imaged_.ReadLog();
+
+  images::GrpcImageStore images(Dial(address_));
+  absl::StatusOr<images::Image> image = images.Get(Ctx(), "docker.io/test/hello:v2");
+  ASSERT_TRUE(image.ok()) << image.status() << import.output;
+  EXPECT_EQ(image->target.media_type, "application/vnd.docker.distribution.manifest.v2+json");
+
+  // The manifest made from manifest.json: the layout's config, uncompressed layers whose
+  // digests are the config's diff ids.
+  content::GrpcContentStore content(Dial(contentd_.address()));
+  absl::StatusOr<std::string> raw = content::ReadBlob(content, Ctx(), image->target.digest);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  nlohmann::json manifest = nlohmann::json::parse(*raw);
+  std::string config_digest = LayoutManifest()["config"]["digest"];
+  EXPECT_EQ(manifest["config"]["digest"], config_digest);
+  EXPECT_EQ(manifest["config"]["mediaType"], "application/vnd.docker.container.image.v1+json");
+  nlohmann::json config = nlohmann::json::parse(LayoutBlob(config_digest));
+  ASSERT_EQ(manifest["layers"].size(), config["rootfs"]["diff_ids"].size());
+  for (size_t i = 0; i < manifest["layers"].size(); ++i) {
+    EXPECT_EQ(manifest["layers"][i]["digest"], config["rootfs"]["diff_ids"][i]);
+    EXPECT_EQ(manifest["layers"][i]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar");
+  }
+  absl::StatusOr<content::Info> root = content.GetInfo(Ctx(), image->target.digest);
+  EXPECT_EQ(root->labels.count("containerd.io/gc.root"), 1u);
+  ExpectChain(TopChainId(config));
+  leases::GrpcLeaseManager leases(Dial(contentd_.address()));
+  EXPECT_TRUE(leases.List(Ctx(), {})->empty());
+}
+
+TEST_F(ImportExportTest, ExportIsReadBySkopeoUmociAndCtrImport) {
+  CommandResult import = Berth({"import", Skopeo("oci-archive", dir_.Join("oci.tar"), "test/hello:v1")});
+  ASSERT_EQ(import.exit_code, 0) << import.output;
+  nlohmann::json index = nlohmann::json::parse(*ReadFile(layout_ + "/index.json"));
+  std::string manifest_digest = index["manifests"][0]["digest"];
+
+  std::string out = dir_.Join("out.tar");
+  CommandResult exported = Berth({"export", out, "docker.io/test/hello:v1"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.output << imaged_.ReadLog();
+
+  // skopeo: the manifest is the one imported, byte for byte; a copy reads every blob.
+  CommandResult raw = Run({"skopeo", "inspect", "--raw", "oci-archive:" + out});
+  ASSERT_EQ(raw.exit_code, 0) << raw.output;
+  EXPECT_EQ(raw.output, LayoutBlob(manifest_digest));
+  CommandResult inspect = Run({"skopeo", "inspect", "oci-archive:" + out + ":v1"});
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
+  EXPECT_EQ(nlohmann::json::parse(inspect.output)["Digest"], manifest_digest);
+  CommandResult copy =
+      Run({"skopeo", "copy", "oci-archive:" + out, "oci:" + dir_.Join("copied") + ":x"});
+  ASSERT_EQ(copy.exit_code, 0) << copy.output;
+
+  // umoci: the layout, unpacked, holds /hello.
+  std::string extracted = dir_.Join("extracted");
+  ASSERT_EQ(::mkdir(extracted.c_str(), 0755), 0);
+  CommandResult untar = Run({"tar", "-xf", out, "-C", extracted});
+  ASSERT_EQ(untar.exit_code, 0) << untar.output;
+  CommandResult unpack =
+      Run({"umoci", "unpack", "--image", extracted + ":v1", dir_.Join("bundle")});
+  ASSERT_EQ(unpack.exit_code, 0) << unpack.output;
+  struct stat st {};
+  EXPECT_EQ(::stat(dir_.Join("bundle/rootfs/hello").c_str(), &st), 0);
+
+  // containerd: `ctr images import` names the image from io.containerd.image.name.
+  Containerd containerd(dir_.path(), Containerd::Options{});
+  absl::Status started = containerd.Start();
+  ASSERT_TRUE(started.ok()) << started << containerd.ReadLog();
+  CommandResult ctr = Ctr(containerd.address(), "default", {"images", "import", out});
+  ASSERT_EQ(ctr.exit_code, 0) << ctr.output << containerd.ReadLog();
+  CommandResult ls = Ctr(containerd.address(), "default", {"images", "ls"});
+  EXPECT_TRUE(absl::StrContains(ls.output, "docker.io/test/hello:v1")) << ls.output;
+  EXPECT_TRUE(absl::StrContains(ls.output, manifest_digest)) << ls.output;
+  containerd.Stop();
+
+  // An unknown name: NotFound, and no file left.
+  CommandResult missing = Berth({"export", dir_.Join("none.tar"), "example.com/none:1"});
+  EXPECT_EQ(missing.exit_code, 1) << missing.output;
+  EXPECT_TRUE(absl::StrContains(missing.output, "example.com/none:1")) << missing.output;
+  EXPECT_NE(::stat(dir_.Join("none.tar").c_str(), &st), 0);
+}
+
+TEST_F(ImportExportTest, BadTarballsAreRefusedNamingTheEntryAndLeaveNothing) {
+  const std::string layer = "not really a layer, but a blob all the same";
+  const std::string good = BlobPath(layer);
+  const std::string config = R"({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}})";
+  const std::string manifest =
+      nlohmann::json{{"schemaVersion", 2},
+                     {"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                     {"config",
+                      {{"mediaType", "application/vnd.oci.image.config.v1+json"},
+                       {"digest", Sha256Digest(config)},
+                       {"size", config.size()}}},
+                     {"layers", nlohmann::json::array()}}
+          .dump();
+  const std::string index = IndexJson(Sha256Digest(manifest), manifest.size());
+  struct Case {
+    std::string what;
+    std::string tar;
+    std::string message;  // a part of the error
+  };
+  std::vector<Case> cases = {
+      {"absolute path", Tar({{good, layer}, {"/etc/evil", "x"}}), "\"/etc/evil\": absolute path"},
+      {"dot-dot", Tar({{good, layer}, {"blobs/../../evil", "x"}}), "blobs/../../evil"},
+      {"symlink", Tar({{good, layer}, {"index.json", "", '2', "/etc/passwd"}}),
+       "\"index.json\": a symlink"},
+      {"hard link", Tar({{good, layer}, {"blobs/sha256/x", "", '1', good}}),
+       "\"blobs/sha256/x\": hard links are not allowed"},
+      {"device", Tar({{good, layer}, {"dev", "", '3'}}), "\"dev\": a character device"},
+      {"content not its name",
+       Tar({{good, layer}, {BlobPath("something else"), "tampered"}}),
+       "its content is " + Sha256Digest("tampered")},
+      {"blob missing",
+       Tar({{good, layer}, {"oci-layout", R"({"imageLayoutVersion":"1.0.0"})"},
+            {BlobPath(manifest), manifest}, {"index.json", index}}),
+       Sha256Digest(config) + ", which the archive does not hold"},
+      {"index.json over 4 MiB",
+       Tar({{good, layer}, {"index.json", std::string((4 << 20) + 1, ' ')}}),
+       "\"index.json\": 4194305 bytes"},
+      {"too many entries",
+       [] {
+         std::vector<Member> many;
+         for (int i = 0; i < 40; ++i) {
+           many.push_back({absl::StrCat("d", i), "", '5'});
+         }
+         return Tar(many);
+       }(),
+       "\"d32\": more than 32 entries"},
+      {"too many bytes", Tar({{good, layer}, {"big", std::string(9 << 20, 'x')}}),
+       "\"big\" (9437184 bytes)"},
+      {"not a tar", std::string(4096, 'z'), "archive"},
+      {"no image named",
+       Tar({{good, layer}, {"manifest.json", "[]"}}), "names no image"},
+  };
+  for (const Case& c : cases) {
+    std::string file = dir_.Join("bad.tar");
+    ASSERT_TRUE(WriteFileAtomic(file, c.tar, 0644).ok());
+    CommandResult import = Berth({"import", file});
+    EXPECT_EQ(import.exit_code, 1) << c.what << ": " << import.output;
+    EXPECT_TRUE(absl::StrContains(import.output, c.message))
+        << c.what << ": want \"" << c.message << "\" in: " << import.output;
+    ExpectNothingLeft(c.what);
+  }
+
+  // On the wire: InvalidArgument.
+  auto stub = distribution::v1::Distribution::NewStub(Dial(address_));
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub->Import(&context);
+  distribution::v1::ImportRequest request;
+  request.mutable_options()->set_unpack(true);
+  request.set_data(Tar({{"/abs", "x"}}));
+  std::thread sender([&] {
+    stream->Write(request);
+    stream->WritesDone();
+  });
+  distribution::v1::ImportProgress progress;
+  while (stream->Read(&progress)) {
+  }
+  sender.join();
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  ExpectNothingLeft("on the wire");
+}
+
+}  // namespace
+}  // namespace berth::integration
