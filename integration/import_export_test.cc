@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -29,6 +30,7 @@
 #include "lib/base/posix.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/images/grpc_image_store.h"
+#include "lib/images/oci.h"
 #include "lib/leases/grpc_lease_manager.h"
 #include "lib/snapshots/grpc_snapshotter.h"
 #include "lib/testing/testing.h"
@@ -354,6 +356,154 @@ TEST_F(ImportExportTest, ExportIsReadBySkopeoUmociAndCtrImport) {
   EXPECT_EQ(missing.exit_code, 1) << missing.output;
   EXPECT_TRUE(absl::StrContains(missing.output, "example.com/none:1")) << missing.output;
   EXPECT_NE(::stat(dir_.Join("none.tar").c_str(), &st), 0);
+}
+
+// A layout made here from the test image: index.json naming a nested index (outer -> a
+// multi-platform index of the host's manifest and an s390x one) and the host's manifest
+// itself, twice (a reference name and a bare tag).
+class MultiPlatformArchive {
+ public:
+  MultiPlatformArchive(const std::string& layout, const std::string& dir) : dir_(dir) {
+    EXPECT_EQ(testing::RunCommand({"cp", "-a", layout, dir}), "");
+    nlohmann::json index = nlohmann::json::parse(*ReadFile(dir + "/index.json"));
+    host_manifest = index["manifests"][0];
+    host_manifest.erase("annotations");
+    nlohmann::json manifest = nlohmann::json::parse(Blob(host_manifest["digest"]));
+    host_config = manifest["config"]["digest"];
+    nlohmann::json config = nlohmann::json::parse(Blob(host_config));
+    config["architecture"] = "s390x";
+    foreign_config = Put(config.dump());
+    manifest["config"]["digest"] = foreign_config;
+    manifest["config"]["size"] = config.dump().size();
+    std::string foreign_raw = manifest.dump();
+    foreign_manifest = Put(foreign_raw);
+    nlohmann::json host_entry = host_manifest;
+    host_entry["platform"] = {{"os", "linux"},
+                              {"architecture", images::HostPlatform().architecture}};
+    nlohmann::json foreign_entry = {{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                                    {"digest", foreign_manifest},
+                                    {"size", foreign_raw.size()},
+                                    {"platform", {{"os", "linux"}, {"architecture", "s390x"}}}};
+    inner = Put(IndexOf({host_entry, foreign_entry}).dump());
+    outer = Put(IndexOf({Entry(inner)}).dump());
+    nlohmann::json outer_entry = Entry(outer);
+    outer_entry["annotations"] = {{"io.containerd.image.name", "example.com/multi:1"}};
+    nlohmann::json named = host_manifest;
+    named["annotations"] = {{"org.opencontainers.image.ref.name", "example.com/single:2"}};
+    nlohmann::json tag_only = host_manifest;
+    tag_only["annotations"] = {{"org.opencontainers.image.ref.name", "latest"}};
+    EXPECT_TRUE(
+        WriteFileAtomic(dir + "/index.json", IndexOf({outer_entry, named, tag_only}).dump(), 0644)
+            .ok());
+  }
+
+  // The layout as a tarball made by tar(1), without the blobs in `leave_out`.
+  std::string Tar(const std::string& file, const std::vector<std::string>& leave_out) {
+    std::vector<std::string> argv = {"tar", "-cf", file, "-C", dir_};
+    for (const std::string& digest : leave_out) {
+      argv.push_back("--exclude=blobs/sha256/" + digest.substr(7));
+    }
+    argv.insert(argv.end(), {"oci-layout", "index.json", "blobs"});
+    int code = -1;
+    std::string output = testing::RunCommand(argv, &code);
+    EXPECT_EQ(code, 0) << output;
+    return file;
+  }
+
+  nlohmann::json host_manifest;
+  std::string host_config, foreign_config, foreign_manifest, inner, outer;
+
+ private:
+  std::string Blob(const std::string& digest) {
+    return *ReadFile(dir_ + "/blobs/sha256/" + digest.substr(7));
+  }
+  std::string Put(const std::string& data) {
+    EXPECT_TRUE(WriteFileAtomic(dir_ + "/" + BlobPath(data), data, 0644).ok());
+    sizes_[Sha256Digest(data)] = data.size();
+    return Sha256Digest(data);
+  }
+  nlohmann::json Entry(const std::string& index_digest) {
+    return {{"mediaType", "application/vnd.oci.image.index.v1+json"},
+            {"digest", index_digest},
+            {"size", sizes_[index_digest]}};
+  }
+  static nlohmann::json IndexOf(const std::vector<nlohmann::json>& manifests) {
+    return {{"schemaVersion", 2},
+            {"mediaType", "application/vnd.oci.image.index.v1+json"},
+            {"manifests", manifests}};
+  }
+
+  std::string dir_;
+  std::map<std::string, size_t> sizes_;
+};
+
+TEST_F(ImportExportTest, NestedMultiPlatformIndexNeedsOnlyThePlatformUnlessAllPlatforms) {
+  MultiPlatformArchive made(layout_, dir_.Join("multi"));
+  std::string partial = made.Tar(dir_.Join("partial.tar"), {made.foreign_manifest});
+
+  // Every platform wanted: the s390x manifest is missing, named by the inner index.
+  CommandResult all = Berth({"import", "--all-platforms", partial});
+  EXPECT_EQ(all.exit_code, 1) << all.output;
+  EXPECT_TRUE(absl::StrContains(all.output, absl::StrCat("index ", made.inner, " names ",
+                                                         made.foreign_manifest,
+                                                         ", which the archive does not hold")))
+      << all.output;
+  ExpectNothingLeft("--all-platforms");
+
+  // The host's platform only: two records (the bare tag names none), and the whole archive
+  // named by --index-name.
+  CommandResult import = Berth({"import", "--index-name", "example.com/whole:1", partial});
+  ASSERT_EQ(import.exit_code, 0) << import.output << imaged_.ReadLog();
+  images::GrpcImageStore images(Dial(address_));
+  absl::StatusOr<std::vector<images::Image>> records = images.List(Ctx(), {});
+  ASSERT_TRUE(records.ok());
+  std::map<std::string, std::string> targets;
+  for (const images::Image& image : *records) {
+    targets[image.name] = image.target.digest.ToString();
+  }
+  EXPECT_EQ(targets.size(), 3u) << import.output;
+  EXPECT_EQ(targets["example.com/multi:1"], made.outer);
+  EXPECT_EQ(targets["example.com/single:2"], made.host_manifest["digest"]);
+  EXPECT_EQ(targets["example.com/whole:1"],
+            Sha256Digest(*ReadFile(dir_.Join("multi/index.json"))));
+  content::GrpcContentStore content(Dial(contentd_.address()));
+  absl::StatusOr<content::Info> outer = content.GetInfo(Ctx(), *Digest::Parse(made.outer));
+  ASSERT_TRUE(outer.ok()) << outer.status();
+  EXPECT_EQ(outer->labels["containerd.io/gc.ref.content.m.0"], made.inner);
+  EXPECT_EQ(outer->labels.count("containerd.io/gc.root"), 1u);
+  absl::StatusOr<content::Info> inner = content.GetInfo(Ctx(), *Digest::Parse(made.inner));
+  EXPECT_EQ(inner->labels["containerd.io/gc.ref.content.m.1"], made.foreign_manifest);
+  EXPECT_FALSE(content.GetInfo(Ctx(), *Digest::Parse(made.foreign_manifest)).ok());
+  absl::StatusOr<content::Info> config = content.GetInfo(Ctx(), *Digest::Parse(made.host_config));
+  ASSERT_TRUE(config.ok());
+  std::string chain = config->labels["containerd.io/gc.ref.snapshot.overlayfs"];
+  ExpectChain(chain);
+
+  // With every blob in: all platforms kept, only the host's unpacked.
+  std::string whole = made.Tar(dir_.Join("whole.tar"), {});
+  CommandResult again = Berth({"import", "--all-platforms", whole});
+  ASSERT_EQ(again.exit_code, 0) << again.output << imaged_.ReadLog();
+  absl::StatusOr<content::Info> foreign =
+      content.GetInfo(Ctx(), *Digest::Parse(made.foreign_config));
+  ASSERT_TRUE(foreign.ok()) << foreign.status();
+  EXPECT_EQ(foreign->labels.count("containerd.io/gc.ref.snapshot.overlayfs"), 0u);
+
+  // Exported with every platform, the outer index is what skopeo reads (skopeo copies no
+  // nested index) and every platform's blobs are in; by default the s390x ones are not.
+  std::string out = dir_.Join("multi-out.tar");
+  CommandResult exported = Berth({"export", "--all-platforms", out, "example.com/multi:1"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  CommandResult raw = Run({"skopeo", "inspect", "--raw", "oci-archive:" + out});
+  ASSERT_EQ(raw.exit_code, 0) << raw.output;
+  EXPECT_EQ(Sha256Digest(raw.output), made.outer);
+  CommandResult list = Run({"tar", "-tf", out});
+  EXPECT_TRUE(absl::StrContains(list.output, made.foreign_config.substr(7))) << list.output;
+  std::string host_only = dir_.Join("host-out.tar");
+  exported = Berth({"export", host_only, "example.com/multi:1"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  list = Run({"tar", "-tf", host_only});
+  EXPECT_FALSE(absl::StrContains(list.output, made.foreign_config.substr(7))) << list.output;
+  EXPECT_TRUE(absl::StrContains(list.output, made.host_config.substr(7))) << list.output;
 }
 
 TEST_F(ImportExportTest, BadTarballsAreRefusedNamingTheEntryAndLeaveNothing) {
