@@ -270,6 +270,15 @@ TEST_F(ImportExportTest, ImportsSkopeoOciArchiveWithBlobsLabelsRecordAndSnapshot
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_TRUE(absl::StrContains(again.output, manifest_digest + " exists")) << again.output;
   EXPECT_TRUE(leases.List(Ctx(), {})->empty());
+
+  // Compressed, the same archive imports the same.
+  CommandResult gzip = Run({"gzip", "-k", archive});
+  ASSERT_EQ(gzip.exit_code, 0) << gzip.output;
+  CommandResult gzipped = Berth({"import", archive + ".gz"});
+  ASSERT_EQ(gzipped.exit_code, 0) << gzipped.output;
+  EXPECT_TRUE(absl::StrContains(gzipped.output, absl::StrCat("imported docker.io/test/hello:v1 ",
+                                                             manifest_digest)))
+      << gzipped.output;
 }
 
 TEST_F(ImportExportTest, ImportsSkopeoDockerArchiveAsSchema2WithTheSameChain) {
@@ -349,7 +358,19 @@ TEST_F(ImportExportTest, ExportIsReadBySkopeoUmociAndCtrImport) {
   CommandResult ls = Ctr(containerd.address(), "default", {"images", "ls"});
   EXPECT_TRUE(absl::StrContains(ls.output, "docker.io/test/hello:v1")) << ls.output;
   EXPECT_TRUE(absl::StrContains(ls.output, manifest_digest)) << ls.output;
+
+  // And back: containerd's own export, imported by berth under another name.
+  std::string from_ctr = dir_.Join("ctr.tar");
+  ctr = Ctr(containerd.address(), "default",
+            {"images", "tag", "docker.io/test/hello:v1", "example.com/from-ctr:1"});
+  ASSERT_EQ(ctr.exit_code, 0) << ctr.output;
+  ctr = Ctr(containerd.address(), "default",
+            {"images", "export", from_ctr, "example.com/from-ctr:1"});
+  ASSERT_EQ(ctr.exit_code, 0) << ctr.output;
   containerd.Stop();
+  CommandResult back = Berth({"import", from_ctr});
+  ASSERT_EQ(back.exit_code, 0) << back.output << imaged_.ReadLog();
+  EXPECT_TRUE(absl::StrContains(back.output, "imported example.com/from-ctr:1 ")) << back.output;
 
   // An unknown name: NotFound, and no file left.
   CommandResult missing = Berth({"export", dir_.Join("none.tar"), "example.com/none:1"});
