@@ -105,12 +105,12 @@ class ImportExportTest : public ::testing::Test {
     ASSERT_TRUE(MakeTestImage(layout_, "latest").ok());
     ASSERT_TRUE(contentd_.Start().ok()) << contentd_.ReadLog();
     ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
-    std::vector<std::string> argv = {
+    imaged_argv_ = {
         testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
         "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
         contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level", "debug",
         "--import-max-entries", "32", "--import-max-bytes", std::to_string(8 << 20)};
-    absl::Status started = imaged_.StartServing("imaged", argv, address_);
+    absl::Status started = imaged_.StartServing("imaged", imaged_argv_, address_);
     ASSERT_TRUE(started.ok()) << started;
   }
 
@@ -218,6 +218,7 @@ class ImportExportTest : public ::testing::Test {
                          return options;
                        }()};
   std::string address_ = dir_.Join("imaged.sock");
+  std::vector<std::string> imaged_argv_;
   DaemonProcess imaged_{dir_.path()};
 };
 
@@ -525,6 +526,43 @@ TEST_F(ImportExportTest, NestedMultiPlatformIndexNeedsOnlyThePlatformUnlessAllPl
   list = Run({"tar", "-tf", host_only});
   EXPECT_FALSE(absl::StrContains(list.output, made.foreign_config.substr(7))) << list.output;
   EXPECT_TRUE(absl::StrContains(list.output, made.host_config.substr(7))) << list.output;
+}
+
+TEST_F(ImportExportTest, ImagedKilledMidImportLeavesNoLeaseOnceBackAndTheNextImportWorks) {
+  std::string archive = Skopeo("oci-archive", dir_.Join("oci.tar"), "test/hello:v1");
+  std::string data = *ReadFile(archive);
+  leases::GrpcLeaseManager leases(Dial(contentd_.address()));
+  {
+    auto stub = distribution::v1::Distribution::NewStub(Dial(address_));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    auto stream = stub->Import(&context);
+    distribution::v1::ImportRequest request;
+    request.mutable_options()->set_unpack(true);
+    request.set_data(data.substr(0, data.size() / 2));  // and the rest never comes
+    ASSERT_TRUE(stream->Write(request));
+    ASSERT_TRUE(testing::WaitFor(
+        [&] {
+          absl::StatusOr<std::vector<leases::Lease>> list = leases.List(Ctx(), {});
+          return list.ok() && !list->empty();
+        },
+        absl::Seconds(30)));
+    imaged_.Kill();
+    distribution::v1::ImportProgress progress;
+    while (stream->Read(&progress)) {
+    }
+    EXPECT_FALSE(stream->Finish().ok());
+  }
+  EXPECT_FALSE(leases.List(Ctx(), {})->empty()) << "the import's lease should be there";
+  absl::Status started = imaged_.StartServing("imaged", imaged_argv_, address_);
+  ASSERT_TRUE(started.ok()) << started;
+  EXPECT_TRUE(leases.List(Ctx(), {})->empty()) << imaged_.ReadLog();
+  images::GrpcImageStore images(Dial(address_));
+  EXPECT_TRUE(images.List(Ctx(), {})->empty());
+
+  CommandResult import = Berth({"import", archive});
+  ASSERT_EQ(import.exit_code, 0) << import.output << imaged_.ReadLog();
+  EXPECT_TRUE(images.Get(Ctx(), "docker.io/test/hello:v1").ok());
 }
 
 TEST_F(ImportExportTest, BadTarballsAreRefusedNamingTheEntryAndLeaveNothing) {

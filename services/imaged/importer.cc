@@ -423,7 +423,8 @@ absl::StatusOr<std::vector<images::Image>> Importer::Import(const Context& calle
   BERTH_ASSIGN_OR_RETURN(leases::Lease lease,
                          leases_.Create(ctx, "",
                                         {{kGcExpire, Rfc3339(absl::Now() + absl::Hours(1))},
-                                         {kImportLeaseLabel, "import"}}));
+                                         {kImportLeaseLabel, "import"},
+                                         {kPullLeaseLabel, "import"}}));
   ctx.lease = lease.id;
   absl::StatusOr<std::vector<images::Image>> result = [&]()
       -> absl::StatusOr<std::vector<images::Image>> {

@@ -18,7 +18,8 @@
 // What Import promises:
 // - Everything it writes to the content store and the unpacker is done under a lease it
 //   creates (labelled kImportLeaseLabel, and containerd.io/gc.expire in an hour in case imaged
-//   dies) and deletes before returning. Blobs are written while the tar streams in; a
+//   dies; also kPullLeaseLabel=import, so that ReleasePullLeases deletes a dead imaged's at
+//   start as it does its pulls') and deletes before returning. Blobs are written while the tar streams in; a
 //   blobs/<alg>/<hex> entry is checked against its name (digest and, once a document names it,
 //   size) as it is written. What survives is held by the labels the puller sets:
 //   containerd.io/gc.ref.content.m.<i> on indexes, .config and .l.<i> on manifests,

@@ -6,16 +6,13 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "berth/distribution/v1/distribution.grpc.pb.h"
@@ -25,6 +22,7 @@
 #include "lib/base/unique_fd.h"
 #include "tools/berth/commands.h"
 #include "tools/berth/output.h"
+#include "tools/berth/progress.h"
 
 namespace berth::cli {
 namespace {
@@ -49,14 +47,6 @@ struct ExportArgs {
   std::string platform;
   bool all_platforms = false;
 };
-
-std::string StateName(pb::BlobProgress::State state) {
-  std::string name = pb::BlobProgress::State_Name(state);
-  for (char& c : name) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return name;
-}
 
 absl::StatusOr<UniqueFd> OpenInput(const std::string& file) {
   UniqueFd fd(file == "-" ? ::dup(STDIN_FILENO) : ::open(file.c_str(), O_RDONLY | O_CLOEXEC));
@@ -113,25 +103,12 @@ absl::Status Import(Session& session, const ImportArgs& args) {
       stub->Import(&context);
   absl::Status read_error;
   std::thread sender(SendFile, std::ref(*stream), fd.get(), first, &read_error);
-  std::map<std::string, pb::BlobProgress::State> last;
+  BlobProgressPrinter printer(session.json());
   pb::ImportProgress message;
   std::vector<pb::PulledImage> images;
   while (stream->Read(&message)) {
     for (const pb::BlobProgress& blob : message.blobs()) {
-      if (session.json()) {
-        std::cout << nlohmann::json{{"digest", blob.digest()}, {"media_type", blob.media_type()},
-                                    {"offset", blob.offset()}, {"total", blob.total()},
-                                    {"state", StateName(blob.state())}}
-                         .dump()
-                  << std::endl;
-        continue;
-      }
-      auto [it, inserted] = last.emplace(blob.digest(), blob.state());
-      if (inserted || it->second != blob.state()) {
-        it->second = blob.state();
-        std::cout << blob.digest() << ' ' << StateName(blob.state()) << ' '
-                  << HumanSize(blob.total()) << std::endl;
-      }
+      printer.Print(blob);
     }
     images.insert(images.end(), message.images().begin(), message.images().end());
   }
@@ -144,15 +121,7 @@ absl::Status Import(Session& session, const ImportArgs& args) {
     return session.Explain(kDaemon, status);
   }
   for (const pb::PulledImage& image : images) {
-    if (session.json()) {
-      std::cout << nlohmann::json{{"name", image.name()}, {"digest", image.target().digest()},
-                                  {"media_type", image.target().media_type()},
-                                  {"size", image.target().size()}}
-                       .dump()
-                << std::endl;
-    } else {
-      std::cout << "imported " << image.name() << ' ' << image.target().digest() << std::endl;
-    }
+    PrintImage(session.json(), "imported", image);
   }
   return absl::OkStatus();
 }
