@@ -25,7 +25,7 @@
 #include "absl/strings/str_format.h"
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "integration/harness.h"
-#include "integration/snapshotd_harness.h"
+#include "integration/imaged_stack.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/posix.h"
 #include "lib/content/grpc_content_store.h"
@@ -103,25 +103,18 @@ class ImportExportTest : public ::testing::Test {
   void SetUp() override {
     layout_ = dir_.Join("layout");
     ASSERT_TRUE(MakeTestImage(layout_, "latest").ok());
-    ASSERT_TRUE(contentd_.Start().ok()) << contentd_.ReadLog();
-    ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
-    imaged_argv_ = {
-        testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
-        "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
-        contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level", "debug",
-        "--import-max-entries", "32", "--import-max-bytes", std::to_string(8 << 20)};
-    absl::Status started = imaged_.StartServing("imaged", imaged_argv_, address_);
+    absl::Status stores = stack_.StartStores();
+    ASSERT_TRUE(stores.ok()) << stores;
+    absl::Status started = StartImaged();
     ASSERT_TRUE(started.ok()) << started;
   }
 
-  CommandResult Berth(std::vector<std::string> args) {
-    std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"), "--imaged-address",
-                                     address_, "--timeout", "120s"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    CommandResult result;
-    result.output = testing::RunCommand(argv, &result.exit_code);
-    return result;
+  absl::Status StartImaged() {
+    return stack_.StartImaged(
+        {"--import-max-entries", "32", "--import-max-bytes", std::to_string(8 << 20)});
   }
+
+  CommandResult Berth(const std::vector<std::string>& args) { return stack_.Berth(args); }
 
   CommandResult Run(const std::vector<std::string>& argv) {
     CommandResult result;
@@ -139,24 +132,12 @@ class ImportExportTest : public ::testing::Test {
   }
 
   std::string LayoutBlob(const std::string& digest) const {
-    absl::StatusOr<std::string> data = ReadFile(layout_ + "/blobs/sha256/" + digest.substr(7));
-    EXPECT_TRUE(data.ok()) << data.status();
-    return data.ok() ? *data : std::string();
+    return integration::LayoutBlob(layout_, digest);
   }
 
   nlohmann::json LayoutManifest() const {
     nlohmann::json index = nlohmann::json::parse(*ReadFile(layout_ + "/index.json"));
     return nlohmann::json::parse(LayoutBlob(index["manifests"][0]["digest"]));
-  }
-
-  static std::string TopChainId(const nlohmann::json& config) {
-    std::string chain;
-    for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
-      chain = chain.empty() ? diff_id.get<std::string>()
-                            : Sha256Of(absl::StrCat(chain, " ", diff_id.get<std::string>()))
-                                  .ToString();
-    }
-    return chain;
   }
 
   // The chain the test image unpacks to is committed in snapshotd.
@@ -211,15 +192,11 @@ class ImportExportTest : public ::testing::Test {
 
   testing::TempDir dir_;
   std::string layout_;
-  Contentd contentd_{dir_.path(), Contentd::Options{}};
-  Snapshotd snapshotd_{dir_.path(), [this] {
-                         Snapshotd::Options options;
-                         options.contentd_address = contentd_.address();
-                         return options;
-                       }()};
-  std::string address_ = dir_.Join("imaged.sock");
-  std::vector<std::string> imaged_argv_;
-  DaemonProcess imaged_{dir_.path()};
+  ImagedStack stack_{dir_.path()};
+  Contentd& contentd_ = stack_.contentd;
+  Snapshotd& snapshotd_ = stack_.snapshotd;
+  const std::string& address_ = stack_.address;
+  DaemonProcess& imaged_ = stack_.imaged;
 };
 
 TEST_F(ImportExportTest, ImportsSkopeoOciArchiveWithBlobsLabelsRecordAndSnapshotChain) {
@@ -554,7 +531,7 @@ TEST_F(ImportExportTest, ImagedKilledMidImportLeavesNoLeaseOnceBackAndTheNextImp
     EXPECT_FALSE(stream->Finish().ok());
   }
   EXPECT_FALSE(leases.List(Ctx(), {})->empty()) << "the import's lease should be there";
-  absl::Status started = imaged_.StartServing("imaged", imaged_argv_, address_);
+  absl::Status started = StartImaged();
   ASSERT_TRUE(started.ok()) << started;
   EXPECT_TRUE(leases.List(Ctx(), {})->empty()) << imaged_.ReadLog();
   images::GrpcImageStore images(Dial(address_));

@@ -1,6 +1,6 @@
 // imaged: image records, served over containerd's Images API (DESIGN.md), and pulls from
-// registries over berth.distribution.v1 (into contentd and snapshotd). Push, import and export
-// come next. Flags and config in, objects wired, serve until SIGTERM.
+// registries, imports and exports of image tarballs over berth.distribution.v1 (into contentd
+// and snapshotd). Push comes next. Flags and config in, objects wired, serve until SIGTERM.
 
 #include <chrono>
 #include <iostream>
