@@ -23,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "integration/harness.h"
 #include "integration/imaged_stack.h"
@@ -503,6 +504,22 @@ TEST_F(ImportExportTest, NestedMultiPlatformIndexNeedsOnlyThePlatformUnlessAllPl
   list = Run({"tar", "-tf", host_only});
   EXPECT_FALSE(absl::StrContains(list.output, made.foreign_config.substr(7))) << list.output;
   EXPECT_TRUE(absl::StrContains(list.output, made.host_config.substr(7))) << list.output;
+
+  // Several records in one tarball: one index.json entry each, named, blobs once.
+  std::string both = dir_.Join("both.tar");
+  exported = Berth({"export", both, "example.com/multi:1", "example.com/single:2"});
+  ASSERT_EQ(exported.exit_code, 0) << exported.output;
+  CommandResult index = Run({"tar", "-xOf", both, "index.json"});
+  ASSERT_EQ(index.exit_code, 0) << index.output;
+  nlohmann::json entries = nlohmann::json::parse(index.output)["manifests"];
+  ASSERT_EQ(entries.size(), 2u) << index.output;
+  EXPECT_EQ(entries[0]["digest"], made.outer);
+  EXPECT_EQ(entries[0]["annotations"]["io.containerd.image.name"], "example.com/multi:1");
+  EXPECT_EQ(entries[1]["digest"], made.host_manifest["digest"]);
+  EXPECT_EQ(entries[1]["annotations"]["org.opencontainers.image.ref.name"], "2");
+  list = Run({"tar", "-tf", both});
+  std::vector<std::string> pieces = absl::StrSplit(list.output, made.host_config.substr(7));
+  EXPECT_EQ(pieces.size(), 2u) << "the config should be in once: " << list.output;
 }
 
 TEST_F(ImportExportTest, ImagedKilledMidImportLeavesNoLeaseOnceBackAndTheNextImportWorks) {
