@@ -2,12 +2,11 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <toml++/toml.h>
 
 #include <algorithm>
 #include <string_view>
 #include <utility>
-
-#include <toml++/toml.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -26,8 +25,8 @@ class Errors {
  public:
   explicit Errors(std::string file) : file_(std::move(file)) {}
   absl::Status At(const toml::node& node, absl::string_view key, absl::string_view what) const {
-    return absl::InvalidArgumentError(absl::StrCat(file_, ":", node.source().begin.line,
-                                                   ": key \"", key, "\": ", what));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_, ":", node.source().begin.line, ": key \"", key, "\": ", what));
   }
   const std::string& file() const { return file_; }
 
@@ -107,8 +106,8 @@ absl::Status ParseClient(const toml::node& node, const std::string& base, const 
     return absl::OkStatus();
   }
   config->client_cert = AbsPath(pairs[0].first, base);
-  config->client_key = pairs[0].second.empty() ? config->client_cert
-                                               : AbsPath(pairs[0].second, base);
+  config->client_key =
+      pairs[0].second.empty() ? config->client_cert : AbsPath(pairs[0].second, base);
   for (const std::string& file : {config->client_cert, config->client_key}) {
     BERTH_RETURN_IF_ERROR(ReadNamed(file, "client certificate").status());
   }
@@ -144,9 +143,8 @@ absl::StatusOr<RegistryEndpoint> ParseEndpoint(const std::string& url, const tom
         } else if (lower == "push") {
           endpoint.push = true;
         } else {
-          return errors.At(node, key,
-                           absl::StrCat("unknown capability \"", cap,
-                                        "\" (pull, resolve or push)"));
+          return errors.At(
+              node, key, absl::StrCat("unknown capability \"", cap, "\" (pull, resolve or push)"));
         }
       }
     } else if (key == "ca") {
@@ -175,8 +173,7 @@ absl::StatusOr<RegistryEndpoint> ParseEndpoint(const std::string& url, const tom
       for (const auto& [name_view, value] : *headers) {
         const std::string name(name_view.str());
         std::string header_key = absl::StrCat("header.", name);
-        BERTH_ASSIGN_OR_RETURN(std::vector<std::string> values,
-                               Strings(value, header_key, errors));
+        BERTH_ASSIGN_OR_RETURN(std::vector<std::string> values, Strings(value, header_key, errors));
         for (const std::string& v : values) {
           endpoint.config.headers.push_back(absl::StrCat(name, ": ", v));
         }
@@ -204,8 +201,8 @@ absl::StatusOr<RegistryEndpoint> ParseEndpoint(const std::string& url, const tom
     path.pop_back();
   }
   if (endpoint.host.empty()) {
-    return errors.At(table, top_level ? "server" : "host", absl::StrCat("no host in \"", url,
-                                                                       "\""));
+    return errors.At(table, top_level ? "server" : "host",
+                     absl::StrCat("no host in \"", url, "\""));
   }
   if (!override_path && !absl::EndsWith(path, "/v2")) {
     path += "/v2";

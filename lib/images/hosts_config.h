@@ -8,7 +8,7 @@
 //   hosts.toml       server = "https://registry.example.com"   # the upstream, tried last
 //                    capabilities, ca, client, skip_verify, header, override_path   # for it
 //                    [host."http://mirror.local:5000"]        # mirrors, tried in file order
-//                      capabilities = ["pull", "resolve"]      # pull, resolve, push (all by default)
+//                      capabilities = ["pull", "resolve"]      # of pull, resolve, push
 //                      ca = "ca.pem"                           # or ["a.pem", "b.pem"]; relative
 //                                                              # paths are the host dir's
 //                      client = [["client.cert", "client.key"]] # or "both.pem", or ["both.pem"]

@@ -6,10 +6,9 @@
 
 #include "lib/images/hosts_config.h"
 
-#include <sys/stat.h>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -163,10 +162,12 @@ TEST_F(HostsConfigTest, MalformedFilesNameTheFileLineAndKey) {
        ":3: key \"capabilities\": unknown capability \"fly\""},
       {"skip_verify = \"yes\"\n", ":1: key \"skip_verify\": expected true or false"},
       {"[host.\"http://m\"]\n  ca = 7\n", ":2: key \"ca\": expected a string"},
-      {"[host.\"http://m\"]\n  client = [[\"a\"]]\n", ":2: key \"client\": expected a [certificate"},
+      {"[host.\"http://m\"]\n  client = [[\"a\"]]\n",
+       ":2: key \"client\": expected a [certificate"},
       {"\n\nmirrors = [\"x\"]\n", ":3: key \"mirrors\": unknown key"},
       {"[host.\"ftp://m\"]\n", ":1: key \"host.\"ftp://m\"\": only http:// and https://"},
-      {"[host.\"http://m\"]\n  header = { X-A = 1 }\n", ":2: key \"header.X-A\": expected a string"},
+      {"[host.\"http://m\"]\n  header = { X-A = 1 }\n",
+       ":2: key \"header.X-A\": expected a string"},
   };
   for (const Case& c : cases) {
     Write(file, c.text);

@@ -164,14 +164,16 @@ absl::StatusOr<Descriptor> CurlRegistryClient::ResolveAt(const Context& ctx,
   const std::string what = absl::StrCat("manifest ", ref.path, ":", object);
   // HEAD first: the descriptor without the body. Registries that answer HEAD without a digest
   // (or not at all) get a GET, which also brings the registry's message for an unknown tag.
-  BERTH_ASSIGN_OR_RETURN(HttpResponse head, http_.Do(ctx, ManifestRequest(endpoint, ref, object, true)));
+  BERTH_ASSIGN_OR_RETURN(HttpResponse head,
+                         http_.Do(ctx, ManifestRequest(endpoint, ref, object, true)));
   if (head.code == 200) {
     absl::StatusOr<Digest> digest = Digest::Parse(head.Header("docker-content-digest"));
     int64_t size = 0;
     if (digest.ok() && absl::SimpleAtoi(head.Header("content-length"), &size) && size >= 0) {
       if (!ref.digest.IsEmpty() && *digest != ref.digest) {
         return absl::InvalidArgumentError(
-            absl::StrCat("registry ", endpoint.host, ": ", what, ": served as ", digest->ToString()));
+            absl::StrCat("registry ", endpoint.host, ": ", what, ": served as ",
+                         digest->ToString()));
       }
       Descriptor desc;
       desc.media_type = std::string(head.Header("content-type"));
@@ -180,7 +182,8 @@ absl::StatusOr<Descriptor> CurlRegistryClient::ResolveAt(const Context& ctx,
       return desc;
     }
   }
-  BERTH_ASSIGN_OR_RETURN(HttpResponse get, http_.Do(ctx, ManifestRequest(endpoint, ref, object, false)));
+  BERTH_ASSIGN_OR_RETURN(HttpResponse get,
+                         http_.Do(ctx, ManifestRequest(endpoint, ref, object, false)));
   if (get.code != 200) {
     return ErrorFromResponse(endpoint.host, what, get);
   }
