@@ -227,6 +227,16 @@ std::string Registry::ConfigText() const {
 
 Registry::~Registry() { Stop(); }
 
+int Registry::CountRequests(absl::string_view uri_part) const {
+  int count = 0;
+  for (absl::string_view line : absl::StrSplit(ReadLog(), '\n')) {
+    if (absl::StrContains(line, "response completed") && absl::StrContains(line, uri_part)) {
+      ++count;
+    }
+  }
+  return count;
+}
+
 std::string Registry::host() const { return absl::StrCat("127.0.0.1:", port_); }
 
 absl::Status Registry::Start() {

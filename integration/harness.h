@@ -135,6 +135,8 @@ class Registry {
   // "127.0.0.1:<port>"
   std::string host() const;
   std::string ReadLog() const;
+  // How many requests whose URI contains `uri_part` its access log shows as answered.
+  int CountRequests(absl::string_view uri_part) const;
 
   // Pushes the OCI layout image `layout:tag` to `<host>/<name>:<tag>` with skopeo (TLS not
   // verified), with `credentials` ("user:password") when not empty.

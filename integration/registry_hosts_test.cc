@@ -15,7 +15,6 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "integration/harness.h"
 #include "integration/imaged_harness.h"
 #include "lib/base/posix.h"
@@ -29,15 +28,8 @@ constexpr char kTag[] = "latest";
 
 // How many requests for `kRepo`'s manifests and blobs a registry's access log shows.
 int ImageRequests(const Registry& registry) {
-  int count = 0;
-  for (absl::string_view line : absl::StrSplit(registry.ReadLog(), '\n')) {
-    if (absl::StrContains(line, "response completed") &&
-        (absl::StrContains(line, absl::StrCat("/v2/", kRepo, "/manifests/")) ||
-         absl::StrContains(line, absl::StrCat("/v2/", kRepo, "/blobs/")))) {
-      ++count;
-    }
-  }
-  return count;
+  return registry.CountRequests(absl::StrCat("/v2/", kRepo, "/manifests/")) +
+         registry.CountRequests(absl::StrCat("/v2/", kRepo, "/blobs/"));
 }
 
 // containerd's directory name for a host with a port: 127.0.0.1_5000_.
