@@ -15,28 +15,41 @@
 namespace berth::integration {
 namespace {
 
-TEST(RegistryEndpointsTest, PullOnlyMirrorWithOverridePathAndHeaderThenTheServer) {
-  testing::TempDir dir;
-  TestImage image = MakeImage(dir);
-  Registry registry(dir.path());
-  ASSERT_TRUE(registry.Start().ok()) << registry.ReadLog();
-  ASSERT_TRUE(registry.Push(image.layout, kTag, kRepo).ok());
+// The test image in a real docker-registry; clients whose host dir for it is a hosts.toml.
+class RegistryEndpointsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(registry_.Start().ok()) << registry_.ReadLog();
+    ASSERT_TRUE(registry_.Push(image_.layout, kTag, kRepo).ok());
+  }
+
+  std::unique_ptr<RegistryClient> ClientWith(const std::string& hosts_toml,
+                                             RegistryClientOptions options = {}) {
+    absl::StatusOr<std::vector<images::RegistryEndpoint>> endpoints =
+        images::ParseHostsToml(hosts_toml, dir_.path(), "hosts.toml");
+    EXPECT_TRUE(endpoints.ok()) << endpoints.status();
+    options.initial_backoff = absl::Milliseconds(1);
+    options.host_dirs[registry_.host()] = endpoints.ok() ? *endpoints
+                                                         : std::vector<images::RegistryEndpoint>();
+    return RegistryClient::Create(std::move(options));
+  }
+
+  testing::TempDir dir_;
+  TestImage image_ = MakeImage(dir_);
+  Registry registry_{dir_.path()};
+};
+
+TEST_F(RegistryEndpointsTest, PullOnlyMirrorWithOverridePathAndHeaderThenTheServer) {
   HttpTestServer mirror([](const HttpTestRequest&) {
     return HttpText(404, {"Content-Type: application/json"},
                     R"({"errors":[{"code":"BLOB_UNKNOWN","message":"not on this mirror"}]})");
   });
 
-  absl::StatusOr<std::vector<images::RegistryEndpoint>> endpoints = images::ParseHostsToml(
-      absl::StrCat("server = \"http://", registry.host(), "\"\n[host.\"", mirror.url(),
+  std::unique_ptr<RegistryClient> client = ClientWith(
+      absl::StrCat("server = \"http://", registry_.host(), "\"\n[host.\"", mirror.url(),
                    "/api\"]\n  capabilities = [\"pull\"]\n  override_path = true\n"
-                   "  header = { X-Tenant = \"berth\" }\n"),
-      dir.path(), "hosts.toml");
-  ASSERT_TRUE(endpoints.ok()) << endpoints.status();
-  RegistryClientOptions options;
-  options.initial_backoff = absl::Milliseconds(10);
-  options.host_dirs[registry.host()] = *endpoints;
-  std::unique_ptr<RegistryClient> client = RegistryClient::Create(std::move(options));
-  ExpectPullable(*client, registry.host(), image);
+                   "  header = { X-Tenant = \"berth\" }\n"));
+  ExpectPullable(*client, registry_.host(), image_);
 
   std::vector<HttpTestRequest> requests = mirror.requests();
   ASSERT_FALSE(requests.empty());
@@ -54,6 +67,25 @@ TEST(RegistryEndpointsTest, PullOnlyMirrorWithOverridePathAndHeaderThenTheServer
   }
   EXPECT_TRUE(manifest_by_digest);
   EXPECT_TRUE(blob);
+}
+
+// A mirror that keeps answering 500 is retried (max_attempts per request), then passed over.
+TEST_F(RegistryEndpointsTest, MirrorAnswering500AfterRetriesFallsBackToTheServer) {
+  HttpTestServer mirror([](const HttpTestRequest&) { return HttpText(500, {}, "broken"); });
+  RegistryClientOptions options;
+  options.max_attempts = 2;
+  std::unique_ptr<RegistryClient> client = ClientWith(
+      absl::StrCat("server = \"http://", registry_.host(), "\"\n[host.\"", mirror.url(), "\"]\n"),
+      options);
+  absl::StatusOr<Descriptor> desc = client->Resolve(Ctx(), Ref(registry_.host(), ":v1"));
+  ASSERT_TRUE(desc.ok()) << desc.status();
+  EXPECT_EQ(desc->digest.ToString(), image_.manifest_digest);
+  // Resolve's HEAD twice (two attempts), its GET twice, then the server.
+  std::vector<std::string> methods;
+  for (const HttpTestRequest& request : mirror.requests()) {
+    methods.push_back(request.method);
+  }
+  EXPECT_EQ(methods, (std::vector<std::string>{"HEAD", "HEAD", "GET", "GET"}));
 }
 
 }  // namespace
