@@ -209,6 +209,9 @@ std::string Registry::ConfigText() const {
   if (!options_.tls_cert.empty()) {
     absl::StrAppend(&config, "  tls:\n    certificate: ", options_.tls_cert, "\n    key: ",
                     options_.tls_key, "\n");
+    if (!options_.tls_client_ca.empty()) {
+      absl::StrAppend(&config, "    clientcas:\n      - ", options_.tls_client_ca, "\n");
+    }
   }
   if (!options_.htpasswd.empty()) {
     absl::StrAppend(&config, "auth:\n  htpasswd:\n    realm: berth-test\n    path: ",
@@ -223,6 +226,16 @@ std::string Registry::ConfigText() const {
 }
 
 Registry::~Registry() { Stop(); }
+
+int Registry::CountRequests(absl::string_view uri_part) const {
+  int count = 0;
+  for (absl::string_view line : absl::StrSplit(ReadLog(), '\n')) {
+    if (absl::StrContains(line, "response completed") && absl::StrContains(line, uri_part)) {
+      ++count;
+    }
+  }
+  return count;
+}
 
 std::string Registry::host() const { return absl::StrCat("127.0.0.1:", port_); }
 
@@ -248,9 +261,14 @@ absl::Status Registry::Start() {
             return true;
           }
           // Any HTTP answer will do: /v2/ is 401 behind auth.
-          std::string code = testing::RunCommand(std::vector<std::string>{
+          std::vector<std::string> curl = {
               "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
-              absl::StrCat(options_.tls_cert.empty() ? "http://" : "https://", host(), "/v2/")});
+              absl::StrCat(options_.tls_cert.empty() ? "http://" : "https://", host(), "/v2/")};
+          if (!options_.tls_probe_cert.empty()) {
+            curl.insert(curl.end(), {"--cert", options_.tls_probe_cert, "--key",
+                                     options_.tls_probe_key});
+          }
+          std::string code = testing::RunCommand(curl);
           return !code.empty() && code != "000";
         },
         absl::Seconds(20));

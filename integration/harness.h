@@ -110,6 +110,9 @@ class Registry {
   struct Options {
     std::string tls_cert;  // both set: HTTPS with this certificate
     std::string tls_key;
+    std::string tls_client_ca;  // set (with TLS): clients must present a certificate it signed
+    std::string tls_probe_cert;  // with tls_client_ca: the pair Start's readiness probe shows
+    std::string tls_probe_key;
     std::string htpasswd;  // set: Basic auth against this htpasswd file (bcrypt entries)
     // All set: token auth (`auth: token:`); the registry trusts JWTs signed by a key whose
     // certificate is in `token_rootcertbundle` and issued by `token_issuer` for `token_service`.
@@ -132,6 +135,8 @@ class Registry {
   // "127.0.0.1:<port>"
   std::string host() const;
   std::string ReadLog() const;
+  // How many requests whose URI contains `uri_part` its access log shows as answered.
+  int CountRequests(absl::string_view uri_part) const;
 
   // Pushes the OCI layout image `layout:tag` to `<host>/<name>:<tag>` with skopeo (TLS not
   // verified), with `credentials` ("user:password") when not empty.

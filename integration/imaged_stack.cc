@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/digest.h"
+#include "lib/base/status_macros.h"
 #include "lib/testing/testing.h"
 
 namespace berth::integration {
@@ -26,6 +27,11 @@ absl::Status ImagedStack::StartStores() {
     return absl::UnavailableError(absl::StrCat(st.message(), snapshotd.ReadLog()));
   }
   return absl::OkStatus();
+}
+
+absl::Status ImagedStack::Start(const std::vector<std::string>& imaged_args) {
+  BERTH_RETURN_IF_ERROR(StartStores());
+  return StartImaged(imaged_args);
 }
 
 absl::Status ImagedStack::StartImaged(const std::vector<std::string>& extra) {

@@ -23,6 +23,8 @@ class ImagedStack {
 
   // Starts contentd, then snapshotd; errors carry the daemon's log.
   absl::Status StartStores();
+  // StartStores, then StartImaged(imaged_args).
+  absl::Status Start(const std::vector<std::string>& imaged_args = {});
   // Starts imaged (again, after a Kill) with `extra` flags; waits for its socket.
   absl::Status StartImaged(const std::vector<std::string>& extra = {});
   // Runs `berth --imaged-address ... --timeout 120s args...`.

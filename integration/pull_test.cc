@@ -191,7 +191,8 @@ TEST_F(PullTest, MetricsCountBlobsBytesPullsAndRegistryRequests) {
   // imaged again, with --metrics-address.
   imaged_.Stop(absl::Seconds(20));
   int port = testing::FreeTcpPort();
-  absl::Status started = StartImaged({"--metrics-address", absl::StrCat("127.0.0.1:", port)});
+  absl::Status started =
+      stack_.StartImaged({"--metrics-address", absl::StrCat("127.0.0.1:", port)});
   ASSERT_TRUE(started.ok()) << started << imaged_.ReadLog();
   ASSERT_TRUE(testing::WaitForTcpPort(port, absl::Seconds(20))) << "no /metrics on " << port;
   auto scrape = [port] {
@@ -328,7 +329,7 @@ TEST_F(PullTest, KilledMidPullLeavesNoRecordNoLeaseAndTheNextPullCompletes) {
   EXPECT_EQ((*held)[0].labels["berth.io/pull"], Reference("big"));
 
   // Back: the dead pull's lease released at start, no record.
-  ASSERT_TRUE(StartImaged().ok()) << imaged_.ReadLog();
+  ASSERT_TRUE(stack_.StartImaged().ok()) << imaged_.ReadLog();
   EXPECT_TRUE(absl::StrContains(imaged_.ReadLog(), (*held)[0].id)) << imaged_.ReadLog();
   ExpectNoLease();
   images::GrpcImageStore images(Dial(address_));

@@ -17,7 +17,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/base/logging.h"
 #include "lib/base/status_macros.h"
+#include "lib/images/hosts_config.h"
 #include "lib/images/registry_auth.h"
 #include "lib/images/registry_http.h"
 
@@ -69,13 +71,28 @@ absl::Status ErrorFromResponse(absl::string_view host, absl::string_view what,
   }
 }
 
+// Whether a failure at one endpoint sends a request on to the next: the endpoint could not
+// serve it (unreachable, TLS, 5xx or 429 after the retries: Unavailable) or does not have it
+// (NotFound: a mirror without the image). Auth errors, bad content and the caller's own
+// cancellation or deadline stop there.
+bool TryNext(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kUnavailable ||
+         status.code() == absl::StatusCode::kNotFound;
+}
+const absl::Status& StatusOf(const absl::Status& status) { return status; }
+template <typename T>
+absl::Status StatusOf(const absl::StatusOr<T>& result) {
+  return result.status();
+}
+
 absl::StatusOr<std::unique_ptr<Digester>> DigesterFor(const Digest& digest) {
   return Digester::Create(digest.algorithm());
 }
 
 class CurlRegistryClient : public RegistryClient {
  public:
-  explicit CurlRegistryClient(RegistryClientOptions options) : http_(std::move(options)) {}
+  explicit CurlRegistryClient(RegistryClientOptions options)
+      : options_(options), http_(std::move(options)) {}
 
   absl::StatusOr<Descriptor> Resolve(const Context& ctx, const Reference& ref) override;
   absl::StatusOr<Document> FetchManifest(const Context& ctx, const Reference& ref,
@@ -84,33 +101,79 @@ class CurlRegistryClient : public RegistryClient {
                          int64_t offset, Digester* prefix, const BlobCallback& sink) override;
 
  private:
-  HttpRequest ManifestRequest(const Reference& ref, absl::string_view object, bool head) const {
+  HttpRequest ManifestRequest(const RegistryEndpoint& endpoint, const Reference& ref,
+                              absl::string_view object, bool head) const {
     HttpRequest req;
-    req.host = ref.domain;
+    req.host = endpoint.host;
+    req.config = &endpoint.config;
     req.scope = Scope(ref);
-    req.url = absl::StrCat(http_.BaseUrl(ref.domain), ref.path, "/manifests/", object);
+    req.url = absl::StrCat(endpoint.BaseUrl(), ref.path, "/manifests/", object);
     req.head = head;
     req.headers.push_back(absl::StrCat("Accept: ", ManifestAcceptHeader()));
     req.max_body = kMaxDocumentSize;
     return req;
   }
 
+  // `fn` at each endpoint of ref's host that has the capability, in order, until one answers;
+  // on to the next only when TryNext says so. The last endpoint's error otherwise.
+  template <typename Fn>
+  auto OverEndpoints(const Reference& ref, bool RegistryEndpoint::*capability,
+                     absl::string_view capability_name, const Fn& fn) const
+      -> decltype(fn(std::declval<const RegistryEndpoint&>())) {
+    std::vector<RegistryEndpoint> endpoints = ResolveEndpoints(options_, ref.domain);
+    endpoints.erase(std::remove_if(endpoints.begin(), endpoints.end(),
+                                   [&](const RegistryEndpoint& e) { return !(e.*capability); }),
+                    endpoints.end());
+    if (endpoints.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "registry ", ref.domain, ": no host in its hosts.toml can ", capability_name));
+    }
+    for (size_t i = 0;; ++i) {
+      auto result = fn(endpoints[i]);
+      if (result.ok() || i + 1 == endpoints.size() || !TryNext(StatusOf(result))) {
+        return result;
+      }
+      BERTH_LOG(Info) << "registry " << ref.domain << ": " << StatusOf(result) << "; trying "
+                      << endpoints[i + 1].BaseUrl();
+    }
+  }
+
+  absl::StatusOr<Descriptor> ResolveAt(const Context& ctx, const RegistryEndpoint& endpoint,
+                                       const Reference& ref);
+  absl::StatusOr<Document> FetchManifestAt(const Context& ctx, const RegistryEndpoint& endpoint,
+                                           const Reference& ref, const Descriptor& desc);
+  absl::Status FetchBlobAt(const Context& ctx, const RegistryEndpoint& endpoint,
+                           const Reference& ref, const oci::Descriptor& desc, int64_t* pos,
+                           Digester* digester, const BlobCallback& sink);
+
+  const RegistryClientOptions options_;
   RegistryHttp http_;
 };
 
 absl::StatusOr<Descriptor> CurlRegistryClient::Resolve(const Context& ctx, const Reference& ref) {
+  return OverEndpoints(ref, &RegistryEndpoint::resolve, "resolve",
+                       [&](const RegistryEndpoint& endpoint) {
+                         return ResolveAt(ctx, endpoint, ref);
+                       });
+}
+
+absl::StatusOr<Descriptor> CurlRegistryClient::ResolveAt(const Context& ctx,
+                                                         const RegistryEndpoint& endpoint,
+                                                         const Reference& ref) {
   const std::string object = ref.Object();
   const std::string what = absl::StrCat("manifest ", ref.path, ":", object);
   // HEAD first: the descriptor without the body. Registries that answer HEAD without a digest
   // (or not at all) get a GET, which also brings the registry's message for an unknown tag.
-  BERTH_ASSIGN_OR_RETURN(HttpResponse head, http_.Do(ctx, ManifestRequest(ref, object, true)));
+  BERTH_ASSIGN_OR_RETURN(HttpResponse head,
+                         http_.Do(ctx, ManifestRequest(endpoint, ref, object, true)));
   if (head.code == 200) {
     absl::StatusOr<Digest> digest = Digest::Parse(head.Header("docker-content-digest"));
     int64_t size = 0;
     if (digest.ok() && absl::SimpleAtoi(head.Header("content-length"), &size) && size >= 0) {
       if (!ref.digest.IsEmpty() && *digest != ref.digest) {
         return absl::InvalidArgumentError(
-            absl::StrCat("registry ", ref.domain, ": ", what, ": served as ", digest->ToString()));
+            absl::StrCat("registry ", endpoint.host, ": ", what, ": served as ",
+                         digest->ToString()));
       }
       Descriptor desc;
       desc.media_type = std::string(head.Header("content-type"));
@@ -119,9 +182,10 @@ absl::StatusOr<Descriptor> CurlRegistryClient::Resolve(const Context& ctx, const
       return desc;
     }
   }
-  BERTH_ASSIGN_OR_RETURN(HttpResponse get, http_.Do(ctx, ManifestRequest(ref, object, false)));
+  BERTH_ASSIGN_OR_RETURN(HttpResponse get,
+                         http_.Do(ctx, ManifestRequest(endpoint, ref, object, false)));
   if (get.code != 200) {
-    return ErrorFromResponse(ref.domain, what, get);
+    return ErrorFromResponse(endpoint.host, what, get);
   }
   if (!get.write_status.ok()) {
     return get.write_status;
@@ -138,7 +202,7 @@ absl::StatusOr<Descriptor> CurlRegistryClient::Resolve(const Context& ctx, const
   if ((!want.IsEmpty() && got != want) || (named.ok() && *named != got &&
                                            named->algorithm() == got.algorithm())) {
     return absl::InvalidArgumentError(
-        absl::StrCat("registry ", ref.domain, ": ", what, ": content is ", got.ToString(),
+        absl::StrCat("registry ", endpoint.host, ": ", what, ": content is ", got.ToString(),
                      ", registry says ", named.ok() ? named->ToString() : want.ToString()));
   }
   Descriptor desc;
@@ -150,16 +214,25 @@ absl::StatusOr<Descriptor> CurlRegistryClient::Resolve(const Context& ctx, const
 
 absl::StatusOr<RegistryClient::Document> CurlRegistryClient::FetchManifest(
     const Context& ctx, const Reference& ref, const Descriptor& desc) {
+  return OverEndpoints(ref, &RegistryEndpoint::pull, "pull",
+                       [&](const RegistryEndpoint& endpoint) {
+                         return FetchManifestAt(ctx, endpoint, ref, desc);
+                       });
+}
+
+absl::StatusOr<RegistryClient::Document> CurlRegistryClient::FetchManifestAt(
+    const Context& ctx, const RegistryEndpoint& endpoint, const Reference& ref,
+    const Descriptor& desc) {
   const std::string what = absl::StrCat("manifest ", ref.path, "@", desc.digest.ToString());
   if (desc.size > kMaxDocumentSize) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", desc.size,
                                                    " bytes, over the 4 MiB limit"));
   }
-  HttpRequest req = ManifestRequest(ref, desc.digest.ToString(), false);
+  HttpRequest req = ManifestRequest(endpoint, ref, desc.digest.ToString(), false);
   req.max_body = desc.size;
   BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http_.Do(ctx, std::move(req)));
   if (resp.code != 200) {
-    return ErrorFromResponse(ref.domain, what, resp);
+    return ErrorFromResponse(endpoint.host, what, resp);
   }
   if (!resp.write_status.ok()) {
     return resp.write_status;
@@ -168,7 +241,7 @@ absl::StatusOr<RegistryClient::Document> CurlRegistryClient::FetchManifest(
   digester->Update(resp.body);
   if (digester->Sum() != desc.digest || static_cast<int64_t>(resp.body.size()) != desc.size) {
     return absl::InvalidArgumentError(
-        absl::StrCat("registry ", ref.domain, ": ", what, ": content is ",
+        absl::StrCat("registry ", endpoint.host, ": ", what, ": content is ",
                      digester->Sum().ToString(), " (", resp.body.size(), " bytes), expected ",
                      desc.size, " bytes"));
   }
@@ -183,7 +256,7 @@ absl::StatusOr<RegistryClient::Document> CurlRegistryClient::FetchManifest(
     doc.manifest = std::move(manifest);
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("registry ", ref.domain, ": ", what, ": unsupported media type \"",
+        absl::StrCat("registry ", endpoint.host, ": ", what, ": unsupported media type \"",
                      doc.media_type, "\""));
   }
   doc.raw = std::move(resp.body);
@@ -205,12 +278,38 @@ absl::Status CurlRegistryClient::FetchBlob(const Context& ctx, const Reference& 
     digester = own.get();
   }
   int64_t pos = offset;
+  BERTH_RETURN_IF_ERROR(OverEndpoints(ref, &RegistryEndpoint::pull, "pull",
+                                      [&](const RegistryEndpoint& endpoint) {
+                                        return FetchBlobAt(ctx, endpoint, ref, desc, &pos,
+                                                           digester, sink);
+                                      }));
+  if (pos != desc.size) {
+    return absl::InvalidArgumentError(absl::StrCat("registry ", ref.domain, ": ", what, ": got ",
+                                                   pos, " of ", desc.size, " bytes"));
+  }
+  if (digester != nullptr && digester->Sum() != desc.digest) {
+    return absl::InvalidArgumentError(absl::StrCat("registry ", ref.domain, ": ", what,
+                                                   ": content is ", digester->Sum().ToString()));
+  }
+  return absl::OkStatus();
+}
+
+
+// One endpoint's part of FetchBlob: from *pos on, resumed with Range when the connection
+// drops; *pos advances with every byte handed to `sink`, so the next endpoint goes on from there.
+absl::Status CurlRegistryClient::FetchBlobAt(const Context& ctx, const RegistryEndpoint& endpoint,
+                                             const Reference& ref, const oci::Descriptor& desc,
+                                             int64_t* pos_ptr, Digester* digester,
+                                             const BlobCallback& sink) {
+  const std::string what = absl::StrCat("blob ", ref.path, "@", desc.digest.ToString());
+  int64_t& pos = *pos_ptr;
   for (int attempt = 1; pos < desc.size || (pos == 0 && desc.size == 0); ++attempt) {
     int64_t skip = 0;  // bytes of a 200 (Range ignored) that we already have
     HttpRequest req;
-    req.host = ref.domain;
+    req.host = endpoint.host;
+    req.config = &endpoint.config;
     req.scope = Scope(ref);
-    req.url = absl::StrCat(http_.BaseUrl(ref.domain), ref.path, "/blobs/", desc.digest.ToString());
+    req.url = absl::StrCat(endpoint.BaseUrl(), ref.path, "/blobs/", desc.digest.ToString());
     if (pos > 0) {
       req.headers.push_back(absl::StrCat("Range: bytes=", pos, "-"));
     }
@@ -230,7 +329,7 @@ absl::Status CurlRegistryClient::FetchBlob(const Context& ctx, const Reference& 
       }
       if (has_length && length - skip > desc.size - pos) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "registry ", ref.domain, ": ", what, ": ", length - skip + pos,
+            "registry ", endpoint.host, ": ", what, ": ", length - skip + pos,
             " bytes is larger than the descriptor's ", desc.size));
       }
       return absl::OkStatus();
@@ -243,7 +342,7 @@ absl::Status CurlRegistryClient::FetchBlob(const Context& ctx, const Reference& 
       }
       if (pos + static_cast<int64_t>(data.size()) > desc.size) {
         return absl::InvalidArgumentError(
-            absl::StrCat("registry ", ref.domain, ": ", what,
+            absl::StrCat("registry ", endpoint.host, ": ", what,
                          ": larger than the descriptor's ", desc.size, " bytes"));
       }
       if (data.empty()) {
@@ -257,34 +356,67 @@ absl::Status CurlRegistryClient::FetchBlob(const Context& ctx, const Reference& 
     };
     BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http_.Do(ctx, std::move(req)));
     if (resp.code != 200 && resp.code != 206) {
-      return ErrorFromResponse(ref.domain, what, resp);
+      return ErrorFromResponse(endpoint.host, what, resp);
     }
     if (!resp.write_status.ok()) {
       return resp.write_status;
     }
     if (resp.transfer_ok || desc.size == 0) {
-      break;
+      return absl::OkStatus();
     }
     // Dropped mid-blob: resume from what arrived.
     if (attempt >= http_.max_attempts()) {
-      return absl::UnavailableError(absl::StrCat("registry ", ref.domain, ": ", what,
+      return absl::UnavailableError(absl::StrCat("registry ", endpoint.host, ": ", what,
                                                  ": connection dropped at byte ", pos, " (",
                                                  resp.transfer_error, ")"));
     }
     BERTH_RETURN_IF_ERROR(http_.Backoff(ctx, attempt));
   }
-  if (pos != desc.size) {
-    return absl::InvalidArgumentError(absl::StrCat("registry ", ref.domain, ": ", what, ": got ",
-                                                   pos, " of ", desc.size, " bytes"));
-  }
-  if (digester != nullptr && digester->Sum() != desc.digest) {
-    return absl::InvalidArgumentError(absl::StrCat("registry ", ref.domain, ": ", what,
-                                                   ": content is ", digester->Sum().ToString()));
-  }
   return absl::OkStatus();
 }
 
 }  // namespace
+
+std::string RegistryEndpoint::BaseUrl() const {
+  return absl::StrCat(scheme, "://", host == kDockerHubDomain ? "registry-1.docker.io" : host,
+                      path, "/");
+}
+
+std::vector<RegistryEndpoint> ResolveEndpoints(const RegistryClientOptions& options,
+                                               absl::string_view host) {
+  std::vector<RegistryEndpoint> endpoints(1);
+  for (const std::string& name : HostDirNames(host)) {
+    auto dir = options.host_dirs.find(name);
+    if (dir != options.host_dirs.end() && !dir->second.empty()) {
+      endpoints = dir->second;
+      break;
+    }
+  }
+  for (RegistryEndpoint& endpoint : endpoints) {
+    const bool itself = endpoint.host.empty();
+    if (itself) {
+      endpoint.host = std::string(host);
+    }
+    auto own = options.hosts.find(endpoint.host);
+    RegistryHostConfig config = own != options.hosts.end() ? own->second : RegistryHostConfig();
+    if (itself && endpoint.scheme == "https" && config.plain_http && host != kDockerHubDomain) {
+      endpoint.scheme = "http";
+    }
+    config.plain_http = endpoint.scheme == "http";
+    const RegistryHostConfig& file = endpoint.config;
+    config.skip_verify = config.skip_verify || file.skip_verify;
+    if (!file.ca_pem.empty()) {
+      config.ca_pem = file.ca_pem;
+    }
+    if (!file.client_cert.empty()) {
+      config.client_cert = file.client_cert;
+      config.client_key = file.client_key;
+    }
+    config.headers.insert(config.headers.end(), file.headers.begin(), file.headers.end());
+    endpoint.config = std::move(config);
+  }
+  return endpoints;
+}
 
 std::string ManifestAcceptHeader() {
   return absl::StrJoin({kOciIndex, kOciManifest, kDockerManifestList, kDockerManifest}, ", ");

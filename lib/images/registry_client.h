@@ -38,6 +38,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -51,21 +52,43 @@
 
 namespace berth::images {
 
-// How to reach one registry host (containerd's hosts.toml entries, read by a later slice).
+// How to reach one registry host (or one endpoint of it, from containerd's hosts.toml).
 struct RegistryHostConfig {
   bool plain_http = false;   // http:// instead of https://
   bool skip_verify = false;  // TLS without checking the server's certificate or name
   std::string ca_file;       // PEM CA(s) trusted for this host, besides the system's
+  std::string ca_pem;        // the same, in memory (hosts.toml `ca`, docker's *.crt), besides
   std::string client_cert;   // PEM client certificate and key, both or neither
   std::string client_key;
   std::string username;      // credentials for Basic auth and for the token server
   std::string password;
+  std::vector<std::string> headers;  // "Name: value", sent with every request (hosts.toml)
+};
+
+// One place a registry host is reached at (containerd's RegistryHost): the host itself, or a
+// mirror or another server that hosts.toml names (lib/images/hosts_config.h).
+struct RegistryEndpoint {
+  std::string scheme = "https";
+  // "mirror.local:5000". The key for credentials and --insecure-registry (options.hosts), bearer
+  // tokens, metrics and error messages. Empty in a hosts.toml without `server`: the host itself.
+  std::string host;
+  std::string path = "/v2";  // the API root
+  bool pull = true;          // capabilities: blobs and manifests by digest
+  bool resolve = true;       // tags to digests
+  bool push = true;
+  RegistryHostConfig config;  // TLS and headers (credentials come from options.hosts)
+
+  // "<scheme>://<host><path>/"
+  std::string BaseUrl() const;
 };
 
 struct RegistryClientOptions {
   // By host ("127.0.0.1:5000"); a host not listed gets the defaults (https, system CAs,
   // anonymous).
   std::map<std::string, RegistryHostConfig> hosts;
+  // containerd's hosts.toml directories by directory name (LoadHostsDir, hosts_config.h): where
+  // each host is reached. A host with no directory (and no `_default`) is reached at itself.
+  std::map<std::string, std::vector<RegistryEndpoint>> host_dirs;
   int max_attempts = 4;  // per request, first try included
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(5);
@@ -116,6 +139,14 @@ class RegistryClient {
                      [sink](absl::string_view data) { return sink->Write(data); });
   }
 };
+
+// The endpoints requests for registry `host` go to, in the order they are tried: its hosts.toml
+// directory's (mirrors, then the server), else the host itself. Each endpoint's config is
+// options.hosts[endpoint host] (credentials, --insecure-registry) with what hosts.toml sets on
+// top; the server a hosts.toml leaves unnamed is `host` (docker.io: registry-1.docker.io) over
+// https, or plain http when options.hosts marks `host` plain_http.
+std::vector<RegistryEndpoint> ResolveEndpoints(const RegistryClientOptions& options,
+                                               absl::string_view host);
 
 // The Accept header Resolve and FetchManifest send.
 std::string ManifestAcceptHeader();

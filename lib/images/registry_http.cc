@@ -182,6 +182,9 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
   for (const std::string& header : req.headers) {
     headers = curl_slist_append(headers, header.c_str());
   }
+  for (const std::string& header : config.headers) {
+    headers = curl_slist_append(headers, header.c_str());
+  }
   std::string auth_header = absl::StrCat("Authorization: ", authorization);
   if (!authorization.empty()) {
     headers = curl_slist_append(headers, auth_header.c_str());
@@ -216,8 +219,13 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
   if (config.skip_verify) {
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+  } else if (!config.ca_pem.empty()) {
+    // The host's CAs, and the system's beside them (OpenSSL reads both).
+    curl_blob blob{const_cast<char*>(config.ca_pem.data()), config.ca_pem.size(),
+                   CURL_BLOB_NOCOPY};
+    curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);
+    curl_easy_setopt(curl, CURLOPT_CAPATH, "/etc/ssl/certs");
   } else if (!config.ca_file.empty()) {
-    // The host's CA file, and the system's CAs beside it (OpenSSL reads both).
     curl_easy_setopt(curl, CURLOPT_CAINFO, config.ca_file.c_str());
     curl_easy_setopt(curl, CURLOPT_CAPATH, "/etc/ssl/certs");
   }
@@ -250,14 +258,14 @@ std::string RegistryHttp::Authorization(const HttpRequest& req) const {
   }
   absl::MutexLock lock(&mu_);
   if (basic_hosts_.count(req.host) != 0) {
-    return BasicAuthorization(HostConfig(req.host));
+    return BasicAuthorization(ConfigFor(req));
   }
   return std::string();
 }
 
 absl::Status RegistryHttp::Authenticate(const Context& ctx, const HttpRequest& req,
                                         const HttpResponse& challenge_resp) {
-  const RegistryHostConfig& config = HostConfig(req.host);
+  const RegistryHostConfig& config = ConfigFor(req);
   const bool has_credentials = !config.username.empty() || !config.password.empty();
   absl::StatusOr<AuthChallenge> challenge =
       ParseAuthChallenge(challenge_resp.Header("www-authenticate"));
@@ -284,6 +292,7 @@ absl::Status RegistryHttp::Authenticate(const Context& ctx, const HttpRequest& r
                                                              : req.scope;
   HttpRequest token_req;
   token_req.host = req.host;
+  token_req.config = req.config;
   token_req.max_body = 1 << 20;
   token_req.url = absl::StrCat(realm, absl::StrContains(realm, '?') ? "&" : "?");
   char* service = curl_easy_escape(nullptr, challenge->params["service"].c_str(), 0);
@@ -328,7 +337,7 @@ absl::Status RegistryHttp::Backoff(const Context& ctx, int attempt) const {
 }
 
 absl::StatusOr<HttpResponse> RegistryHttp::Do(const Context& ctx, HttpRequest req) {
-  const RegistryHostConfig& config = HostConfig(req.host);
+  const RegistryHostConfig& config = ConfigFor(req);
   bool authenticated = false;
   for (int attempt = 1;; ++attempt) {
     BERTH_RETURN_IF_ERROR(ctx.Alive());

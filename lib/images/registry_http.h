@@ -27,6 +27,9 @@ struct HttpResponse;
 
 struct HttpRequest {
   std::string host;   // the registry host whose config and credentials apply
+  // The endpoint's config (hosts.toml), used instead of options.hosts[host] when set; it must
+  // outlive the call.
+  const RegistryHostConfig* config = nullptr;
   std::string scope;  // the token scope this request needs
   std::string url;
   bool head = false;
@@ -82,6 +85,9 @@ class RegistryHttp {
 
  private:
   const RegistryHostConfig& HostConfig(absl::string_view host) const;
+  const RegistryHostConfig& ConfigFor(const HttpRequest& req) const {
+    return req.config != nullptr ? *req.config : HostConfig(req.host);
+  }
   CURL* Acquire();
   void Release(CURL* curl);
   // One exchange; no auth dance, no retry.

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -14,6 +15,7 @@
 #include "lib/base/grpc_status.h"
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
+#include "lib/images/hosts_config.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/leases/leases_forwarder.h"
 #include "lib/content/grpc_content_store.h"
@@ -71,7 +73,7 @@ int Run(int argc, char** argv) {
   berth::server::Daemon::BlockTerminationSignals();
 
   berth::config::DaemonConfig cfg("imaged", {"contentd", "snapshotd"});
-  // Until containerd's hosts.toml is read: hosts reached over plain HTTP.
+  // Hosts reached over plain HTTP (when their hosts.toml names no server).
   std::vector<std::string> insecure_registries;
   cfg.app()
       .add_option("--insecure-registry", insecure_registries,
@@ -83,6 +85,10 @@ int Run(int argc, char** argv) {
                        "Most entries an imported tarball may hold");
   cfg.app().add_option("--import-max-bytes", import_max_bytes,
                        "Most bytes of file data an imported tarball may hold");
+  std::string hosts_dir = "/etc/berth/certs.d";
+  cfg.AddOption("--hosts-dir", "hosts_dir", &hosts_dir,
+                "containerd's registry hosts directory: <dir>/<host>/hosts.toml (mirrors, TLS, "
+                "capabilities), read at start");
   if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
     std::cerr << "imaged: " << st.message() << "\n";
     return 2;
@@ -93,6 +99,18 @@ int Run(int argc, char** argv) {
       !st.ok()) {
     std::cerr << "imaged: " << st.message() << "\n";
     return 2;
+  }
+
+  // Before anything is opened or created: a malformed hosts.toml stops imaged here.
+  absl::StatusOr<std::map<std::string, std::vector<berth::images::RegistryEndpoint>>> host_dirs =
+      berth::images::LoadHostsDir(hosts_dir);
+  if (!host_dirs.ok()) {
+    BERTH_LOG(Error) << "imaged: hosts dir " << hosts_dir << ": " << host_dirs.status();
+    return 1;
+  }
+  for (const auto& [name, endpoints] : *host_dirs) {
+    BERTH_LOG(Info) << "imaged: registry host " << name << ": " << endpoints.size()
+                    << " endpoint(s) from " << hosts_dir << "/" << name;
   }
 
   berth::server::Daemon daemon(options);
@@ -133,6 +151,7 @@ int Run(int argc, char** argv) {
   berth::imaged::Puller puller(content, leases, &unpacker, pulled_records);
   berth::imaged::PullMetrics pull_metrics(*daemon.metrics());
   berth::images::RegistryClientOptions registry_options;
+  registry_options.host_dirs = *std::move(host_dirs);
   for (const std::string& host : insecure_registries) {
     registry_options.hosts[host].plain_http = true;
   }
