@@ -138,8 +138,8 @@ TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {
                                 absl::StrCat("pulled ", Reference(kTag), " ", manifest_digest)))
       << pull.output;
 
-  // contentd: every blob, with its layout size; the manifest rooted, naming its children and
-  // held by the record's lease.
+  // contentd: every blob, with its layout size; the manifest naming its children, held by the
+  // record's lease (no gc.root: nothing stays rooted once the record goes).
   content::GrpcContentStore content(Dial(contentd_.address()));
   for (const std::string& digest : blobs) {
     absl::StatusOr<content::Info> info = content.GetInfo(Ctx(), *Digest::Parse(digest));
@@ -149,7 +149,7 @@ TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {
   }
   absl::StatusOr<content::Info> root = content.GetInfo(Ctx(), *Digest::Parse(manifest_digest));
   ASSERT_TRUE(root.ok());
-  EXPECT_EQ(root->labels.count("containerd.io/gc.root"), 1u);
+  EXPECT_EQ(root->labels.count("containerd.io/gc.root"), 0u);
   {
     leases::GrpcLeaseManager leases(Dial(contentd_.address()));
     absl::StatusOr<std::vector<leases::Lease>> held =
