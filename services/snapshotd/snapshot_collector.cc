@@ -90,10 +90,10 @@ absl::StatusOr<GcRoots> SnapshotCollector::Roots(const Context& ctx) {
 absl::StatusOr<std::vector<std::string>> SnapshotCollector::Collect(const Context& caller) {
   Context ctx = CallContext(caller);
   absl::MutexLock lock(&run_mu_);
-  absl::StatusOr<std::vector<std::string>> removed = [&]() -> absl::StatusOr<std::vector<std::string>> {
-    BERTH_ASSIGN_OR_RETURN(GcRoots roots, Roots(ctx));
-    return snapshotter_.CollectGarbage(ctx, roots);
-  }();
+  absl::StatusOr<GcRoots> roots = Roots(ctx);
+  absl::StatusOr<std::vector<std::string>> removed =
+      roots.ok() ? snapshotter_.CollectGarbage(ctx, *roots)
+                 : absl::StatusOr<std::vector<std::string>>(roots.status());
   if (ok_ != nullptr) {
     (removed.ok() ? ok_ : failed_)->Increment();
     if (removed.ok()) {
