@@ -5,12 +5,15 @@
 // held (blobs in contentd, its snapshot chain in snapshotd) and nothing another image or name
 // holds, and the image left still mounts. Also: leased, gc.root and unleased active snapshots
 // against snapshotd's collector (`berth snapshot gc`), `berth content gc`, snapshotd's GC
-// metrics, and imaged killed between an image record and its lease repairing it at start.
+// metrics, imaged killed between an image record and its lease repairing it at start,
+// snapshotd killed mid-collection coming back consistent, and --gc-interval.
 
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -155,16 +158,15 @@ class GcTest : public ::testing::Test {
     return out;
   }
 
+  // On a connection of its own: a restarted snapshotd's shared channel may still be backing off.
   std::set<std::string> Snapshots() {
-    snapshots::GrpcSnapshotter snapshotter(Dial(snapshotd_.address()), "overlayfs");
+    snapshots::GrpcSnapshotter snapshotter(DialOwnConnection(snapshotd_.address()), "overlayfs");
     std::set<std::string> out;
-    EXPECT_TRUE(snapshotter
-                    .Walk(Ctx(), {},
-                          [&](const snapshots::Info& info) {
-                            out.insert(info.name);
-                            return absl::OkStatus();
-                          })
-                    .ok());
+    absl::Status walked = snapshotter.Walk(Ctx(), {}, [&](const snapshots::Info& info) {
+      out.insert(info.name);
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(walked.ok()) << walked;
     return out;
   }
 
@@ -368,6 +370,85 @@ TEST_F(GcTest, ImagedKilledBetweenRecordAndLeaseRepairsAtStart) {
       << imaged_.ReadLog();
   ExpectMounts(a.chain.back());
   EXPECT_NE(b.manifest, a.manifest);
+}
+
+// snapshotd SIGKILLed while a collection removes directories (its records already gone), then
+// started again: every snapshot is wholly there (record and directory, mountable) or wholly
+// gone, and nothing is left under snapshots/ that no record owns.
+TEST_F(GcTest, SnapshotdKilledMidCollectionComesBackConsistent) {
+  Context ctx = Ctx();
+  snapshots::GrpcSnapshotter sn(Dial(snapshotd_.address()), "overlayfs");
+  ASSERT_TRUE(sn.Prepare(ctx, "keep-active", "", {}).ok());
+  ASSERT_TRUE(sn.Commit(ctx, "keep", "keep-active", {{"containerd.io/gc.root", "1"}}).ok());
+  // Garbage with enough files that removing it takes a while.
+  constexpr int kGarbage = 16;
+  for (int i = 0; i < kGarbage; ++i) {
+    std::string key = absl::StrCat("g", i);
+    absl::StatusOr<std::vector<mount::Mount>> mounts = sn.Prepare(Ctx(), key + "-active", "", {});
+    ASSERT_TRUE(mounts.ok()) << mounts.status();
+    std::string upper = (*mounts)[0].source;  // a base layer: one bind mount of its directory
+    for (int f = 0; f < 100; ++f) {
+      std::ofstream(absl::StrCat(upper, "/f", f)) << "x";
+    }
+    absl::Status committed = sn.Commit(Ctx(), key, key + "-active", {});
+    ASSERT_TRUE(committed.ok()) << committed;
+  }
+  // Collect in a child process (berth snapshot gc) and kill snapshotd once a directory is
+  // being removed.
+  std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"), "--snapshotd-address",
+                                   snapshotd_.address(), "snapshot", "gc"};
+  testing::Process gc(argv, dir_.path());
+  std::string snapshots_dir = snapshotd_.root() + "/snapshots";
+  auto removing = [&] {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(snapshots_dir, ec)) {
+      if (absl::StartsWith(entry.path().filename().string(), "removed-")) {
+        return true;
+      }
+    }
+    return false;
+  };
+  ASSERT_TRUE(testing::WaitFor(removing, absl::Seconds(60))) << snapshotd_.ReadLog();
+  snapshotd_.Kill();
+  gc.Wait();
+  size_t left = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(snapshots_dir)) {
+    (void)entry;
+    ++left;
+  }
+  EXPECT_GT(left, 1u) << "the kill came after the collection finished";
+
+  ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
+  std::set<std::string> keys = Snapshots();
+  EXPECT_EQ(keys, (std::set<std::string>{"keep"}));
+  size_t dirs = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(snapshots_dir)) {
+    EXPECT_FALSE(absl::StartsWith(entry.path().filename().string(), "removed-"));
+    ++dirs;
+  }
+  EXPECT_EQ(dirs, keys.size());
+  snapshots::GrpcSnapshotter again(DialOwnConnection(snapshotd_.address()), "overlayfs");
+  absl::StatusOr<std::vector<mount::Mount>> view = again.View(Ctx(), "keep-view", "keep", {});
+  EXPECT_TRUE(view.ok()) << view.status();
+}
+
+// --gc-interval: a background collection removes garbage with nobody asking.
+TEST_F(GcTest, BackgroundCollectionRunsEveryInterval) {
+  Snapshotd::Options options;
+  options.contentd_address = contentd_.address();
+  options.extra_args = {"--gc-interval", "1"};
+  Snapshotd periodic(dir_.Join("periodic"), options);
+  ASSERT_EQ(::mkdir(dir_.Join("periodic").c_str(), 0755), 0);
+  ASSERT_TRUE(periodic.Start().ok()) << periodic.ReadLog();
+  snapshots::GrpcSnapshotter sn(Dial(periodic.address()), "overlayfs");
+  ASSERT_TRUE(sn.Prepare(Ctx(), "a", "", {}).ok());
+  ASSERT_TRUE(sn.Commit(Ctx(), "garbage", "a", {}).ok());
+  ASSERT_TRUE(sn.Prepare(Ctx(), "rootfs", "", {}).ok());
+  EXPECT_TRUE(testing::WaitFor([&] { return sn.Stat(Ctx(), "garbage").status().code() ==
+                                            absl::StatusCode::kNotFound; },
+                               absl::Seconds(30)))
+      << periodic.ReadLog();
+  EXPECT_TRUE(sn.Stat(Ctx(), "rootfs").ok());
 }
 
 }  // namespace
