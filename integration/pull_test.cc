@@ -72,9 +72,11 @@ class PullTest : public ::testing::Test {
     return integration::LayoutBlob(layout_, digest);
   }
 
+  // No pull's lease (berth.io/pull) left; image records' leases (berth.io/image) stay.
   void ExpectNoLease() {
     leases::GrpcLeaseManager leases(Dial(contentd_.address()));
-    absl::StatusOr<std::vector<leases::Lease>> list = leases.List(Ctx(), {});
+    absl::StatusOr<std::vector<leases::Lease>> list =
+        leases.List(Ctx(), {"labels.\"berth.io/pull\""});
     ASSERT_TRUE(list.ok()) << list.status();
     EXPECT_TRUE(list->empty()) << list->size() << " leases left, first " << (*list)[0].id;
   }
@@ -107,7 +109,8 @@ TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {
                                 absl::StrCat("pulled ", Reference(kTag), " ", manifest_digest)))
       << pull.output;
 
-  // contentd: every blob, with its layout size; the manifest rooted and naming its children.
+  // contentd: every blob, with its layout size; the manifest naming its children, held by the
+  // record's lease (no gc.root: nothing stays rooted once the record goes).
   content::GrpcContentStore content(Dial(contentd_.address()));
   for (const std::string& digest : blobs) {
     absl::StatusOr<content::Info> info = content.GetInfo(Ctx(), *Digest::Parse(digest));
@@ -117,7 +120,18 @@ TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {
   }
   absl::StatusOr<content::Info> root = content.GetInfo(Ctx(), *Digest::Parse(manifest_digest));
   ASSERT_TRUE(root.ok());
-  EXPECT_EQ(root->labels.count("containerd.io/gc.root"), 1u);
+  EXPECT_EQ(root->labels.count("containerd.io/gc.root"), 0u);
+  {
+    leases::GrpcLeaseManager leases(Dial(contentd_.address()));
+    absl::StatusOr<std::vector<leases::Lease>> held =
+        leases.List(Ctx(), {absl::StrCat("labels.\"berth.io/image\"==\"", Reference(kTag), "\"")});
+    ASSERT_TRUE(held.ok()) << held.status();
+    ASSERT_EQ(held->size(), 1u);
+    absl::StatusOr<std::vector<leases::Resource>> resources =
+        leases.ListResources(Ctx(), (*held)[0].id);
+    ASSERT_TRUE(resources.ok()) << resources.status();
+    EXPECT_EQ(*resources, (std::vector<leases::Resource>{{manifest_digest, "content"}}));
+  }
   EXPECT_EQ(root->labels["containerd.io/gc.ref.content.config"], config_digest);
 
   // imaged: the record, pointing at the manifest.

@@ -25,6 +25,8 @@ packages=(
   e2fsprogs
   # systemd-socket-activate, for the socket-activation test
   systemd
+  # sqlite3: integration/gc_test.cc edits imaged's database as a crash would leave it
+  sqlite3
   # containerd's sources and API protos, for reference
   golang-github-containerd-containerd-dev
 )

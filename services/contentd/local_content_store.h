@@ -28,6 +28,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -63,6 +64,9 @@ struct GcResult {
   // with no lease untouched for StoreOptions::ingest_expiry. An ingest with an open writer
   // is never removed by GC.
   int64_t ingests_removed = 0;
+  // The digests removed, in the order they went (a digest removed from two namespaces in a
+  // pass over every namespace appears twice).
+  std::vector<std::string> removed;
 };
 
 class LocalContentStore : public content::ContentStore,
@@ -99,6 +103,9 @@ class LocalContentStore : public content::ContentStore,
   // containerd's proxy clients write, keeping their own references above us) is only collected
   // by an explicit pass. Deleting or expiring a lease collects what it alone kept alive.
   virtual absl::StatusOr<GcResult> CollectGarbage() = 0;
+  // The same pass over namespace `ns` alone (expired leases are still deleted in every
+  // namespace). InvalidArgument for a malformed namespace; an unknown one has nothing to collect.
+  virtual absl::StatusOr<GcResult> CollectNamespace(const std::string& ns) = 0;
 
  protected:
   LocalContentStore() = default;

@@ -108,6 +108,7 @@ class FileStore final : public LocalContentStore {
   // LocalContentStore
   StoreStats Stats() override;
   absl::StatusOr<GcResult> CollectGarbage() override;
+  absl::StatusOr<GcResult> CollectNamespace(const std::string& ns) override;
 
   // --- used by the writer (local_content_store.cc) ---
   // Makes the verified, fsynced ingest data a blob in ctx.ns (see Writer::Commit).
@@ -150,6 +151,8 @@ class FileStore final : public LocalContentStore {
   absl::Status ExpireLeasesLocked(GcResult* result, std::vector<Removal>* removed)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ExpiryLoop();
+  // CollectGarbage (`only` null) or CollectNamespace (`*only`).
+  absl::StatusOr<GcResult> FullPass(const std::string* only);
 
   // --- opening a writer (local_writer.cc) ---
   struct OpenedIngest {

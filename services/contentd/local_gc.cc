@@ -12,6 +12,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "lib/base/identifiers.h"
 #include "lib/base/logging.h"
 #include "lib/base/status_macros.h"
 #include "services/contentd/local_file_store.h"
@@ -249,14 +250,22 @@ absl::Status FileStore::ExpireLeasesLocked(GcResult* result, std::vector<Removal
   return absl::OkStatus();
 }
 
-absl::StatusOr<GcResult> FileStore::CollectGarbage() {
+absl::StatusOr<GcResult> FileStore::CollectGarbage() { return FullPass(nullptr); }
+
+absl::StatusOr<GcResult> FileStore::CollectNamespace(const std::string& ns) {
+  BERTH_RETURN_IF_ERROR(ValidateNamespace(ns));
+  return FullPass(&ns);
+}
+
+absl::StatusOr<GcResult> FileStore::FullPass(const std::string* only) {
   GcResult result;
   std::vector<Removal> removed;
   absl::Status status;
   {
     absl::MutexLock lock(&mu_);
     status = ExpireLeasesLocked(&result, &removed);
-    absl::StatusOr<std::vector<std::string>> names = meta_->AllNamespaces();
+    absl::StatusOr<std::vector<std::string>> names =
+        only != nullptr ? std::vector<std::string>{*only} : meta_->AllNamespaces();
     if (status.ok() && !names.ok()) {
       status = names.status();
     }
@@ -274,6 +283,11 @@ absl::StatusOr<GcResult> FileStore::CollectGarbage() {
   Publish(removed);  // what was removed before an error is still gone
   if (!status.ok()) {
     return status;
+  }
+  for (const Removal& r : removed) {
+    if (only == nullptr || r.ns == *only) {
+      result.removed.push_back(r.digest.ToString());
+    }
   }
   return result;
 }

@@ -15,6 +15,7 @@
 #include "lib/server/daemon_publisher.h"
 #include "services/contentd/content_service.h"
 #include "services/contentd/leases_service.h"
+#include "services/contentd/collector_service.h"
 #include "services/contentd/local_content_store.h"
 #include "services/contentd/namespaces_service.h"
 
@@ -76,10 +77,22 @@ int Run(int argc, char** argv) {
   berth::contentd::LeasesService leases_service(local, options.default_namespace);
   berth::contentd::NamespacesService namespaces_service(local, publisher->get(),
                                                         options.default_namespace);
+  // berth's extension: a full collection on demand (`berth content gc`).
+  berth::contentd::CollectorService collector_service(
+      [&local](const std::string& ns) -> absl::StatusOr<berth::contentd::CollectOutcome> {
+        absl::StatusOr<berth::contentd::GcResult> gc = local.CollectNamespace(ns);
+        if (!gc.ok()) {
+          return gc.status();
+        }
+        return berth::contentd::CollectOutcome{gc->removed, gc->leases_expired,
+                                               gc->ingests_removed};
+      },
+      options.default_namespace);
 
   daemon.AddService(&content_service);
   daemon.AddService(&leases_service);
   daemon.AddService(&namespaces_service);
+  daemon.AddService(&collector_service);
   daemon.AddPlugin({"io.containerd.content.v1", "content"});
   daemon.AddPlugin({"io.containerd.lease.v1", "manager"});
   daemon.AddPlugin({"io.containerd.grpc.v1", "content"});

@@ -22,7 +22,6 @@ namespace {
 using images::Descriptor;
 using State = BlobEvent::State;
 
-constexpr char kGcRoot[] = "containerd.io/gc.root";
 constexpr char kGcExpire[] = "containerd.io/gc.expire";
 constexpr char kImageNameAnnotation[] = "io.containerd.image.name";
 constexpr char kRefNameAnnotation[] = "org.opencontainers.image.ref.name";
@@ -377,10 +376,7 @@ absl::StatusOr<std::vector<images::Image>> Finish(const Job& job, Plan& plan,
     }
     BERTH_RETURN_IF_ERROR(Label(job, node.desc.digest, labels));
   }
-  const std::string root = Rfc3339(absl::Now());
-  for (const images::Image& record : plan.records) {
-    BERTH_RETURN_IF_ERROR(Label(job, record.target.digest, {{kGcRoot, root}}));
-  }
+  // No gc.root: each record's own lease (HoldingImageStore, image_holds.h) holds its target.
   std::vector<images::Image> stored;
   for (const images::Image& record : plan.records) {
     absl::StatusOr<images::Image> image = image_store.Create(job.ctx, record);

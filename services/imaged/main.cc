@@ -3,9 +3,11 @@
 // and snapshotd). Push comes next. Flags and config in, objects wired, serve until SIGTERM.
 
 #include <chrono>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,9 +24,11 @@
 #include "lib/leases/grpc_lease_manager.h"
 #include "lib/server/daemon.h"
 #include "lib/server/daemon_publisher.h"
+#include "lib/snapshots/collector.h"
 #include "lib/snapshots/grpc_unpacker.h"
 #include "services/imaged/distribution_service.h"
 #include "services/imaged/exporter.h"
+#include "services/imaged/image_holds.h"
 #include "services/imaged/images_service.h"
 #include "services/imaged/importer.h"
 #include "services/imaged/pull_metrics.h"
@@ -37,8 +41,12 @@ namespace {
 // A killed imaged's pulls left leases on contentd (berth.io/pull) keeping their partial blobs
 // for an hour: deleted in every namespace contentd knows. Waits up to 10 s for a contentd that
 // is still starting, on a connection of its own (a failed attempt must not put the pulls'
-// channel into reconnect backoff); warns and goes on when it cannot.
-void ReleaseDeadPullLeases(const std::string& contentd_address) {
+// channel into reconnect backoff); warns and goes on when it cannot. Before that, `reconcile`
+// is called with contentd's namespaces, so a record a pull wrote before imaged died is held
+// before its pull's lease goes.
+void ReleaseDeadPullLeases(
+    const std::string& contentd_address,
+    const std::function<void(const std::vector<std::string>&)>& reconcile) {
   std::shared_ptr<grpc::Channel> contentd = berth::DialOwnConnection(contentd_address);
   berth::leases::GrpcLeaseManager leases(contentd);
   auto stub = containerd::services::namespaces::v1::Namespaces::NewStub(contentd);
@@ -57,6 +65,7 @@ void ReleaseDeadPullLeases(const std::string& contentd_address) {
   for (const auto& ns : response.namespaces()) {
     namespaces.push_back(ns.name());
   }
+  reconcile(namespaces);
   absl::StatusOr<std::vector<std::string>> released =
       berth::imaged::ReleasePullLeases(leases, namespaces);
   if (!released.ok()) {
@@ -134,20 +143,23 @@ int Run(int argc, char** argv) {
   images_options.publisher = publisher->get();
   images_options.registry = daemon.metrics();
   images_options.count = [&local] { return local.Count(); };
-  berth::imaged::ImagesService images_service(local, images_options);
-
   // Leases are contentd's; ctr and containerd's clients ask for one on this socket first.
   const std::string& contentd_address = options.peers.at("contentd");
+  auto contentd_channel = berth::Dial(contentd_address);
+  auto snapshotd_channel = berth::Dial(options.peers.at("snapshotd"));
+  berth::leases::GrpcLeaseManager leases(contentd_channel);
+  // Each record holds its target with a lease on contentd; deletes trigger snapshotd's GC.
+  berth::snapshots::GrpcCollector snapshot_collector(snapshotd_channel);
+  berth::imaged::HoldingImageStore holding(local, leases, &snapshot_collector);
+  berth::imaged::ImagesService images_service(holding, images_options);
   berth::leases::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
                                                   options.default_namespace);
 
   // Pulls write to contentd and unpack through snapshotd under a lease taken on contentd.
-  auto contentd_channel = berth::Dial(contentd_address);
   berth::content::GrpcContentStore content(contentd_channel);
-  berth::leases::GrpcLeaseManager leases(contentd_channel);
-  berth::snapshots::GrpcUnpacker unpacker(berth::Dial(options.peers.at("snapshotd")));
+  berth::snapshots::GrpcUnpacker unpacker(snapshotd_channel);
   // Pulled records announce themselves as the Images service's do: /images/create|update.
-  berth::imaged::PublishingImageStore pulled_records(local, **publisher);
+  berth::imaged::PublishingImageStore pulled_records(holding, **publisher);
   berth::imaged::Puller puller(content, leases, &unpacker, pulled_records);
   berth::imaged::PullMetrics pull_metrics(*daemon.metrics());
   berth::images::RegistryClientOptions registry_options;
@@ -169,7 +181,17 @@ int Run(int argc, char** argv) {
   berth::imaged::Exporter exporter(content, local);
   distribution_service.ServeArchives(&importer, &exporter);
 
-  ReleaseDeadPullLeases(contentd_address);
+  ReleaseDeadPullLeases(contentd_address, [&](const std::vector<std::string>& contentd_namespaces) {
+    std::set<std::string> namespaces(contentd_namespaces.begin(), contentd_namespaces.end());
+    if (absl::StatusOr<std::vector<std::string>> own = local.Namespaces(); own.ok()) {
+      namespaces.insert(own->begin(), own->end());
+    }
+    absl::StatusOr<int> repaired = holding.Reconcile({namespaces.begin(), namespaces.end()});
+    if (!repaired.ok()) {
+      BERTH_LOG(Warn) << "imaged: reconciling image records with their leases: "
+                      << repaired.status();
+    }
+  });
 
   daemon.AddService(&images_service);
   daemon.AddService(&leases_forwarder);

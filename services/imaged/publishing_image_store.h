@@ -10,22 +10,16 @@
 
 #include "lib/events/publisher.h"
 #include "lib/images/image_store.h"
+#include "services/imaged/forwarding_image_store.h"
 
 namespace berth::imaged {
 
-class PublishingImageStore final : public images::ImageStore {
+class PublishingImageStore final : public ForwardingImageStore {
  public:
   // `store` and `publisher` must outlive this object.
   PublishingImageStore(images::ImageStore& store, events::Publisher& publisher)
-      : store_(store), publisher_(publisher) {}
+      : ForwardingImageStore(store), publisher_(publisher) {}
 
-  absl::StatusOr<images::Image> Get(const Context& ctx, absl::string_view name) override {
-    return store_.Get(ctx, name);
-  }
-  absl::StatusOr<std::vector<images::Image>> List(
-      const Context& ctx, const std::vector<std::string>& filters) override {
-    return store_.List(ctx, filters);
-  }
   absl::StatusOr<images::Image> Create(const Context& ctx, const images::Image& image) override;
   absl::StatusOr<images::Image> Update(const Context& ctx, const images::Image& image,
                                        const std::vector<std::string>& fieldpaths) override;
@@ -35,7 +29,6 @@ class PublishingImageStore final : public images::ImageStore {
   void Publish(const Context& ctx, absl::string_view topic,
                const google::protobuf::Message& event);
 
-  images::ImageStore& store_;
   events::Publisher& publisher_;
 };
 

@@ -22,7 +22,6 @@ using images::Descriptor;
 using images::RegistryClient;
 using State = BlobEvent::State;
 
-constexpr char kGcRoot[] = "containerd.io/gc.root";
 constexpr char kGcExpire[] = "containerd.io/gc.expire";
 constexpr absl::Duration kLeaseExpiry = absl::Hours(1);
 
@@ -323,21 +322,18 @@ absl::StatusOr<images::Image> PullLeased(content::ContentStore& content,
   }
   BERTH_RETURN_IF_ERROR(StoreDocument(content, job, manifest.config, config_raw, config_labels));
 
-  // The manifest names its config and layers; the root is labelled gc.root last.
-  const std::string root_label = Rfc3339(absl::Now());
+  // The manifest names its config and layers. No gc.root: the record's lease holds the root
+  // (image_holds.h), so a pull that dies before its record leaves nothing rooted.
   content::Labels manifest_labels = {
       {"containerd.io/gc.ref.content.config", manifest.config.digest.ToString()}};
   for (size_t i = 0; i < layers.size(); ++i) {
     manifest_labels[absl::StrCat("containerd.io/gc.ref.content.l.", i)] =
         layers[i].digest.ToString();
   }
-  if (!root_doc.index.has_value()) {
-    manifest_labels[kGcRoot] = root_label;
-  }
   BERTH_RETURN_IF_ERROR(
       StoreDocument(content, job, manifest_desc, manifest_doc.raw, manifest_labels));
   if (root_doc.index.has_value()) {
-    content::Labels index_labels = {{kGcRoot, root_label}};
+    content::Labels index_labels;
     for (size_t i = 0; i < root_doc.index->manifests.size(); ++i) {
       index_labels[absl::StrCat("containerd.io/gc.ref.content.m.", i)] =
           root_doc.index->manifests[i].digest.ToString();

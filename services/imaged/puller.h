@@ -8,11 +8,11 @@
 //   creates on `leases` (labelled kPullLeaseLabel=<reference>, and containerd.io/gc.expire in
 //   an hour in case imaged dies; ReleasePullLeases deletes a dead imaged's at start) and deletes
 //   before returning, on success and on failure alike. What survives a successful pull is held
-//   by labels, as contentd's collector reads them: the root document (index or manifest) is
-//   labelled containerd.io/gc.root, an index containerd.io/gc.ref.content.m.<i> for each
-//   manifest, a manifest containerd.io/gc.ref.content.config and .l.<i> for its layers, and
+//   by the record's lease (image_holds.h) on the root document (index or manifest) and by
+//   labels, as contentd's collector reads them: an index containerd.io/gc.ref.content.m.<i> for
+//   each manifest, a manifest containerd.io/gc.ref.content.config and .l.<i> for its layers, and
 //   (unpacking) the config containerd.io/gc.ref.snapshot.<snapshotter> for the top chain id.
-//   A failed pull stores its root document last, so nothing it wrote stays rooted.
+//   A failed pull leaves no record, so nothing it wrote stays held.
 // - Children are stored before the documents that name them (layers and config, then the
 //   manifest, then the index). Blobs the store has already are not downloaded (kExists).
 // - Layers are downloaded at most `max_parallel_downloads` at a time, each streamed from the

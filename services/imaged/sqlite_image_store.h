@@ -32,11 +32,13 @@ class SqliteImageStore final : public images::ImageStore {
   absl::StatusOr<images::Image> Create(const Context& ctx, const images::Image& image) override;
   absl::StatusOr<images::Image> Update(const Context& ctx, const images::Image& image,
                                        const std::vector<std::string>& fieldpaths) override;
-  // `sync` waits for nothing yet: imaged holds no content or snapshots for its records.
+  // `sync` waits for nothing here: HoldingImageStore (image_holds.h) does the collecting.
   absl::Status Delete(const Context& ctx, absl::string_view name, bool sync) override;
 
   // How many records the database holds, over all namespaces (for metrics).
   absl::StatusOr<int64_t> Count();
+  // The namespaces holding at least one record, sorted.
+  absl::StatusOr<std::vector<std::string>> Namespaces();
 
  private:
   explicit SqliteImageStore(std::unique_ptr<sqlite::Db> db) : db_(std::move(db)) {}

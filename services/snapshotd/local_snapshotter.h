@@ -31,10 +31,12 @@
 //   measured at commit.
 // - Leases: a call with ctx.lease records the snapshot it creates (Prepare, View, Commit's new
 //   name) in lease_resources; Commit moves the key's records to the name; Remove drops them.
-//   Nothing is collected by snapshotd on its own yet (contentd is the lease authority).
+//   contentd is the lease authority: CollectGarbage (local_snapshotter_gc.cc) is told by its
+//   caller (SnapshotCollector, snapshot_collector.h) which recorded leases are gone.
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -57,7 +59,25 @@ struct SnapshotterOptions {
   // Used by the overlay snapshotter's Open to check that overlayfs works on `root` (a test
   // mount with two lower dirs). Null: mount::SystemMounter(). Must outlive the snapshotter.
   mount::Mounter* mounter = nullptr;
+  // Tests only: called by CollectGarbage at "records-deleted" (inside the transaction that
+  // deletes the records, before it commits) and "dir-removed" (after each directory is gone).
+  std::function<void(absl::string_view point)> gc_hook;
 };
+
+// What a collection learned outside snapshotd about one namespace (SnapshotCollector asks
+// contentd).
+struct GcRoots {
+  // Recorded leases that contentd no longer has: they hold nothing.
+  std::set<std::string> gone_leases;
+  // Keys that contentd's leases hold as resources of type "snapshots/<snapshotter>".
+  std::set<std::string> leased;
+  // Keys named by containerd.io/gc.ref.snapshot.<snapshotter> labels on content that exists.
+  std::set<std::string> referenced;
+};
+
+// Whether label `key` is containerd.io/gc.ref.snapshot.<snapshotter>, optionally followed by
+// "/<anything>" (containerd's form for several references).
+bool IsSnapshotRefLabel(absl::string_view key, absl::string_view snapshotter);
 
 class LocalSnapshotter : public snapshots::Snapshotter {
  public:
@@ -110,6 +130,22 @@ class LocalSnapshotter : public snapshots::Snapshotter {
                                 const std::string& key, const std::string& parent,
                                 const snapshots::Labels& labels);
   const std::string& root() const { return options_.root; }
+  // "overlayfs" or "native": the <snapshotter> of gc.ref.snapshot labels and lease resources.
+  const std::string& kind() const { return options_.kind; }
+
+  // Garbage collection (local_snapshotter_gc.cc). The leases recorded in ctx.ns: a collection
+  // reads them first and asks contentd which still exist, so a lease first recorded while it
+  // asks is never taken for gone.
+  absl::StatusOr<std::set<std::string>> RecordedLeases(const Context& ctx);
+  // Removes every snapshot of ctx.ns nothing holds, and returns their keys, children first.
+  // Held: a snapshot labelled containerd.io/gc.root; one recorded under a lease not in
+  // roots.gone_leases, or in roots.leased or roots.referenced; an active or view snapshot
+  // recorded under no lease at all (a container's rootfs: its record lives elsewhere); the
+  // parent of a held snapshot and the snapshots its gc.ref.snapshot.<kind> labels name.
+  // The records go in one transaction, then the directories (Cleanup finishes a removal a
+  // crash interrupted); /snapshot/remove is published for each.
+  absl::StatusOr<std::vector<std::string>> CollectGarbage(const Context& ctx,
+                                                          const GcRoots& roots);
 
  protected:
   explicit LocalSnapshotter(SnapshotterOptions options);

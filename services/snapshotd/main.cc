@@ -16,12 +16,15 @@
 #include "lib/base/posix.h"
 #include "lib/config/config.h"
 #include "lib/content/grpc_content_store.h"
+#include "lib/leases/grpc_lease_manager.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/server/daemon.h"
 #include "lib/server/daemon_publisher.h"
+#include "services/snapshotd/collector_service.h"
 #include "services/snapshotd/diff_applier.h"
 #include "services/snapshotd/diff_service.h"
 #include "services/snapshotd/parallel_unpacker.h"
+#include "services/snapshotd/snapshot_collector.h"
 #include "services/snapshotd/snapshots_service.h"
 #include "services/snapshotd/snapshotter_factory.h"
 #include "services/snapshotd/unpack_service.h"
@@ -38,12 +41,16 @@ int Run(int argc, char** argv) {
   std::string snapshotter_kind = "overlayfs";
   bool allow_devices = true;
   int64_t max_layer_size = int64_t{64} << 30;
+  int64_t gc_interval = 0;
   cfg.AddOption("--snapshotter", "snapshotter", &snapshotter_kind,
                 "overlayfs (layers as overlay lower dirs) or native (a full copy per snapshot)");
   cfg.AddOption("--allow-devices", "allow_devices", &allow_devices,
                 "let layers create character and block device nodes");
   cfg.AddOption("--max-layer-size", "max_layer_size", &max_layer_size,
                 "the most bytes one layer may decompress to (0: no limit)");
+  cfg.AddOption("--gc-interval", "gc_interval", &gc_interval,
+                "seconds between background collections of every namespace's snapshots "
+                "(0: only when asked, by imaged's sync delete or berth snapshot gc)");
   if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
     std::cerr << "snapshotd: " << st.message() << "\n";
     return 2;
@@ -55,6 +62,10 @@ int Run(int argc, char** argv) {
   if (snapshotter_kind != "overlayfs" && snapshotter_kind != "native") {
     std::cerr << "snapshotd: --snapshotter must be overlayfs or native, not \""
               << snapshotter_kind << "\"\n";
+    return 2;
+  }
+  if (gc_interval < 0) {
+    std::cerr << "snapshotd: --gc-interval must not be negative\n";
     return 2;
   }
   if (max_layer_size < 0) {
@@ -102,7 +113,8 @@ int Run(int argc, char** argv) {
   // contentd is dialed lazily (a gRPC channel connects on its first call): snapshots work
   // without it, only Apply and Diff fail (Unavailable) while it is away.
   const std::string contentd_address = options.peers.at("contentd");
-  berth::content::GrpcContentStore content(berth::Dial(contentd_address));
+  auto contentd_channel = berth::Dial(contentd_address);
+  berth::content::GrpcContentStore content(contentd_channel);
   berth::snapshotd::LayerApplierOptions applier_options;
   applier_options.whiteouts = snapshotter_kind == "native"
                                   ? berth::snapshotd::LayerApplierOptions::Whiteouts::kNative
@@ -124,10 +136,19 @@ int Run(int argc, char** argv) {
     BERTH_LOG(Warn) << "snapshotd: removing what interrupted unpacks left: " << removed.status();
   }
   berth::snapshotd::UnpackService unpack_service(unpacker, options.default_namespace);
+  // Garbage collection: leases and image content (gc.ref.snapshot labels) learned from contentd.
+  berth::leases::GrpcLeaseManager leases(contentd_channel);
+  berth::snapshotd::CollectorOptions collector_options;
+  collector_options.interval = absl::Seconds(gc_interval);
+  collector_options.registry = daemon.metrics();
+  berth::snapshotd::SnapshotCollector collector(**snapshotter, leases, content,
+                                                collector_options);
+  berth::snapshotd::CollectorService collector_service(collector, options.default_namespace);
 
   daemon.AddService(&snapshots_service);
   daemon.AddService(&diff_service);
   daemon.AddService(&unpack_service);
+  daemon.AddService(&collector_service);
   daemon.AddPlugin({"io.containerd.snapshotter.v1", snapshotter_kind});
   daemon.AddPlugin({"io.containerd.differ.v1", "walking"});
   daemon.AddPlugin({"io.containerd.grpc.v1", "snapshots"});

@@ -299,6 +299,19 @@ absl::StatusOr<std::vector<std::string>> MetaStore::LeaseResources(const std::st
   return keys;
 }
 
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> MetaStore::AllLeaseResources(
+    const std::string& ns) {
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement st,
+                         db_->Prepare("SELECT lease, key FROM lease_resources WHERE ns = ?"));
+  st.Bind(1, ns);
+  std::vector<std::pair<std::string, std::string>> out;
+  BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+    out.emplace_back(st.Text(0), st.Text(1));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
 std::string EncodeLabels(const snapshots::Labels& labels) { return sqlite::EncodeStringMap(labels); }
 
 absl::StatusOr<snapshots::Labels> DecodeLabels(const std::string& encoded) {

@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -76,6 +77,9 @@ class MetaStore {
   absl::Status DeleteLeaseResources(const std::string& ns, const std::string& key);
   absl::StatusOr<std::vector<std::string>> LeaseResources(const std::string& ns,
                                                           const std::string& lease);
+  // Every (lease, key) record of `ns`.
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> AllLeaseResources(
+      const std::string& ns);
 
  private:
   explicit MetaStore(std::unique_ptr<sqlite::Db> db) : db_(std::move(db)) {}

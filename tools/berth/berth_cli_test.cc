@@ -415,7 +415,7 @@ TEST_F(BerthCliTest, ErrorsAndUsage) {
   Result usage = Berth({"content"});
   EXPECT_EQ(usage.code, 2);
   EXPECT_THAT(usage.err, StartsWith("berth: missing command after 'berth content' (one of: "
-                                    "ingest, ls, get, info, rm, label, active, abort)"));
+                                    "ingest, ls, get, info, rm, gc, label, active, abort)"));
   Result none = Berth({});
   EXPECT_EQ(none.code, 2);
   EXPECT_THAT(none.err, HasSubstr("one of: content, lease, namespace, snapshot, images, events, "

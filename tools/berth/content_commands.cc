@@ -16,6 +16,8 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "berth/content/v1/collector.grpc.pb.h"
+#include "lib/base/grpc_status.h"
 #include "lib/content/copy.h"
 #include "lib/content/grpc_content_store.h"
 #include "tools/berth/commands.h"
@@ -420,6 +422,21 @@ void RegisterContentCommands(CLI::App& root, Runner& runner) {
   rm->add_option("DIGEST", *rm_digests, "Digests of the blobs")->required();
   rm->callback(
       runner.Wrap([rm_digests](Session& session) { return Remove(session, *rm_digests); }));
+
+  CLI::App* gc = content->add_subcommand(
+      "gc", "Collect the namespace's blobs nothing holds, printing the digests removed");
+  gc->callback(runner.Wrap([](Session& session) -> absl::Status {
+    auto stub = ::berth::content::v1::Collector::NewStub(session.Channel(kDaemon));
+    grpc::ClientContext context;
+    session.Prepare(&context);
+    ::berth::content::v1::CollectRequest request;
+    ::berth::content::v1::CollectResponse response;
+    if (absl::Status st = FromGrpcStatus(stub->Collect(&context, request, &response)); !st.ok()) {
+      return session.Explain(kDaemon, st);
+    }
+    PrintNames(session, {response.removed().begin(), response.removed().end()});
+    return absl::OkStatus();
+  }));
 
   struct LabelArgs {
     std::string digest;

@@ -136,13 +136,15 @@ void RegisterImageCommands(CLI::App& root, Runner& runner) {
 
   struct RemoveArgs {
     std::vector<std::string> names;
-    bool sync = false;
+    bool sync = true;
   };
   auto rm_args = std::make_shared<RemoveArgs>();
   CLI::App* rm = group->add_subcommand("rm", "Remove image records");
   rm->alias("remove");
   rm->add_option("NAME", rm_args->names, "Image names")->required();
-  rm->add_flag("--sync", rm_args->sync, "Return once what the records kept alive is collected");
+  rm->add_flag("--sync,!--no-sync", rm_args->sync,
+               "Return once what the records alone kept alive is collected (the default; "
+               "--no-sync: collect in the background)");
   rm->callback(runner.Wrap(
       [rm_args](Session& session) { return Remove(session, rm_args->names, rm_args->sync); }));
 

@@ -1,4 +1,4 @@
-// `berth snapshot prepare|view|mounts|commit|rm|ls|usage|tree|apply|unpack`, on
+// `berth snapshot prepare|view|mounts|commit|rm|gc|ls|usage|tree|apply|unpack`, on
 // snapshots::GrpcSnapshotter (diff::GrpcDiff for apply, snapshots::GrpcUnpacker for unpack)
 // talking to snapshotd. Modeled on
 // `ctr snapshots`: the same arguments in the same order and the same table columns.
@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/diff/grpc_diff.h"
+#include "lib/snapshots/collector.h"
 #include "lib/snapshots/grpc_snapshotter.h"
 #include "lib/snapshots/grpc_unpacker.h"
 #include "tools/berth/commands.h"
@@ -479,6 +480,18 @@ void RegisterSnapshotCommands(CLI::App& root, Runner& runner) {
   rm->add_option("KEY", *rm_keys, "Keys or names")->required();
   rm->callback(
       runner.Wrap([opts, rm_keys](Session& session) { return Remove(session, *opts, *rm_keys); }));
+
+  CLI::App* gc = snapshot->add_subcommand(
+      "gc", "Collect the namespace's snapshots nothing holds, printing the keys removed");
+  gc->callback(runner.Wrap([](Session& session) -> absl::Status {
+    snapshots::GrpcCollector collector(session.Channel(kDaemon));
+    absl::StatusOr<std::vector<std::string>> removed = collector.Collect(session.context());
+    if (!removed.ok()) {
+      return session.Explain(kDaemon, removed.status());
+    }
+    PrintNames(session, *removed);
+    return absl::OkStatus();
+  }));
 
   struct ListArgs {
     std::vector<std::string> filters;
