@@ -8,6 +8,8 @@
 //   and the pull then completes with the whole chain committed;
 // - the top layer served with a wrong byte once a lower layer is committed: the pull fails with
 //   the digest error, and no snapshot, no image record and no lease is left;
+// - a caller that cancels once a lower layer is committed: every snapshot, the lease and the
+//   record are gone (polled: imaged cleans up after the call ended);
 // - two pulls of the image at once (the top layer slow): both complete and every layer is
 //   fetched once.
 
@@ -30,6 +32,7 @@
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "integration/harness.h"
 #include "integration/http_test_server.h"
+#include "integration/pull_test_util.h"
 #include "integration/snapshotd_harness.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/posix.h"
@@ -202,9 +205,11 @@ class PullStreamTest : public ::testing::Test {
   const std::string& Top() const { return layers_.back(); }
 
   // Pulls through the Distribution stub; `on_event` sees each blob state change as it comes.
-  grpc::Status Pull(const std::function<void(const Seen&)>& on_event) {
+  grpc::Status Pull(const std::function<void(const Seen&)>& on_event,
+                    grpc::ClientContext* cancel_me = nullptr) {
     auto stub = dv1::Distribution::NewStub(Dial(address_));
-    grpc::ClientContext context;
+    grpc::ClientContext own;
+    grpc::ClientContext& context = cancel_me != nullptr ? *cancel_me : own;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(90));
     dv1::PullRequest request;
     request.set_reference(Reference());
@@ -234,24 +239,10 @@ class PullStreamTest : public ::testing::Test {
   }
 
   std::string TopChainId() const {
-    nlohmann::json config = nlohmann::json::parse(*ReadFile(
-        layout_ + "/blobs/sha256/" +
-        manifest_["config"]["digest"].get<std::string>().substr(7)));
-    std::string chain;
-    for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
-      chain = chain.empty() ? diff_id.get<std::string>()
-                            : Sha256Of(absl::StrCat(chain, " ", diff_id.get<std::string>()))
-                                  .ToString();
-    }
-    return chain;
+    return TopChainIdOf(nlohmann::json::parse(*ReadFile(
+        layout_ + "/blobs/sha256/" + manifest_["config"]["digest"].get<std::string>().substr(7))));
   }
-
-  void ExpectNoLease() {
-    leases::GrpcLeaseManager leases(Dial(contentd_.address()));
-    absl::StatusOr<std::vector<leases::Lease>> list = leases.List(Ctx(), {});
-    ASSERT_TRUE(list.ok()) << list.status();
-    EXPECT_TRUE(list->empty()) << list->size() << " leases left";
-  }
+  void ExpectNoLease() { ExpectNoLeaseIn(contentd_.address(), Ctx()); }
 
   testing::TempDir dir_;
   std::string layout_;
@@ -347,6 +338,45 @@ TEST_F(PullStreamTest, ATopLayerThatFailsAfterLowerOnesCommittedLeavesNothing) {
   ASSERT_TRUE(all.ok()) << all.status();
   EXPECT_TRUE(all->empty());
   ExpectNoLease();
+}
+
+TEST_F(PullStreamTest, ACallerThatLeavesMidUnpackGetsEverythingRemoved) {
+  Gate release;
+  registry_->SetHook([&](const std::string& digest, std::string data) {
+    if (digest == Top()) {
+      release.Wait();
+    }
+    return data;
+  });
+  grpc::ClientContext context;
+  grpc::Status status = Pull(
+      [&](const Seen& event) {
+        if (event.digest == layers_[0] && event.state == dv1::BlobProgress::DONE) {
+          context.TryCancel();  // the bottom layer is committed, the top one held back
+        }
+      },
+      &context);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
+  release.Open();
+  // imaged sees the cancellation at its next check and drops the unpack: poll for the end.
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (!Snapshots().empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(Snapshots().empty()) << Snapshots().size() << " snapshots left";
+  while (absl::Now() < deadline) {
+    leases::GrpcLeaseManager leases(Dial(contentd_.address()));
+    absl::StatusOr<std::vector<leases::Lease>> list = leases.List(Ctx(), {});
+    if (list.ok() && list->empty()) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ExpectNoLease();
+  images::GrpcImageStore images(Dial(address_));
+  absl::StatusOr<std::vector<images::Image>> all = images.List(Ctx(), {});
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_TRUE(all->empty());
 }
 
 TEST_F(PullStreamTest, TwoPullsOfOneImageAtOnceShareEachDownload) {

@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "integration/harness.h"
+#include "integration/pull_test_util.h"
 #include "integration/snapshotd_harness.h"
 #include "lib/base/grpc_client.h"
 #include "lib/content/grpc_content_store.h"
@@ -87,23 +88,8 @@ class PullTest : public ::testing::Test {
     return data.ok() ? *data : std::string();
   }
 
-  // containerd's ChainID of the config's rootfs.diff_ids, computed here.
-  static std::string TopChainId(const nlohmann::json& config) {
-    std::string chain;
-    for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
-      chain = chain.empty() ? diff_id.get<std::string>()
-                            : Sha256Of(absl::StrCat(chain, " ", diff_id.get<std::string>()))
-                                  .ToString();
-    }
-    return chain;
-  }
-
-  void ExpectNoLease() {
-    leases::GrpcLeaseManager leases(Dial(contentd_.address()));
-    absl::StatusOr<std::vector<leases::Lease>> list = leases.List(Ctx(), {});
-    ASSERT_TRUE(list.ok()) << list.status();
-    EXPECT_TRUE(list->empty()) << list->size() << " leases left, first " << (*list)[0].id;
-  }
+  static std::string TopChainId(const nlohmann::json& config) { return TopChainIdOf(config); }
+  void ExpectNoLease() { ExpectNoLeaseIn(contentd_.address(), Ctx()); }
 
   testing::TempDir dir_;
   std::string layout_;

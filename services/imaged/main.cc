@@ -75,6 +75,11 @@ int Run(int argc, char** argv) {
       .add_option("--insecure-registry", insecure_registries,
                   "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
       ->take_all();
+  berth::imaged::PullerOptions puller_options;
+  cfg.app()
+      .add_option("--max-concurrent-downloads", puller_options.max_parallel_downloads,
+                  "Blobs one pull downloads at once (default: 2 per CPU, 4 to 16)")
+      ->check(CLI::Range(1, 64));
   if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
     std::cerr << "imaged: " << st.message() << "\n";
     return 2;
@@ -122,7 +127,7 @@ int Run(int argc, char** argv) {
   berth::snapshots::GrpcUnpacker unpacker(berth::Dial(options.peers.at("snapshotd")));
   // Pulled records announce themselves as the Images service's do: /images/create|update.
   berth::imaged::PublishingImageStore pulled_records(local, **publisher);
-  berth::imaged::Puller puller(content, leases, &unpacker, pulled_records);
+  berth::imaged::Puller puller(content, leases, &unpacker, pulled_records, puller_options);
   berth::imaged::PullMetrics pull_metrics(*daemon.metrics());
   berth::images::RegistryClientOptions registry_options;
   for (const std::string& host : insecure_registries) {

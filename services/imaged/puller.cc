@@ -95,6 +95,11 @@ struct PullJob {
 
 }  // namespace
 
+int DefaultParallelDownloads() {
+  int cpus = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(2 * cpus, 4, 16);
+}
+
 std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids) {
   std::vector<std::string> chain;
   chain.reserve(diff_ids.size());

@@ -74,8 +74,11 @@ struct BlobEvent {
 };
 using BlobEventFn = std::function<void(const BlobEvent&)>;
 
+// Downloads are network-bound, not CPU-bound: two per CPU, at least 4 and at most 16.
+int DefaultParallelDownloads();
+
 struct PullerOptions {
-  int max_parallel_downloads = 4;
+  int max_parallel_downloads = DefaultParallelDownloads();
   // The least bytes between two kDownloading events of one blob.
   int64_t progress_step = 256 << 10;
 };
