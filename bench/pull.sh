@@ -21,7 +21,9 @@
 #                      (empty root) for the run; `ctr -n bench images pull --plain-http REF`:
 #                      download, unpack into overlayfs, record. containerd 1.6 decompresses with
 #                      unpigz when it is on PATH (as installed here), else with Go's gzip.
-# Each pull is checked (the chain has one committed snapshot per layer). Peak RSS is each
+# Each pull is checked (the chain has one committed snapshot per layer). imaged logs how long
+# its layers took to download and how long the unpack ran on after the last one; those lines
+# are printed per run (builds that log it). Peak RSS is each
 # daemon's VmHWM at the end of its run (the daemons live for one run each); CPU s are user +
 # system of the daemons serving the line and of its clients.
 #
@@ -105,7 +107,7 @@ trap 'exit 130' INT TERM
 
 open_work_dir pull "$need_kb"
 
-declare -A seconds cpu layers_of bytes_of gz_of rss
+declare -A seconds cpu layers_of bytes_of gz_of rss phase
 timed_pids=
 
 # ---- the images
@@ -198,7 +200,7 @@ berth_run() {  # berth_run IMG RUN KIND: KIND berth (BUILD_DIR) or base (BASELIN
   snapshotd_pid=$!
   "$imaged_bin" --root "$d/im-root" --state "$d/im-state" --address "$d/im.sock" \
     --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \
-    --log-level warn > "$d/imaged.log" 2>&1 &
+    --log-level info > "$d/imaged.log" 2>&1 &
   imaged_pid=$!
   berth() {
     "$berth_bin" --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \
@@ -216,6 +218,8 @@ berth_run() {  # berth_run IMG RUN KIND: KIND berth (BUILD_DIR) or base (BASELIN
   timed_pids="$contentd_pid $snapshotd_pid $imaged_pid"
   timeit "$kind-$img-$r" berth_pull
   timed_pids=
+  # imaged's own split of the pull: layers downloaded in X, unpacked Y after the last one
+  phase[$kind-$img-$r]=$(grep -o 'downloaded in .*' "$d/imaged.log" | tail -1 || true)
   local prefix=
   [ "$kind" = base ] && prefix=base-
   rss[${prefix}imaged-$img-$r]=$(vm_hwm_kib "$imaged_pid")
@@ -312,6 +316,9 @@ for img in "${images[@]}"; do
     printf '  baseline build: peak RSS MiB imaged %s; containerd / baseline: %s\n' \
       "$(peak_mib base-imaged "$img")" "$(ratio "$(best containerd "$img")" "$(best base "$img")")"
   fi
+  for r in $(seq "$RUNS"); do
+    [ -n "${phase[berth-$img-$r]:-}" ] && printf '  imaged, run %s: layers %s\n' "$r" "${phase[berth-$img-$r]}"
+  done
   printf '  containerd / berth: %s (best runs; above 1: berth is faster); floors summed / berth: %s\n' \
     "$(ratio "$(best containerd "$img")" "$(best berth "$img")")" \
     "$(ratio "$(awk -v a="$(best curl "$img")" -v b="$(best untar "$img")" 'BEGIN { print a + b }')" "$(best berth "$img")")"
