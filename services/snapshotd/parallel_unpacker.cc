@@ -83,7 +83,7 @@ class ParallelUnpacker::Session : public snapshots::UnpackSession {
 
   ~Session() override {
     if (!finished_) {
-      Stop();
+      Stop(/*cancel=*/true);
       Discard();
     }
   }
@@ -122,7 +122,10 @@ class ParallelUnpacker::Session : public snapshots::UnpackSession {
 
   absl::StatusOr<std::vector<oci::Descriptor>> Finish() override {
     absl::Status status = WaitForAll();
-    Stop();
+    // After a layer failed, applies still running finish (with their own errors, not ours):
+    // the lowest failing layer's error is the one returned. A session finished before every
+    // layer came is an abort: those stop at once.
+    Stop(/*cancel=*/!status.ok());
     if (status.ok()) {
       absl::MutexLock lock(&mu_);
       status = LowestErrorLocked();
@@ -359,24 +362,20 @@ class ParallelUnpacker::Session : public snapshots::UnpackSession {
     return absl::OkStatus();
   }
 
-  // Stops the workers (an apply in progress sees it at its next chunk) and joins them.
-  void Stop() {
+  // Stops the workers from taking more layers and joins them; with `cancel`, an apply in
+  // progress stops too, at its next chunk.
+  void Stop(bool cancel) {
     {
       absl::MutexLock lock(&mu_);
       stopped_ = true;
     }
-    if (!finished_cleanly()) {
+    if (cancel) {
       stop_->Cancel();
     }
     for (std::thread& t : pool_) {
       t.join();
     }
     pool_.clear();
-  }
-
-  bool finished_cleanly() {
-    absl::MutexLock lock(&mu_);
-    return !failed_ && next_commit_ == n_;
   }
 
   // Removes what this call made, top first (a committed layer's children go before it). Runs
