@@ -32,6 +32,7 @@
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "integration/harness.h"
 #include "integration/http_test_server.h"
+#include "integration/imaged_stack.h"
 #include "integration/pull_test_util.h"
 #include "integration/snapshotd_harness.h"
 #include "lib/base/grpc_client.h"
@@ -239,7 +240,7 @@ class PullStreamTest : public ::testing::Test {
   }
 
   std::string TopChainId() const {
-    return TopChainIdOf(nlohmann::json::parse(*ReadFile(
+    return integration::TopChainId(nlohmann::json::parse(*ReadFile(
         layout_ + "/blobs/sha256/" + manifest_["config"]["digest"].get<std::string>().substr(7))));
   }
   void ExpectNoLease() { ExpectNoLeaseIn(contentd_.address(), Ctx()); }

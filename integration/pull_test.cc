@@ -23,8 +23,8 @@
 #include "absl/strings/str_split.h"
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "integration/harness.h"
+#include "integration/imaged_stack.h"
 #include "integration/pull_test_util.h"
-#include "integration/snapshotd_harness.h"
 #include "lib/base/grpc_client.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/images/grpc_image_store.h"
@@ -53,55 +53,36 @@ class PullTest : public ::testing::Test {
     ASSERT_TRUE(registry_.Start().ok()) << registry_.ReadLog();
     absl::Status pushed = registry_.Push(layout_, kTag, kRepo);
     ASSERT_TRUE(pushed.ok()) << pushed;
-    ASSERT_TRUE(contentd_.Start().ok()) << contentd_.ReadLog();
-    ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
+    absl::Status stores = stack_.StartStores();
+    ASSERT_TRUE(stores.ok()) << stores;
     absl::Status started = StartImaged();
     ASSERT_TRUE(started.ok()) << started;
   }
 
   absl::Status StartImaged(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = {
-        testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
-        "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
-        contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level",
-        "debug"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return imaged_.StartServing("imaged", argv, address_);
+    return stack_.StartImaged(extra);
   }
 
   std::string Reference(const std::string& tag) const {
     return absl::StrCat(registry_.host(), "/", kRepo, ":", tag);
   }
 
-  CommandResult Berth(std::vector<std::string> args) {
-    std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"), "--imaged-address",
-                                     address_, "--timeout", "60s"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    CommandResult result;
-    result.output = testing::RunCommand(argv, &result.exit_code);
-    return result;
-  }
+  CommandResult Berth(const std::vector<std::string>& args) { return stack_.Berth(args); }
 
   std::string LayoutBlob(const std::string& digest) const {
-    absl::StatusOr<std::string> data = ReadFile(layout_ + "/blobs/sha256/" + digest.substr(7));
-    EXPECT_TRUE(data.ok()) << data.status();
-    return data.ok() ? *data : std::string();
+    return integration::LayoutBlob(layout_, digest);
   }
 
-  static std::string TopChainId(const nlohmann::json& config) { return TopChainIdOf(config); }
   void ExpectNoLease() { ExpectNoLeaseIn(contentd_.address(), Ctx()); }
 
   testing::TempDir dir_;
   std::string layout_;
   Registry registry_{dir_.path()};
-  Contentd contentd_{dir_.path(), Contentd::Options{}};
-  Snapshotd snapshotd_{dir_.path(), [this] {
-                         Snapshotd::Options options;
-                         options.contentd_address = contentd_.address();
-                         return options;
-                       }()};
-  std::string address_ = dir_.Join("imaged.sock");
-  DaemonProcess imaged_{dir_.path()};
+  ImagedStack stack_{dir_.path()};
+  Contentd& contentd_ = stack_.contentd;
+  Snapshotd& snapshotd_ = stack_.snapshotd;
+  const std::string& address_ = stack_.address;
+  DaemonProcess& imaged_ = stack_.imaged;
 };
 
 TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {

@@ -35,6 +35,14 @@ pb::BlobProgress::State StateToProto(BlobEvent::State state) {
 
 }  // namespace
 
+void BlobToProto(const BlobEvent& event, pb::BlobProgress* blob) {
+  blob->set_digest(event.digest.ToString());
+  blob->set_media_type(event.media_type);
+  blob->set_offset(event.offset);
+  blob->set_total(event.total);
+  blob->set_state(StateToProto(event.state));
+}
+
 DistributionService::DistributionService(Puller& puller,
                                          images::RegistryClientOptions registry_options,
                                          std::string default_namespace, PullMetrics* metrics)
@@ -85,12 +93,7 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
           counter->Observe(event);
         }
         pb::PullProgress message;
-        pb::BlobProgress* blob = message.add_blobs();
-        blob->set_digest(event.digest.ToString());
-        blob->set_media_type(event.media_type);
-        blob->set_offset(event.offset);
-        blob->set_total(event.total);
-        blob->set_state(StateToProto(event.state));
+        BlobToProto(event, message.add_blobs());
         writer->Write(message);
       });
   if (metrics_ != nullptr) {

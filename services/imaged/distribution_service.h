@@ -16,6 +16,8 @@
 
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "lib/images/registry_client.h"
+#include "services/imaged/exporter.h"
+#include "services/imaged/importer.h"
 #include "services/imaged/pull_metrics.h"
 #include "services/imaged/puller.h"
 
@@ -33,12 +35,32 @@ class DistributionService final : public ::berth::distribution::v1::Distribution
                     const ::berth::distribution::v1::PullRequest* request,
                     grpc::ServerWriter<::berth::distribution::v1::PullProgress>* writer) override;
 
+  // Import and Export are served once these are set (before serving; both must outlive the
+  // service); Unimplemented until then. Import reads the options from the first message and
+  // the tarball from every message's data until the client half-closes.
+  void ServeArchives(Importer* importer, Exporter* exporter) {
+    importer_ = importer;
+    exporter_ = exporter;
+  }
+  grpc::Status Import(grpc::ServerContext* server_context,
+                      grpc::ServerReaderWriter<::berth::distribution::v1::ImportProgress,
+                                               ::berth::distribution::v1::ImportRequest>* stream)
+      override;
+  grpc::Status Export(grpc::ServerContext* server_context,
+                      const ::berth::distribution::v1::ExportRequest* request,
+                      grpc::ServerWriter<::berth::distribution::v1::ExportChunk>* writer) override;
+
  private:
   Puller& puller_;
   const images::RegistryClientOptions registry_options_;
   const std::unique_ptr<images::RegistryClient> registry_;
   const std::string default_namespace_;
   PullMetrics* const metrics_;
+  Importer* importer_ = nullptr;
+  Exporter* exporter_ = nullptr;
 };
+
+// One blob's state change on the wire (Pull's and Import's progress).
+void BlobToProto(const BlobEvent& event, ::berth::distribution::v1::BlobProgress* blob);
 
 }  // namespace berth::imaged

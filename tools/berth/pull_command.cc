@@ -2,7 +2,6 @@
 // change ("DIGEST STATE SIZE"), then "pulled NAME DIGEST". With --json, one JSON object a line
 // per message. No terminal progress bars yet.
 
-#include <cctype>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -15,7 +14,7 @@
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "lib/base/grpc_status.h"
 #include "tools/berth/commands.h"
-#include "tools/berth/output.h"
+#include "tools/berth/progress.h"
 
 namespace berth::cli {
 namespace {
@@ -32,14 +31,6 @@ struct PullArgs {
   std::vector<std::string> insecure_registries;
 };
 
-std::string StateName(pb::BlobProgress::State state) {
-  std::string name = pb::BlobProgress::State_Name(state);
-  for (char& c : name) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return name;
-}
-
 absl::Status Pull(Session& session, const PullArgs& args) {
   pb::PullRequest request;
   request.set_reference(args.reference);
@@ -53,28 +44,12 @@ absl::Status Pull(Session& session, const PullArgs& args) {
   grpc::ClientContext context;
   session.Prepare(&context);
   std::unique_ptr<grpc::ClientReader<pb::PullProgress>> reader = stub->Pull(&context, request);
-  std::map<std::string, pb::BlobProgress::State> last;  // by digest: the state last printed
+  BlobProgressPrinter printer(session.json());
   pb::PullProgress message;
   pb::PulledImage image;
   while (reader->Read(&message)) {
     for (const pb::BlobProgress& blob : message.blobs()) {
-      if (session.json()) {
-        std::cout << nlohmann::json{{"digest", blob.digest()},
-                                    {"media_type", blob.media_type()},
-                                    {"offset", blob.offset()},
-                                    {"total", blob.total()},
-                                    {"state", StateName(blob.state())}}
-                         .dump()
-                  << std::endl;
-        continue;
-      }
-      auto [it, inserted] = last.emplace(blob.digest(), blob.state());
-      if (!inserted && it->second == blob.state()) {
-        continue;
-      }
-      it->second = blob.state();
-      std::cout << blob.digest() << ' ' << StateName(blob.state()) << ' '
-                << HumanSize(blob.total()) << std::endl;
+      printer.Print(blob);
     }
     if (message.has_image()) {
       image = message.image();
@@ -84,16 +59,7 @@ absl::Status Pull(Session& session, const PullArgs& args) {
   if (!status.ok()) {
     return session.Explain(kDaemon, status);
   }
-  if (session.json()) {
-    std::cout << nlohmann::json{{"name", image.name()},
-                                {"digest", image.target().digest()},
-                                {"media_type", image.target().media_type()},
-                                {"size", image.target().size()}}
-                     .dump()
-              << std::endl;
-  } else {
-    std::cout << "pulled " << image.name() << ' ' << image.target().digest() << std::endl;
-  }
+  PrintImage(session.json(), "pulled", image);
   return absl::OkStatus();
 }
 
