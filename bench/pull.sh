@@ -21,12 +21,19 @@
 #                      (empty root) for the run; `ctr -n bench images pull --plain-http REF`:
 #                      download, unpack into overlayfs, record. containerd 1.6 decompresses with
 #                      unpigz when it is on PATH (as installed here), else with Go's gzip.
-# Each pull is checked (the chain has one committed snapshot per layer). Peak RSS is each
+# Each pull is checked (the chain has one committed snapshot per layer). imaged logs how long
+# its layers took to download and how long the unpack ran on after the last one; those lines
+# are printed per run (builds that log it). Peak RSS is each
 # daemon's VmHWM at the end of its run (the daemons live for one run each); CPU s are user +
 # system of the daemons serving the line and of its clients.
 #
+# BASELINE_BUILD_DIR (unset): another build of berth (say main's, before a change) timed the
+# same way in the same run, right after this one's berth pull, as the row "berth pull
+# (baseline build)": on a shared machine whose load moves, before/after figures from one run
+# compare better than two runs.
+#
 # Environment: LAYERS (6), LAYER_MB (100), SMALL_LAYERS (30), SMALL_LAYER_MB (1), RUNS (1),
-# BUILD_DIR (<repo>/build), BENCH_TMP (/var/tmp), KEEP=1 keeps the work dir, BENCH_FS (loop):
+# BUILD_DIR (<repo>/build), BASELINE_BUILD_DIR, BENCH_TMP (/var/tmp), KEEP=1 keeps the work dir, BENCH_FS (loop):
 # "loop" runs everything (registry storage, layers, every root) on a fresh ext4 in a sparse file
 # under BENCH_TMP on a loop device (lib.sh's make_loop_fs); "dir" uses BENCH_TMP as it is.
 # Runs as root (containerd and snapshotd mount).
@@ -44,13 +51,14 @@ RUNS=${RUNS:-1}
 BUILD_DIR=${BUILD_DIR:-$repo/build}
 BENCH_TMP=${BENCH_TMP:-/var/tmp}
 BENCH_FS=${BENCH_FS:-loop}
-contentd_bin=$BUILD_DIR/services/contentd/contentd
-snapshotd_bin=$BUILD_DIR/services/snapshotd/snapshotd
-imaged_bin=$BUILD_DIR/services/imaged/imaged
-berth_bin=$BUILD_DIR/tools/berth/berth
 
-for tool in "$contentd_bin" "$snapshotd_bin" "$imaged_bin" "$berth_bin"; do
-  [ -x "$tool" ] || { echo "pull: $tool not built (set BUILD_DIR)" >&2; exit 1; }
+BASELINE_BUILD_DIR=${BASELINE_BUILD_DIR:-}
+berth_kinds=(berth)
+[ -n "$BASELINE_BUILD_DIR" ] && berth_kinds+=(base)
+for dir in "$BUILD_DIR" $BASELINE_BUILD_DIR; do
+  for tool in services/contentd/contentd services/snapshotd/snapshotd services/imaged/imaged tools/berth/berth; do
+    [ -x "$dir/$tool" ] || { echo "pull: $dir/$tool not built (set BUILD_DIR)" >&2; exit 1; }
+  done
 done
 for tool in containerd ctr docker-registry skopeo curl jq gzip tar sha256sum base64 split python3; do
   command -v "$tool" >/dev/null || { echo "pull: $tool not found" >&2; exit 1; }
@@ -99,7 +107,7 @@ trap 'exit 130' INT TERM
 
 open_work_dir pull "$need_kb"
 
-declare -A seconds cpu layers_of bytes_of gz_of rss
+declare -A seconds cpu layers_of bytes_of gz_of rss phase
 timed_pids=
 
 # ---- the images
@@ -177,8 +185,12 @@ floor_untar() {  # floor_untar IMG DIR
   done
 }
 
-berth_run() {  # berth_run IMG RUN
-  local img=$1 r=$2 d=$work/berth-$1-$2
+berth_run() {  # berth_run IMG RUN KIND: KIND berth (BUILD_DIR) or base (BASELINE_BUILD_DIR)
+  local img=$1 r=$2 kind=$3 d=$work/$3-$1-$2
+  local bin_dir=$BUILD_DIR
+  [ "$kind" = base ] && bin_dir=$BASELINE_BUILD_DIR
+  local contentd_bin=$bin_dir/services/contentd/contentd snapshotd_bin=$bin_dir/services/snapshotd/snapshotd
+  local imaged_bin=$bin_dir/services/imaged/imaged berth_bin=$bin_dir/tools/berth/berth
   mkdir -p "$d"
   "$contentd_bin" --root "$d/cd-root" --state "$d/cd-state" --address "$d/cd.sock" \
     --log-level warn > "$d/contentd.log" 2>&1 &
@@ -188,7 +200,7 @@ berth_run() {  # berth_run IMG RUN
   snapshotd_pid=$!
   "$imaged_bin" --root "$d/im-root" --state "$d/im-state" --address "$d/im.sock" \
     --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \
-    --log-level warn > "$d/imaged.log" 2>&1 &
+    --log-level info > "$d/imaged.log" 2>&1 &
   imaged_pid=$!
   berth() {
     "$berth_bin" --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \
@@ -204,11 +216,15 @@ berth_run() {  # berth_run IMG RUN
       { echo "pull: berth pull failed:"; tail -20 "$d/pull.out"; tail -20 "$d/imaged.log"; exit 1; } >&2
   }
   timed_pids="$contentd_pid $snapshotd_pid $imaged_pid"
-  timeit "berth-$img-$r" berth_pull
+  timeit "$kind-$img-$r" berth_pull
   timed_pids=
-  rss[imaged-$img-$r]=$(vm_hwm_kib "$imaged_pid")
-  rss[contentd-$img-$r]=$(vm_hwm_kib "$contentd_pid")
-  rss[snapshotd-$img-$r]=$(vm_hwm_kib "$snapshotd_pid")
+  # imaged's own split of the pull: layers downloaded in X, unpacked Y after the last one
+  phase[$kind-$img-$r]=$(grep -o 'downloaded in .*' "$d/imaged.log" | tail -1 || true)
+  local prefix=
+  [ "$kind" = base ] && prefix=base-
+  rss[${prefix}imaged-$img-$r]=$(vm_hwm_kib "$imaged_pid")
+  rss[${prefix}contentd-$img-$r]=$(vm_hwm_kib "$contentd_pid")
+  rss[${prefix}snapshotd-$img-$r]=$(vm_hwm_kib "$snapshotd_pid")
   local committed
   committed=$(berth snapshot ls | awk '$NF == "Committed"' | wc -l)
   [ "$committed" -eq "${layers_of[$img]}" ] ||
@@ -248,8 +264,10 @@ for img in "${images[@]}"; do
     timeit "untar-$img-$r" floor_untar "$img" "$work/floor-$img-$r"
     rm -rf "$work/floor-$img-$r"
     sync
-    berth_run "$img" "$r"
-    sync
+    for kind in "${berth_kinds[@]}"; do
+      berth_run "$img" "$r" "$kind"
+      sync
+    done
     containerd_run "$img" "$r"
     sync
   done
@@ -289,10 +307,18 @@ for img in "${images[@]}"; do
   row "curl of all blobs, one after the other (floor)" curl
   row "gzip -dc | tar -x of all layers (floor)" untar
   row "berth pull (contentd + snapshotd + imaged)" berth
+  [ -n "$BASELINE_BUILD_DIR" ] && row "berth pull (baseline build)" base
   row "ctr images pull (containerd, overlayfs)" containerd
   printf '  peak RSS MiB: imaged %s, contentd %s, snapshotd %s; containerd %s\n' \
     "$(peak_mib imaged "$img")" "$(peak_mib contentd "$img")" "$(peak_mib snapshotd "$img")" \
     "$(peak_mib containerd "$img")"
+  if [ -n "$BASELINE_BUILD_DIR" ]; then
+    printf '  baseline build: peak RSS MiB imaged %s; containerd / baseline: %s\n' \
+      "$(peak_mib base-imaged "$img")" "$(ratio "$(best containerd "$img")" "$(best base "$img")")"
+  fi
+  for r in $(seq "$RUNS"); do
+    [ -n "${phase[berth-$img-$r]:-}" ] && printf '  imaged, run %s: layers %s\n' "$r" "${phase[berth-$img-$r]}"
+  done
   printf '  containerd / berth: %s (best runs; above 1: berth is faster); floors summed / berth: %s\n' \
     "$(ratio "$(best containerd "$img")" "$(best berth "$img")")" \
     "$(ratio "$(awk -v a="$(best curl "$img")" -v b="$(best untar "$img")" 'BEGIN { print a + b }')" "$(best berth "$img")")"

@@ -69,7 +69,8 @@ std::vector<std::string> HttpTestRequest::QueryValues(const std::string& name) c
   return values;
 }
 
-HttpTestServer::HttpTestServer(Handler handler) : handler_(std::move(handler)) {
+HttpTestServer::HttpTestServer(Handler handler, bool concurrent)
+    : handler_(std::move(handler)), concurrent_(concurrent) {
   listen_fd_ = UniqueFd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (listen_fd_.get() < 0) {
     Die("socket");
@@ -97,6 +98,9 @@ HttpTestServer::~HttpTestServer() {
   char byte = 'x';
   (void)!::write(stop_write_.get(), &byte, 1);
   thread_.join();
+  for (std::thread& connection : connections_) {
+    connection.join();
+  }
 }
 
 std::string HttpTestServer::url() const { return absl::StrCat("http://127.0.0.1:", port_); }
@@ -116,7 +120,13 @@ void HttpTestServer::Serve() {
       return;
     }
     UniqueFd conn(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (conn.get() >= 0) {
+    if (conn.get() < 0) {
+      continue;
+    }
+    if (concurrent_) {
+      connections_.emplace_back(
+          [this, fd = std::make_shared<UniqueFd>(std::move(conn))] { ServeOne(fd->get()); });
+    } else {
       ServeOne(conn.get());
     }
   }

@@ -32,8 +32,10 @@ struct HttpTestRequest {
 class HttpTestServer {
  public:
   using Handler = std::function<std::string(const HttpTestRequest&)>;
-  // Starts serving at once; CHECK-fails (aborts) when it cannot listen.
-  explicit HttpTestServer(Handler handler);
+  // Starts serving at once; CHECK-fails (aborts) when it cannot listen. `concurrent`: each
+  // connection is served on its own thread (a handler may block one request while others
+  // are answered); the handler must then be thread-safe.
+  explicit HttpTestServer(Handler handler, bool concurrent = false);
   ~HttpTestServer();  // stops the thread and closes the socket
   HttpTestServer(const HttpTestServer&) = delete;
   HttpTestServer& operator=(const HttpTestServer&) = delete;
@@ -48,6 +50,8 @@ class HttpTestServer {
   void ServeOne(int fd);
 
   Handler handler_;
+  const bool concurrent_;
+  std::vector<std::thread> connections_;  // concurrent: one per connection, joined at the end
   UniqueFd listen_fd_;
   UniqueFd stop_read_;
   UniqueFd stop_write_;

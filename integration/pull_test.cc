@@ -24,6 +24,7 @@
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "integration/harness.h"
 #include "integration/imaged_stack.h"
+#include "integration/pull_test_util.h"
 #include "lib/base/grpc_client.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/images/grpc_image_store.h"
@@ -72,14 +73,7 @@ class PullTest : public ::testing::Test {
     return integration::LayoutBlob(layout_, digest);
   }
 
-  // No pull's lease (berth.io/pull) left; image records' leases (berth.io/image) stay.
-  void ExpectNoLease() {
-    leases::GrpcLeaseManager leases(Dial(contentd_.address()));
-    absl::StatusOr<std::vector<leases::Lease>> list =
-        leases.List(Ctx(), {"labels.\"berth.io/pull\""});
-    ASSERT_TRUE(list.ok()) << list.status();
-    EXPECT_TRUE(list->empty()) << list->size() << " leases left, first " << (*list)[0].id;
-  }
+  void ExpectNoLease() { ExpectNoLeaseIn(contentd_.address(), Ctx()); }
 
   testing::TempDir dir_;
   std::string layout_;

@@ -41,6 +41,16 @@ class GrpcUnpacker : public Unpacker {
       const std::vector<std::string>& chain, const Labels& labels,
       const UnpackProgressFn& progress = nullptr) override;
 
+  // Unpacker::Start over UnpackStream: Ready sends the layer's index; progress comes as the
+  // server reports it (from a reader thread). Finish half-closes and waits for the result; a
+  // session dropped unfinished half-closes early, and snapshotd removes what it made before
+  // the call ends (the destructor waits for that). When ctx stops being Alive() while Finish
+  // waits, the call is cancelled.
+  absl::StatusOr<std::unique_ptr<UnpackSession>> Start(
+      const Context& ctx, const std::vector<oci::Descriptor>& layers,
+      const std::vector<std::string>& chain, const Labels& labels,
+      const UnpackProgressFn& progress = nullptr) override;
+
  private:
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<::berth::snapshots::v1::Unpacker::Stub> stub_;

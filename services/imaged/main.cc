@@ -88,6 +88,11 @@ int Run(int argc, char** argv) {
       .add_option("--insecure-registry", insecure_registries,
                   "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
       ->take_all();
+  berth::imaged::PullerOptions puller_options;
+  cfg.app()
+      .add_option("--max-concurrent-downloads", puller_options.max_parallel_downloads,
+                  "Blobs one pull downloads at once (default: 2 per CPU, 4 to 16)")
+      ->check(CLI::Range(1, 64));
   int64_t import_max_entries = berth::imaged::ImporterOptions().limits.max_entries;
   int64_t import_max_bytes = berth::imaged::ImporterOptions().limits.max_bytes;
   cfg.app().add_option("--import-max-entries", import_max_entries,
@@ -160,7 +165,7 @@ int Run(int argc, char** argv) {
   berth::snapshots::GrpcUnpacker unpacker(snapshotd_channel);
   // Pulled records announce themselves as the Images service's do: /images/create|update.
   berth::imaged::PublishingImageStore pulled_records(holding, **publisher);
-  berth::imaged::Puller puller(content, leases, &unpacker, pulled_records);
+  berth::imaged::Puller puller(content, leases, &unpacker, pulled_records, puller_options);
   berth::imaged::PullMetrics pull_metrics(*daemon.metrics());
   berth::images::RegistryClientOptions registry_options;
   registry_options.host_dirs = *std::move(host_dirs);

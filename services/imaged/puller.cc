@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -88,9 +89,15 @@ struct PullJob {
   RegistryClient& registry;
   images::Reference ref;
   Emitter& emit;
+  DownloadFlights& flights;
 };
 
 }  // namespace
+
+int DefaultParallelDownloads() {
+  int cpus = static_cast<int>(std::thread::hardware_concurrency());
+  return std::clamp(2 * cpus, 4, 16);
+}
 
 std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids) {
   std::vector<std::string> chain;
@@ -130,6 +137,10 @@ absl::StatusOr<bool> Has(content::ContentStore& content, const Context& ctx,
 // `more_to_come` (the unpack reports it then).
 absl::Status DownloadBlob(content::ContentStore& content, const PullJob& job,
                           const oci::Descriptor& desc, int64_t step, bool more_to_come) {
+  // Another pull downloading this blob: wait for it, then find the blob there.
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<DownloadFlights::Hold> hold,
+      job.flights.Acquire(job.ctx, absl::StrCat(job.ctx.ns, "/", desc.digest.ToString())));
   BERTH_ASSIGN_OR_RETURN(bool has, Has(content, job.ctx, desc.digest));
   if (has) {
     job.emit.Emit(desc, State::kExists, desc.size);
@@ -180,17 +191,20 @@ absl::Status DownloadBlob(content::ContentStore& content, const PullJob& job,
   return absl::OkStatus();
 }
 
-// Downloads `layers` with at most `parallel` threads. The first failure cancels the rest and
-// is returned (the lowest layer's, when several fail).
+// Downloads `layers` with at most `parallel` threads; `stored(i)` is called (from the
+// downloading thread) as soon as layers[i] is in the store, and its error fails the layer.
+// `more_to_come(i)`: layer i's kDone is reported by someone else (its unpack). The first
+// failure cancels the rest and is returned (the lowest layer's, when several fail).
 absl::Status DownloadLayers(content::ContentStore& content, const PullJob& job,
                             const std::vector<oci::Descriptor>& layers, int parallel,
-                            int64_t step, bool unpacking) {
+                            int64_t step, const std::function<bool(size_t)>& more_to_come,
+                            const std::function<absl::Status(size_t)>& stored) {
   for (const oci::Descriptor& layer : layers) {
     job.emit.Emit(layer, State::kWaiting, 0);
   }
   const Context parent = job.ctx;
   auto cancel = std::make_shared<Cancellation>([parent] { return !parent.Alive().ok(); });
-  PullJob worker_job{parent, job.registry, job.ref, job.emit};
+  PullJob worker_job{parent, job.registry, job.ref, job.emit, job.flights};
   worker_job.ctx.cancellation = cancel;
   std::vector<absl::Status> results(layers.size());
   std::atomic<size_t> next{0};
@@ -200,7 +214,10 @@ absl::Status DownloadLayers(content::ContentStore& content, const PullJob& job,
         results[i] = absl::CancelledError("an earlier layer failed");
         continue;
       }
-      results[i] = DownloadBlob(content, worker_job, layers[i], step, unpacking);
+      results[i] = DownloadBlob(content, worker_job, layers[i], step, more_to_come(i));
+      if (results[i].ok()) {
+        results[i] = stored(i);
+      }
       if (!results[i].ok()) {
         cancel->Cancel();
       }
@@ -224,6 +241,48 @@ absl::Status DownloadLayers(content::ContentStore& content, const PullJob& job,
   for (const absl::Status& result : results) {
     BERTH_RETURN_IF_ERROR(result);
   }
+  return absl::OkStatus();
+}
+
+// Downloads the layers and, when `unpacker` is set, unpacks them as they land: each layer is
+// announced to an unpack session as soon as it is in the store, so its apply runs while the
+// layers above it still download. Reports kUnpacking when a layer's apply starts and kDone
+// when it is committed (a reused layer's kDone comes from its download). On any failure the
+// session is dropped, which removes every snapshot it made, before this returns.
+absl::Status DownloadAndUnpack(content::ContentStore& content, snapshots::Unpacker* unpacker,
+                               const PullerOptions& options, const PullJob& job,
+                               const std::vector<oci::Descriptor>& layers,
+                               const std::vector<std::string>& chain) {
+  if (unpacker == nullptr || layers.empty()) {
+    return DownloadLayers(
+        content, job, layers, options.max_parallel_downloads, options.progress_step,
+        [](size_t) { return false; }, [](size_t) { return absl::OkStatus(); });
+  }
+  BERTH_ASSIGN_OR_RETURN(
+      std::unique_ptr<snapshots::UnpackSession> session,
+      unpacker->Start(job.ctx, layers, chain, {}, [&](const snapshots::UnpackProgress& p) {
+        if (p.state == snapshots::UnpackProgress::State::kStarted) {
+          job.emit.Emit(layers[p.layer], State::kUnpacking, layers[p.layer].size);
+        } else if (p.state == snapshots::UnpackProgress::State::kApplied) {
+          job.emit.Emit(layers[p.layer], State::kDone, layers[p.layer].size);
+        }
+      }));
+  const size_t reused = session->reused();
+  absl::Mutex session_mu;  // downloads announce from several threads
+  const absl::Time start = absl::Now();
+  BERTH_RETURN_IF_ERROR(DownloadLayers(
+      content, job, layers, options.max_parallel_downloads, options.progress_step,
+      [reused](size_t i) { return i >= reused; },
+      [&](size_t i) {
+        absl::MutexLock lock(&session_mu);
+        return session->Ready(i);
+      }));
+  const absl::Time downloaded = absl::Now();
+  BERTH_RETURN_IF_ERROR(session->Finish().status());
+  // Where a pull's time goes: the unpack's tail is what the overlap did not hide.
+  BERTH_LOG(Info) << "pull " << job.ref.String() << ": " << layers.size() << " layers ("
+                  << reused << " reused) downloaded in " << (downloaded - start)
+                  << ", unpacked " << (absl::Now() - downloaded) << " after the last one";
   return absl::OkStatus();
 }
 
@@ -304,19 +363,12 @@ absl::StatusOr<images::Image> PullLeased(content::ContentStore& content,
         manifest.layers.size(), " layers"));
   }
   std::vector<oci::Descriptor> layers(manifest.layers.begin(), manifest.layers.end());
-  BERTH_RETURN_IF_ERROR(DownloadLayers(content, job, layers, options.max_parallel_downloads,
-                                       options.progress_step, request.unpack));
+  const std::vector<std::string> chain = ChainIds(config.diff_ids);
+  BERTH_RETURN_IF_ERROR(DownloadAndUnpack(content, request.unpack ? unpacker : nullptr, options,
+                                          job, layers, chain));
 
   content::Labels config_labels;
   if (request.unpack && !layers.empty()) {
-    std::vector<std::string> chain = ChainIds(config.diff_ids);
-    for (const oci::Descriptor& layer : layers) {
-      job.emit.Emit(layer, State::kUnpacking, layer.size);
-    }
-    BERTH_RETURN_IF_ERROR(unpacker->Unpack(job.ctx, layers, chain, {}).status());
-    for (const oci::Descriptor& layer : layers) {
-      job.emit.Emit(layer, State::kDone, layer.size);
-    }
     config_labels[absl::StrCat("containerd.io/gc.ref.snapshot.", request.snapshotter)] =
         chain.back();
   }
@@ -380,7 +432,7 @@ absl::StatusOr<images::Image> Puller::Pull(const Context& caller, RegistryClient
                       {kPullLeaseLabel, ref.String()}}));
   ctx.lease = lease.id;
   Emitter emit(progress);
-  PullJob job{ctx, registry, ref, emit};
+  PullJob job{ctx, registry, ref, emit, flights_};
   absl::StatusOr<images::Image> image =
       PullLeased(content_, unpacker_, images_, options_, job, request, want);
 

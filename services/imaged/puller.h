@@ -18,9 +18,14 @@
 // - Layers are downloaded at most `max_parallel_downloads` at a time, each streamed from the
 //   registry into a content ingest and checked against its descriptor's size and digest by the
 //   registry client and again by the store's commit; an ingest an earlier pull left is resumed
-//   with Range from its offset.
-// - Unpacking starts once every layer is in (this slice; issue 10 wants it to overlap), with
-//   the chain ids of the config's rootfs.diff_ids (ChainIds below).
+//   with Range from its offset. Concurrent pulls share downloads: a blob one pull is
+//   downloading is waited for by the others (DownloadFlights), which then report kExists.
+// - Unpacking overlaps the download: an unpack session (Unpacker::Start, with the chain ids of
+//   the config's rootfs.diff_ids, ChainIds below) is told of each layer as soon as it is in
+//   the store, so a layer's apply starts while the layers above it still download; the chain
+//   is committed bottom-up and exists when Pull returns; an existing prefix is reused. On any
+//   failure (a download, an apply, the caller leaving) the session is dropped, which removes
+//   every snapshot this pull created, before Pull returns.
 // - The record is named by the normalised reference and points at the resolved root document;
 //   an existing record of that name gets the new target. No record is touched on failure.
 //
@@ -30,7 +35,8 @@
 // unpacker's errors; the Context's Cancelled / DeadlineExceeded.
 //
 // Thread-safe: pulls may run concurrently. `progress` is called from several threads, never at
-// the same time.
+// the same time. Per blob the states come in order: kWaiting, kDownloading.., kVerifying (or
+// kExists), then for an unpacked layer kUnpacking (its apply began) and kDone (committed).
 
 #include <cstddef>
 #include <cstdint>
@@ -46,6 +52,7 @@
 #include "lib/images/registry_client.h"
 #include "lib/leases/lease_manager.h"
 #include "lib/snapshots/unpacker.h"
+#include "services/imaged/download_flights.h"
 
 namespace berth::imaged {
 
@@ -67,8 +74,11 @@ struct BlobEvent {
 };
 using BlobEventFn = std::function<void(const BlobEvent&)>;
 
+// Downloads are network-bound, not CPU-bound: two per CPU, at least 4 and at most 16.
+int DefaultParallelDownloads();
+
 struct PullerOptions {
-  int max_parallel_downloads = 4;
+  int max_parallel_downloads = DefaultParallelDownloads();
   // The least bytes between two kDownloading events of one blob.
   int64_t progress_step = 256 << 10;
 };
@@ -93,6 +103,7 @@ class Puller {
   snapshots::Unpacker* const unpacker_;
   images::ImageStore& images_;
   const PullerOptions options_;
+  DownloadFlights flights_;  // shared by this Puller's pulls: one download per blob
 };
 
 // The label on every pull's lease; its value is the reference pulled.

@@ -5,6 +5,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "lib/archive/compression.h"
@@ -39,24 +40,32 @@ oci::Descriptor ReusedDescriptor(const oci::Descriptor& layer, const snapshots::
 // Per layer to apply: its temporary key, what happened, and what it became.
 struct Layer {
   std::string key;
+  bool ready = false;      // announced: its blob is in the store
+  bool started = false;    // a worker took it
+  bool applied = false;    // applied into `key`, waiting for its commit
   bool prepared = false;   // `key` exists (until it commits or is removed)
   bool committed = false;  // chain[i] was committed by this call
   absl::Status status;
-  oci::Descriptor applied;
+  oci::Descriptor applied_desc;
 };
 
 }  // namespace
 
-// One Unpack call: the steps, and what it made so far (for Discard).
-class ParallelUnpacker::Run {
+// One unpack: the steps, the workers, and what it made so far (for Discard). Everything the
+// workers share is under mu_; the snapshotter calls are made outside it.
+class ParallelUnpacker::Session : public snapshots::UnpackSession {
  public:
-  Run(ParallelUnpacker& unpacker, const Context& ctx, const std::vector<oci::Descriptor>& layers,
-      const std::vector<std::string>& chain, const snapshots::Labels& labels,
-      const snapshots::UnpackProgressFn& progress)
+  Session(ParallelUnpacker& unpacker, const Context& ctx,
+          const std::vector<oci::Descriptor>& layers, const std::vector<std::string>& chain,
+          const snapshots::Labels& labels, const snapshots::UnpackProgressFn& progress)
       : snapshotter_(unpacker.snapshotter_),
         applier_(unpacker.applier_),
         options_(unpacker.options_),
-        ctx_(ctx),
+        detached_(snapshotter_.SupportsDetached()),
+        stop_(std::make_shared<Cancellation>([parent = ctx.cancellation] {
+          return parent != nullptr && parent->IsCancelled();
+        })),
+        ctx_(WithStop(ctx, stop_)),
         cleanup_ctx_(ctx.Detached()),
         layers_(layers),
         chain_(chain),
@@ -72,14 +81,56 @@ class ParallelUnpacker::Run {
     }
   }
 
-  absl::StatusOr<std::vector<oci::Descriptor>> Unpack() {
+  ~Session() override {
+    if (!finished_) {
+      Stop(/*cancel=*/true);
+      Discard();
+    }
+  }
+
+  // Checks the input, reuses the existing prefix and starts the workers.
+  absl::Status Begin() {
     BERTH_RETURN_IF_ERROR(Validate());
     BERTH_RETURN_IF_ERROR(ReuseExistingPrefix());
+    next_commit_ = first_;
+    size_t threads = options_.max_parallel > 0 ? static_cast<size_t>(options_.max_parallel)
+                                               : std::thread::hardware_concurrency();
+    threads = detached_ ? std::max<size_t>(1, std::min(threads, n_ - first_)) : 1;
     if (first_ == n_) {
-      return applied_;
+      threads = 0;
     }
-    absl::Status status =
-        snapshotter_.SupportsDetached() ? ApplyAllThenCommit() : ApplyAndCommitInOrder();
+    for (size_t t = 0; t < threads; ++t) {
+      pool_.emplace_back([this] { Work(); });
+    }
+    return absl::OkStatus();
+  }
+
+  size_t reused() const override { return first_; }
+
+  absl::Status Ready(size_t i) override {
+    if (i >= n_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unpack: layer ", i, " announced, but the chain has ", n_));
+    }
+    absl::MutexLock lock(&mu_);
+    if (failed_) {
+      return LowestErrorLocked();
+    }
+    todo_[i].ready = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<oci::Descriptor>> Finish() override {
+    absl::Status status = WaitForAll();
+    // After a layer failed, applies still running finish (with their own errors, not ours):
+    // the lowest failing layer's error is the one returned. A session finished before every
+    // layer came is an abort: those stop at once.
+    Stop(/*cancel=*/!status.ok());
+    if (status.ok()) {
+      absl::MutexLock lock(&mu_);
+      status = LowestErrorLocked();
+    }
+    finished_ = true;
     if (!status.ok()) {
       Discard();
       return status;
@@ -89,6 +140,10 @@ class ParallelUnpacker::Run {
 
  private:
   static snapshots::Labels TemporaryLabels() { return {{kUnpackTemporaryLabel, "true"}}; }
+  static Context WithStop(Context ctx, std::shared_ptr<Cancellation> stop) {
+    ctx.cancellation = std::move(stop);
+    return ctx;
+  }
 
   std::string ParentOf(size_t i) const { return i == 0 ? std::string() : chain_[i - 1]; }
 
@@ -127,14 +182,14 @@ class ParallelUnpacker::Run {
     return absl::OkStatus();
   }
 
-  void Report(size_t i, snapshots::UnpackProgress::State state) {
+  void Report(size_t i, snapshots::UnpackProgress::State state, const oci::Descriptor& applied) {
     if (!progress_) {
       return;
     }
     snapshots::UnpackProgress p;
     p.layer = i;
     p.state = state;
-    p.applied = applied_[i];
+    p.applied = applied;
     progress_(p);
   }
 
@@ -148,18 +203,104 @@ class ParallelUnpacker::Run {
       BERTH_RETURN_IF_ERROR(info.status());
       BERTH_RETURN_IF_ERROR(CheckExisting(first_, *info));
       applied_[first_] = ReusedDescriptor(layers_[first_], *info);
-      Report(first_, snapshots::UnpackProgress::State::kReused);
+      Report(first_, snapshots::UnpackProgress::State::kReused, applied_[first_]);
     }
     return absl::OkStatus();
+  }
+
+  // Whether a worker may take layer i now: announced, not taken, and (native: a copy of its
+  // parent) everything below it committed.
+  bool StartableLocked(size_t i) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return todo_[i].ready && !todo_[i].started && (detached_ || i == next_commit_);
+  }
+
+  // The lowest layer a worker may take now; n_ when there is none.
+  size_t NextLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (size_t i = first_; i < n_; ++i) {
+      if (StartableLocked(i)) {
+        return i;
+      }
+    }
+    return n_;
+  }
+
+  bool AllTakenLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (size_t i = first_; i < n_; ++i) {
+      if (!todo_[i].started) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  // A worker: takes announced layers, lowest first, applies each into its own snapshot and
+  // commits what it can, until every layer is taken, one failed, or the session stops.
+  void Work() {
+    for (;;) {
+      size_t i;
+      {
+        absl::MutexLock lock(&mu_);
+        auto can_go = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          return failed_ || stopped_ || AllTakenLocked() || NextLocked() < n_;
+        };
+        mu_.Await(absl::Condition(&can_go));
+        if (failed_ || stopped_ || AllTakenLocked()) {
+          return;
+        }
+        i = NextLocked();
+        todo_[i].started = true;
+      }
+      Report(i, snapshots::UnpackProgress::State::kStarted, {});
+      absl::Status status =
+          Apply(i, detached_ ? snapshotter_.PrepareDetached(ctx_, todo_[i].key, TemporaryLabels())
+                             : snapshotter_.Prepare(ctx_, todo_[i].key, ParentOf(i),
+                                                    TemporaryLabels()));
+      {
+        absl::MutexLock lock(&mu_);
+        todo_[i].status = status;
+        todo_[i].applied = status.ok();
+        failed_ = failed_ || !status.ok();
+      }
+      CommitWhatCan();
+    }
   }
 
   // Applies layer i onto the snapshot just prepared (or returns why it was not).
   absl::Status Apply(size_t i, absl::StatusOr<std::vector<mount::Mount>> mounts) {
     BERTH_RETURN_IF_ERROR(mounts.status());
-    todo_[i].prepared = true;
+    {
+      absl::MutexLock lock(&mu_);
+      todo_[i].prepared = true;
+    }
     BERTH_RETURN_IF_ERROR(ctx_.Alive());
-    BERTH_ASSIGN_OR_RETURN(todo_[i].applied, applier_.Apply(ctx_, layers_[i], *mounts));
+    BERTH_ASSIGN_OR_RETURN(oci::Descriptor desc, applier_.Apply(ctx_, layers_[i], *mounts));
+    absl::MutexLock lock(&mu_);
+    todo_[i].applied_desc = std::move(desc);
     return absl::OkStatus();
+  }
+
+  // Commits, in chain order, every applied layer whose layers below are all committed. One
+  // thread commits at a time (committing_); a layer applied while it commits is seen by its
+  // loop, which re-checks under mu_ before it lets go.
+  void CommitWhatCan() {
+    absl::MutexLock lock(&mu_);
+    if (committing_) {
+      return;
+    }
+    committing_ = true;
+    while (!failed_ && next_commit_ < n_ && todo_[next_commit_].applied) {
+      size_t i = next_commit_;
+      mu_.Unlock();
+      absl::Status status = Commit(i);
+      mu_.Lock();
+      if (!status.ok()) {
+        todo_[i].status = status;
+        failed_ = true;
+        break;
+      }
+      ++next_commit_;
+    }
+    committing_ = false;
   }
 
   // Commits todo_[i] as chain[i]. A chain[i] committed meanwhile by someone else, on the same
@@ -168,13 +309,13 @@ class ParallelUnpacker::Run {
     BERTH_RETURN_IF_ERROR(ctx_.Alive());
     Layer& layer = todo_[i];
     snapshots::Labels committed_labels = labels_;
-    committed_labels[kUncompressedLabel] = layer.applied.digest.ToString();
+    committed_labels[kUncompressedLabel] = layer.applied_desc.digest.ToString();
     absl::Status st =
-        snapshotter_.SupportsDetached()
-            ? snapshotter_.CommitWithParent(ctx_, chain_[i], layer.key, ParentOf(i),
-                                            committed_labels)
-            : snapshotter_.Commit(ctx_, chain_[i], layer.key, committed_labels);
+        detached_ ? snapshotter_.CommitWithParent(ctx_, chain_[i], layer.key, ParentOf(i),
+                                                  committed_labels)
+                  : snapshotter_.Commit(ctx_, chain_[i], layer.key, committed_labels);
     if (st.ok()) {
+      absl::MutexLock lock(&mu_);
       layer.prepared = false;
       layer.committed = true;
     } else if (absl::IsAlreadyExists(st)) {
@@ -184,58 +325,57 @@ class ParallelUnpacker::Run {
       }
       BERTH_RETURN_IF_ERROR(CheckExisting(i, *info));
       BERTH_RETURN_IF_ERROR(snapshotter_.Remove(cleanup_ctx_, layer.key));
+      absl::MutexLock lock(&mu_);
       layer.prepared = false;
     } else {
       return st;
     }
-    applied_[i] = layer.applied;
-    Report(i, snapshots::UnpackProgress::State::kApplied);
+    applied_[i] = layer.applied_desc;
+    Report(i, snapshots::UnpackProgress::State::kApplied, applied_[i]);
     return absl::OkStatus();
   }
 
-  // Native: each layer needs its parent's copy, so one after the other.
-  absl::Status ApplyAndCommitInOrder() {
+  // Waits until every layer is committed or one failed; InvalidArgument when a layer was
+  // never announced.
+  absl::Status WaitForAll() {
+    absl::MutexLock lock(&mu_);
     for (size_t i = first_; i < n_; ++i) {
-      BERTH_RETURN_IF_ERROR(
-          Apply(i, snapshotter_.Prepare(ctx_, todo_[i].key, ParentOf(i), TemporaryLabels())));
-      BERTH_RETURN_IF_ERROR(Commit(i));
+      if (!todo_[i].ready) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("unpack: finished before layer ", i, " was announced"));
+      }
+    }
+    auto done = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return failed_ || (next_commit_ == n_ && !committing_);
+    };
+    mu_.Await(absl::Condition(&done));
+    return absl::OkStatus();
+  }
+
+  // The error of the lowest failed layer, if any.
+  absl::Status LowestErrorLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (size_t i = first_; i < n_; ++i) {
+      if (!todo_[i].status.ok()) {
+        return todo_[i].status;
+      }
     }
     return absl::OkStatus();
   }
 
-  // Overlay: every layer at once into a detached snapshot, then commit bottom up.
-  absl::Status ApplyAllThenCommit() {
-    std::atomic<size_t> next{first_};
-    std::atomic<bool> failed{false};
-    auto work = [&]() {
-      for (size_t i = next++; i < n_ && !failed.load(); i = next++) {
-        todo_[i].status =
-            Apply(i, snapshotter_.PrepareDetached(ctx_, todo_[i].key, TemporaryLabels()));
-        if (!todo_[i].status.ok()) {
-          failed = true;
-        }
-      }
-    };
-    size_t threads = options_.max_parallel > 0 ? static_cast<size_t>(options_.max_parallel)
-                                               : std::thread::hardware_concurrency();
-    threads = std::max<size_t>(1, std::min(threads, n_ - first_));
-    std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
-    for (size_t t = 1; t < threads; ++t) {
-      pool.emplace_back(work);
+  // Stops the workers from taking more layers and joins them; with `cancel`, an apply in
+  // progress stops too, at its next chunk.
+  void Stop(bool cancel) {
+    {
+      absl::MutexLock lock(&mu_);
+      stopped_ = true;
     }
-    work();
-    for (std::thread& t : pool) {
+    if (cancel) {
+      stop_->Cancel();
+    }
+    for (std::thread& t : pool_) {
       t.join();
     }
-    // The error of the lowest failed layer, if any.
-    for (size_t i = first_; i < n_; ++i) {
-      BERTH_RETURN_IF_ERROR(todo_[i].status);
-    }
-    for (size_t i = first_; i < n_; ++i) {
-      BERTH_RETURN_IF_ERROR(Commit(i));
-    }
-    return absl::OkStatus();
+    pool_.clear();
   }
 
   // Removes what this call made, top first (a committed layer's children go before it). Runs
@@ -257,16 +397,26 @@ class ParallelUnpacker::Run {
   LocalSnapshotter& snapshotter_;
   diff::Applier& applier_;
   const ParallelUnpackerOptions& options_;
-  const Context& ctx_;
+  const bool detached_;
+  const std::shared_ptr<Cancellation> stop_;  // the caller's cancellation, or ours (Stop)
+  const Context ctx_;
   const Context cleanup_ctx_;
-  const std::vector<oci::Descriptor>& layers_;
-  const std::vector<std::string>& chain_;
-  const snapshots::Labels& labels_;
-  const snapshots::UnpackProgressFn& progress_;
+  const std::vector<oci::Descriptor> layers_;
+  const std::vector<std::string> chain_;
+  const snapshots::Labels labels_;
+  const snapshots::UnpackProgressFn progress_;
   const size_t n_;
   size_t first_ = 0;
-  std::vector<oci::Descriptor> applied_;
-  std::vector<Layer> todo_;
+  bool finished_ = false;
+  std::vector<oci::Descriptor> applied_;  // each written once, before its layer commits
+  std::vector<std::thread> pool_;
+
+  absl::Mutex mu_;
+  std::vector<Layer> todo_ ABSL_GUARDED_BY(mu_);
+  size_t next_commit_ ABSL_GUARDED_BY(mu_) = 0;
+  bool committing_ ABSL_GUARDED_BY(mu_) = false;
+  bool failed_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 ParallelUnpacker::ParallelUnpacker(LocalSnapshotter& snapshotter, diff::Applier& applier,
@@ -277,7 +427,21 @@ absl::StatusOr<std::vector<oci::Descriptor>> ParallelUnpacker::Unpack(
     const Context& ctx, const std::vector<oci::Descriptor>& layers,
     const std::vector<std::string>& chain, const snapshots::Labels& labels,
     const snapshots::UnpackProgressFn& progress) {
-  return Run(*this, ctx, layers, chain, labels, progress).Unpack();
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<snapshots::UnpackSession> session,
+                         Start(ctx, layers, chain, labels, progress));
+  for (size_t i = 0; i < layers.size(); ++i) {
+    BERTH_RETURN_IF_ERROR(session->Ready(i));
+  }
+  return session->Finish();
+}
+
+absl::StatusOr<std::unique_ptr<snapshots::UnpackSession>> ParallelUnpacker::Start(
+    const Context& ctx, const std::vector<oci::Descriptor>& layers,
+    const std::vector<std::string>& chain, const snapshots::Labels& labels,
+    const snapshots::UnpackProgressFn& progress) {
+  auto session = std::make_unique<Session>(*this, ctx, layers, chain, labels, progress);
+  BERTH_RETURN_IF_ERROR(session->Begin());
+  return session;
 }
 
 absl::StatusOr<int> ParallelUnpacker::RemoveLeftovers() {

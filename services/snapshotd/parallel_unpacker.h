@@ -1,12 +1,14 @@
 #pragma once
 
-// Unpacks a whole layer chain in one call (berth.snapshots.v1.Unpacker, unpack_service.h).
-// Names of the chain that exist already are reused, as containerd's unpacker does. On the
-// overlay snapshotter the remaining layers are applied at the same time, each into its own
-// detached snapshot (LocalSnapshotter::PrepareDetached: a layer's directory holds only its own
-// changes, whiteouts included), by a pool of min(layers, max_parallel) threads; then they are
-// committed in chain order, each on the one below (CommitWithParent). On the native snapshotter
-// (a snapshot is a copy of its parent) they are applied one after the other on their parents.
+// Unpacks a whole layer chain (berth.snapshots.v1.Unpacker, unpack_service.h), in one call or
+// as a session whose layers are announced one by one as they arrive (Start). Names of the
+// chain that exist already are reused, as containerd's unpacker does. On the overlay
+// snapshotter the remaining layers are applied at the same time, each into its own detached
+// snapshot (LocalSnapshotter::PrepareDetached: a layer's directory holds only its own changes,
+// whiteouts included) as soon as it is announced, lowest announced first, by a pool of
+// min(layers, max_parallel) threads; each is committed on the one below (CommitWithParent) as
+// soon as everything below it is. On the native snapshotter (a snapshot is a copy of its
+// parent) they are applied one after the other on their parents.
 //
 // On any error every snapshot the call created (active or committed) is removed, and the
 // error of the lowest failing layer is returned. A caller that goes away (ctx no longer
@@ -21,6 +23,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -61,13 +64,17 @@ class ParallelUnpacker : public snapshots::Unpacker {
       const Context& ctx, const std::vector<oci::Descriptor>& layers,
       const std::vector<std::string>& chain, const snapshots::Labels& labels,
       const snapshots::UnpackProgressFn& progress = nullptr) override;
+  absl::StatusOr<std::unique_ptr<snapshots::UnpackSession>> Start(
+      const Context& ctx, const std::vector<oci::Descriptor>& layers,
+      const std::vector<std::string>& chain, const snapshots::Labels& labels,
+      const snapshots::UnpackProgressFn& progress = nullptr) override;
 
   // Removes, in every namespace, the active snapshots an unpack killed halfway left
   // (kUnpackTemporaryLabel). Run before any Unpack; returns how many went.
   absl::StatusOr<int> RemoveLeftovers();
 
  private:
-  class Run;
+  class Session;
 
   LocalSnapshotter& snapshotter_;
   diff::Applier& applier_;

@@ -1,7 +1,8 @@
 #pragma once
 
 // snapshotd's berth.snapshots.v1.Unpacker server (proto/berth/snapshots/v1/unpack.proto): a
-// thin layer over ParallelUnpacker. Reads the namespace and lease from the request metadata,
+// thin layer over ParallelUnpacker (Unpack; UnpackStream over its sessions, the unpacker's
+// progress written to the stream as it happens). Reads the namespace and lease from the request metadata,
 // converts the descriptors, converts the error once. The request's `snapshotter` is accepted
 // and ignored, as by the Snapshots server (snapshotd serves one snapshotter).
 //
@@ -25,6 +26,10 @@ class UnpackService final : public ::berth::snapshots::v1::Unpacker::Service {
   grpc::Status Unpack(grpc::ServerContext* server_context,
                       const ::berth::snapshots::v1::UnpackRequest* request,
                       ::berth::snapshots::v1::UnpackResponse* response) override;
+  grpc::Status UnpackStream(
+      grpc::ServerContext* server_context,
+      grpc::ServerReaderWriter<::berth::snapshots::v1::UnpackStreamResponse,
+                               ::berth::snapshots::v1::UnpackStreamRequest>* stream) override;
 
  private:
   ParallelUnpacker& unpacker_;

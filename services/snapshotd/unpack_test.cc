@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <memory>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/archive/compression.h"
@@ -241,9 +243,11 @@ TEST_F(UnpackTest, CallerThatLeavesGetsNothingLeftBehind) {
     Context ctx = ctx_;
     // Alive() is asked before each layer, each chunk of a blob and each commit: let a few pass.
     ctx.cancellation = std::make_shared<Cancellation>([&] { return ++polls > 4; });
+    absl::Mutex progress_mu;  // reported from several threads
     std::vector<snapshots::UnpackProgress> progress;
     auto applied = unpacker_->Unpack(ctx, layers, {"c1", "c2", "c3"}, {},
                                      [&](const snapshots::UnpackProgress& p) {
+                                       absl::MutexLock lock(&progress_mu);
                                        progress.push_back(p);
                                      });
     EXPECT_EQ(applied.status().code(), absl::StatusCode::kCancelled) << kind << applied.status();
@@ -261,11 +265,18 @@ TEST_F(UnpackTest, CallerThatLeavesGetsNothingLeftBehind) {
     progress.clear();
     applied = unpacker_->Unpack(ctx_, layers, {"c1", "c2", "c3"}, {},
                                 [&](const snapshots::UnpackProgress& p) {
+                                  absl::MutexLock lock(&progress_mu);
                                   progress.push_back(p);
                                 });
     ASSERT_TRUE(applied.ok()) << kind << applied.status();
-    ASSERT_EQ(progress.size(), 3u) << kind;
+    ASSERT_EQ(progress.size(), 6u) << kind;  // each layer started, then applied
     std::set<size_t> reported;
+    progress.erase(std::remove_if(progress.begin(), progress.end(),
+                                  [](const snapshots::UnpackProgress& p) {
+                                    return p.state == snapshots::UnpackProgress::State::kStarted;
+                                  }),
+                   progress.end());
+    ASSERT_EQ(progress.size(), 3u) << kind;
     for (const snapshots::UnpackProgress& p : progress) {
       EXPECT_EQ(p.state, snapshots::UnpackProgress::State::kApplied);
       EXPECT_EQ(p.applied.digest, (*applied)[p.layer].digest);
@@ -420,6 +431,163 @@ TEST_F(UnpackTest, OverGrpc) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   server->Shutdown();
 }
+
+
+// What a session reported, shared with the unpacking threads.
+class ProgressLog {
+ public:
+  snapshots::UnpackProgressFn Fn() {
+    return [this](const snapshots::UnpackProgress& p) {
+      absl::MutexLock lock(&mu_);
+      log_.push_back(p);
+    };
+  }
+  // Waits (up to 60 s) until layer `layer` reported `state`; false if it never did.
+  bool WaitFor(size_t layer, snapshots::UnpackProgress::State state) {
+    absl::MutexLock lock(&mu_);
+    auto seen = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return std::any_of(log_.begin(), log_.end(), [&](const snapshots::UnpackProgress& p) {
+        return p.layer == layer && p.state == state;
+      });
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(60));
+  }
+  bool Saw(size_t layer, snapshots::UnpackProgress::State state) {
+    absl::MutexLock lock(&mu_);
+    return std::any_of(log_.begin(), log_.end(), [&](const snapshots::UnpackProgress& p) {
+      return p.layer == layer && p.state == state;
+    });
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<snapshots::UnpackProgress> log_ ABSL_GUARDED_BY(mu_);
+};
+
+// A session, in process and over UnpackStream: layers announced out of order (0, then 2, then
+// 1) are each applied as soon as announced, layer 0 committed while 1 and 2 are still to come,
+// layer 2 applied but not committed before 1 is in; the result is the serial chain's tree.
+// Dropping a session halfway removes what it made; a bad layer fails it and leaves nothing.
+class UnpackSessionTest : public UnpackTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    UnpackTest::SetUp();
+    if (GetParam()) {
+      service_ = std::make_unique<UnpackService>(*unpacker_, "default");
+      grpc::ServerBuilder builder;
+      builder.AddListeningPort("unix:" + dir_.Join("s.sock"), grpc::InsecureServerCredentials());
+      builder.RegisterService(service_.get());
+      server_ = builder.BuildAndStart();
+      ASSERT_NE(server_, nullptr);
+      client_ = std::make_unique<snapshots::GrpcUnpacker>(Dial(dir_.Join("s.sock")));
+    }
+  }
+  void TearDown() override {
+    if (server_ != nullptr) {
+      server_->Shutdown();
+    }
+    UnpackTest::TearDown();
+  }
+  snapshots::Unpacker& Under() {
+    return client_ != nullptr ? static_cast<snapshots::Unpacker&>(*client_) : *unpacker_;
+  }
+
+  std::unique_ptr<UnpackService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<snapshots::GrpcUnpacker> client_;
+};
+
+using State = snapshots::UnpackProgress::State;
+
+TEST_P(UnpackSessionTest, AppliesEachLayerAsItIsAnnouncedAndCommitsBottomUp) {
+  std::vector<std::string> tars = ThreeLayers();
+  std::vector<oci::Descriptor> layers = PutAll(tars);
+  ProgressLog log;
+  auto session = Under().Start(ctx_, layers, {"t1", "t2", "t3"}, {}, log.Fn());
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_EQ((*session)->reused(), 0u);
+
+  ASSERT_TRUE((*session)->Ready(0).ok());
+  ASSERT_TRUE(log.WaitFor(0, State::kApplied)) << "layer 0 not committed before 1 and 2 came";
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "t1")->kind, snapshots::Kind::kCommitted);
+  EXPECT_FALSE(log.Saw(1, State::kStarted));
+
+  ASSERT_TRUE((*session)->Ready(2).ok());
+  ASSERT_TRUE(log.WaitFor(2, State::kStarted)) << "layer 2 not started before layer 1 came";
+  // Not committed: the layer below it is not there yet.
+  EXPECT_TRUE(absl::IsNotFound(snapshotter_->Stat(ctx_, "t3").status()));
+
+  ASSERT_TRUE((*session)->Ready(1).ok());
+  auto applied = (*session)->Finish();
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ((*applied)[i].digest, Sha256Of(tars[i])) << i;
+  }
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "t3")->parent, "t2");
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "t2")->parent, "t1");
+  session->reset();
+  EXPECT_EQ(Keys(), (std::set<std::string>{"t1", "t2", "t3"}));
+
+  SerialChain(layers, {"s1", "s2", "s3"});
+  EXPECT_EQ(MergedTree("t3"), MergedTree("s3"));
+  EXPECT_EQ(MergedTree("t2"), MergedTree("s2"));
+
+  // Again on top of the whole chain: everything reused, nothing applied.
+  ProgressLog again_log;
+  auto again = Under().Start(ctx_, layers, {"t1", "t2", "t3"}, {}, again_log.Fn());
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->reused(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE((*again)->Ready(i).ok());
+  }
+  ASSERT_TRUE((*again)->Finish().ok());
+  EXPECT_FALSE(again_log.Saw(0, State::kStarted));
+}
+
+TEST_P(UnpackSessionTest, DroppedOrFailedSessionLeavesNothing) {
+  std::vector<oci::Descriptor> layers = PutAll(ThreeLayers());
+  {
+    ProgressLog log;
+    auto session = Under().Start(ctx_, layers, {"d1", "d2", "d3"}, {}, log.Fn());
+    ASSERT_TRUE(session.ok()) << session.status();
+    ASSERT_TRUE((*session)->Ready(0).ok());
+    ASSERT_TRUE((*session)->Ready(2).ok());
+    ASSERT_TRUE(log.WaitFor(0, State::kApplied));
+    ASSERT_TRUE(log.WaitFor(2, State::kStarted));
+  }  // dropped: layer 1 never came
+  EXPECT_THAT(Keys(), ::testing::IsEmpty());
+
+  // Finished before every layer came: refused, and nothing stays.
+  auto early = Under().Start(ctx_, layers, {"d1", "d2", "d3"}, {});
+  ASSERT_TRUE(early.ok()) << early.status();
+  ASSERT_TRUE((*early)->Ready(0).ok());
+  EXPECT_EQ((*early)->Finish().status().code(), absl::StatusCode::kInvalidArgument);
+  early->reset();
+  EXPECT_THAT(Keys(), ::testing::IsEmpty());
+
+  // A bad middle layer: the session fails, the committed bottom goes too.
+  std::vector<oci::Descriptor> bad = layers;
+  bad[1] = Put(Gzip(std::string(5000, 'x')));
+  ProgressLog log;
+  auto failing = Under().Start(ctx_, bad, {"f1", "f2", "f3"}, {}, log.Fn());
+  ASSERT_TRUE(failing.ok()) << failing.status();
+  ASSERT_TRUE((*failing)->Ready(0).ok());
+  ASSERT_TRUE(log.WaitFor(0, State::kApplied));
+  (void)(*failing)->Ready(1);  // may report the failure already
+  (void)(*failing)->Ready(2);
+  EXPECT_EQ((*failing)->Finish().status().code(), absl::StatusCode::kInvalidArgument);
+  failing->reset();
+  EXPECT_THAT(Keys(), ::testing::IsEmpty());
+
+  // Bad input is refused at Start.
+  EXPECT_EQ(Under().Start(ctx_, layers, {"a", "b"}, {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(InProcessAndGrpc, UnpackSessionTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("Grpc") : std::string("InProcess");
+                         });
 
 }  // namespace
 }  // namespace berth::snapshotd
