@@ -20,7 +20,7 @@
 //   registry client and again by the store's commit; an ingest an earlier pull left is resumed
 //   with Range from its offset.
 // - Unpacking starts once every layer is in (this slice; issue 10 wants it to overlap), with
-//   the chain ids of the config's rootfs.diff_ids (ChainIds below).
+//   the chain ids of the config's rootfs.diff_ids (images::ChainIds, lib/images/oci.h).
 // - The record is named by the normalised reference and points at the resolved root document;
 //   an existing record of that name gets the new target. No record is touched on failure.
 //
@@ -104,9 +104,5 @@ inline constexpr char kPullLeaseLabel[] = "berth.io/pull";
 // too. Returns the ids deleted, "<namespace>/<id>"; the first error stops it.
 absl::StatusOr<std::vector<std::string>> ReleasePullLeases(
     leases::LeaseManager& leases, const std::vector<std::string>& namespaces);
-
-// containerd's identity.ChainID for each prefix of `diff_ids`: chain[0] = diff_ids[0],
-// chain[i] = sha256(chain[i-1] + " " + diff_ids[i]), as "sha256:<hex>" strings.
-std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids);
 
 }  // namespace berth::imaged

@@ -27,6 +27,10 @@ void RegisterImageCommands(CLI::App& root, Runner& runner);
 void RegisterEventsCommand(CLI::App& root, Runner& runner);
 // `berth pull REF [--platform P] [--no-unpack] [--insecure-registry HOST]...`: imaged's Pull.
 void RegisterPullCommand(CLI::App& root, Runner& runner);
+// `berth run`, `create`, `start`: containers and their tasks on execd.
+void RegisterRunCommands(CLI::App& root, Runner& runner);
+// `berth ps`, `exec`, `kill`, `stop`, `rm`, `logs`, `pause`, `unpause`, `top`, `stats`, `wait`.
+void RegisterContainerCommands(CLI::App& root, Runner& runner);
 // `berth version`.
 void RegisterVersionCommand(CLI::App& root, Runner& runner);
 
