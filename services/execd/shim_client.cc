@@ -61,20 +61,8 @@ ProcessExit ExitOf(int64_t status, int64_t exited_at_ns) {
 
 }  // namespace
 
-absl::StatusOr<pid_t> LaunchShim(const ShimLaunch& l) {
-  std::vector<std::string> argv = {l.shim_binary, "--id", l.id, "--bundle", l.bundle,
-                                   "--state", l.state_dir, "--runtime", l.runtime,
-                                   "--runtime-root", l.runtime_root};
-  for (const auto& [flag, value] : {std::pair<const char*, const std::string*>{"--stdin", &l.stdin_path},
-                                    {"--stdout", &l.stdout_path},
-                                    {"--stderr", &l.stderr_path}}) {
-    if (!value->empty()) {
-      argv.insert(argv.end(), {flag, *value});
-    }
-  }
-  if (l.terminal) {
-    argv.push_back("--terminal");
-  }
+absl::StatusOr<std::string> RunProgram(const std::vector<std::string>& args, int* wait_status) {
+  std::vector<std::string> argv = args;
   std::vector<char*> cargv;
   for (std::string& a : argv) {
     cargv.push_back(a.data());
@@ -90,6 +78,7 @@ absl::StatusOr<pid_t> LaunchShim(const ShimLaunch& l) {
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, out[1], 1);
   posix_spawn_file_actions_adddup2(&actions, out[1], 2);
+  // execd blocks its termination signals; the child must not inherit that.
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none;
@@ -97,20 +86,40 @@ absl::StatusOr<pid_t> LaunchShim(const ShimLaunch& l) {
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
   pid_t pid = 0;
-  int rc = ::posix_spawn(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
+  int rc = ::posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(out[1]);
   if (rc != 0) {
-    return ErrnoStatus(rc, absl::StrCat("start the shim ", l.shim_binary));
+    return ErrnoStatus(rc, absl::StrCat("run ", argv[0]));
   }
-  absl::StatusOr<std::string> answer = ReadAll(read_end.get(), "the shim's answer", 1 << 20);
+  absl::StatusOr<std::string> output = ReadAll(read_end.get(), argv[0], 1 << 20);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  BERTH_RETURN_IF_ERROR(answer.status());
+  if (wait_status != nullptr) {
+    *wait_status = status;
+  }
+  return output;
+}
+
+absl::StatusOr<pid_t> LaunchShim(const ShimLaunch& l) {
+  std::vector<std::string> argv = {l.shim_binary, "--id", l.id, "--bundle", l.bundle,
+                                   "--state", l.state_dir, "--runtime", l.runtime,
+                                   "--runtime-root", l.runtime_root};
+  for (const auto& [flag, value] : {std::pair<const char*, const std::string*>{"--stdin", &l.stdin_path},
+                                    {"--stdout", &l.stdout_path},
+                                    {"--stderr", &l.stderr_path}}) {
+    if (!value->empty()) {
+      argv.insert(argv.end(), {flag, *value});
+    }
+  }
+  if (l.terminal) {
+    argv.push_back("--terminal");
+  }
+  BERTH_ASSIGN_OR_RETURN(std::string answer, RunProgram(argv, nullptr));
   BERTH_ASSIGN_OR_RETURN(std::vector<std::string> fields,
-                         ParseAnswer(*answer, absl::StrCat("create ", l.id)));
+                         ParseAnswer(answer, absl::StrCat("create ", l.id)));
   BERTH_ASSIGN_OR_RETURN(int64_t init_pid, Number(fields, 0));
   return static_cast<pid_t>(init_pid);
 }

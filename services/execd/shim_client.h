@@ -31,6 +31,10 @@ struct ShimLaunch {
   bool terminal = false;
 };
 
+// Runs `argv` (searched in PATH), stdin /dev/null, and returns its stdout and stderr; the wait
+// status goes to *wait_status when given.
+absl::StatusOr<std::string> RunProgram(const std::vector<std::string>& argv, int* wait_status);
+
 // Starts a shim, which runs the runtime's create. Returns the container's init pid, or the
 // runtime's refusal (FailedPrecondition with its message).
 absl::StatusOr<pid_t> LaunchShim(const ShimLaunch& launch);

@@ -27,40 +27,8 @@ namespace berth::execd {
 namespace {
 
 using ::testing::HasSubstr;
+using testing::FifoReader;
 
-// Reads a FIFO until every writer has closed it, in a thread (started before the shim opens
-// the FIFO, as containerd's clients do).
-class FifoReader {
- public:
-  explicit FifoReader(const std::string& path) : path_(path) {
-    ::mkfifo(path.c_str(), 0600);
-    thread_ = std::thread([this, path] {
-      UniqueFd fd(::open(path.c_str(), O_RDONLY));
-      char buf[4096];
-      ssize_t n;
-      while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) {
-        data_.append(buf, n);
-      }
-    });
-  }
-  ~FifoReader() {
-    if (thread_.joinable()) {
-      // Nobody opened it (a failed test): be the writer, so the reader's open returns.
-      UniqueFd unblock(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
-      unblock.Reset();
-      thread_.join();
-    }
-  }
-  std::string Finish() {
-    thread_.join();
-    return data_;
-  }
-
- private:
-  std::string path_;
-  std::thread thread_;
-  std::string data_;
-};
 
 class ShimTest : public ::testing::Test {
  protected:

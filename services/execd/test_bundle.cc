@@ -1,5 +1,6 @@
 #include "services/execd/test_bundle.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include "absl/strings/strip.h"
 #include "lib/base/posix.h"
 #include "lib/base/status_macros.h"
+#include "lib/base/unique_fd.h"
 #include "lib/images/oci.h"
 #include "lib/oci/spec.h"
 #include "lib/testing/testing.h"
@@ -62,6 +64,31 @@ void ForceCleanup(const std::string& runtime_root, const std::string& id,
   }
   berth::testing::RunCommand(
       std::vector<std::string>{"runc", "--root", runtime_root, "delete", "-f", id});
+}
+
+FifoReader::FifoReader(std::string path) : path_(std::move(path)) {
+  ::mkfifo(path_.c_str(), 0600);
+  thread_ = std::thread([this] {
+    UniqueFd fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+    char buf[4096];
+    ssize_t n;
+    while ((n = ::read(fd.get(), buf, sizeof buf)) > 0) {
+      data_.append(buf, n);
+    }
+  });
+}
+
+FifoReader::~FifoReader() {
+  if (thread_.joinable()) {
+    UniqueFd unblock(::open(path_.c_str(), O_RDWR | O_CLOEXEC));
+    unblock.Reset();
+    thread_.join();
+  }
+}
+
+std::string FifoReader::Finish() {
+  thread_.join();
+  return data_;
 }
 
 bool ShimAlive(const std::string& state_dir) {

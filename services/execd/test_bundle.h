@@ -5,6 +5,7 @@
 // every such test needs whatever happened (runc delete -f, the cgroup, the shim by its pid).
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -29,6 +30,24 @@ absl::StatusOr<nlohmann::json> BusyboxSpec(const std::string& id, const std::str
 // whose pid is in `shim_state_dir`/shim.pid (when that process is still a berth-shim).
 void ForceCleanup(const std::string& runtime_root, const std::string& id,
                   const std::string& shim_state_dir);
+
+// Makes a FIFO at `path` and reads it to its end in a thread (started before the shim opens
+// it, as containerd's clients do). A FIFO nobody opened (a failed test) is unblocked by the
+// destructor.
+class FifoReader {
+ public:
+  explicit FifoReader(std::string path);
+  ~FifoReader();
+  FifoReader(const FifoReader&) = delete;
+  FifoReader& operator=(const FifoReader&) = delete;
+  // Everything read, once every writer has closed the FIFO.
+  std::string Finish();
+
+ private:
+  std::string path_;
+  std::thread thread_;
+  std::string data_;
+};
 
 // Whether the shim in `state_dir` (by shim.pid) is alive.
 bool ShimAlive(const std::string& state_dir);
