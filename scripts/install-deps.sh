@@ -14,7 +14,7 @@ packages=(
   # used directly by lib/filters (also pulled in by libgrpc++-dev; named so it is never missed)
   libre2-dev
   # real peers for tests and benchmarks
-  nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind pigz
+  nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind pigz busybox-static
   curl jq util-linux coreutils
   # python3: lib/testing's tests use it as a throwaway listener
   python3
