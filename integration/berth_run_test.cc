@@ -6,6 +6,7 @@
 // the CLI's FIFO directories.
 
 #include <pty.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -269,6 +270,136 @@ TEST_F(BerthRunTest, CreateMakesARootedSnapshotAndRecordThatRmRemoves) {
 
   Output rm = Berth({"rm", "made"});
   EXPECT_EQ(rm.exit_code, 0) << rm.err;
+  ExpectNothingLeft();
+}
+
+// ---- running containers
+
+TEST_F(BerthRunTest, ExitCodeStdoutAndStderrApartAndRmLeavesNothing) {
+  Output run = Berth({"run", "--rm", image_, "sh", "-c", "echo out; echo err >&2; exit 7"});
+  EXPECT_EQ(run.exit_code, 7) << run.err;
+  EXPECT_EQ(run.out, "out\n");
+  EXPECT_EQ(run.err, "err\n");
+  ExpectNothingLeft();
+}
+
+TEST_F(BerthRunTest, StdinReachesTheProcessAndEndsIt) {
+  Output run = Berth({"run", "--rm", "-i", image_, "sh", "-c", "tr a-z A-Z; echo done"},
+                     "hello\nworld\n");
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "HELLO\nWORLD\ndone\n");
+  ExpectNothingLeft();
+}
+
+TEST_F(BerthRunTest, ImageConfigFlagsAndUserNamesReachTheProcess) {
+  std::string share = dir_.Join("share");
+  ASSERT_EQ(mkdir(share.c_str(), 0755), 0);
+  std::ofstream(share + "/from-host") << "x";
+  Output run = Berth({"run", "--rm", "-e", "GREETING=hi there", "-w", "/tmp", "--user", "app",
+                      "--hostname", "boxy", "-v", share + ":/host:ro", image_, "sh", "-c",
+                      "echo $GREETING; pwd; id -u; id -G; hostname; ls /host; "
+                      "touch /host/x 2>/dev/null || echo read-only"});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  // uid 1000 from the image's /etc/passwd, group staff (50) from its /etc/group.
+  EXPECT_EQ(run.out, "hi there\n/tmp\n1000\n1000 50\nboxy\nfrom-host\nread-only\n");
+  ExpectNothingLeft();
+}
+
+TEST_F(BerthRunTest, MissingCommandReportsTheRuntimeAndLeavesNothing) {
+  Output run = Berth({"run", "--rm", image_, "/no/such/program"});
+  EXPECT_NE(run.exit_code, 0) << run.out;
+  EXPECT_TRUE(absl::StrContains(run.err, "/no/such/program")) << run.err;
+  ExpectNothingLeft();
+}
+
+TEST_F(BerthRunTest, WithoutRmTheContainerStaysWithItsExitCode) {
+  Output run = Berth({"run", "--name", "kept", image_, "sh", "-c", "exit 3"});
+  EXPECT_EQ(run.exit_code, 3) << run.err;
+  EXPECT_TRUE(Tasks().empty());
+  Output ps = Berth({"ps", "-a"});
+  EXPECT_TRUE(absl::StrContains(ps.out, "kept")) << ps.out;
+  EXPECT_TRUE(absl::StrContains(ps.out, "exited (3)")) << ps.out;
+  EXPECT_EQ(Berth({"rm", "kept"}).exit_code, 0);
+  ExpectNothingLeft();
+}
+
+TEST_F(BerthRunTest, TerminalThroughAPty) {
+  // berth runs on the slave side of a pty of 100x30; the container's process gets a terminal
+  // of its own with that size (ResizePty), and what it prints comes back through ours.
+  struct winsize size {};
+  size.ws_col = 100;
+  size.ws_row = 30;
+  int master = -1;
+  std::vector<std::string> argv = {
+      testing::BinaryPath("tools/berth/berth"), "--contentd-address", contentd_.address(),
+      "--snapshotd-address", snapshotd_.address(), "--imaged-address", imaged_address_,
+      "--execd-address", execd_address_, "run", "--rm", "-t", image_, "sh", "-c",
+      "tty; stty size; test -t 0 && echo stdin-is-a-tty"};
+  pid_t pid = forkpty(&master, nullptr, nullptr, &size);
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::vector<char*> args;
+    for (std::string& a : argv) {
+      args.push_back(a.data());
+    }
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  std::string output;
+  char buf[4096];
+  while (true) {
+    ssize_t n = read(master, buf, sizeof(buf));
+    if (n <= 0) {
+      break;  // EIO once berth exited and the slave side closed
+    }
+    output.append(buf, static_cast<size_t>(n));
+  }
+  close(master);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << output;
+  EXPECT_TRUE(absl::StrContains(output, "/dev/pts/")) << output;
+  EXPECT_TRUE(absl::StrContains(output, "30 100")) << output;
+  EXPECT_TRUE(absl::StrContains(output, "stdin-is-a-tty")) << output;
+  ExpectNothingLeft();
+}
+
+TEST_F(BerthRunTest, DetachedLogsExecStopAndRm) {
+  Output run = Berth({"run", "-d", "--name", "bg", image_, "sh", "-c",
+                      "trap '' TERM; echo started; echo to-stderr >&2; "
+                      "while true; do sleep 1; done"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "bg\n");
+  // The shim writes the log; wait until the first lines are in.
+  std::string logs;
+  ASSERT_TRUE(testing::WaitFor(
+      [&] {
+        logs = Berth({"logs", "bg"}).out;
+        return absl::StrContains(logs, "to-stderr");
+      },
+      absl::Seconds(20)))
+      << logs;
+  EXPECT_TRUE(absl::StrContains(logs, "started\n")) << logs;
+  Output ps = Berth({"ps"});
+  EXPECT_TRUE(absl::StrContains(ps.out, "bg") && absl::StrContains(ps.out, "running")) << ps.out;
+
+  Output exec = Berth({"exec", "bg", "sh", "-c", "echo inside; cat /proc/1/cmdline | head -c 2; exit 5"});
+  EXPECT_EQ(exec.exit_code, 5) << exec.err;
+  EXPECT_TRUE(absl::StartsWith(exec.out, "inside\nsh")) << exec.out;
+
+  // rm without -f refuses a running container and changes nothing.
+  Output rm = Berth({"rm", "bg"});
+  EXPECT_EQ(rm.exit_code, 1);
+  EXPECT_TRUE(absl::StrContains(rm.err, "running")) << rm.err;
+  EXPECT_EQ(Tasks(), std::vector<std::string>{"bg"});
+
+  // The process ignores SIGTERM: stop sends SIGKILL after --time.
+  Output stop = Berth({"stop", "--time", "1", "bg"});
+  EXPECT_EQ(stop.exit_code, 0) << stop.err;
+  Output waited = Berth({"wait", "bg"});
+  EXPECT_EQ(waited.out, "137\n") << waited.err;
+  EXPECT_EQ(Berth({"rm", "bg"}).exit_code, 0);
   ExpectNothingLeft();
 }
 

@@ -129,19 +129,33 @@ absl::StatusOr<uint32_t> AttachAndWait(Clients& clients, const std::string& id,
   if (terminal) {
     raw = std::make_unique<RawTerminal>();
   }
-  // Wait is called before Start, as containerd's clients do, so no exit can be missed.
+  // Wait is called before Start, as containerd's clients do, so no exit can be missed. (An
+  // exec process is waited for after its Start: execd's shim knows it only from then on, and
+  // keeps its exit until DeleteProcess, so nothing is missed either.)
   tasks::WaitRequest wait;
   wait.set_container_id(id);
   wait.set_exec_id(exec_id);
   tasks::WaitResponse waited;
   auto wait_context = clients.TaskContext();
   grpc::Status wait_status;
-  std::thread waiter([&] { wait_status = clients.tasks->Wait(wait_context.get(), wait, &waited); });
+  std::thread waiter;
+  auto start_waiting = [&] {
+    waiter = std::thread(
+        [&] { wait_status = clients.tasks->Wait(wait_context.get(), wait, &waited); });
+  };
+  if (exec_id.empty()) {
+    start_waiting();
+  }
   absl::Status started = start();
   if (!started.ok()) {
-    wait_context->TryCancel();
-    waiter.join();
+    if (waiter.joinable()) {
+      wait_context->TryCancel();
+      waiter.join();
+    }
     return started;
+  }
+  if (!exec_id.empty()) {
+    start_waiting();
   }
   io->Started();
   SignalRelay relay(forward, resize);
