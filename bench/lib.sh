@@ -233,11 +233,12 @@ YML
 
 # start_berth_daemons DIR [execd]: contentd, snapshotd and imaged (and execd with "execd") from
 # $contentd_bin, $snapshotd_bin, $imaged_bin, $execd_bin, with roots, state dirs and sockets
-# under DIR (logs DIR/<daemon>.log). Sets contentd_pid, snapshotd_pid, imaged_pid, execd_pid,
+# under DIR (logs DIR/<daemon>.log). Sets berth_dir (DIR), contentd_pid, snapshotd_pid, imaged_pid, execd_pid,
 # defines berth (the CLI in $berth_bin against them, namespace bench) and waits until each
 # daemon answers; exits with its log when one does not.
 start_berth_daemons() {
   local d=$1 with=${2:-}
+  berth_dir=$d
   mkdir -p "$d"
   "$contentd_bin" --root "$d/cd-root" --state "$d/cd-state" --address "$d/cd.sock" \
     --log-level warn > "$d/contentd.log" 2>&1 &
@@ -250,8 +251,9 @@ start_berth_daemons() {
     --log-level warn > "$d/imaged.log" 2>&1 &
   imaged_pid=$!
   berth() {
-    "$berth_bin" --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \
-      --imaged-address "$d/im.sock" --execd-address "$d/ex.sock" --timeout 600s -n bench "$@"
+    "$berth_bin" --contentd-address "$berth_dir/cd.sock" --snapshotd-address "$berth_dir/sd.sock" \
+      --imaged-address "$berth_dir/im.sock" --execd-address "$berth_dir/ex.sock" --timeout 600s \
+      -n bench "$@"
   }
   wait_for 20 berth content ls || { echo "contentd did not start:"; cat "$d/contentd.log"; exit 1; } >&2
   wait_for 20 berth snapshot ls || { echo "snapshotd did not start:"; cat "$d/snapshotd.log"; exit 1; } >&2
