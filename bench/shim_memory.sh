@@ -37,11 +37,16 @@ base=$(mktemp -d "$BENCH_TMP/bt-shim-XXXXXX")
 work=$base
 registry_pid= contentd_pid= snapshotd_pid= imaged_pid= execd_pid= containerd_pid=
 
+conmons=()
 kill_conmon_set() {
-  local id
+  local id pid
   for id in $(runc --root "$work/conmon-runc" list -q 2>/dev/null); do
     runc --root "$work/conmon-runc" delete -f "$id" 2>/dev/null || true
   done
+  for pid in "${conmons[@]}"; do
+    stop_pid "$pid"
+  done
+  conmons=()
 }
 cleanup() {
   if [ -n "$containerd_pid" ]; then
@@ -84,9 +89,9 @@ record() {  # record NAME PID...
   pss_of[$name]=${sums% *}
   rss_of[$name]=${sums#* }
 }
-pids_by_cmdline() {  # pids_by_cmdline COMM PATTERN: processes named COMM whose command line has PATTERN
+pids_by_cmdline() {  # pids_by_cmdline PROGRAM PATTERN: PROGRAM's processes whose command line has PATTERN
   local pid
-  for pid in $(pgrep -x "$1"); do
+  for pid in $(pgrep -f -- "$1"); do
     if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"; then
       echo "$pid"
     fi
@@ -122,7 +127,6 @@ if command -v conmon > /dev/null; then
   echo "shim_memory: starting $COUNT containers with conmon" >&2
   umoci unpack --image "$work/layout:latest" "$work/conmon-bundle" > /dev/null
   mkdir -p "$work/conmon-exits" "$work/conmon-socks"
-  conmons=()
   for i in $(seq "$COUNT"); do
     b=$work/conmon/$i
     mkdir -p "$b"
@@ -134,6 +138,9 @@ if command -v conmon > /dev/null; then
       --runtime-arg --root --runtime-arg "$work/conmon-runc" -b "$b" -p "$b/pid" \
       -P "$b/conmon.pid" -l "k8s-file:$b/log" --exit-dir "$work/conmon-exits" \
       --socket-dir-path "$work/conmon-socks" > "$b/conmon.out" 2>&1
+    # conmon returns before the runtime's create is done; the container's pid file says it is.
+    wait_for 20 test -s "$b/pid" ||
+      { echo "shim_memory: conmon did not create cm-$i:"; cat "$b/conmon.out"; exit 1; } >&2
     runc --root "$work/conmon-runc" start "cm-$i"
     conmons+=("$(cat "$b/conmon.pid")")
   done
@@ -148,7 +155,7 @@ start_berth_daemons "$work/berth" execd
 berth pull --insecure-registry "$host" "$image" > "$work/berth-pull.log" 2>&1 ||
   { echo "shim_memory: berth pull failed:"; cat "$work/berth-pull.log"; exit 1; } >&2
 export BERTH_RUN_DIR=$work/berth-cli
-mapfile -t before < <(pgrep -x berth-shim || true)
+mapfile -t before < <(pgrep -f -- berth-shim || true)
 echo "shim_memory: starting $COUNT containers with berth run -d" >&2
 berth_ok=1
 for i in $(seq "$COUNT"); do
@@ -160,7 +167,7 @@ for i in $(seq "$COUNT"); do
   fi
 done
 if [ "$berth_ok" = 1 ]; then
-  mapfile -t shims < <(pgrep -x berth-shim | grep -vxF -f <(printf '%s\n' "${before[@]:-0}"))
+  mapfile -t shims < <(pgrep -f -- berth-shim | grep -vxF -f <(printf '%s\n' "${before[@]:-0}"))
   record berth-shim "${shims[@]}"
   execd_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$execd_pid/status")
 fi
