@@ -155,7 +155,6 @@ start_berth_daemons "$work/berth" execd
 berth pull --insecure-registry "$host" "$image" > "$work/berth-pull.log" 2>&1 ||
   { echo "shim_memory: berth pull failed:"; cat "$work/berth-pull.log"; exit 1; } >&2
 export BERTH_RUN_DIR=$work/berth-cli
-mapfile -t before < <(pgrep -f -- berth-shim || true)
 echo "shim_memory: starting $COUNT containers with berth run -d" >&2
 berth_ok=1
 for i in $(seq "$COUNT"); do
@@ -167,7 +166,7 @@ for i in $(seq "$COUNT"); do
   fi
 done
 if [ "$berth_ok" = 1 ]; then
-  mapfile -t shims < <(pgrep -f -- berth-shim | grep -vxF -f <(printf '%s\n' "${before[@]:-0}"))
+  mapfile -t shims < <(pids_by_cmdline berth-shim "$work/berth/")
   record berth-shim "${shims[@]}"
   execd_rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$execd_pid/status")
 fi
