@@ -95,5 +95,5 @@ jq -r '
   (.results[] | select(.command == "runc") | .mean) as $floor |
   (.results[] | select(.command == "ctr run --rm") | .mean) as $ctr |
   .results[] |
-  "\(.command): mean \(.mean * 1000 | floor) ms, \(.mean / $floor * 100 | floor / 100)x the runc floor, \($ctr / .mean * 100 | floor / 100)x faster than ctr run --rm"
+  "\(.command): mean \(.mean * 1000 | floor) ms, \(.mean / $floor * 100 | floor / 100)x the runc floor; ctr run --rm takes \($ctr / .mean * 100 | floor / 100)x as long"
 ' "$work/hyperfine.json"
