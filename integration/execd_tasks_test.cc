@@ -110,9 +110,10 @@ class ExecdTasksTest : public ::testing::Test {
 
   // A container record running `args` in busybox; its id is unique on this host.
   std::string Seed(const std::string& name, const std::vector<std::string>& args,
-                   bool terminal = false) {
+                   bool terminal = false, int64_t memory_limit = 0) {
     std::string id = absl::StrCat("berth-", name, "-", RandomHex(4));
-    auto spec = execd::testing::BusyboxSpec(id, dir_.Join("busybox"), args, terminal);
+    auto spec =
+        execd::testing::BusyboxSpec(id, dir_.Join("busybox"), args, terminal, memory_limit);
     EXPECT_TRUE(spec.ok()) << spec.status();
     (*spec)["root"]["path"] = "rootfs";  // the bundle's, where execd mounts the request's rootfs
     containers::Container c;
@@ -494,6 +495,38 @@ TEST_F(ExecdTasksTest, FiftyContainersAtOnceAllCleanedUp) {
   for (const std::string& id : ids) {
     ExpectNothingLeft(id);
   }
+}
+
+TEST_F(ExecdTasksTest, MemoryLimitTriggersAnOomEvent) {
+  BusEvents events(nats_.url(), kNamespace, "tasks");
+  // The shell keeps the command's output in memory: far more than the limit.
+  std::string id = Seed("oom", {"sh", "-c", "x=$(yes | head -c 200000000); echo survived"},
+                        /*terminal=*/false, 32 << 20);
+  ASSERT_TRUE(CreateAndStart(CreateRequest(id)).ok());
+  absl::StatusOr<uint32_t> code = Wait(id);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 128u + SIGKILL);
+  bool oom = false;
+  std::string subject;
+  containerd::services::events::v1::Envelope envelope;
+  // /tasks/exit comes after the OOM (the kill ended the process).
+  bool exited = false;
+  while (!exited && events.Next(&subject, &envelope)) {
+    if (envelope.topic() == "/tasks/oom") {
+      containerd::events::TaskOOM event;
+      ASSERT_TRUE(event.ParseFromString(envelope.event().value()));
+      EXPECT_EQ(event.container_id(), id);
+      oom = true;
+    }
+    exited = envelope.topic() == "/tasks/exit";
+  }
+  if (!oom) {
+    // The OOM event is published by another thread than the exit's: wait for it a little more.
+    oom = events.Next(&subject, &envelope) && envelope.topic() == "/tasks/oom";
+  }
+  EXPECT_TRUE(oom) << execd_.ReadLog();
+  ASSERT_TRUE(Delete(id).ok());
+  ExpectNothingLeft(id);
 }
 
 }  // namespace
