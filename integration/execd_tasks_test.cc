@@ -104,14 +104,16 @@ class ExecdTasksTest : public ::testing::Test {
                     const Request& request, Response* response) {
     grpc::ClientContext call;
     ApplyContext(ctx_.WithTimeout(absl::Seconds(60)), &call);
+    call.set_wait_for_ready(true);  // across an execd restart the channel reconnects
     return FromGrpcStatus((stub_.get()->*method)(&call, request, response));
   }
 
   // A container record running `args` in busybox; its id is unique on this host.
   std::string Seed(const std::string& name, const std::vector<std::string>& args,
-                   bool terminal = false) {
+                   bool terminal = false, int64_t memory_limit = 0) {
     std::string id = absl::StrCat("berth-", name, "-", RandomHex(4));
-    auto spec = execd::testing::BusyboxSpec(id, dir_.Join("busybox"), args, terminal);
+    auto spec =
+        execd::testing::BusyboxSpec(id, dir_.Join("busybox"), args, terminal, memory_limit);
     EXPECT_TRUE(spec.ok()) << spec.status();
     (*spec)["root"]["path"] = "rootfs";  // the bundle's, where execd mounts the request's rootfs
     containers::Container c;
@@ -361,6 +363,168 @@ TEST_F(ExecdTasksTest, ExecPauseResumeAndStdin) {
   ASSERT_EQ(::write(in.get(), "hello\n", 6), 6);
   EXPECT_EQ(*Wait(id), 4u);
   EXPECT_EQ(out.Finish(), "got:hello\n");
+  ASSERT_TRUE(Delete(id).ok());
+  ExpectNothingLeft(id);
+}
+
+TEST_F(ExecdTasksTest, ExecdKilledWhileContainersRunReattachesAndReportsExitsOnce) {
+  BusEvents events(nats_.url(), kNamespace, "tasks");
+  std::string keeps = Seed("keeps", {"sleep", "600"});
+  std::string exits = Seed("exits", {"sh", "-c", "read line; exit 5"});
+  ASSERT_TRUE(CreateAndStart(CreateRequest(keeps)).ok());
+  tasks::CreateTaskRequest request = CreateRequest(exits);
+  request.set_stdin(Fifo("in"));
+  UniqueFd in(::open(request.stdin().c_str(), O_RDWR | O_CLOEXEC));
+  absl::StatusOr<uint32_t> exits_pid = CreateAndStart(request);
+  ASSERT_TRUE(exits_pid.ok()) << exits_pid.status();
+
+  execd_.Kill();
+  EXPECT_TRUE(execd::testing::ShimAlive(TaskDir(keeps) + "/shim"));
+  EXPECT_TRUE(execd::testing::ShimAlive(TaskDir(exits) + "/shim"));
+  // One container exits while execd is down; its shim records the exit.
+  ASSERT_EQ(::write(in.get(), "\n", 1), 1);
+  struct stat st;
+  ASSERT_TRUE(berth::testing::WaitFor(
+      [&] { return ::stat((TaskDir(exits) + "/shim/exit").c_str(), &st) == 0; },
+      absl::Seconds(20)));
+
+  StartExecd();
+  absl::StatusOr<uint32_t> code = Wait(exits);
+  ASSERT_TRUE(code.ok()) << code.status() << execd_.ReadLog();
+  EXPECT_EQ(*code, 5u);
+  EXPECT_EQ(Get(keeps)->process().status(), containerd::v1::types::RUNNING);
+  // Another crash and restart publishes nothing again.
+  execd_.Kill();
+  StartExecd();
+  EXPECT_EQ(*Wait(exits), 5u);
+  EXPECT_EQ(Get(keeps)->process().status(), containerd::v1::types::RUNNING);
+
+  // The sentinel: the other container's exit, published after anything the restarts sent.
+  tasks::KillRequest kill;
+  kill.set_container_id(keeps);
+  kill.set_signal(SIGKILL);
+  google::protobuf::Empty empty;
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::Kill, kill, &empty).ok());
+  EXPECT_EQ(*Wait(keeps), 128u + SIGKILL);
+  std::map<std::string, int> exit_events;
+  std::string subject;
+  containerd::services::events::v1::Envelope envelope;
+  while (exit_events[keeps] == 0 && events.Next(&subject, &envelope)) {
+    if (envelope.topic() != "/tasks/exit") continue;
+    containerd::events::TaskExit exit;
+    ASSERT_TRUE(exit.ParseFromString(envelope.event().value()));
+    exit_events[exit.container_id()]++;
+    if (exit.container_id() == exits) {
+      EXPECT_EQ(exit.exit_status(), 5u);
+      EXPECT_EQ(exit.pid(), *exits_pid);
+    }
+  }
+  EXPECT_EQ(exit_events[exits], 1);
+  EXPECT_EQ(exit_events[keeps], 1);
+  for (const std::string& id : {keeps, exits}) {
+    ASSERT_TRUE(Delete(id).ok());
+    ExpectNothingLeft(id);
+  }
+}
+
+TEST_F(ExecdTasksTest, KilledShimIsReportedExitedAndLeavesNothing) {
+  std::string id = Seed("shimkill", {"sleep", "600"});
+  absl::StatusOr<uint32_t> pid = CreateAndStart(CreateRequest(id));
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  absl::StatusOr<std::string> shim_pid = ReadFile(TaskDir(id) + "/shim/shim.pid");
+  ASSERT_TRUE(shim_pid.ok());
+  ASSERT_EQ(::kill(std::stoi(*shim_pid), SIGKILL), 0);
+  absl::StatusOr<uint32_t> code = Wait(id);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 255u);
+  EXPECT_THAT(execd_.ReadLog(), HasSubstr("its shim died"));
+  // The container's process is gone (killed; at most a zombie until pid 1 reaps it).
+  EXPECT_TRUE(berth::testing::WaitFor(
+      [&] {
+        absl::StatusOr<std::string> stat = ReadFile(absl::StrCat("/proc/", *pid, "/stat"));
+        return !stat.ok() || stat->find(") Z ") != std::string::npos;
+      },
+      absl::Seconds(20)));
+  absl::StatusOr<tasks::DeleteResponse> deleted = Delete(id);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(deleted->exit_status(), 255u);
+  ExpectNothingLeft(id);
+}
+
+TEST_F(ExecdTasksTest, FiftyContainersAtOnceAllCleanedUp) {
+  constexpr int kContainers = 50;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kContainers; ++i) {
+    ids.push_back(Seed(absl::StrCat("many", i), {"sh", "-c", absl::StrCat("read line; exit ", i % 7)}));
+  }
+  std::vector<UniqueFd> stdins(kContainers);
+  std::vector<absl::Status> started(kContainers);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 5; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = t; i < kContainers; i += 5) {
+        tasks::CreateTaskRequest request = CreateRequest(ids[i]);
+        request.set_stdin(Fifo(absl::StrCat("in", i)));
+        stdins[i].Reset(::open(request.stdin().c_str(), O_RDWR | O_CLOEXEC));
+        started[i] = CreateAndStart(request).status();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kContainers; ++i) {
+    ASSERT_TRUE(started[i].ok()) << ids[i] << ": " << started[i];
+  }
+  // All 50 run at once.
+  tasks::ListTasksRequest list;
+  tasks::ListTasksResponse listed;
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::List, list, &listed).ok());
+  int running = 0;
+  for (const auto& p : listed.tasks()) {
+    running += p.status() == containerd::v1::types::RUNNING;
+  }
+  EXPECT_EQ(running, kContainers);
+  for (int i = 0; i < kContainers; ++i) {
+    ASSERT_EQ(::write(stdins[i].get(), "\n", 1), 1);
+  }
+  for (int i = 0; i < kContainers; ++i) {
+    absl::StatusOr<uint32_t> code = Wait(ids[i]);
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, static_cast<uint32_t>(i % 7));
+    ASSERT_TRUE(Delete(ids[i]).ok());
+  }
+  for (const std::string& id : ids) {
+    ExpectNothingLeft(id);
+  }
+}
+
+TEST_F(ExecdTasksTest, MemoryLimitTriggersAnOomEvent) {
+  BusEvents events(nats_.url(), kNamespace, "tasks");
+  // The shell keeps the command's output in memory: far more than the limit.
+  std::string id = Seed("oom", {"sh", "-c", "x=$(yes | head -c 200000000); echo survived"},
+                        /*terminal=*/false, 32 << 20);
+  ASSERT_TRUE(CreateAndStart(CreateRequest(id)).ok());
+  absl::StatusOr<uint32_t> code = Wait(id);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 128u + SIGKILL);
+  bool oom = false;
+  std::string subject;
+  containerd::services::events::v1::Envelope envelope;
+  // /tasks/exit comes after the OOM (the kill ended the process).
+  bool exited = false;
+  while (!exited && events.Next(&subject, &envelope)) {
+    if (envelope.topic() == "/tasks/oom") {
+      containerd::events::TaskOOM event;
+      ASSERT_TRUE(event.ParseFromString(envelope.event().value()));
+      EXPECT_EQ(event.container_id(), id);
+      oom = true;
+    }
+    exited = envelope.topic() == "/tasks/exit";
+  }
+  if (!oom) {
+    // The OOM event is published by another thread than the exit's: wait for it a little more.
+    oom = events.Next(&subject, &envelope) && envelope.topic() == "/tasks/oom";
+  }
+  EXPECT_TRUE(oom) << execd_.ReadLog();
   ASSERT_TRUE(Delete(id).ok());
   ExpectNothingLeft(id);
 }

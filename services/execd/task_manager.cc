@@ -61,6 +61,30 @@ TaskManager::TaskManager(containers::ContainerStore& store, TaskRecords& records
                           .Add({}, prometheus::Histogram::BucketBoundaries{
                                        0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5});
   }
+  oom_ = std::make_unique<OomWatcher>([this](const std::string& key) { OnOom(key); });
+}
+
+void TaskManager::WatchOom(const TaskRecord& record) {
+  if (absl::Status st = oom_->Add(Key(record.ns, record.id), static_cast<pid_t>(record.pid));
+      !st.ok()) {
+    BERTH_LOG(Warn) << "task " << record.ns << "/" << record.id << ": no OOM events: " << st;
+  }
+}
+
+void TaskManager::OnOom(const std::string& key) {
+  std::string ns, id;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = tasks_.find(key);
+    if (it == tasks_.end()) {
+      return;
+    }
+    ns = it->second->record.ns;
+    id = it->second->record.id;
+  }
+  ev::TaskOOM event;
+  event.set_container_id(id);
+  Publish(ns, "/tasks/oom", event);
 }
 
 TaskManager::~TaskManager() {
@@ -202,12 +226,14 @@ absl::StatusOr<pid_t> TaskManager::Create(const Context& ctx, const CreateTask& 
     }
   }
   Publish(ctx.ns, "/tasks/create", event);
+  WatchOom(task->record);
   StartWatcher(task);
   RefreshGauges();
   return *pid;
 }
 
 absl::Status TaskManager::CleanUp(const TaskRecord& record) {
+  oom_->Remove(Key(record.ns, record.id));
   const std::string dir = TaskDir(record.ns, record.id);
   int status = 0;
   // Kills what still runs, removes the runtime's state and the container's cgroup. A container
@@ -330,6 +356,7 @@ absl::Status TaskManager::Recover() {
       absl::MutexLock lock(&mu_);
       tasks_[Key(record.ns, record.id)] = task;
     }
+    WatchOom(record);
     StartWatcher(task);
   }
   BERTH_LOG(Info) << "reattached to " << records.size() << " task(s)";

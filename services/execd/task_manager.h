@@ -13,7 +13,8 @@
 // live shim answers the wait (at once if the container exited meanwhile); a dead one refuses
 // the connection, and its task is reported exited, from the shim's exit record when it left
 // one, else with status 255 (as containerd reports a dead shim), after the runtime's
-// `delete --force` has removed what the container left. Thread-safe.
+// `delete --force` has removed what the container left. An OOM kill in a task's memory cgroup
+// publishes /tasks/oom (OomWatcher). Thread-safe.
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -37,6 +38,7 @@
 #include "lib/containers/container_store.h"
 #include "lib/events/publisher.h"
 #include "lib/mount/mount.h"
+#include "services/execd/oom_watcher.h"
 #include "services/execd/shim_client.h"
 #include "services/execd/task_records.h"
 
@@ -158,6 +160,9 @@ class TaskManager {
   void Publish(const std::string& ns, absl::string_view topic,
                const google::protobuf::Message& event);
   void RefreshGauges() ABSL_LOCKS_EXCLUDED(mu_);
+  // Publishes /tasks/oom for the task under `key` ("ns/id").
+  void OnOom(const std::string& key);
+  void WatchOom(const TaskRecord& record);
 
   containers::ContainerStore& store_;
   TaskRecords& records_;
@@ -172,6 +177,8 @@ class TaskManager {
   prometheus::Family<prometheus::Gauge>* by_state_ = nullptr;
   prometheus::Gauge* shims_alive_ = nullptr;
   prometheus::Histogram* start_latency_ = nullptr;
+  // Last: stopped first, while everything its callback uses is still there.
+  std::unique_ptr<OomWatcher> oom_;
 };
 
 }  // namespace berth::execd
