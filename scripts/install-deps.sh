@@ -25,9 +25,9 @@ packages=(
   e2fsprogs
   # systemd-socket-activate, for the socket-activation test
   systemd
-  # the busybox test image (integration/scripts/make-busybox-image.sh); conmon, the second
-  # shim reference in bench/shim_memory.sh
-  busybox-static conmon
+  # conmon: the second shim reference in bench/shim_memory.sh (busybox-static, above, also
+  # makes integration/scripts/make-busybox-image.sh's test image)
+  conmon
   # containerd's sources and API protos, for reference
   golang-github-containerd-containerd-dev
 )
