@@ -388,6 +388,15 @@ TEST_F(BerthRunTest, DetachedLogsExecStopAndRm) {
   EXPECT_EQ(exec.exit_code, 5) << exec.err;
   EXPECT_TRUE(absl::StartsWith(exec.out, "inside\nsh")) << exec.out;
 
+  // pause freezes the container (its task says so), unpause thaws it; top lists its processes.
+  EXPECT_EQ(Berth({"pause", "bg"}).exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(Berth({"ps"}).out, "paused"));
+  EXPECT_EQ(Berth({"unpause", "bg"}).exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(Berth({"ps"}).out, "running"));
+  Output top = Berth({"top", "bg"});
+  EXPECT_EQ(top.exit_code, 0) << top.err;
+  EXPECT_TRUE(absl::StrContains(top.out, "sh -c trap")) << top.out;
+
   // rm without -f refuses a running container and changes nothing.
   Output rm = Berth({"rm", "bg"});
   EXPECT_EQ(rm.exit_code, 1);
