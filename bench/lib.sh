@@ -199,3 +199,106 @@ close_work_dir() {
   fi
   rm -rf "$base"
 }
+
+# start_registry NAME: a docker-registry on 127.0.0.1 (a free port, plain HTTP, storage in
+# $work/registry). Sets registry_pid and port; exits with a message naming NAME when it does not
+# come up.
+start_registry() {
+  local name=$1 attempt
+  for attempt in 1 2 3; do
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cat > "$work/registry.yml" <<YML
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $work/registry
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+YML
+    docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
+    registry_pid=$!
+    if wait_for 20 curl -sf -o /dev/null "http://127.0.0.1:$port/v2/" && kill -0 "$registry_pid" 2>/dev/null; then
+      return 0
+    fi
+    stop_pid "$registry_pid"; registry_pid=
+  done
+  echo "$name: docker-registry did not start:" >&2
+  tail -20 "$work/registry.log" >&2
+  exit 1
+}
+
+# start_berth_daemons DIR [execd]: contentd, snapshotd and imaged (and execd with "execd") from
+# $contentd_bin, $snapshotd_bin, $imaged_bin, $execd_bin, with roots, state dirs and sockets
+# under DIR (logs DIR/<daemon>.log). Sets berth_dir (DIR), contentd_pid, snapshotd_pid, imaged_pid, execd_pid,
+# defines berth (the CLI in $berth_bin against them, namespace bench) and waits until each
+# daemon answers; exits with its log when one does not.
+start_berth_daemons() {
+  local d=$1 with=${2:-}
+  berth_dir=$d
+  mkdir -p "$d"
+  "$contentd_bin" --root "$d/cd-root" --state "$d/cd-state" --address "$d/cd.sock" \
+    --log-level warn > "$d/contentd.log" 2>&1 &
+  contentd_pid=$!
+  "$snapshotd_bin" --root "$d/sd-root" --state "$d/sd-state" --address "$d/sd.sock" \
+    --contentd-address "$d/cd.sock" --log-level warn > "$d/snapshotd.log" 2>&1 &
+  snapshotd_pid=$!
+  "$imaged_bin" --root "$d/im-root" --state "$d/im-state" --address "$d/im.sock" \
+    --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \
+    --log-level info > "$d/imaged.log" 2>&1 &
+  imaged_pid=$!
+  berth() {
+    "$berth_bin" --contentd-address "$berth_dir/cd.sock" --snapshotd-address "$berth_dir/sd.sock" \
+      --imaged-address "$berth_dir/im.sock" --execd-address "$berth_dir/ex.sock" --timeout 600s \
+      -n bench "$@"
+  }
+  wait_for 20 berth content ls || { echo "contentd did not start:"; cat "$d/contentd.log"; exit 1; } >&2
+  wait_for 20 berth snapshot ls || { echo "snapshotd did not start:"; cat "$d/snapshotd.log"; exit 1; } >&2
+  wait_for 20 ctr --address "$d/im.sock" -n bench images ls ||
+    { echo "imaged did not start:"; cat "$d/imaged.log"; exit 1; } >&2
+  if [ "$with" = execd ]; then
+    "$execd_bin" --root "$d/ex-root" --state "$d/ex-state" --address "$d/ex.sock" \
+      --contentd-address "$d/cd.sock" --log-level warn > "$d/execd.log" 2>&1 &
+    execd_pid=$!
+    wait_for 20 ctr --address "$d/ex.sock" -n bench containers ls ||
+      { echo "execd did not start:"; cat "$d/execd.log"; exit 1; } >&2
+  fi
+}
+
+# unmount_under DIR: unmounts whatever is still mounted below DIR (deepest first).
+unmount_under() {
+  local target
+  for target in $(awk -v p="$1/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r); do
+    umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || true
+  done
+}
+
+# require NAME FILE_OR_TOOL...: exits with a message naming NAME unless each argument is an
+# executable path (a build output: "set BUILD_DIR") or a command on PATH.
+require() {
+  local name=$1 tool; shift
+  for tool in "$@"; do
+    if [[ $tool == */* ]]; then
+      [ -x "$tool" ] || { echo "$name: $tool not built (set BUILD_DIR)" >&2; exit 1; }
+    else
+      command -v "$tool" >/dev/null || { echo "$name: $tool not found (scripts/install-deps.sh)" >&2; exit 1; }
+    fi
+  done
+}
+
+# push_busybox_image NAME: the busybox test image (integration/scripts/make-busybox-image.sh)
+# built into $work/layout and pushed into a docker-registry started here (start_registry).
+# Sets host (the registry) and image (its reference).
+push_busybox_image() {
+  local name=$1
+  "$(dirname "${BASH_SOURCE[0]}")/../integration/scripts/make-busybox-image.sh" "$work/layout" > /dev/null
+  mkdir -p "$work/registry"
+  start_registry "$name"
+  host=127.0.0.1:$port
+  image=$host/bench/busybox:latest
+  skopeo copy -q --dest-tls-verify=false "oci:$work/layout:latest" "docker://$image" \
+    > "$work/skopeo.log" 2>&1 || { echo "$name: skopeo copy failed:"; cat "$work/skopeo.log"; exit 1; } >&2
+}

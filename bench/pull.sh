@@ -84,12 +84,6 @@ imaged_pid=
 containerd_pid=
 loopdev=
 
-unmount_under() {  # unmount whatever is still mounted below $1 (deepest first)
-  local target
-  for target in $(awk -v p="$1/" 'index($2, p) == 1 {print $2}' /proc/self/mounts | sort -r); do
-    umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || true
-  done
-}
 stop_berth() {
   stop_pid "$imaged_pid"; imaged_pid=
   stop_pid "$snapshotd_pid"; snapshotd_pid=
@@ -123,35 +117,8 @@ for img in "${images[@]}"; do
 done
 
 # ---- the registry
-start_registry() {
-  local attempt
-  for attempt in 1 2 3; do
-    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    cat > "$work/registry.yml" <<YML
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $work/registry
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-YML
-    docker-registry serve "$work/registry.yml" > "$work/registry.log" 2>&1 &
-    registry_pid=$!
-    if wait_for 20 curl -sf -o /dev/null "http://127.0.0.1:$port/v2/" && kill -0 "$registry_pid" 2>/dev/null; then
-      return 0
-    fi
-    stop_pid "$registry_pid"; registry_pid=
-  done
-  echo "pull: docker-registry did not start:" >&2
-  tail -20 "$work/registry.log" >&2
-  exit 1
-}
 mkdir -p "$work/registry"
-start_registry
+start_registry pull
 host=127.0.0.1:$port
 declare -A blob_urls
 for img in "${images[@]}"; do
@@ -191,25 +158,7 @@ berth_run() {  # berth_run IMG RUN KIND: KIND berth (BUILD_DIR) or base (BASELIN
   [ "$kind" = base ] && bin_dir=$BASELINE_BUILD_DIR
   local contentd_bin=$bin_dir/services/contentd/contentd snapshotd_bin=$bin_dir/services/snapshotd/snapshotd
   local imaged_bin=$bin_dir/services/imaged/imaged berth_bin=$bin_dir/tools/berth/berth
-  mkdir -p "$d"
-  "$contentd_bin" --root "$d/cd-root" --state "$d/cd-state" --address "$d/cd.sock" \
-    --log-level warn > "$d/contentd.log" 2>&1 &
-  contentd_pid=$!
-  "$snapshotd_bin" --root "$d/sd-root" --state "$d/sd-state" --address "$d/sd.sock" \
-    --contentd-address "$d/cd.sock" --log-level warn > "$d/snapshotd.log" 2>&1 &
-  snapshotd_pid=$!
-  "$imaged_bin" --root "$d/im-root" --state "$d/im-state" --address "$d/im.sock" \
-    --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \
-    --log-level info > "$d/imaged.log" 2>&1 &
-  imaged_pid=$!
-  berth() {
-    "$berth_bin" --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \
-      --imaged-address "$d/im.sock" --timeout 600s -n bench "$@"
-  }
-  wait_for 20 berth content ls || { echo "contentd did not start:"; cat "$d/contentd.log"; exit 1; } >&2
-  wait_for 20 berth snapshot ls || { echo "snapshotd did not start:"; cat "$d/snapshotd.log"; exit 1; } >&2
-  wait_for 20 ctr --address "$d/im.sock" -n bench images ls ||
-    { echo "imaged did not start:"; cat "$d/imaged.log"; exit 1; } >&2
+  start_berth_daemons "$d"
   sync
   berth_pull() {
     berth pull --insecure-registry "$host" "$host/bench/$img:latest" > "$d/pull.out" 2>&1 ||

@@ -6,13 +6,13 @@
 #   - makes a small OCI image (umoci: a static /hello), pushes it with skopeo into a
 #     docker-registry started here, starts imaged and pulls it with `berth pull` (blobs into
 #     contentd, the layers unpacked by snapshotd into the image's chain, the record in imaged),
-#     prepares a writable snapshot on the top of the chain, mounts it and runs /hello in it
-#     with runc, which prints hello.
+#     starts execd and runs the image with `berth run --rm` (a snapshot on the image's chain,
+#     the spec from its config, a container and a task on execd, runc under berth-shim), which
+#     prints hello and removes the container, its task and its snapshot again.
 #   - shows the lifecycle events the daemons published on the way (content delete, snapshot
-#     prepare/commit/remove) as the subscriber got them, then replays them from eventd's history.
-# Then it stops everything it started and unmounts what it mounted. BERTH_DEMO_DIR keeps the
+#     prepare/commit/remove, image create, container create/delete, task create/start/exit/delete) as the subscriber got them, then replays them from eventd's history.
+# Then it stops everything it started. BERTH_DEMO_DIR keeps the
 # state directory (default: a new temp dir, removed after). Needs root (mounts, runc).
-# (Running containers is execd's job, which comes later: runc is called here directly.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -28,12 +28,10 @@ if [ -z "$state" ]; then
 fi
 mkdir -p "$state"
 pids=()
-mounted=()
 cleanup() {
-  for m in "${mounted[@]}"; do
-    umount "$m" 2>/dev/null || true
-  done
-  runc --root "$state/runc" delete -f demo-hello >/dev/null 2>&1 || true
+  if [ -n "${xsock:-}" ] && [ -S "$xsock" ]; then
+    berth rm -f demo-hello >/dev/null 2>&1 || true
+  fi
   for pid in "${pids[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -181,37 +179,28 @@ ctr --address "$isock" images ls 2>/dev/null  # ctr's SIZE/PLATFORMS columns rea
 berth content ls
 berth snapshot tree
 
-# The top of the chain: containerd's chain id over the config's diff_ids.
-config_digest=$(berth content get "$manifest_digest" | jq -r '.config.digest')
-parent=""
-for diff_id in $(berth content get "$config_digest" | jq -r '.rootfs.diff_ids[]'); do
-  if [ -z "$parent" ]; then
-    parent=$diff_id
-  else
-    parent="sha256:$(printf '%s %s' "$parent" "$diff_id" | sha256sum | cut -d' ' -f1)"
-  fi
-done
-echo "top of the chain: $parent"
+xsock=$state/execd.sock
+step "execd on $xsock (containers and tasks, one berth-shim per container, runc)"
+"$build/services/execd/execd" --root "$state/execd" --state "$state/run/execd" \
+  --address "$xsock" --contentd-address "$sock" \
+  --nats-url "$nats_url" --nats-credentials "berth-daemon:$daemon_pw" \
+  >"$state/execd.log" 2>&1 &
+pids+=($!)
+wait_for execd test -S "$xsock"
+berth() {
+  "$build/tools/berth/berth" --contentd-address "$sock" --snapshotd-address "$ssock" \
+    --eventd-address "$esock" --imaged-address "$isock" --execd-address "$xsock" "$@"
+}
+export BERTH_RUN_DIR=$state/cli  # the CLI's FIFO directories and detached logs
 
-step "prepare a writable snapshot on the top layer (a container rootfs), mount it, run /hello with runc"
-bundle=$state/bundle
-mkdir -p "$bundle/rootfs"
-berth snapshot prepare hello-rootfs "$parent" >/dev/null
-eval "$(berth snapshot mounts "$bundle/rootfs" hello-rootfs)"
-mounted+=("$bundle/rootfs")
-(cd "$bundle" && runc spec)
-jq '.process.args = ["/hello"] | .process.terminal = false | .root.readonly = false' \
-  "$bundle/config.json" >"$bundle/config.json.new"
-mv "$bundle/config.json.new" "$bundle/config.json"
-runc --root "$state/runc" run --bundle "$bundle" demo-hello
+step "berth run --rm $registry/demo/hello:latest (the image's config and chain; a snapshot on it; the spec; a container and a task on execd; runc under berth-shim; /hello's output copied back)"
+berth run --rm --name demo-hello "$registry/demo/hello:latest"
 
-step "clean up: unmount, remove the container's snapshot (the image keeps its chain)"
-umount "$bundle/rootfs"
-mounted=()
-berth snapshot rm hello-rootfs
+step "what --rm left: no container, no task, and the image keeps its chain"
+berth ps -a
 berth snapshot ls
 
-step "berth events: what contentd, snapshotd and imaged published, as the live subscriber saw it"
+step "berth events: what contentd, snapshotd, imaged and execd published, as the live subscriber saw it"
 # Each daemon stored its events in its outbox and sent them to NATS; wait until they are all in.
 lines=-1
 for _ in $(seq 1 50); do

@@ -14,7 +14,7 @@ packages=(
   # used directly by lib/filters (also pulled in by libgrpc++-dev; named so it is never missed)
   libre2-dev
   # real peers for tests and benchmarks
-  nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind pigz
+  nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind pigz busybox-static
   curl jq util-linux coreutils
   # python3: lib/testing's tests use it as a throwaway listener
   python3
@@ -27,6 +27,9 @@ packages=(
   systemd
   # sqlite3: integration/gc_test.cc edits imaged's database as a crash would leave it
   sqlite3
+  # conmon: the second shim reference in bench/shim_memory.sh (busybox-static, above, also
+  # makes integration/scripts/make-busybox-image.sh's test image)
+  conmon
   # containerd's sources and API protos, for reference
   golang-github-containerd-containerd-dev
 )

@@ -1,6 +1,7 @@
 #include "lib/images/oci.h"
 
 #include <algorithm>
+#include <climits>
 
 #include <nlohmann/json.hpp>
 
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "lib/base/digest.h"
 
 namespace berth::images {
 namespace {
@@ -504,6 +506,44 @@ absl::StatusOr<Platform> ParsePlatform(absl::string_view text) {
 std::string FormatPlatform(const Platform& p) {
   return p.variant.empty() ? absl::StrCat(p.os, "/", p.architecture)
                            : absl::StrCat(p.os, "/", p.architecture, "/", p.variant);
+}
+
+absl::StatusOr<Descriptor> ChooseManifest(const Index& index, const Platform& want,
+                                          absl::string_view name) {
+  const Descriptor* best = nullptr;
+  int best_rank = INT_MAX;
+  for (const Descriptor& entry : index.manifests) {
+    if (!IsManifestType(entry.media_type)) {
+      continue;
+    }
+    int rank = INT_MAX - 1;
+    if (entry.platform.has_value()) {
+      std::optional<int> match = MatchPlatform(want, *entry.platform);
+      if (!match.has_value()) {
+        continue;
+      }
+      rank = *match;
+    }
+    if (rank < best_rank) {
+      best = &entry;
+      best_rank = rank;
+    }
+  }
+  if (best == nullptr) {
+    return absl::NotFoundError(absl::StrCat(name, ": no manifest for platform ",
+                                            FormatPlatform(want)));
+  }
+  return *best;
+}
+
+std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids) {
+  std::vector<std::string> chain;
+  chain.reserve(diff_ids.size());
+  for (const std::string& diff_id : diff_ids) {
+    chain.push_back(chain.empty() ? diff_id
+                                  : Sha256Of(absl::StrCat(chain.back(), " ", diff_id)).ToString());
+  }
+  return chain;
 }
 
 }  // namespace berth::images

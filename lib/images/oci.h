@@ -108,4 +108,14 @@ std::optional<int> MatchPlatform(const Platform& want, const Platform& have);
 absl::StatusOr<Platform> ParsePlatform(absl::string_view text);
 std::string FormatPlatform(const Platform& platform);
 
+// The index entry for `want`: the best MatchPlatform rank among its manifests; an entry
+// without a platform matches last. NotFound naming `name` when none matches.
+absl::StatusOr<Descriptor> ChooseManifest(const Index& index, const Platform& want,
+                                          absl::string_view name);
+
+// containerd's identity.ChainID for each prefix of `diff_ids`: chain[0] = diff_ids[0],
+// chain[i] = sha256(chain[i-1] + " " + diff_ids[i]), as "sha256:<hex>" strings. The snapshot
+// an image is unpacked into is named by the last one.
+std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids);
+
 }  // namespace berth::images

@@ -1,7 +1,10 @@
-// execd: container records, served over containerd's Containers API (DESIGN.md, Execution).
-// Tasks, the shim and the runtime come next. Flags and config in, objects wired, serve until
-// SIGTERM.
+// execd: container records and tasks, served over containerd's Containers and Tasks APIs
+// (DESIGN.md, Execution): one berth-shim per task runs the OCI runtime (--runtime, runc by
+// default). Flags and config in, objects wired, reattach to the shims, serve until SIGTERM.
 
+#include <unistd.h>
+
+#include <climits>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -15,14 +18,38 @@
 #include "lib/server/daemon_publisher.h"
 #include "services/execd/containers_service.h"
 #include "services/execd/sqlite_container_store.h"
+#include "services/execd/task_manager.h"
+#include "services/execd/task_records.h"
+#include "services/execd/tasks_service.h"
 
 namespace {
+
+// berth-shim beside execd's own binary (a build tree or /usr/local/bin), else from PATH.
+std::string DefaultShim() {
+  char self[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    std::string dir(self, n);
+    dir = dir.substr(0, dir.rfind('/'));
+    std::string beside = dir + "/berth-shim";
+    if (::access(beside.c_str(), X_OK) == 0) {
+      return beside;
+    }
+  }
+  return "berth-shim";
+}
 
 int Run(int argc, char** argv) {
   // Before any thread starts (the NATS sender), so every thread inherits the blocked mask.
   berth::server::Daemon::BlockTerminationSignals();
 
   berth::config::DaemonConfig cfg("execd", {"contentd"});
+  std::string runtime = "runc";
+  std::string shim = DefaultShim();
+  cfg.AddOption("--runtime", "runtime", &runtime,
+                "the OCI runtime binary (a path, or a name in PATH) for containers whose "
+                "runtime is containerd's (io.containerd.*)");
+  cfg.AddOption("--shim", "shim", &shim, "the berth-shim binary");
   if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
     std::cerr << "execd: " << st.message() << "\n";
     return 2;
@@ -58,6 +85,25 @@ int Run(int argc, char** argv) {
   containers_options.count = [&local] { return local.Count(); };
   berth::execd::ContainersService containers_service(local, containers_options);
 
+  absl::StatusOr<std::unique_ptr<berth::execd::TaskRecords>> records =
+      berth::execd::TaskRecords::Open(options.root + "/tasks.db");
+  if (!records.ok()) {
+    BERTH_LOG(Error) << "execd: task records: " << records.status();
+    return 1;
+  }
+  berth::execd::TaskManagerOptions task_options;
+  task_options.state_dir = options.state;
+  task_options.shim_binary = shim;
+  task_options.default_runtime = runtime;
+  task_options.publisher = publisher->get();
+  task_options.registry = daemon.metrics();
+  berth::execd::TaskManager tasks(local, **records, task_options);
+  if (absl::Status st = tasks.Recover(); !st.ok()) {
+    BERTH_LOG(Error) << "execd: reattaching to tasks: " << st;
+    return 1;
+  }
+  berth::execd::TasksService tasks_service(tasks, options.default_namespace);
+
   // Leases are contentd's; `ctr containers create` asks for one on this socket first.
   const std::string& contentd_address = options.peers.at("contentd");
   berth::leases::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
@@ -65,8 +111,10 @@ int Run(int argc, char** argv) {
 
   daemon.AddService(&containers_service);
   daemon.AddService(&leases_forwarder);
+  daemon.AddService(&tasks_service);
   daemon.AddPlugin({"io.containerd.grpc.v1", "containers"});
   daemon.AddPlugin({"io.containerd.grpc.v1", "leases"});
+  daemon.AddPlugin({"io.containerd.grpc.v1", "tasks"});
   if (absl::Status st = daemon.Start(); !st.ok()) {
     BERTH_LOG(Error) << "execd: " << st;
     return 1;

@@ -349,7 +349,7 @@ absl::StatusOr<std::vector<images::Image>> Finish(const Job& job, Plan& plan,
     std::vector<oci::Descriptor> layers(node.manifest.layers.begin(), node.manifest.layers.end());
     content::Labels config_labels;
     if (node.unpack && !layers.empty()) {
-      std::vector<std::string> chain = ChainIds(node.diff_ids);
+      std::vector<std::string> chain = images::ChainIds(node.diff_ids);
       for (const oci::Descriptor& layer : layers) {
         job.Emit(layer, State::kUnpacking);
       }

@@ -53,36 +53,6 @@ class Emitter {
   absl::Mutex mu_;
 };
 
-// The index entry for `want`: the best MatchPlatform rank among manifests; an entry without a
-// platform matches last. NotFound when none matches.
-absl::StatusOr<Descriptor> ChooseManifest(const images::Index& index, const images::Platform& want,
-                                          absl::string_view name) {
-  const Descriptor* best = nullptr;
-  int best_rank = INT_MAX;
-  for (const Descriptor& entry : index.manifests) {
-    if (!images::IsManifestType(entry.media_type)) {
-      continue;
-    }
-    int rank = INT_MAX - 1;
-    if (entry.platform.has_value()) {
-      std::optional<int> match = images::MatchPlatform(want, *entry.platform);
-      if (!match.has_value()) {
-        continue;
-      }
-      rank = *match;
-    }
-    if (rank < best_rank) {
-      best = &entry;
-      best_rank = rank;
-    }
-  }
-  if (best == nullptr) {
-    return absl::NotFoundError(absl::StrCat(name, ": no manifest for platform ",
-                                            images::FormatPlatform(want)));
-  }
-  return *best;
-}
-
 // What one pull needs while it runs: its context (with the lease), the registry and reference.
 struct PullJob {
   Context ctx;
@@ -97,16 +67,6 @@ struct PullJob {
 int DefaultParallelDownloads() {
   int cpus = static_cast<int>(std::thread::hardware_concurrency());
   return std::clamp(2 * cpus, 4, 16);
-}
-
-std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids) {
-  std::vector<std::string> chain;
-  chain.reserve(diff_ids.size());
-  for (const std::string& diff_id : diff_ids) {
-    chain.push_back(chain.empty() ? diff_id
-                                  : Sha256Of(absl::StrCat(chain.back(), " ", diff_id)).ToString());
-  }
-  return chain;
 }
 
 Puller::Puller(content::ContentStore& content, leases::LeaseManager& leases,
@@ -340,7 +300,7 @@ absl::StatusOr<images::Image> PullLeased(content::ContentStore& content,
   Descriptor manifest_desc = root;
   RegistryClient::Document manifest_doc;
   if (root_doc.index.has_value()) {
-    BERTH_ASSIGN_OR_RETURN(manifest_desc, ChooseManifest(*root_doc.index, want, name));
+    BERTH_ASSIGN_OR_RETURN(manifest_desc, images::ChooseManifest(*root_doc.index, want, name));
     BERTH_ASSIGN_OR_RETURN(manifest_doc,
                            job.registry.FetchManifest(job.ctx, job.ref, manifest_desc));
     if (!manifest_doc.manifest.has_value()) {
@@ -363,7 +323,7 @@ absl::StatusOr<images::Image> PullLeased(content::ContentStore& content,
         manifest.layers.size(), " layers"));
   }
   std::vector<oci::Descriptor> layers(manifest.layers.begin(), manifest.layers.end());
-  const std::vector<std::string> chain = ChainIds(config.diff_ids);
+  const std::vector<std::string> chain = images::ChainIds(config.diff_ids);
   BERTH_RETURN_IF_ERROR(DownloadAndUnpack(content, request.unpack ? unpacker : nullptr, options,
                                           job, layers, chain));
 

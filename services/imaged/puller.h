@@ -21,8 +21,8 @@
 //   with Range from its offset. Concurrent pulls share downloads: a blob one pull is
 //   downloading is waited for by the others (DownloadFlights), which then report kExists.
 // - Unpacking overlaps the download: an unpack session (Unpacker::Start, with the chain ids of
-//   the config's rootfs.diff_ids, ChainIds below) is told of each layer as soon as it is in
-//   the store, so a layer's apply starts while the layers above it still download; the chain
+//   the config's rootfs.diff_ids: images::ChainIds, lib/images/oci.h) is told of each layer as
+//   soon as it is in the store, so a layer's apply starts while the layers above it still download; the chain
 //   is committed bottom-up and exists when Pull returns; an existing prefix is reused. On any
 //   failure (a download, an apply, the caller leaving) the session is dropped, which removes
 //   every snapshot this pull created, before Pull returns.
@@ -115,9 +115,5 @@ inline constexpr char kPullLeaseLabel[] = "berth.io/pull";
 // too. Returns the ids deleted, "<namespace>/<id>"; the first error stops it.
 absl::StatusOr<std::vector<std::string>> ReleasePullLeases(
     leases::LeaseManager& leases, const std::vector<std::string>& namespaces);
-
-// containerd's identity.ChainID for each prefix of `diff_ids`: chain[0] = diff_ids[0],
-// chain[i] = sha256(chain[i-1] + " " + diff_ids[i]), as "sha256:<hex>" strings.
-std::vector<std::string> ChainIds(const std::vector<std::string>& diff_ids);
 
 }  // namespace berth::imaged

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <set>
 
 #include <thread>
 
@@ -138,8 +139,60 @@ std::function<void()> Runner::Wrap(std::function<absl::Status(Session&)> body) {
       return;
     }
     status_ = body(**session);
+    exit_code_ = (*session)->exit_code();
   };
 }
+
+namespace {
+std::vector<std::string>& Trailing() {
+  static auto* trailing = new std::vector<std::string>();
+  return *trailing;
+}
+
+// Whether option `token` ("-v", "--volume=x") of `app` (or of its parents) takes a value that
+// follows as the next argument.
+bool TakesNextValue(const CLI::App* app, const std::string& token) {
+  if (token.find('=') != std::string::npos) {
+    return false;
+  }
+  for (; app != nullptr; app = app->get_parent()) {
+    const CLI::Option* option = app->get_option_no_throw(token);
+    if (option != nullptr) {
+      return option->get_items_expected_min() > 0;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+void SplitTrailingCommand(CLI::App& root, std::vector<std::string>* args) {
+  static const std::set<std::string> kCommands = {"run", "create", "exec"};
+  const CLI::App* command = &root;
+  size_t i = 0;
+  for (; i < args->size(); ++i) {
+    const std::string& token = (*args)[i];
+    if (!token.empty() && token[0] == '-') {
+      if (TakesNextValue(command, token)) {
+        ++i;
+      }
+      continue;
+    }
+    if (command != &root) {
+      break;  // the command's positional: what follows is the container's command
+    }
+    if (kCommands.count(token) == 0) {
+      return;
+    }
+    command = root.get_subcommand(token);
+  }
+  if (command == &root || i >= args->size()) {
+    return;
+  }
+  Trailing().assign(args->begin() + static_cast<std::ptrdiff_t>(i) + 1, args->end());
+  args->resize(i + 1);
+}
+
+const std::vector<std::string>& TrailingCommand() { return Trailing(); }
 
 absl::Status UsageError(absl::string_view message) {
   absl::Status status = absl::InvalidArgumentError(message);

@@ -75,6 +75,11 @@ class Session {
   // DeadlineExceeded names the timeout, Unimplemented names the daemon. Ok stays ok.
   absl::Status Explain(absl::string_view daemon, const absl::Status& status);
 
+  // The exit code berth ends with when the command succeeded (`berth run` passes the
+  // container's on); 0 by default.
+  void set_exit_code(int code) { exit_code_ = code; }
+  int exit_code() const { return exit_code_; }
+
  private:
   Session() = default;
 
@@ -84,6 +89,7 @@ class Session {
   bool json_ = false;
   absl::Duration timeout_ = absl::ZeroDuration();
   absl::Time deadline_ = absl::InfiniteFuture();
+  int exit_code_ = 0;
 };
 
 // Turns command bodies into CLI11 callbacks. The body runs with a Session made from the
@@ -97,11 +103,24 @@ class Runner {
 
   std::function<void()> Wrap(std::function<absl::Status(Session&)> body);
   const absl::Status& status() const { return status_; }
+  // The successful command's exit code (Session::set_exit_code).
+  int exit_code() const { return exit_code_; }
 
  private:
   const GlobalOptions& options_;
   absl::Status status_;
+  int exit_code_ = 0;
 };
+
+// Commands whose last positional starts a command line of the container's own (`berth run
+// IMAGE CMD...`, `create`, `exec ID CMD...`): everything after that positional, flags included,
+// is the container's. CLI11 would parse those flags as berth's, so main cuts them off `args`
+// (the arguments without the program name) before parsing and keeps them here.
+// Global and the command's own options before the positional are left in `args`; an option's
+// value is recognised by asking `root` which options take one. Not thread-safe.
+void SplitTrailingCommand(CLI::App& root, std::vector<std::string>* args);
+// What SplitTrailingCommand cut off (empty when it cut nothing).
+const std::vector<std::string>& TrailingCommand();
 
 // A usage error: printed like any error, but berth exits 2.
 absl::Status UsageError(absl::string_view message);

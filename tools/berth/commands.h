@@ -29,6 +29,10 @@ void RegisterEventsCommand(CLI::App& root, Runner& runner);
 void RegisterPullCommand(CLI::App& root, Runner& runner);
 // `berth import FILE|-` and `berth export FILE|- NAME...`: imaged's Import and Export.
 void RegisterArchiveCommands(CLI::App& root, Runner& runner);
+// `berth run`, `create`, `start`: containers and their tasks on execd.
+void RegisterRunCommands(CLI::App& root, Runner& runner);
+// `berth ps`, `exec`, `kill`, `stop`, `rm`, `logs`, `pause`, `unpause`, `top`, `stats`, `wait`.
+void RegisterContainerCommands(CLI::App& root, Runner& runner);
 // `berth version`.
 void RegisterVersionCommand(CLI::App& root, Runner& runner);
 

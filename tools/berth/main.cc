@@ -4,6 +4,7 @@
 // Exit status: 0 on success, 1 when a command fails, 2 for a usage error. Errors are one line on
 // stderr: "berth: <message>".
 
+#include <algorithm>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -35,9 +36,14 @@ int main(int argc, char** argv) {
   berth::cli::RegisterPullCommand(app, runner);
   berth::cli::RegisterArchiveCommands(app, runner);
   berth::cli::RegisterVersionCommand(app, runner);
+  berth::cli::RegisterRunCommands(app, runner);
+  berth::cli::RegisterContainerCommands(app, runner);
 
+  std::vector<std::string> args(argv + 1, argv + argc);
+  berth::cli::SplitTrailingCommand(app, &args);
+  std::reverse(args.begin(), args.end());  // CLI11 takes them last first
   try {
-    app.parse(argc, argv);
+    app.parse(args);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
@@ -72,5 +78,5 @@ int main(int argc, char** argv) {
     return berth::cli::IsUsageError(status) ? 2 : 1;
   }
   std::cout.flush();
-  return std::cout.good() ? 0 : 1;
+  return std::cout.good() ? runner.exit_code() : 1;
 }

@@ -1,0 +1,533 @@
+// execd's Tasks API (containerd's) against the real execd binary, berth-shim and runc, with a
+// busybox rootfs bind-mounted by execd from the request's rootfs mounts, events read off a
+// real nats-server, and ctr pointed at execd's socket. Each test removes what it made (runc
+// delete -f, the mount, the shim) even when it fails. Needs root, runc and busybox-static.
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "containerd/events/task.pb.h"
+#include "containerd/services/tasks/v1/tasks.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "integration/ctr_records.h"
+#include "integration/harness.h"
+#include "lib/base/grpc_client.h"
+#include "lib/base/grpc_status.h"
+#include "lib/base/posix.h"
+#include "lib/base/random.h"
+#include "lib/base/unique_fd.h"
+#include "lib/containers/grpc_container_store.h"
+#include "lib/testing/testing.h"
+#include "services/execd/test_bundle.h"
+
+namespace berth::integration {
+namespace {
+
+namespace tasks = ::containerd::services::tasks::v1;
+using ::berth::testing::NatsServer;
+using ::berth::testing::TempDir;
+using ::testing::HasSubstr;
+using execd::testing::FifoReader;
+
+constexpr char kNamespace[] = "tasks-test";
+constexpr char kSpecType[] = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+class ExecdTasksTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) {
+      GTEST_SKIP() << "runc needs root (ctest label: root)";
+    }
+    ASSERT_TRUE(execd::testing::MakeBusyboxRootfs(dir_.Join("busybox")).ok());
+    ASSERT_TRUE(contentd_.Start().ok());
+    StartExecd();
+    store_ = std::make_unique<containers::GrpcContainerStore>(Dial(address_));
+    stub_ = tasks::Tasks::NewStub(Dial(address_));
+  }
+
+  void TearDown() override {
+    for (const std::string& id : ids_) {
+      if (execd_.running()) {
+        tasks::KillRequest kill;
+        kill.set_container_id(id);
+        kill.set_signal(9);
+        kill.set_all(true);
+        google::protobuf::Empty empty;
+        Call(&tasks::Tasks::Stub::Kill, kill, &empty).IgnoreError();
+        tasks::WaitRequest wait;
+        wait.set_container_id(id);
+        tasks::WaitResponse waited;
+        Call(&tasks::Tasks::Stub::Wait, wait, &waited).IgnoreError();
+        tasks::DeleteTaskRequest del;
+        del.set_container_id(id);
+        tasks::DeleteResponse deleted;
+        Call(&tasks::Tasks::Stub::Delete, del, &deleted).IgnoreError();
+      }
+      std::string task_dir = TaskDir(id);
+      execd::testing::ForceCleanup(dir_.Join(absl::StrCat("state/runc/", kNamespace)), id,
+                                   task_dir + "/shim");
+      ::umount2((task_dir + "/rootfs").c_str(), MNT_DETACH);
+    }
+  }
+
+  void StartExecd() {
+    ASSERT_TRUE(execd_
+                    .StartServing("execd",
+                                  {berth::testing::BinaryPath("services/execd/execd"), "--root",
+                                   dir_.Join("root"), "--state", dir_.Join("state"), "--address",
+                                   address_, "--contentd-address", contentd_.address(),
+                                   "--nats-url", nats_.url(), "--log-level", "debug"},
+                                  address_)
+                    .ok())
+        << execd_.ReadLog();
+  }
+
+  std::string TaskDir(const std::string& id) {
+    return dir_.Join(absl::StrCat("state/tasks/", kNamespace, "/", id));
+  }
+
+  template <typename Request, typename Response>
+  absl::Status Call(grpc::Status (tasks::Tasks::Stub::*method)(grpc::ClientContext*,
+                                                                 const Request&, Response*),
+                    const Request& request, Response* response) {
+    grpc::ClientContext call;
+    ApplyContext(ctx_.WithTimeout(absl::Seconds(60)), &call);
+    call.set_wait_for_ready(true);  // across an execd restart the channel reconnects
+    return FromGrpcStatus((stub_.get()->*method)(&call, request, response));
+  }
+
+  // A container record running `args` in busybox; its id is unique on this host.
+  std::string Seed(const std::string& name, const std::vector<std::string>& args,
+                   bool terminal = false, int64_t memory_limit = 0) {
+    std::string id = absl::StrCat("berth-", name, "-", RandomHex(4));
+    auto spec =
+        execd::testing::BusyboxSpec(id, dir_.Join("busybox"), args, terminal, memory_limit);
+    EXPECT_TRUE(spec.ok()) << spec.status();
+    (*spec)["root"]["path"] = "rootfs";  // the bundle's, where execd mounts the request's rootfs
+    containers::Container c;
+    c.id = id;
+    c.runtime.name = "io.containerd.runc.v2";
+    c.spec = containers::Any{kSpecType, spec->dump()};
+    absl::Status created = store_->Create(ctx_, c).status();
+    EXPECT_TRUE(created.ok()) << created;
+    ids_.push_back(id);
+    return id;
+  }
+
+  tasks::CreateTaskRequest CreateRequest(const std::string& id) {
+    tasks::CreateTaskRequest request;
+    request.set_container_id(id);
+    auto* m = request.add_rootfs();
+    m->set_type("bind");
+    m->set_source(dir_.Join("busybox"));
+    m->add_options("rbind");
+    m->add_options("rw");
+    return request;
+  }
+
+  absl::StatusOr<uint32_t> CreateAndStart(const tasks::CreateTaskRequest& request) {
+    tasks::CreateTaskResponse created;
+    absl::Status st = Call(&tasks::Tasks::Stub::Create, request, &created);
+    if (!st.ok()) return st;
+    tasks::StartRequest start;
+    start.set_container_id(request.container_id());
+    tasks::StartResponse started;
+    st = Call(&tasks::Tasks::Stub::Start, start, &started);
+    if (!st.ok()) return st;
+    return started.pid();
+  }
+
+  absl::StatusOr<uint32_t> Wait(const std::string& id, const std::string& exec_id = "") {
+    tasks::WaitRequest wait;
+    wait.set_container_id(id);
+    wait.set_exec_id(exec_id);
+    tasks::WaitResponse waited;
+    absl::Status st = Call(&tasks::Tasks::Stub::Wait, wait, &waited);
+    if (!st.ok()) return st;
+    return waited.exit_status();
+  }
+
+  absl::StatusOr<tasks::DeleteResponse> Delete(const std::string& id) {
+    tasks::DeleteTaskRequest del;
+    del.set_container_id(id);
+    tasks::DeleteResponse deleted;
+    absl::Status st = Call(&tasks::Tasks::Stub::Delete, del, &deleted);
+    if (!st.ok()) return st;
+    return deleted;
+  }
+
+  absl::StatusOr<tasks::GetResponse> Get(const std::string& id) {
+    tasks::GetRequest get;
+    get.set_container_id(id);
+    tasks::GetResponse got;
+    absl::Status st = Call(&tasks::Tasks::Stub::Get, get, &got);
+    if (!st.ok()) return st;
+    return got;
+  }
+
+  // Nothing of task `id` is left: no runtime state, no mount, no directory, no cgroup.
+  void ExpectNothingLeft(const std::string& id) {
+    std::string list = berth::testing::RunCommand(std::vector<std::string>{
+        "runc", "--root", dir_.Join(absl::StrCat("state/runc/", kNamespace)), "list", "-q"});
+    EXPECT_THAT(list, ::testing::Not(HasSubstr(id)));
+    absl::StatusOr<std::string> mounts = ReadFile("/proc/self/mountinfo");
+    ASSERT_TRUE(mounts.ok());
+    EXPECT_THAT(*mounts, ::testing::Not(HasSubstr(TaskDir(id))));
+    struct stat st;
+    EXPECT_NE(::stat(TaskDir(id).c_str(), &st), 0) << TaskDir(id) << " is left";
+    EXPECT_NE(::stat(absl::StrCat("/sys/fs/cgroup/memory/", id).c_str(), &st), 0)
+        << "cgroup of " << id << " is left";
+  }
+
+  std::string Fifo(const std::string& name) {
+    std::string path = dir_.Join(name);
+    ::mkfifo(path.c_str(), 0600);
+    return path;
+  }
+
+  TempDir dir_;
+  NatsServer nats_;
+  std::string address_ = dir_.Join("execd.sock");
+  Contentd contentd_{dir_.path(), Contentd::Options{}};
+  DaemonProcess execd_{dir_.path()};
+  std::unique_ptr<containers::GrpcContainerStore> store_;
+  std::unique_ptr<tasks::Tasks::Stub> stub_;
+  std::vector<std::string> ids_;
+  const Context ctx_{kNamespace, ""};
+};
+
+
+TEST_F(ExecdTasksTest, RunsToExitWithSeparateStreamsAndEvents) {
+  BusEvents events(nats_.url(), kNamespace, "tasks");
+  std::string id = Seed("exit", {"sh", "-c", "echo to-out; echo to-err >&2; exit 3"});
+  tasks::CreateTaskRequest request = CreateRequest(id);
+  request.set_stdout(dir_.Join("out"));
+  request.set_stderr(dir_.Join("err"));
+  FifoReader out(request.stdout()), err(request.stderr());
+  absl::StatusOr<uint32_t> pid = CreateAndStart(request);
+  ASSERT_TRUE(pid.ok()) << pid.status() << execd_.ReadLog();
+  absl::StatusOr<uint32_t> code = Wait(id);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 3u);
+  EXPECT_EQ(out.Finish(), "to-out\n");
+  EXPECT_EQ(err.Finish(), "to-err\n");
+  absl::StatusOr<tasks::GetResponse> got = Get(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->process().status(), containerd::v1::types::STOPPED);
+  EXPECT_EQ(got->process().exit_status(), 3u);
+  absl::StatusOr<tasks::DeleteResponse> deleted = Delete(id);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(deleted->exit_status(), 3u);
+  EXPECT_EQ(deleted->pid(), *pid);
+  ExpectNothingLeft(id);
+  EXPECT_EQ(Get(id).status().code(), absl::StatusCode::kNotFound);
+
+  std::vector<std::string> topics;
+  std::string subject;
+  containerd::services::events::v1::Envelope envelope;
+  for (int i = 0; i < 4 && events.Next(&subject, &envelope); ++i) {
+    topics.push_back(envelope.topic());
+    if (envelope.topic() == "/tasks/exit") {
+      containerd::events::TaskExit exit;
+      ASSERT_TRUE(exit.ParseFromString(envelope.event().value()));
+      EXPECT_EQ(exit.container_id(), id);
+      EXPECT_EQ(exit.exit_status(), 3u);
+      EXPECT_EQ(exit.pid(), *pid);
+    }
+  }
+  EXPECT_THAT(topics,
+              ::testing::ElementsAre("/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"));
+}
+
+TEST_F(ExecdTasksTest, BadInputIsRefusedAndLeavesNothing) {
+  EXPECT_EQ(CreateAndStart(CreateRequest("no-such-container")).status().code(),
+            absl::StatusCode::kNotFound);
+
+  std::string missing = Seed("missing", {"/no-such-command"});
+  absl::StatusOr<uint32_t> pid = CreateAndStart(CreateRequest(missing));
+  ASSERT_FALSE(pid.ok());
+  EXPECT_EQ(pid.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(pid.status().message(), HasSubstr("no-such-command"));
+  ExpectNothingLeft(missing);
+  EXPECT_EQ(Get(missing).status().code(), absl::StatusCode::kNotFound);
+
+  std::string twice = Seed("twice", {"sleep", "60"});
+  ASSERT_TRUE(CreateAndStart(CreateRequest(twice)).ok());
+  tasks::CreateTaskResponse created;
+  EXPECT_EQ(Call(&tasks::Tasks::Stub::Create, CreateRequest(twice), &created).code(),
+            absl::StatusCode::kAlreadyExists);
+  // A running task cannot be deleted.
+  EXPECT_EQ(Delete(twice).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  std::string bad_runtime = Seed("runtime", {"true"});
+  tasks::CreateTaskRequest request = CreateRequest(bad_runtime);
+  request.set_runtime_path("/nonexistent/runc");
+  absl::Status st = Call(&tasks::Tasks::Stub::Create, request, &created);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(st.message(), HasSubstr("/nonexistent/runc"));
+  ExpectNothingLeft(bad_runtime);
+
+  tasks::CheckpointTaskRequest checkpoint;
+  checkpoint.set_container_id(twice);
+  tasks::CheckpointTaskResponse checkpointed;
+  st = Call(&tasks::Tasks::Stub::Checkpoint, checkpoint, &checkpointed);
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(st.message(), HasSubstr("not implemented"));
+}
+
+TEST_F(ExecdTasksTest, CtrListsAndKillsATask) {
+  std::string id = Seed("ctr", {"sleep", "600"});
+  absl::StatusOr<uint32_t> pid = CreateAndStart(CreateRequest(id));
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  CommandResult ls = Ctr(address_, kNamespace, {"tasks", "ls"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.output;
+  EXPECT_THAT(ls.output, ::testing::ContainsRegex(absl::StrCat(id, " +", *pid, " +RUNNING")));
+  // sleep is the container's pid 1, which ignores a SIGTERM it has no handler for.
+  CommandResult kill = Ctr(address_, kNamespace, {"tasks", "kill", "-s", "SIGKILL", id});
+  ASSERT_EQ(kill.exit_code, 0) << kill.output;
+  absl::StatusOr<uint32_t> code = Wait(id);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 128u + SIGKILL);
+  ls = Ctr(address_, kNamespace, {"tasks", "ls"});
+  EXPECT_THAT(ls.output, ::testing::ContainsRegex(absl::StrCat(id, " +", *pid, " +STOPPED")));
+  CommandResult rm = Ctr(address_, kNamespace, {"tasks", "rm", id});
+  EXPECT_EQ(rm.exit_code, 0) << rm.output;
+  ExpectNothingLeft(id);
+}
+
+TEST_F(ExecdTasksTest, ExecPauseResumeAndStdin) {
+  std::string id = Seed("exec", {"sh", "-c", "read line; echo got:$line; exit 4"});
+  tasks::CreateTaskRequest request = CreateRequest(id);
+  request.set_stdin(Fifo("in"));
+  request.set_stdout(dir_.Join("out"));
+  FifoReader out(request.stdout());
+  UniqueFd in(::open(request.stdin().c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(CreateAndStart(request).ok());
+
+  tasks::ExecProcessRequest exec;
+  exec.set_container_id(id);
+  exec.set_exec_id("probe");
+  exec.set_stdout(dir_.Join("exec-out"));
+  FifoReader exec_out(exec.stdout());
+  nlohmann::json process = {{"args", {"sh", "-c", "echo from-exec; exit 6"}},
+                            {"cwd", "/"},
+                            {"env", {"PATH=/bin"}},
+                            {"user", {{"uid", 0}, {"gid", 0}}}};
+  exec.mutable_spec()->set_type_url("types.containerd.io/opencontainers/runtime-spec/1/Process");
+  exec.mutable_spec()->set_value(process.dump());
+  google::protobuf::Empty empty;
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::Exec, exec, &empty).ok());
+  EXPECT_EQ(Call(&tasks::Tasks::Stub::Exec, exec, &empty).code(),
+            absl::StatusCode::kAlreadyExists);
+  tasks::StartRequest start;
+  start.set_container_id(id);
+  start.set_exec_id("probe");
+  tasks::StartResponse started;
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::Start, start, &started).ok());
+  EXPECT_EQ(*Wait(id, "probe"), 6u);
+  EXPECT_EQ(exec_out.Finish(), "from-exec\n");
+  tasks::DeleteProcessRequest delete_exec;
+  delete_exec.set_container_id(id);
+  delete_exec.set_exec_id("probe");
+  tasks::DeleteResponse exec_deleted;
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::DeleteProcess, delete_exec, &exec_deleted).ok());
+  EXPECT_EQ(exec_deleted.exit_status(), 6u);
+
+  tasks::PauseTaskRequest pause;
+  pause.set_container_id(id);
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::Pause, pause, &empty).ok());
+  EXPECT_EQ(Get(id)->process().status(), containerd::v1::types::PAUSED);
+  tasks::ResumeTaskRequest resume;
+  resume.set_container_id(id);
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::Resume, resume, &empty).ok());
+  EXPECT_EQ(Get(id)->process().status(), containerd::v1::types::RUNNING);
+
+  tasks::ListPidsRequest pids;
+  pids.set_container_id(id);
+  tasks::ListPidsResponse listed;
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::ListPids, pids, &listed).ok());
+  EXPECT_GE(listed.processes_size(), 1);
+
+  ASSERT_EQ(::write(in.get(), "hello\n", 6), 6);
+  EXPECT_EQ(*Wait(id), 4u);
+  EXPECT_EQ(out.Finish(), "got:hello\n");
+  ASSERT_TRUE(Delete(id).ok());
+  ExpectNothingLeft(id);
+}
+
+TEST_F(ExecdTasksTest, ExecdKilledWhileContainersRunReattachesAndReportsExitsOnce) {
+  BusEvents events(nats_.url(), kNamespace, "tasks");
+  std::string keeps = Seed("keeps", {"sleep", "600"});
+  std::string exits = Seed("exits", {"sh", "-c", "read line; exit 5"});
+  ASSERT_TRUE(CreateAndStart(CreateRequest(keeps)).ok());
+  tasks::CreateTaskRequest request = CreateRequest(exits);
+  request.set_stdin(Fifo("in"));
+  UniqueFd in(::open(request.stdin().c_str(), O_RDWR | O_CLOEXEC));
+  absl::StatusOr<uint32_t> exits_pid = CreateAndStart(request);
+  ASSERT_TRUE(exits_pid.ok()) << exits_pid.status();
+
+  execd_.Kill();
+  EXPECT_TRUE(execd::testing::ShimAlive(TaskDir(keeps) + "/shim"));
+  EXPECT_TRUE(execd::testing::ShimAlive(TaskDir(exits) + "/shim"));
+  // One container exits while execd is down; its shim records the exit.
+  ASSERT_EQ(::write(in.get(), "\n", 1), 1);
+  struct stat st;
+  ASSERT_TRUE(berth::testing::WaitFor(
+      [&] { return ::stat((TaskDir(exits) + "/shim/exit").c_str(), &st) == 0; },
+      absl::Seconds(20)));
+
+  StartExecd();
+  absl::StatusOr<uint32_t> code = Wait(exits);
+  ASSERT_TRUE(code.ok()) << code.status() << execd_.ReadLog();
+  EXPECT_EQ(*code, 5u);
+  EXPECT_EQ(Get(keeps)->process().status(), containerd::v1::types::RUNNING);
+  // Another crash and restart publishes nothing again.
+  execd_.Kill();
+  StartExecd();
+  EXPECT_EQ(*Wait(exits), 5u);
+  EXPECT_EQ(Get(keeps)->process().status(), containerd::v1::types::RUNNING);
+
+  // The sentinel: the other container's exit, published after anything the restarts sent.
+  tasks::KillRequest kill;
+  kill.set_container_id(keeps);
+  kill.set_signal(SIGKILL);
+  google::protobuf::Empty empty;
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::Kill, kill, &empty).ok());
+  EXPECT_EQ(*Wait(keeps), 128u + SIGKILL);
+  std::map<std::string, int> exit_events;
+  std::string subject;
+  containerd::services::events::v1::Envelope envelope;
+  while (exit_events[keeps] == 0 && events.Next(&subject, &envelope)) {
+    if (envelope.topic() != "/tasks/exit") continue;
+    containerd::events::TaskExit exit;
+    ASSERT_TRUE(exit.ParseFromString(envelope.event().value()));
+    exit_events[exit.container_id()]++;
+    if (exit.container_id() == exits) {
+      EXPECT_EQ(exit.exit_status(), 5u);
+      EXPECT_EQ(exit.pid(), *exits_pid);
+    }
+  }
+  EXPECT_EQ(exit_events[exits], 1);
+  EXPECT_EQ(exit_events[keeps], 1);
+  for (const std::string& id : {keeps, exits}) {
+    ASSERT_TRUE(Delete(id).ok());
+    ExpectNothingLeft(id);
+  }
+}
+
+TEST_F(ExecdTasksTest, KilledShimIsReportedExitedAndLeavesNothing) {
+  std::string id = Seed("shimkill", {"sleep", "600"});
+  absl::StatusOr<uint32_t> pid = CreateAndStart(CreateRequest(id));
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  absl::StatusOr<std::string> shim_pid = ReadFile(TaskDir(id) + "/shim/shim.pid");
+  ASSERT_TRUE(shim_pid.ok());
+  ASSERT_EQ(::kill(std::stoi(*shim_pid), SIGKILL), 0);
+  absl::StatusOr<uint32_t> code = Wait(id);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 255u);
+  EXPECT_THAT(execd_.ReadLog(), HasSubstr("its shim died"));
+  // The container's process is gone (killed; at most a zombie until pid 1 reaps it).
+  EXPECT_TRUE(berth::testing::WaitFor(
+      [&] {
+        absl::StatusOr<std::string> stat = ReadFile(absl::StrCat("/proc/", *pid, "/stat"));
+        return !stat.ok() || stat->find(") Z ") != std::string::npos;
+      },
+      absl::Seconds(20)));
+  absl::StatusOr<tasks::DeleteResponse> deleted = Delete(id);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(deleted->exit_status(), 255u);
+  ExpectNothingLeft(id);
+}
+
+TEST_F(ExecdTasksTest, FiftyContainersAtOnceAllCleanedUp) {
+  constexpr int kContainers = 50;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kContainers; ++i) {
+    ids.push_back(Seed(absl::StrCat("many", i), {"sh", "-c", absl::StrCat("read line; exit ", i % 7)}));
+  }
+  std::vector<UniqueFd> stdins(kContainers);
+  std::vector<absl::Status> started(kContainers);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 5; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = t; i < kContainers; i += 5) {
+        tasks::CreateTaskRequest request = CreateRequest(ids[i]);
+        request.set_stdin(Fifo(absl::StrCat("in", i)));
+        stdins[i].Reset(::open(request.stdin().c_str(), O_RDWR | O_CLOEXEC));
+        started[i] = CreateAndStart(request).status();
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kContainers; ++i) {
+    ASSERT_TRUE(started[i].ok()) << ids[i] << ": " << started[i];
+  }
+  // All 50 run at once.
+  tasks::ListTasksRequest list;
+  tasks::ListTasksResponse listed;
+  ASSERT_TRUE(Call(&tasks::Tasks::Stub::List, list, &listed).ok());
+  int running = 0;
+  for (const auto& p : listed.tasks()) {
+    running += p.status() == containerd::v1::types::RUNNING;
+  }
+  EXPECT_EQ(running, kContainers);
+  for (int i = 0; i < kContainers; ++i) {
+    ASSERT_EQ(::write(stdins[i].get(), "\n", 1), 1);
+  }
+  for (int i = 0; i < kContainers; ++i) {
+    absl::StatusOr<uint32_t> code = Wait(ids[i]);
+    ASSERT_TRUE(code.ok()) << code.status();
+    EXPECT_EQ(*code, static_cast<uint32_t>(i % 7));
+    ASSERT_TRUE(Delete(ids[i]).ok());
+  }
+  for (const std::string& id : ids) {
+    ExpectNothingLeft(id);
+  }
+}
+
+TEST_F(ExecdTasksTest, MemoryLimitTriggersAnOomEvent) {
+  BusEvents events(nats_.url(), kNamespace, "tasks");
+  // The shell keeps the command's output in memory: far more than the limit.
+  std::string id = Seed("oom", {"sh", "-c", "x=$(yes | head -c 200000000); echo survived"},
+                        /*terminal=*/false, 32 << 20);
+  ASSERT_TRUE(CreateAndStart(CreateRequest(id)).ok());
+  absl::StatusOr<uint32_t> code = Wait(id);
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 128u + SIGKILL);
+  bool oom = false;
+  std::string subject;
+  containerd::services::events::v1::Envelope envelope;
+  // /tasks/exit comes after the OOM (the kill ended the process).
+  bool exited = false;
+  while (!exited && events.Next(&subject, &envelope)) {
+    if (envelope.topic() == "/tasks/oom") {
+      containerd::events::TaskOOM event;
+      ASSERT_TRUE(event.ParseFromString(envelope.event().value()));
+      EXPECT_EQ(event.container_id(), id);
+      oom = true;
+    }
+    exited = envelope.topic() == "/tasks/exit";
+  }
+  if (!oom) {
+    // The OOM event is published by another thread than the exit's: wait for it a little more.
+    oom = events.Next(&subject, &envelope) && envelope.topic() == "/tasks/oom";
+  }
+  EXPECT_TRUE(oom) << execd_.ReadLog();
+  ASSERT_TRUE(Delete(id).ok());
+  ExpectNothingLeft(id);
+}
+
+}  // namespace
+}  // namespace berth::integration

@@ -1,0 +1,399 @@
+#include "services/execd/task_manager.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "containerd/events/task.pb.h"
+#include "lib/base/identifiers.h"
+#include "lib/base/logging.h"
+#include "lib/base/posix.h"
+#include "lib/base/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace berth::execd {
+namespace {
+
+namespace ev = ::containerd::events;
+
+std::string Key(const std::string& ns, const std::string& id) { return absl::StrCat(ns, "/", id); }
+
+// A binary named by path must exist; one by name must be found in PATH.
+bool Executable(const std::string& binary) {
+  if (binary.find('/') != std::string::npos) {
+    return ::access(binary.c_str(), X_OK) == 0;
+  }
+  const char* path = ::getenv("PATH");
+  for (absl::string_view dir : absl::StrSplit(path != nullptr ? path : "/usr/bin:/bin", ':')) {
+    if (::access(absl::StrCat(dir, "/", binary).c_str(), X_OK) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+TaskManager::TaskManager(containers::ContainerStore& store, TaskRecords& records,
+                         TaskManagerOptions options)
+    : store_(store),
+      records_(records),
+      options_(std::move(options)),
+      mounter_(options_.mounter != nullptr ? *options_.mounter : mount::SystemMounter()) {
+  if (options_.registry != nullptr) {
+    by_state_ = &prometheus::BuildGauge()
+                     .Name("berth_tasks")
+                     .Help("Tasks (containers with a process) execd holds, by state")
+                     .Register(*options_.registry);
+    shims_alive_ = &prometheus::BuildGauge()
+                        .Name("berth_shims_alive")
+                        .Help("berth-shim processes execd is attached to")
+                        .Register(*options_.registry)
+                        .Add({});
+    start_latency_ = &prometheus::BuildHistogram()
+                          .Name("berth_task_start_seconds")
+                          .Help("Time a task Start took (the runtime's start, through the shim)")
+                          .Register(*options_.registry)
+                          .Add({}, prometheus::Histogram::BucketBoundaries{
+                                       0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5});
+  }
+  oom_ = std::make_unique<OomWatcher>([this](const std::string& key) { OnOom(key); });
+}
+
+void TaskManager::WatchOom(const TaskRecord& record) {
+  if (absl::Status st = oom_->Add(Key(record.ns, record.id), static_cast<pid_t>(record.pid));
+      !st.ok()) {
+    BERTH_LOG(Warn) << "task " << record.ns << "/" << record.id << ": no OOM events: " << st;
+  }
+}
+
+void TaskManager::OnOom(const std::string& key) {
+  std::string ns, id;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = tasks_.find(key);
+    if (it == tasks_.end()) {
+      return;
+    }
+    ns = it->second->record.ns;
+    id = it->second->record.id;
+  }
+  ev::TaskOOM event;
+  event.set_container_id(id);
+  Publish(ns, "/tasks/oom", event);
+}
+
+TaskManager::~TaskManager() {
+  stop_->Cancel();
+  std::vector<std::thread> watchers;
+  {
+    absl::MutexLock lock(&mu_);
+    watchers.swap(watchers_);
+  }
+  for (std::thread& t : watchers) {
+    t.join();
+  }
+}
+
+std::string TaskManager::TaskDir(const std::string& ns, const std::string& id) const {
+  return absl::StrCat(options_.state_dir, "/tasks/", ns, "/", id);
+}
+
+std::string TaskManager::RuntimeRoot(const std::string& ns) const {
+  return absl::StrCat(options_.state_dir, "/runc/", ns);
+}
+
+absl::StatusOr<std::string> TaskManager::RuntimeFor(const containers::Container& c,
+                                                    const std::string& runtime_path) const {
+  // containerd's runtime names (io.containerd.runc.v2, ...) mean the daemon's runtime; any other
+  // name is the binary itself, by path or in PATH.
+  std::string binary = options_.default_runtime;
+  if (!runtime_path.empty()) {
+    binary = runtime_path;
+  } else if (!c.runtime.name.empty() && c.runtime.name.rfind("io.containerd.", 0) != 0) {
+    binary = c.runtime.name;
+  }
+  if (!Executable(binary)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "OCI runtime ", binary, ": not found or not executable (execd's --runtime, or the "
+        "container's runtime name)"));
+  }
+  return binary;
+}
+
+absl::StatusOr<std::shared_ptr<TaskManager::Task>> TaskManager::Find(const Context& ctx,
+                                                                     const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = tasks_.find(Key(ctx.ns, id));
+  if (it == tasks_.end()) {
+    return absl::NotFoundError(absl::StrCat("task ", id, ": not found"));
+  }
+  if (it->second->shim == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("task ", id, ": still being created"));
+  }
+  return it->second;
+}
+
+absl::StatusOr<pid_t> TaskManager::Create(const Context& ctx, const CreateTask& request) {
+  BERTH_ASSIGN_OR_RETURN(containers::Container container, store_.Get(ctx, request.id));
+  BERTH_ASSIGN_OR_RETURN(std::string runtime, RuntimeFor(container, request.runtime_path));
+  if (nlohmann::json::parse(container.spec.value, nullptr, false).is_discarded()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("container ", request.id, ": its spec is not an OCI runtime spec (JSON)"));
+  }
+  TaskRecord record;
+  record.ns = ctx.ns;
+  record.id = request.id;
+  record.runtime = runtime;
+  record.stdin_path = request.stdin_path;
+  record.stdout_path = request.stdout_path;
+  record.stderr_path = request.stderr_path;
+  record.terminal = request.terminal;
+  record.mounted = !request.rootfs.empty();
+  {
+    absl::MutexLock lock(&mu_);
+    if (tasks_.count(Key(ctx.ns, request.id)) != 0) {
+      return absl::AlreadyExistsError(absl::StrCat("task ", request.id, ": already exists"));
+    }
+    // Recorded first: a crash from here on leaves a record that Recover cleans up.
+    BERTH_RETURN_IF_ERROR(records_.Insert(record));
+    auto task = std::make_shared<Task>();
+    task->record = record;
+    task->dir = TaskDir(ctx.ns, request.id);
+    task->status = "creating";
+    tasks_[Key(ctx.ns, request.id)] = task;
+  }
+  const std::string dir = TaskDir(ctx.ns, request.id);
+  absl::StatusOr<pid_t> pid = [&]() -> absl::StatusOr<pid_t> {
+    BERTH_RETURN_IF_ERROR(MakeDirs(dir + "/rootfs", 0711));
+    BERTH_RETURN_IF_ERROR(MakeDirs(dir + "/shim", 0700));
+    BERTH_RETURN_IF_ERROR(MakeDirs(RuntimeRoot(ctx.ns), 0700));
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.json", container.spec.value, 0600));
+    if (!request.rootfs.empty()) {
+      BERTH_RETURN_IF_ERROR(mounter_.MountAll(request.rootfs, dir + "/rootfs"));
+    }
+    ShimLaunch launch;
+    launch.shim_binary = options_.shim_binary;
+    launch.id = request.id;
+    launch.bundle = dir;
+    launch.state_dir = dir + "/shim";
+    launch.runtime = runtime;
+    launch.runtime_root = RuntimeRoot(ctx.ns);
+    launch.stdin_path = request.stdin_path;
+    launch.stdout_path = request.stdout_path;
+    launch.stderr_path = request.stderr_path;
+    launch.terminal = request.terminal;
+    BERTH_ASSIGN_OR_RETURN(pid_t init, LaunchShim(launch));
+    BERTH_RETURN_IF_ERROR(records_.SetPid(ctx.ns, request.id, init));
+    return init;
+  }();
+  std::shared_ptr<Task> task;
+  {
+    absl::MutexLock lock(&mu_);
+    task = tasks_[Key(ctx.ns, request.id)];
+    if (!pid.ok()) {
+      tasks_.erase(Key(ctx.ns, request.id));
+    } else {
+      task->record.pid = *pid;
+      task->shim = std::make_unique<ShimClient>(dir + "/shim");
+      task->status = "created";
+    }
+  }
+  if (!pid.ok()) {
+    if (absl::Status cleaned = CleanUp(record); !cleaned.ok()) {
+      BERTH_LOG(Error) << "task " << request.id << ": cleaning up a failed create: " << cleaned;
+    }
+    return pid.status();
+  }
+  ev::TaskCreate event;
+  event.set_container_id(request.id);
+  event.set_bundle(dir);
+  event.set_pid(*pid);
+  event.mutable_io()->set_stdin(request.stdin_path);
+  event.mutable_io()->set_stdout(request.stdout_path);
+  event.mutable_io()->set_stderr(request.stderr_path);
+  event.mutable_io()->set_terminal(request.terminal);
+  for (const mount::Mount& m : request.rootfs) {
+    auto* out = event.add_rootfs();
+    out->set_type(m.type);
+    out->set_source(m.source);
+    for (const std::string& o : m.options) {
+      out->add_options(o);
+    }
+  }
+  Publish(ctx.ns, "/tasks/create", event);
+  WatchOom(task->record);
+  StartWatcher(task);
+  RefreshGauges();
+  return *pid;
+}
+
+absl::Status TaskManager::CleanUp(const TaskRecord& record) {
+  oom_->Remove(Key(record.ns, record.id));
+  const std::string dir = TaskDir(record.ns, record.id);
+  int status = 0;
+  // Kills what still runs, removes the runtime's state and the container's cgroup. A container
+  // the runtime never knew is fine.
+  RunProgram({record.runtime.empty() ? options_.default_runtime : record.runtime, "--root",
+              RuntimeRoot(record.ns), "delete", "--force", record.id},
+             &status)
+      .IgnoreError();
+  struct stat st;
+  if (::stat(dir.c_str(), &st) == 0) {
+    // Never remove a tree with a rootfs still mounted in it.
+    BERTH_RETURN_IF_ERROR(mounter_.Unmount(dir + "/rootfs"));
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    if (ec) {
+      return absl::InternalError(absl::StrCat("remove ", dir, ": ", ec.message()));
+    }
+  }
+  return records_.Delete(record.ns, record.id);
+}
+
+void TaskManager::StartWatcher(std::shared_ptr<Task> task) {
+  absl::MutexLock lock(&mu_);
+  watchers_.emplace_back([this, task] { Watch(task); });
+}
+
+void TaskManager::Watch(std::shared_ptr<Task> task) {
+  Context ctx;
+  ctx.ns = task->record.ns;
+  ctx.cancellation = stop_;
+  absl::StatusOr<ProcessExit> exit = task->shim->Wait(ctx, "");
+  if (stop_->IsCancelled()) {
+    return;
+  }
+  if (!exit.ok()) {
+    // The shim is gone. Its exit record, if it wrote one, is the truth; otherwise the container
+    // is killed with the runtime (no shim keeps its stdio or reaps it any more).
+    {
+      absl::MutexLock lock(&mu_);
+      task->shim_dead = true;
+    }
+    std::optional<ProcessExit> recorded = ReadExitRecord(task->shim->state_dir(), "");
+    if (!recorded.has_value()) {
+      int status = 0;
+      RunProgram({task->record.runtime, "--root", RuntimeRoot(task->record.ns), "delete",
+                  "--force", task->record.id},
+                 &status)
+          .IgnoreError();
+      recorded = ProcessExit{255, absl::Now()};
+      BERTH_LOG(Warn) << "task " << task->record.ns << "/" << task->record.id
+                      << ": its shim died (" << exit.status()
+                      << "); the container was killed and is reported exited with status 255";
+    }
+    exit = *recorded;
+  }
+  OnExit(*task, *exit);
+  RefreshGauges();
+}
+
+void TaskManager::OnExit(Task& task, ProcessExit exit) {
+  absl::MutexLock lock(&mu_);
+  task.exit = exit;
+  task.status = "stopped";
+  if (task.record.exit_published) {
+    return;
+  }
+  ev::TaskExit event;
+  event.set_container_id(task.record.id);
+  event.set_id(task.record.id);
+  event.set_pid(static_cast<uint32_t>(task.record.pid));
+  event.set_exit_status(exit.status);
+  SetTimestamp(event.mutable_exited_at(), exit.exited_at);
+  Publish(task.record.ns, "/tasks/exit", event);
+  if (absl::Status st = records_.MarkExitPublished(task.record.ns, task.record.id); !st.ok()) {
+    BERTH_LOG(Error) << "task " << task.record.id << ": remembering its exit event: " << st;
+  }
+  task.record.exit_published = true;
+}
+
+void TaskManager::WatchExec(std::shared_ptr<Task> task, std::string exec_id) {
+  Context ctx;
+  ctx.ns = task->record.ns;
+  ctx.cancellation = stop_;
+  absl::StatusOr<ProcessExit> exit = task->shim->Wait(ctx, exec_id);
+  if (!exit.ok()) {
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  auto it = task->execs.find(exec_id);
+  if (it != task->execs.end()) {
+    it->second.exit = *exit;
+  }
+  ev::TaskExit event;
+  event.set_container_id(task->record.id);
+  event.set_id(exec_id);
+  event.set_pid(it != task->execs.end() ? static_cast<uint32_t>(it->second.pid) : 0);
+  event.set_exit_status(exit->status);
+  SetTimestamp(event.mutable_exited_at(), exit->exited_at);
+  Publish(task->record.ns, "/tasks/exit", event);
+}
+
+absl::Status TaskManager::Recover() {
+  BERTH_ASSIGN_OR_RETURN(std::vector<TaskRecord> records, records_.List());
+  for (TaskRecord& record : records) {
+    if (record.pid == 0) {
+      // A create that a crash interrupted: nothing was promised to anyone yet.
+      BERTH_LOG(Info) << "task " << record.ns << "/" << record.id
+                      << ": removing an unfinished create";
+      if (absl::Status st = CleanUp(record); !st.ok()) {
+        BERTH_LOG(Error) << "task " << record.id << ": " << st;
+      }
+      continue;
+    }
+    auto task = std::make_shared<Task>();
+    task->dir = TaskDir(record.ns, record.id);
+    task->shim = std::make_unique<ShimClient>(task->dir + "/shim");
+    task->status = "running";
+    task->record = record;
+    {
+      absl::MutexLock lock(&mu_);
+      tasks_[Key(record.ns, record.id)] = task;
+    }
+    WatchOom(record);
+    StartWatcher(task);
+  }
+  BERTH_LOG(Info) << "reattached to " << records.size() << " task(s)";
+  RefreshGauges();
+  return absl::OkStatus();
+}
+
+void TaskManager::Publish(const std::string& ns, absl::string_view topic,
+                          const google::protobuf::Message& event) {
+  if (options_.publisher == nullptr) {
+    return;
+  }
+  if (absl::Status st = options_.publisher->Publish(ns, topic, event); !st.ok()) {
+    BERTH_LOG(Warn) << "publish " << topic << ": " << st;
+  }
+}
+
+void TaskManager::RefreshGauges() {
+  if (by_state_ == nullptr) {
+    return;
+  }
+  std::map<std::string, int> counts = {{"created", 0}, {"running", 0}, {"paused", 0},
+                                       {"stopped", 0}};
+  int alive = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, task] : tasks_) {
+      counts[task->status]++;
+      if (task->shim != nullptr && !task->shim_dead) {
+        ++alive;
+      }
+    }
+  }
+  for (const auto& [state, n] : counts) {
+    by_state_->Add({{"state", state}}).Set(n);
+  }
+  shims_alive_->Set(alive);
+}
+
+}  // namespace berth::execd

@@ -1,0 +1,340 @@
+// TaskManager's calls on an existing task (task_manager.cc has create, the watchers and
+// recovery).
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "containerd/events/task.pb.h"
+#include "lib/base/identifiers.h"
+#include "lib/base/logging.h"
+#include "lib/base/posix.h"
+#include "lib/base/status_macros.h"
+#include "services/execd/task_manager.h"
+
+namespace berth::execd {
+namespace {
+
+namespace ev = ::containerd::events;
+
+// A shim that no longer answers, for a process whose exit is not known: how long a read call
+// waits for it.
+constexpr absl::Duration kShimCallTimeout = absl::Seconds(5);
+
+}  // namespace
+
+absl::StatusOr<pid_t> TaskManager::Start(const Context& ctx, const std::string& id,
+                                         const std::string& exec_id) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  if (exec_id.empty()) {
+    absl::Time began = absl::Now();
+    BERTH_ASSIGN_OR_RETURN(pid_t pid, task->shim->Start(ctx));
+    if (start_latency_ != nullptr) {
+      start_latency_->Observe(absl::ToDoubleSeconds(absl::Now() - began));
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (task->status == "created") {
+        task->status = "running";
+      }
+    }
+    ev::TaskStart event;
+    event.set_container_id(id);
+    event.set_pid(pid);
+    Publish(ctx.ns, "/tasks/start", event);
+    RefreshGauges();
+    return pid;
+  }
+  ExecProcess request;
+  std::string spec_path;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = task->execs.find(exec_id);
+    if (it == task->execs.end()) {
+      return absl::NotFoundError(absl::StrCat("process ", exec_id, " of task ", id, ": not found"));
+    }
+    if (it->second.pid != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("process ", exec_id, " of task ", id, ": already started"));
+    }
+    request = it->second.request;
+    spec_path = it->second.spec_path;
+  }
+  BERTH_ASSIGN_OR_RETURN(
+      pid_t pid, task->shim->Exec(ctx, exec_id, spec_path, request.terminal, request.stdin_path,
+                                  request.stdout_path, request.stderr_path));
+  {
+    absl::MutexLock lock(&mu_);
+    task->execs[exec_id].pid = pid;
+    watchers_.emplace_back([this, task, exec_id] { WatchExec(task, exec_id); });
+  }
+  ev::TaskExecStarted event;
+  event.set_container_id(id);
+  event.set_exec_id(exec_id);
+  event.set_pid(pid);
+  Publish(ctx.ns, "/tasks/exec-started", event);
+  return pid;
+}
+
+absl::StatusOr<ProcessExit> TaskManager::Wait(const Context& ctx, const std::string& id,
+                                              const std::string& exec_id) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  if (exec_id.empty()) {
+    absl::MutexLock lock(&mu_);
+    if (task->exit.has_value()) {
+      return *task->exit;
+    }
+  }
+  absl::StatusOr<ProcessExit> exit = task->shim->Wait(ctx, exec_id);
+  if (exit.ok() || !absl::IsUnavailable(exit.status()) || !exec_id.empty()) {
+    return exit;
+  }
+  // The shim died: the watcher decides the exit (record or 255); wait for it.
+  absl::MutexLock lock(&mu_);
+  auto known = [&task]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return task->exit.has_value(); };
+  if (!mu_.AwaitWithDeadline(absl::Condition(&known), ctx.deadline)) {
+    return absl::DeadlineExceededError("the request's deadline passed");
+  }
+  return *task->exit;
+}
+
+absl::Status TaskManager::Kill(const Context& ctx, const std::string& id,
+                               const std::string& exec_id, int signal, bool all) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  {
+    absl::MutexLock lock(&mu_);
+    if (exec_id.empty() && task->exit.has_value()) {
+      return absl::NotFoundError(absl::StrCat("task ", id, ": process already finished"));
+    }
+  }
+  return task->shim->Kill(ctx, exec_id, signal, all);
+}
+
+absl::StatusOr<Deleted> TaskManager::Delete(const Context& ctx, const std::string& id) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  absl::StatusOr<ProcessState> state = task->shim->State(ctx.WithTimeout(kShimCallTimeout), "");
+  if (state.ok() && (state->status == "running" || state->status == "paused")) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("task ", id, ": must be stopped before deletion: ", state->status));
+  }
+  if (state.ok()) {
+    BERTH_RETURN_IF_ERROR(task->shim->Delete(ctx, ""));
+  }
+  // The exit: the shim's answer, the watcher's, or the shim's record; a task deleted before it
+  // ran reports what the runtime's delete --force left (SIGKILL).
+  ProcessExit exit{137, absl::Now()};
+  if (state.ok() && state->status == "stopped") {
+    exit = state->exit;
+  }
+  if (std::optional<ProcessExit> recorded = ReadExitRecord(task->shim->state_dir(), "")) {
+    exit = *recorded;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (task->exit.has_value()) {
+      exit = *task->exit;
+    }
+  }
+  OnExit(*task, exit);  // publishes /tasks/exit if the watcher has not
+  BERTH_RETURN_IF_ERROR(CleanUp(task->record));
+  {
+    absl::MutexLock lock(&mu_);
+    tasks_.erase(absl::StrCat(ctx.ns, "/", id));
+  }
+  ev::TaskDelete event;
+  event.set_container_id(id);
+  event.set_id(id);
+  event.set_pid(static_cast<uint32_t>(task->record.pid));
+  event.set_exit_status(exit.status);
+  SetTimestamp(event.mutable_exited_at(), exit.exited_at);
+  Publish(ctx.ns, "/tasks/delete", event);
+  RefreshGauges();
+  return Deleted{static_cast<pid_t>(task->record.pid), exit};
+}
+
+absl::StatusOr<Deleted> TaskManager::DeleteProcess(const Context& ctx, const std::string& id,
+                                                   const std::string& exec_id) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  ExecState exec;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = task->execs.find(exec_id);
+    if (it == task->execs.end()) {
+      return absl::NotFoundError(absl::StrCat("process ", exec_id, " of task ", id, ": not found"));
+    }
+    exec = it->second;
+  }
+  ProcessExit exit{0, absl::Now()};
+  if (exec.pid != 0) {
+    absl::StatusOr<ProcessState> state = task->shim->State(ctx, exec_id);
+    BERTH_RETURN_IF_ERROR(state.status());
+    if (state->status != "stopped") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("process ", exec_id, " of task ", id, ": must be stopped before deletion"));
+    }
+    exit = state->exit;
+    BERTH_RETURN_IF_ERROR(task->shim->Delete(ctx, exec_id));
+  }
+  ::unlink(exec.spec_path.c_str());
+  {
+    absl::MutexLock lock(&mu_);
+    task->execs.erase(exec_id);
+  }
+  ev::TaskDelete event;
+  event.set_container_id(id);
+  event.set_id(exec_id);
+  event.set_pid(static_cast<uint32_t>(exec.pid));
+  event.set_exit_status(exit.status);
+  SetTimestamp(event.mutable_exited_at(), exit.exited_at);
+  Publish(ctx.ns, "/tasks/delete", event);
+  return Deleted{exec.pid, exit};
+}
+
+absl::StatusOr<ProcessProto> TaskManager::Get(const Context& ctx, const std::string& id,
+                                              const std::string& exec_id) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  ProcessProto p;
+  p.set_container_id(id);
+  p.set_id(exec_id.empty() ? id : exec_id);
+  {
+    absl::MutexLock lock(&mu_);
+    const TaskRecord& r = task->record;
+    p.set_pid(static_cast<uint32_t>(r.pid));
+    p.set_stdin(r.stdin_path);
+    p.set_stdout(r.stdout_path);
+    p.set_stderr(r.stderr_path);
+    p.set_terminal(r.terminal);
+    p.set_status(StatusOf(task->status));
+    if (!exec_id.empty()) {
+      auto it = task->execs.find(exec_id);
+      if (it == task->execs.end()) {
+        return absl::NotFoundError(
+            absl::StrCat("process ", exec_id, " of task ", id, ": not found"));
+      }
+      p.set_pid(static_cast<uint32_t>(it->second.pid));
+      p.set_stdin(it->second.request.stdin_path);
+      p.set_stdout(it->second.request.stdout_path);
+      p.set_stderr(it->second.request.stderr_path);
+      p.set_terminal(it->second.request.terminal);
+      p.set_status(StatusOf(it->second.pid == 0 ? "created" : "running"));
+    } else if (task->exit.has_value()) {
+      p.set_exit_status(task->exit->status);
+      SetTimestamp(p.mutable_exited_at(), task->exit->exited_at);
+      return p;
+    }
+    if (task->shim == nullptr) {
+      return p;
+    }
+  }
+  absl::StatusOr<ProcessState> state =
+      task->shim->State(ctx.WithTimeout(kShimCallTimeout), exec_id);
+  if (state.ok()) {
+    p.set_status(StatusOf(state->status));
+    if (state->status == "stopped") {
+      p.set_exit_status(state->exit.status);
+      SetTimestamp(p.mutable_exited_at(), state->exit.exited_at);
+    }
+  }
+  return p;
+}
+
+absl::StatusOr<std::vector<ProcessProto>> TaskManager::List(const Context& ctx) {
+  std::vector<std::string> ids;
+  {
+    absl::MutexLock lock(&mu_);
+    const std::string prefix = ctx.ns + "/";
+    for (const auto& [key, task] : tasks_) {
+      if (key.rfind(prefix, 0) == 0 && task->shim != nullptr) {
+        ids.push_back(task->record.id);
+      }
+    }
+  }
+  std::vector<ProcessProto> list;
+  for (const std::string& id : ids) {
+    absl::StatusOr<ProcessProto> p = Get(ctx, id, "");
+    if (p.ok()) {
+      list.push_back(*std::move(p));
+    }
+  }
+  return list;
+}
+
+absl::Status TaskManager::Exec(const Context& ctx, const ExecProcess& request) {
+  BERTH_RETURN_IF_ERROR(ValidateIdentifier("exec id", request.exec_id));
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, request.id));
+  ExecState exec;
+  exec.request = request;
+  exec.spec_path = absl::StrCat(task->dir, "/exec-", request.exec_id, ".json");
+  {
+    absl::MutexLock lock(&mu_);
+    if (task->exit.has_value() || task->shim == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("task ", request.id, ": not running"));
+    }
+    if (task->execs.count(request.exec_id) != 0) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("process ", request.exec_id, " of task ", request.id, ": already exists"));
+    }
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(exec.spec_path, request.spec_json, 0600));
+    task->execs[request.exec_id] = exec;
+  }
+  ev::TaskExecAdded event;
+  event.set_container_id(request.id);
+  event.set_exec_id(request.exec_id);
+  Publish(ctx.ns, "/tasks/exec-added", event);
+  return absl::OkStatus();
+}
+
+absl::Status TaskManager::ResizePty(const Context& ctx, const std::string& id,
+                                    const std::string& exec_id, uint32_t width, uint32_t height) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  return task->shim->Resize(ctx, exec_id, width, height);
+}
+
+absl::Status TaskManager::CloseIO(const Context& ctx, const std::string& id,
+                                  const std::string& exec_id) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  return task->shim->CloseStdin(ctx, exec_id);
+}
+
+absl::Status TaskManager::Pause(const Context& ctx, const std::string& id) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  BERTH_RETURN_IF_ERROR(task->shim->Pause(ctx));
+  {
+    absl::MutexLock lock(&mu_);
+    task->status = "paused";
+  }
+  ev::TaskPaused event;
+  event.set_container_id(id);
+  Publish(ctx.ns, "/tasks/paused", event);
+  RefreshGauges();
+  return absl::OkStatus();
+}
+
+absl::Status TaskManager::Resume(const Context& ctx, const std::string& id) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  BERTH_RETURN_IF_ERROR(task->shim->Resume(ctx));
+  {
+    absl::MutexLock lock(&mu_);
+    task->status = "running";
+  }
+  ev::TaskResumed event;
+  event.set_container_id(id);
+  Publish(ctx.ns, "/tasks/resumed", event);
+  RefreshGauges();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint32_t>> TaskManager::ListPids(const Context& ctx,
+                                                            const std::string& id) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  return task->shim->Pids(ctx);
+}
+
+absl::Status TaskManager::Update(const Context& ctx, const std::string& id,
+                                 const std::string& resources_json) {
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  std::string path = task->dir + "/resources.json";
+  BERTH_RETURN_IF_ERROR(WriteFileAtomic(path, resources_json, 0600));
+  return task->shim->Update(ctx, path);
+}
+
+}  // namespace berth::execd

@@ -1,0 +1,102 @@
+#include "services/execd/task_records.h"
+
+#include "absl/strings/str_cat.h"
+#include "lib/base/status_macros.h"
+
+namespace berth::execd {
+namespace {
+
+// Append-only (lib/sqlite's migrations).
+const std::vector<std::string>& Migrations() {
+  static const auto* migrations = new std::vector<std::string>{
+      R"sql(
+CREATE TABLE tasks (
+  ns TEXT NOT NULL,
+  id TEXT NOT NULL,
+  runtime TEXT NOT NULL,
+  stdin TEXT NOT NULL,
+  stdout TEXT NOT NULL,
+  stderr TEXT NOT NULL,
+  terminal INTEGER NOT NULL,
+  mounted INTEGER NOT NULL,
+  pid INTEGER NOT NULL DEFAULT 0,
+  exit_published INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (ns, id)
+) WITHOUT ROWID;
+)sql",
+  };
+  return *migrations;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TaskRecords>> TaskRecords::Open(const std::string& path) {
+  BERTH_ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Db> db, sqlite::Db::Open(path, Migrations()));
+  return std::unique_ptr<TaskRecords>(new TaskRecords(std::move(db)));
+}
+
+absl::Status TaskRecords::Insert(const TaskRecord& r) {
+  absl::MutexLock lock(&mu_);
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement exists,
+                         db_->Prepare("SELECT 1 FROM tasks WHERE ns = ? AND id = ?"));
+  exists.Bind(1, r.ns).Bind(2, r.id);
+  BERTH_ASSIGN_OR_RETURN(bool found, exists.Step());
+  if (found) {
+    return absl::AlreadyExistsError(absl::StrCat("task ", r.id, ": already exists"));
+  }
+  BERTH_ASSIGN_OR_RETURN(
+      sqlite::Statement insert,
+      db_->Prepare("INSERT INTO tasks (ns, id, runtime, stdin, stdout, stderr, terminal, mounted, "
+                   "pid, exit_published) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  insert.Bind(1, r.ns).Bind(2, r.id).Bind(3, r.runtime).Bind(4, r.stdin_path);
+  insert.Bind(5, r.stdout_path).Bind(6, r.stderr_path).Bind(7, int64_t{r.terminal});
+  insert.Bind(8, int64_t{r.mounted}).Bind(9, r.pid).Bind(10, int64_t{r.exit_published});
+  return insert.Run();
+}
+
+absl::Status TaskRecords::Exec(const std::string& sql, const std::string& ns,
+                               const std::string& id, int64_t value) {
+  absl::MutexLock lock(&mu_);
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement st, db_->Prepare(sql));
+  st.Bind(1, value).Bind(2, ns).Bind(3, id);
+  return st.Run();
+}
+
+absl::Status TaskRecords::SetPid(const std::string& ns, const std::string& id, int64_t pid) {
+  return Exec("UPDATE tasks SET pid = ?1 WHERE ns = ?2 AND id = ?3", ns, id, pid);
+}
+
+absl::Status TaskRecords::MarkExitPublished(const std::string& ns, const std::string& id) {
+  return Exec("UPDATE tasks SET exit_published = ?1 WHERE ns = ?2 AND id = ?3", ns, id, 1);
+}
+
+absl::Status TaskRecords::Delete(const std::string& ns, const std::string& id) {
+  return Exec("DELETE FROM tasks WHERE ?1 = ?1 AND ns = ?2 AND id = ?3", ns, id, 0);
+}
+
+absl::StatusOr<std::vector<TaskRecord>> TaskRecords::List() {
+  absl::MutexLock lock(&mu_);
+  BERTH_ASSIGN_OR_RETURN(
+      sqlite::Statement st,
+      db_->Prepare("SELECT ns, id, runtime, stdin, stdout, stderr, terminal, mounted, pid, "
+                   "exit_published FROM tasks ORDER BY ns, id"));
+  std::vector<TaskRecord> records;
+  BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+    TaskRecord r;
+    r.ns = st.Text(0);
+    r.id = st.Text(1);
+    r.runtime = st.Text(2);
+    r.stdin_path = st.Text(3);
+    r.stdout_path = st.Text(4);
+    r.stderr_path = st.Text(5);
+    r.terminal = st.Int(6) != 0;
+    r.mounted = st.Int(7) != 0;
+    r.pid = st.Int(8);
+    r.exit_published = st.Int(9) != 0;
+    records.push_back(std::move(r));
+    return absl::OkStatus();
+  }));
+  return records;
+}
+
+}  // namespace berth::execd

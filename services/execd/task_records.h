@@ -1,0 +1,51 @@
+#pragma once
+
+// execd's durable task records (<root>/tasks.db): which tasks exist, where their stdio goes,
+// whether their rootfs was mounted by execd, and whether their /tasks/exit event has been
+// published. A record is written before the shim starts (pid 0 until it answers), so a crash
+// mid-create leaves a record that start-up cleans away. Thread-safe.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "lib/sqlite/sqlite.h"
+
+namespace berth::execd {
+
+struct TaskRecord {
+  std::string ns;
+  std::string id;
+  std::string runtime;  // the OCI runtime binary
+  std::string stdin_path, stdout_path, stderr_path;
+  bool terminal = false;
+  bool mounted = false;  // execd mounted the request's rootfs under the bundle
+  int64_t pid = 0;       // 0: the shim has not answered yet
+  bool exit_published = false;
+};
+
+class TaskRecords {
+ public:
+  static absl::StatusOr<std::unique_ptr<TaskRecords>> Open(const std::string& path);
+
+  // AlreadyExists if (ns, id) has a record.
+  absl::Status Insert(const TaskRecord& record);
+  absl::Status SetPid(const std::string& ns, const std::string& id, int64_t pid);
+  absl::Status MarkExitPublished(const std::string& ns, const std::string& id);
+  absl::Status Delete(const std::string& ns, const std::string& id);
+  absl::StatusOr<std::vector<TaskRecord>> List();
+
+ private:
+  explicit TaskRecords(std::unique_ptr<sqlite::Db> db) : db_(std::move(db)) {}
+  absl::Status Exec(const std::string& sql, const std::string& ns, const std::string& id,
+                    int64_t value);
+
+  absl::Mutex mu_;
+  std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace berth::execd
