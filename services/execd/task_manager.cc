@@ -301,6 +301,9 @@ void TaskManager::Watch(std::shared_ptr<Task> task) {
 
 void TaskManager::OnExit(Task& task, ProcessExit exit) {
   absl::MutexLock lock(&mu_);
+  // A container that exits at once must not have its /tasks/exit before its /tasks/start.
+  auto started = [&task]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !task.starting; };
+  mu_.Await(absl::Condition(&started));
   if (!task.record.exit_published) {
     ev::TaskExit event;
     event.set_container_id(task.record.id);

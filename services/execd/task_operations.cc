@@ -27,20 +27,27 @@ absl::StatusOr<pid_t> TaskManager::Start(const Context& ctx, const std::string& 
   BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
   if (exec_id.empty()) {
     absl::Time began = absl::Now();
-    BERTH_ASSIGN_OR_RETURN(pid_t pid, task->shim->Start(ctx));
-    if (start_latency_ != nullptr) {
-      start_latency_->Observe(absl::ToDoubleSeconds(absl::Now() - began));
+    {
+      absl::MutexLock lock(&mu_);
+      task->starting = true;
+    }
+    absl::StatusOr<pid_t> pid = task->shim->Start(ctx);
+    if (pid.ok()) {
+      if (start_latency_ != nullptr) {
+        start_latency_->Observe(absl::ToDoubleSeconds(absl::Now() - began));
+      }
+      ev::TaskStart event;
+      event.set_container_id(id);
+      event.set_pid(*pid);
+      Publish(ctx.ns, "/tasks/start", event);
     }
     {
       absl::MutexLock lock(&mu_);
-      if (task->status == "created") {
+      task->starting = false;
+      if (pid.ok() && task->status == "created") {
         task->status = "running";
       }
     }
-    ev::TaskStart event;
-    event.set_container_id(id);
-    event.set_pid(pid);
-    Publish(ctx.ns, "/tasks/start", event);
     RefreshGauges();
     return pid;
   }
