@@ -55,8 +55,10 @@ class BusEvents {
   BusEvents(const BusEvents&) = delete;
   BusEvents& operator=(const BusEvents&) = delete;
 
-  // The next event within 10 s (subject and envelope), or a failure.
-  bool Next(std::string* subject, containerd::services::events::v1::Envelope* envelope) {
+  // The next event within 10 s (subject and envelope, and when asked its Nats-Msg-Id: the
+  // outbox's name for one event, the same on a resend), or a failure.
+  bool Next(std::string* subject, containerd::services::events::v1::Envelope* envelope,
+            std::string* msg_id = nullptr) {
     natsMsg* msg = nullptr;
     natsStatus s = natsSubscription_NextMsg(&msg, sub_, 10000);
     if (s != NATS_OK) {
@@ -64,6 +66,10 @@ class BusEvents {
       return false;
     }
     *subject = natsMsg_GetSubject(msg);
+    const char* id = nullptr;
+    if (msg_id != nullptr && natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK) {
+      *msg_id = id;
+    }
     bool parsed = envelope->ParseFromArray(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
     natsMsg_Destroy(msg);
     EXPECT_TRUE(parsed);

@@ -269,6 +269,12 @@ void TaskManager::Watch(std::shared_ptr<Task> task) {
     return;
   }
   if (!exit.ok()) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (task->deleting) {
+        return;
+      }
+    }
     // The shim is gone. Its exit record, if it wrote one, is the truth; otherwise the container
     // is killed with the runtime (no shim keeps its stdio or reaps it any more).
     {
@@ -295,22 +301,26 @@ void TaskManager::Watch(std::shared_ptr<Task> task) {
 
 void TaskManager::OnExit(Task& task, ProcessExit exit) {
   absl::MutexLock lock(&mu_);
+  // A container that exits at once must not have its /tasks/exit before its /tasks/start.
+  auto started = [&task]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !task.starting; };
+  mu_.Await(absl::Condition(&started));
+  if (!task.record.exit_published) {
+    ev::TaskExit event;
+    event.set_container_id(task.record.id);
+    event.set_id(task.record.id);
+    event.set_pid(static_cast<uint32_t>(task.record.pid));
+    event.set_exit_status(exit.status);
+    SetTimestamp(event.mutable_exited_at(), exit.exited_at);
+    Publish(task.record.ns, "/tasks/exit", event);
+    if (absl::Status st = records_.MarkExitPublished(task.record.ns, task.record.id); !st.ok()) {
+      BERTH_LOG(Error) << "task " << task.record.id << ": remembering its exit event: " << st;
+    }
+    task.record.exit_published = true;
+  }
+  // Only now is the exit told (Wait, Get): whoever learns of it can crash execd without the
+  // event being lost or sent twice.
   task.exit = exit;
   task.status = "stopped";
-  if (task.record.exit_published) {
-    return;
-  }
-  ev::TaskExit event;
-  event.set_container_id(task.record.id);
-  event.set_id(task.record.id);
-  event.set_pid(static_cast<uint32_t>(task.record.pid));
-  event.set_exit_status(exit.status);
-  SetTimestamp(event.mutable_exited_at(), exit.exited_at);
-  Publish(task.record.ns, "/tasks/exit", event);
-  if (absl::Status st = records_.MarkExitPublished(task.record.ns, task.record.id); !st.ok()) {
-    BERTH_LOG(Error) << "task " << task.record.id << ": remembering its exit event: " << st;
-  }
-  task.record.exit_published = true;
 }
 
 void TaskManager::WatchExec(std::shared_ptr<Task> task, std::string exec_id) {

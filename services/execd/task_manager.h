@@ -142,6 +142,8 @@ class TaskManager {
     std::optional<ProcessExit> exit;  // the init process's, once known
     std::string status = "created";   // cached: created, running, paused, stopped
     bool shim_dead = false;
+    bool deleting = false;
+    bool starting = false;  // Start runs: the exit event waits for the start event  // Delete told the shim to go: its leaving is not a death
   };
 
   std::string TaskDir(const std::string& ns, const std::string& id) const;

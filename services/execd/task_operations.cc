@@ -27,20 +27,27 @@ absl::StatusOr<pid_t> TaskManager::Start(const Context& ctx, const std::string& 
   BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
   if (exec_id.empty()) {
     absl::Time began = absl::Now();
-    BERTH_ASSIGN_OR_RETURN(pid_t pid, task->shim->Start(ctx));
-    if (start_latency_ != nullptr) {
-      start_latency_->Observe(absl::ToDoubleSeconds(absl::Now() - began));
+    {
+      absl::MutexLock lock(&mu_);
+      task->starting = true;
+    }
+    absl::StatusOr<pid_t> pid = task->shim->Start(ctx);
+    if (pid.ok()) {
+      if (start_latency_ != nullptr) {
+        start_latency_->Observe(absl::ToDoubleSeconds(absl::Now() - began));
+      }
+      ev::TaskStart event;
+      event.set_container_id(id);
+      event.set_pid(*pid);
+      Publish(ctx.ns, "/tasks/start", event);
     }
     {
       absl::MutexLock lock(&mu_);
-      if (task->status == "created") {
+      task->starting = false;
+      if (pid.ok() && task->status == "created") {
         task->status = "running";
       }
     }
-    ev::TaskStart event;
-    event.set_container_id(id);
-    event.set_pid(pid);
-    Publish(ctx.ns, "/tasks/start", event);
     RefreshGauges();
     return pid;
   }
@@ -78,21 +85,15 @@ absl::StatusOr<pid_t> TaskManager::Start(const Context& ctx, const std::string& 
 absl::StatusOr<ProcessExit> TaskManager::Wait(const Context& ctx, const std::string& id,
                                               const std::string& exec_id) {
   BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
-  if (exec_id.empty()) {
-    absl::MutexLock lock(&mu_);
-    if (task->exit.has_value()) {
-      return *task->exit;
-    }
+  if (!exec_id.empty()) {
+    return task->shim->Wait(ctx, exec_id);
   }
-  absl::StatusOr<ProcessExit> exit = task->shim->Wait(ctx, exec_id);
-  if (exit.ok() || !absl::IsUnavailable(exit.status()) || !exec_id.empty()) {
-    return exit;
-  }
-  // The shim died: the watcher decides the exit (record or 255); wait for it.
+  // The init process's exit is the watcher's to learn, publish and record; Wait answers after
+  // that, so a caller that crashes execd next cannot cause a lost or repeated /tasks/exit.
   absl::MutexLock lock(&mu_);
   auto known = [&task]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return task->exit.has_value(); };
-  if (!mu_.AwaitWithDeadline(absl::Condition(&known), ctx.deadline)) {
-    return absl::DeadlineExceededError("the request's deadline passed");
+  while (!mu_.AwaitWithTimeout(absl::Condition(&known), absl::Milliseconds(200))) {
+    BERTH_RETURN_IF_ERROR(ctx.Alive());
   }
   return *task->exit;
 }
@@ -117,7 +118,16 @@ absl::StatusOr<Deleted> TaskManager::Delete(const Context& ctx, const std::strin
         absl::StrCat("task ", id, ": must be stopped before deletion: ", state->status));
   }
   if (state.ok()) {
-    BERTH_RETURN_IF_ERROR(task->shim->Delete(ctx, ""));
+    {
+      absl::MutexLock lock(&mu_);
+      task->deleting = true;
+    }
+    absl::Status deleted = task->shim->Delete(ctx, "");
+    if (!deleted.ok()) {
+      absl::MutexLock lock(&mu_);
+      task->deleting = false;
+      return deleted;
+    }
   }
   // The exit: the shim's answer, the watcher's, or the shim's record; a task deleted before it
   // ran reports what the runtime's delete --force left (SIGKILL).
