@@ -50,6 +50,20 @@ inline RegistryHostConfig PlainHttp() {
   return config;
 }
 
+// An htpasswd file at `path` with kUser:kPassword, bcrypt (the registry accepts nothing else)
+// at cost 4 to keep each request fast.
+inline void WriteHtpasswd(const std::string& path) {
+  int code = 0;
+  std::string out = testing::RunCommand(
+      std::vector<std::string>{
+          "python3", "-W", "ignore", "-c",
+          "import crypt, sys; open(sys.argv[1], 'w').write(sys.argv[2] + ':' + "
+          "crypt.crypt(sys.argv[3], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)) + '\\n')",
+          path, kUser, kPassword},
+      &code);
+  ASSERT_EQ(code, 0) << out;
+}
+
 // The test image as an OCI layout, and what its index names.
 struct TestImage {
   std::string layout;

@@ -20,54 +20,12 @@
 #include "lib/base/status_macros.h"
 #include "lib/images/registry_auth.h"
 #include "lib/images/registry_http.h"
+#include "lib/images/registry_upload.h"
 
 namespace berth::images {
 namespace {
 
 std::string Scope(const Reference& ref) { return absl::StrCat("repository:", ref.path, ":pull"); }
-
-// The registry's own words for a failed request: the "errors" of distribution's error body
-// ("MANIFEST_UNKNOWN: manifest unknown"), else the start of the body, else the status line.
-std::string RegistryMessage(const HttpResponse& resp) {
-  nlohmann::json doc = nlohmann::json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
-  std::vector<std::string> parts;
-  if (doc.is_object() && doc.contains("errors") && doc["errors"].is_array()) {
-    for (const auto& error : doc["errors"]) {
-      if (!error.is_object()) {
-        continue;
-      }
-      std::string code = error.value("code", "");
-      std::string message = error.value("message", "");
-      parts.push_back(code.empty() ? message : absl::StrCat(code, ": ", message));
-    }
-  }
-  if (!parts.empty()) {
-    return absl::StrJoin(parts, "; ");
-  }
-  std::string body(absl::StripAsciiWhitespace(resp.body.substr(0, 200)));
-  return body.empty() ? absl::StrCat("HTTP ", resp.code) : absl::StrCat("HTTP ", resp.code, ": ", body);
-}
-
-absl::Status ErrorFromResponse(absl::string_view host, absl::string_view what,
-                               const HttpResponse& resp) {
-  std::string message = absl::StrCat("registry ", host, ": ", what, ": ", RegistryMessage(resp));
-  switch (resp.code) {
-    case 401:
-      return absl::UnauthenticatedError(message);
-    case 403:
-      return absl::PermissionDeniedError(message);
-    case 404:
-      return absl::NotFoundError(message);
-    case 400:
-    case 405:
-    case 416:
-      return absl::InvalidArgumentError(message);
-    case 429:
-      return absl::UnavailableError(message);
-    default:
-      return resp.code >= 500 ? absl::UnavailableError(message) : absl::UnknownError(message);
-  }
-}
 
 absl::StatusOr<std::unique_ptr<Digester>> DigesterFor(const Digest& digest) {
   return Digester::Create(digest.algorithm());
@@ -82,6 +40,23 @@ class CurlRegistryClient : public RegistryClient {
                                          const Descriptor& desc) override;
   absl::Status FetchBlob(const Context& ctx, const Reference& ref, const oci::Descriptor& desc,
                          int64_t offset, Digester* prefix, const BlobCallback& sink) override;
+
+  absl::StatusOr<bool> HasBlob(const Context& ctx, const Reference& ref,
+                               const oci::Descriptor& desc) override {
+    return HasBlobOver(http_, ctx, ref, desc);
+  }
+  absl::StatusOr<BlobPushResult> PushBlob(const Context& ctx, const Reference& ref,
+                                          const oci::Descriptor& desc,
+                                          const BlobUpload& upload) override {
+    return PushBlobOver(http_, ctx, ref, desc, upload);
+  }
+  absl::Status PushManifest(const Context& ctx, const Reference& ref, const Descriptor& desc,
+                            absl::string_view raw, absl::string_view object) override {
+    return PushManifestOver(http_, ctx, ref, desc, raw, object);
+  }
+  absl::Status CheckLogin(const Context& ctx, absl::string_view host) override {
+    return CheckLoginOver(http_, ctx, host);
+  }
 
  private:
   HttpRequest ManifestRequest(const Reference& ref, absl::string_view object, bool head) const {
@@ -121,7 +96,7 @@ absl::StatusOr<Descriptor> CurlRegistryClient::Resolve(const Context& ctx, const
   }
   BERTH_ASSIGN_OR_RETURN(HttpResponse get, http_.Do(ctx, ManifestRequest(ref, object, false)));
   if (get.code != 200) {
-    return ErrorFromResponse(ref.domain, what, get);
+    return RegistryError(ref.domain, what, get);
   }
   if (!get.write_status.ok()) {
     return get.write_status;
@@ -159,7 +134,7 @@ absl::StatusOr<RegistryClient::Document> CurlRegistryClient::FetchManifest(
   req.max_body = desc.size;
   BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http_.Do(ctx, std::move(req)));
   if (resp.code != 200) {
-    return ErrorFromResponse(ref.domain, what, resp);
+    return RegistryError(ref.domain, what, resp);
   }
   if (!resp.write_status.ok()) {
     return resp.write_status;
@@ -257,7 +232,7 @@ absl::Status CurlRegistryClient::FetchBlob(const Context& ctx, const Reference& 
     };
     BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http_.Do(ctx, std::move(req)));
     if (resp.code != 200 && resp.code != 206) {
-      return ErrorFromResponse(ref.domain, what, resp);
+      return RegistryError(ref.domain, what, resp);
     }
     if (!resp.write_status.ok()) {
       return resp.write_status;
@@ -288,6 +263,26 @@ absl::Status CurlRegistryClient::FetchBlob(const Context& ctx, const Reference& 
 
 std::string ManifestAcceptHeader() {
   return absl::StrJoin({kOciIndex, kOciManifest, kDockerManifestList, kDockerManifest}, ", ");
+}
+
+absl::StatusOr<bool> RegistryClient::HasBlob(const Context&, const Reference&,
+                                             const oci::Descriptor&) {
+  return absl::UnimplementedError("this registry client cannot push");
+}
+
+absl::StatusOr<BlobPushResult> RegistryClient::PushBlob(const Context&, const Reference&,
+                                                        const oci::Descriptor&,
+                                                        const BlobUpload&) {
+  return absl::UnimplementedError("this registry client cannot push");
+}
+
+absl::Status RegistryClient::PushManifest(const Context&, const Reference&, const Descriptor&,
+                                          absl::string_view, absl::string_view) {
+  return absl::UnimplementedError("this registry client cannot push");
+}
+
+absl::Status RegistryClient::CheckLogin(const Context&, absl::string_view) {
+  return absl::UnimplementedError("this registry client cannot log in");
 }
 
 std::unique_ptr<RegistryClient> RegistryClient::Create(RegistryClientOptions options) {

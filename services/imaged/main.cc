@@ -1,6 +1,6 @@
 // imaged: image records, served over containerd's Images API (DESIGN.md), and pulls from
-// registries over berth.distribution.v1 (into contentd and snapshotd). Push, import and export
-// come next. Flags and config in, objects wired, serve until SIGTERM.
+// registries over berth.distribution.v1 (into contentd and snapshotd), and pushes to them.
+// Import and export come next. Flags and config in, objects wired, serve until SIGTERM.
 
 #include <chrono>
 #include <iostream>
@@ -14,6 +14,7 @@
 #include "lib/base/grpc_status.h"
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
+#include "lib/images/registry_credentials.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/leases/leases_forwarder.h"
 #include "lib/content/grpc_content_store.h"
@@ -25,6 +26,7 @@
 #include "services/imaged/images_service.h"
 #include "services/imaged/pull_metrics.h"
 #include "services/imaged/puller.h"
+#include "services/imaged/pusher.h"
 #include "services/imaged/publishing_image_store.h"
 #include "services/imaged/sqlite_image_store.h"
 
@@ -75,6 +77,14 @@ int Run(int argc, char** argv) {
       .add_option("--insecure-registry", insecure_registries,
                   "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
       ->take_all();
+  // Registry credentials (docker's config.json `auths`), read at each pull and push.
+  std::string docker_config = berth::images::DefaultDockerConfigPath();
+  cfg.AddOption("--docker-config", "docker_config", &docker_config,
+                "docker-style config.json with registry credentials (auths); \"\" for none");
+  // Pushes send a blob larger than this in chunks of this size (PATCH), a smaller one in one PUT.
+  int64_t upload_chunk_size = int64_t{64} << 20;
+  cfg.AddOption("--upload-chunk-size", "upload_chunk_size", &upload_chunk_size,
+                "Bytes: pushed blobs larger than this are uploaded in chunks of this size");
   if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
     std::cerr << "imaged: " << st.message() << "\n";
     return 2;
@@ -128,11 +138,19 @@ int Run(int argc, char** argv) {
   for (const std::string& host : insecure_registries) {
     registry_options.hosts[host].plain_http = true;
   }
+  if (upload_chunk_size <= 0) {
+    BERTH_LOG(Error) << "imaged: --upload-chunk-size must be positive";
+    return 2;
+  }
+  registry_options.chunked_upload_threshold = upload_chunk_size;
+  registry_options.upload_chunk_size = upload_chunk_size;
   registry_options.on_response = [&pull_metrics](absl::string_view host, int status) {
     pull_metrics.ObserveResponse(host, status);
   };
+  berth::imaged::Pusher pusher(content, local);
   berth::imaged::DistributionService distribution_service(
-      puller, std::move(registry_options), options.default_namespace, &pull_metrics);
+      puller, std::move(registry_options), options.default_namespace, &pull_metrics, &pusher,
+      docker_config);
 
   ReleaseDeadPullLeases(contentd_address);
 

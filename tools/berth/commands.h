@@ -27,6 +27,8 @@ void RegisterImageCommands(CLI::App& root, Runner& runner);
 void RegisterEventsCommand(CLI::App& root, Runner& runner);
 // `berth pull REF [--platform P] [--no-unpack] [--insecure-registry HOST]...`: imaged's Pull.
 void RegisterPullCommand(CLI::App& root, Runner& runner);
+// `berth push NAME [REFERENCE]`, `berth login REGISTRY`, `berth logout REGISTRY`.
+void RegisterRegistryCommands(CLI::App& root, Runner& runner);
 // `berth version`.
 void RegisterVersionCommand(CLI::App& root, Runner& runner);
 

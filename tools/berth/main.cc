@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   berth::cli::RegisterImageCommands(app, runner);
   berth::cli::RegisterEventsCommand(app, runner);
   berth::cli::RegisterPullCommand(app, runner);
+  berth::cli::RegisterRegistryCommands(app, runner);
   berth::cli::RegisterVersionCommand(app, runner);
 
   try {

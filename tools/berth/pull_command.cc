@@ -16,6 +16,7 @@
 #include "lib/base/grpc_status.h"
 #include "tools/berth/commands.h"
 #include "tools/berth/output.h"
+#include "tools/berth/registry_commands.h"
 
 namespace berth::cli {
 namespace {
@@ -32,14 +33,6 @@ struct PullArgs {
   std::vector<std::string> insecure_registries;
 };
 
-std::string StateName(pb::BlobProgress::State state) {
-  std::string name = pb::BlobProgress::State_Name(state);
-  for (char& c : name) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return name;
-}
-
 absl::Status Pull(Session& session, const PullArgs& args) {
   pb::PullRequest request;
   request.set_reference(args.reference);
@@ -49,40 +42,16 @@ absl::Status Pull(Session& session, const PullArgs& args) {
   for (const std::string& host : args.insecure_registries) {
     request.add_plain_http_hosts(host);
   }
+  if (absl::Status st = AddCredentials(args.reference, request.mutable_auths()); !st.ok()) {
+    return st;
+  }
   auto stub = pb::Distribution::NewStub(session.Channel(kDaemon));
   grpc::ClientContext context;
   session.Prepare(&context);
   std::unique_ptr<grpc::ClientReader<pb::PullProgress>> reader = stub->Pull(&context, request);
-  std::map<std::string, pb::BlobProgress::State> last;  // by digest: the state last printed
-  pb::PullProgress message;
   pb::PulledImage image;
-  while (reader->Read(&message)) {
-    for (const pb::BlobProgress& blob : message.blobs()) {
-      if (session.json()) {
-        std::cout << nlohmann::json{{"digest", blob.digest()},
-                                    {"media_type", blob.media_type()},
-                                    {"offset", blob.offset()},
-                                    {"total", blob.total()},
-                                    {"state", StateName(blob.state())}}
-                         .dump()
-                  << std::endl;
-        continue;
-      }
-      auto [it, inserted] = last.emplace(blob.digest(), blob.state());
-      if (!inserted && it->second == blob.state()) {
-        continue;
-      }
-      it->second = blob.state();
-      std::cout << blob.digest() << ' ' << StateName(blob.state()) << ' '
-                << HumanSize(blob.total()) << std::endl;
-    }
-    if (message.has_image()) {
-      image = message.image();
-    }
-  }
-  absl::Status status = FromGrpcStatus(reader->Finish());
-  if (!status.ok()) {
-    return session.Explain(kDaemon, status);
+  if (absl::Status st = ReadProgress(session, *reader, &image); !st.ok()) {
+    return st;
   }
   if (session.json()) {
     std::cout << nlohmann::json{{"name", image.name()},
