@@ -322,6 +322,24 @@ TEST_F(PushTest, WrongStoredCredentialsAreRefusedNamingTheRegistry) {
   ExpectNoRepository("test/denied");
 }
 
+TEST_F(PushTest, BlobMissingFromTheContentStoreFailsBeforeAnythingIsSent) {
+  StartRegistry();
+  ASSERT_TRUE(StartImaged().ok());
+  std::string name = PullSource();
+  std::string layer = BlobDigests().back();
+  CommandResult rm = Berth({"--contentd-address", contentd_.address(), "content", "rm", layer});
+  ASSERT_EQ(rm.exit_code, 0) << rm.output;
+
+  std::string reference = absl::StrCat(source_->host(), "/test/partial:v1");
+  CommandResult push = Berth({"push", name, reference, "--insecure-registry", source_->host()});
+  EXPECT_EQ(push.exit_code, 1) << push.output;
+  EXPECT_TRUE(absl::StrContains(push.output, layer + " is not in the content store"))
+      << push.output;
+  EXPECT_EQ(CountRequests(*source_, "HEAD", "/v2/test/partial/"), 0) << source_->ReadLog();
+  EXPECT_EQ(CountRequests(*source_, "POST", "/v2/test/partial/"), 0) << source_->ReadLog();
+  ExpectNoRepository("test/partial");
+}
+
 TEST_F(PushTest, UnknownImageIsNotFound) {
   StartRegistry();
   ASSERT_TRUE(StartImaged().ok());
