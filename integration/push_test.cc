@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -58,12 +59,13 @@ class PushTest : public ::testing::Test {
     ASSERT_TRUE(pushed.ok()) << pushed;
   }
 
-  absl::Status StartImaged(const std::vector<std::string>& extra = {}) {
+  absl::Status StartImaged(const std::vector<std::string>& extra = {},
+                           const std::string& docker_config = "") {
     std::vector<std::string> argv = {
         testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
         "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
         contentd_.address(), "--snapshotd-address", dir_.Join("no-snapshotd.sock"),
-        "--docker-config", "", "--log-level", "debug"};
+        "--docker-config", docker_config, "--log-level", "debug"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return imaged_.StartServing("imaged", argv, address_);
   }
@@ -320,6 +322,26 @@ TEST_F(PushTest, WrongStoredCredentialsAreRefusedNamingTheRegistry) {
   EXPECT_EQ(push.exit_code, 1) << push.output;
   EXPECT_TRUE(absl::StrContains(push.output, "registry " + host)) << push.output;
   ExpectNoRepository("test/denied");
+}
+
+TEST_F(PushTest, ImagedUsesItsDockerConfigWhenTheRequestCarriesNoCredentials) {
+  StartHtpasswdRegistry();
+  const std::string host = source_->host();
+  // imaged's own file; the CLI has none (its files are the test's, empty).
+  std::string config = dir_.Join("imaged-docker/config.json");
+  ASSERT_TRUE(MakeDirs(dir_.Join("imaged-docker"), 0700).ok());
+  ASSERT_TRUE(WriteFileAtomic(config,
+                              absl::StrCat(R"({"auths": {"http://)", host, R"(/v2/": {"auth": ")",
+                                           absl::Base64Escape(absl::StrCat(kUser, ":", kPassword)),
+                                           R"("}}})"),
+                              0600)
+                  .ok());
+  ASSERT_TRUE(StartImaged({}, config).ok());
+  std::string name = PullSource();
+  std::string reference = absl::StrCat(host, "/test/fromfile:v1");
+  CommandResult push = Berth({"push", name, reference, "--insecure-registry", host});
+  ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
+  ExpectSkopeoReadsTheImage(reference, absl::StrCat(kUser, ":", kPassword));
 }
 
 TEST_F(PushTest, BlobMissingFromTheContentStoreFailsBeforeAnythingIsSent) {
