@@ -26,6 +26,8 @@
 #include "integration/registry_test_util.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/posix.h"
+#include "lib/content/grpc_content_store.h"
+#include "lib/images/grpc_image_store.h"
 #include "lib/testing/testing.h"
 
 namespace berth::integration {
@@ -360,6 +362,83 @@ TEST_F(PushTest, BlobMissingFromTheContentStoreFailsBeforeAnythingIsSent) {
   EXPECT_EQ(CountRequests(*source_, "HEAD", "/v2/test/partial/"), 0) << source_->ReadLog();
   EXPECT_EQ(CountRequests(*source_, "POST", "/v2/test/partial/"), 0) << source_->ReadLog();
   ExpectNoRepository("test/partial");
+}
+
+// A two-platform index (the test manifest, and a copy of it with an annotation) written into
+// contentd with its record made through imaged's Images API: the index and both manifests are
+// pushed, and skopeo reads each back byte for byte. Without one of the manifests in contentd the
+// push is refused naming it.
+TEST_F(PushTest, IndexAndEveryManifestArePushed) {
+  StartRegistry();
+  ASSERT_TRUE(StartImaged().ok());
+  content::GrpcContentStore content(Dial(contentd_.address()));
+  Context ctx;
+  ctx.ns = "default";
+  ctx = ctx.WithTimeout(absl::Seconds(60));
+  const content::Labels root = {{"containerd.io/gc.root", "2026-01-01T00:00:00Z"}};
+  auto write = [&](const std::string& data) {
+    std::string digest = Sha256Digest(data);
+    absl::Status st = content::WriteBlob(content, ctx, "push-test-" + digest, data,
+                                         *Digest::Parse(digest), root);
+    EXPECT_TRUE(st.ok()) << st;
+    return digest;
+  };
+  std::vector<std::string> blobs = BlobDigests();
+  for (const std::string& blob : blobs) {
+    write(LayoutBlob(blob));
+  }
+  std::string amd64 = LayoutBlob(ManifestDigest());
+  nlohmann::json other = nlohmann::json::parse(amd64);
+  other["annotations"]["org.example.copy"] = "arm64";
+  std::string arm64 = other.dump();
+  nlohmann::json index = {
+      {"schemaVersion", 2},
+      {"mediaType", images::kOciIndex},
+      {"manifests",
+       {{{"mediaType", images::kOciManifest}, {"digest", Sha256Digest(amd64)},
+         {"size", amd64.size()}, {"platform", {{"os", "linux"}, {"architecture", "amd64"}}}},
+        {{"mediaType", images::kOciManifest}, {"digest", Sha256Digest(arm64)},
+         {"size", arm64.size()}, {"platform", {{"os", "linux"}, {"architecture", "arm64"}}}}}}};
+  std::string index_raw = index.dump();
+  write(amd64);
+  images::GrpcImageStore records(Dial(address_));
+  images::Image image;
+  image.name = "example.com/multi:v1";
+  image.target.media_type = std::string(images::kOciIndex);
+  image.target.digest = *Digest::Parse(write(index_raw));
+  image.target.size = static_cast<int64_t>(index_raw.size());
+  ASSERT_TRUE(records.Create(ctx, image).ok());
+
+  // The arm64 manifest is not in contentd yet.
+  std::string reference = absl::StrCat(source_->host(), "/test/multi:v1");
+  CommandResult partial =
+      Berth({"push", image.name, reference, "--insecure-registry", source_->host()});
+  EXPECT_EQ(partial.exit_code, 1) << partial.output;
+  EXPECT_TRUE(absl::StrContains(partial.output,
+                                "manifest " + Sha256Digest(arm64) + " is not in the content store"))
+      << partial.output;
+
+  write(arm64);
+  CommandResult push = Berth({"push", image.name, reference, "--insecure-registry", source_->host()});
+  ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
+  EXPECT_TRUE(absl::StrContains(push.output, Sha256Digest(index_raw) + " done")) << push.output;
+  for (const auto& [digest, raw] : {std::pair{Sha256Digest(index_raw), index_raw},
+                                    std::pair{Sha256Digest(amd64), amd64},
+                                    std::pair{Sha256Digest(arm64), arm64}}) {
+    int code = 0;
+    std::string got = testing::RunCommand(
+        std::vector<std::string>{"skopeo", "inspect", "--raw", "--tls-verify=false",
+                                 absl::StrCat("docker://", source_->host(), "/test/multi@", digest)},
+        &code);
+    ASSERT_EQ(code, 0) << got;
+    EXPECT_EQ(got, raw) << digest;
+  }
+  int code = 0;
+  std::string tagged = testing::RunCommand(
+      std::vector<std::string>{"skopeo", "inspect", "--raw", "--tls-verify=false",
+                               "docker://" + reference},
+      &code);
+  EXPECT_EQ(tagged, index_raw);
 }
 
 TEST_F(PushTest, UnknownImageIsNotFound) {
