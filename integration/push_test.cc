@@ -213,7 +213,8 @@ TEST_F(PushTest, SecondRepositoryOfTheSameRegistryIsMountedNotUploaded) {
   std::string name = PullSource();
   std::string reference = absl::StrCat(source_->host(), "/test/mounted:v1");
 
-  CommandResult push = Berth({"push", name, reference, "--insecure-registry", source_->host()});
+  // The flag before the arguments, as docker users write it.
+  CommandResult push = Berth({"push", "--insecure-registry", source_->host(), name, reference});
   ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
   for (const std::string& blob : BlobDigests()) {
     EXPECT_TRUE(absl::StrContains(push.output, blob + " mounted")) << blob << push.output;

@@ -79,6 +79,7 @@ void RegisterPullCommand(CLI::App& root, Runner& runner) {
   pull->add_option("--snapshotter", args->snapshotter, "Snapshotter to unpack into");
   pull->add_option("--insecure-registry", args->insecure_registries,
                    "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
+      ->allow_extra_args(false)  // one host per flag: REF may follow
       ->take_all();
   pull->callback(runner.Wrap([args](Session& session) { return Pull(session, *args); }));
 }

@@ -237,6 +237,7 @@ void RegisterRegistryCommands(CLI::App& root, Runner& runner) {
                    "Where to push (e.g. 127.0.0.1:5000/test/copy:v1); default: NAME");
   push->add_option("--insecure-registry", push_args->insecure_registries,
                    "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
+      ->allow_extra_args(false)  // one host per flag: NAME and REFERENCE may follow
       ->take_all();
   push->callback(
       runner.Wrap([push_args](Session& session) { return Push(session, *push_args); }));
@@ -251,6 +252,7 @@ void RegisterRegistryCommands(CLI::App& root, Runner& runner) {
   login->add_flag("--password-stdin", login_args->password_stdin, "Read the password from stdin");
   login->add_option("--insecure-registry", login_args->insecure_registries,
                     "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
+      ->allow_extra_args(false)  // one host per flag: NAME and REFERENCE may follow
       ->take_all();
   login->callback(runner.Wrap([login_args](Session& session) { return Login(session, *login_args); }));
 
