@@ -258,6 +258,11 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
   for (const std::string& header : req.headers) {
     headers = curl_slist_append(headers, header.c_str());
   }
+  if (body != nullptr) {
+    // No "Expect: 100-continue": curl would wait up to a second for an answer before each body
+    // over 1 MiB (measured: about 1 s added to a push of three 5 MiB layers).
+    headers = curl_slist_append(headers, "Expect:");
+  }
   std::string auth_header = absl::StrCat("Authorization: ", authorization);
   if (!authorization.empty()) {
     headers = curl_slist_append(headers, auth_header.c_str());
