@@ -23,7 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "integration/harness.h"
-#include "integration/snapshotd_harness.h"
+#include "integration/imaged_stack.h"
 #include "lib/base/grpc_client.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/images/grpc_image_store.h"
@@ -52,50 +52,24 @@ class PullTest : public ::testing::Test {
     ASSERT_TRUE(registry_.Start().ok()) << registry_.ReadLog();
     absl::Status pushed = registry_.Push(layout_, kTag, kRepo);
     ASSERT_TRUE(pushed.ok()) << pushed;
-    ASSERT_TRUE(contentd_.Start().ok()) << contentd_.ReadLog();
-    ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
+    absl::Status stores = stack_.StartStores();
+    ASSERT_TRUE(stores.ok()) << stores;
     absl::Status started = StartImaged();
     ASSERT_TRUE(started.ok()) << started;
   }
 
   absl::Status StartImaged(const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv = {
-        testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
-        "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
-        contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level",
-        "debug"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return imaged_.StartServing("imaged", argv, address_);
+    return stack_.StartImaged(extra);
   }
 
   std::string Reference(const std::string& tag) const {
     return absl::StrCat(registry_.host(), "/", kRepo, ":", tag);
   }
 
-  CommandResult Berth(std::vector<std::string> args) {
-    std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"), "--imaged-address",
-                                     address_, "--timeout", "60s"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    CommandResult result;
-    result.output = testing::RunCommand(argv, &result.exit_code);
-    return result;
-  }
+  CommandResult Berth(const std::vector<std::string>& args) { return stack_.Berth(args); }
 
   std::string LayoutBlob(const std::string& digest) const {
-    absl::StatusOr<std::string> data = ReadFile(layout_ + "/blobs/sha256/" + digest.substr(7));
-    EXPECT_TRUE(data.ok()) << data.status();
-    return data.ok() ? *data : std::string();
-  }
-
-  // containerd's ChainID of the config's rootfs.diff_ids, computed here.
-  static std::string TopChainId(const nlohmann::json& config) {
-    std::string chain;
-    for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
-      chain = chain.empty() ? diff_id.get<std::string>()
-                            : Sha256Of(absl::StrCat(chain, " ", diff_id.get<std::string>()))
-                                  .ToString();
-    }
-    return chain;
+    return integration::LayoutBlob(layout_, digest);
   }
 
   void ExpectNoLease() {
@@ -108,14 +82,11 @@ class PullTest : public ::testing::Test {
   testing::TempDir dir_;
   std::string layout_;
   Registry registry_{dir_.path()};
-  Contentd contentd_{dir_.path(), Contentd::Options{}};
-  Snapshotd snapshotd_{dir_.path(), [this] {
-                         Snapshotd::Options options;
-                         options.contentd_address = contentd_.address();
-                         return options;
-                       }()};
-  std::string address_ = dir_.Join("imaged.sock");
-  DaemonProcess imaged_{dir_.path()};
+  ImagedStack stack_{dir_.path()};
+  Contentd& contentd_ = stack_.contentd;
+  Snapshotd& snapshotd_ = stack_.snapshotd;
+  const std::string& address_ = stack_.address;
+  DaemonProcess& imaged_ = stack_.imaged;
 };
 
 TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {

@@ -38,17 +38,15 @@ pb::BlobProgress::State StateToProto(BlobEvent::State state) {
   return pb::BlobProgress::STATE_UNSPECIFIED;
 }
 
-pb::BlobProgress ToProto(const BlobEvent& event) {
-  pb::BlobProgress blob;
-  blob.set_digest(event.digest.ToString());
-  blob.set_media_type(event.media_type);
-  blob.set_offset(event.offset);
-  blob.set_total(event.total);
-  blob.set_state(StateToProto(event.state));
-  return blob;
-}
-
 }  // namespace
+
+void BlobToProto(const BlobEvent& event, pb::BlobProgress* blob) {
+  blob->set_digest(event.digest.ToString());
+  blob->set_media_type(event.media_type);
+  blob->set_offset(event.offset);
+  blob->set_total(event.total);
+  blob->set_state(StateToProto(event.state));
+}
 
 DistributionService::DistributionService(Puller& puller,
                                          images::RegistryClientOptions registry_options,
@@ -137,7 +135,7 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
           counter->Observe(event);
         }
         pb::PullProgress message;
-        *message.add_blobs() = ToProto(event);
+        BlobToProto(event, message.add_blobs());
         writer->Write(message);
       });
   if (metrics_ != nullptr) {
@@ -176,7 +174,7 @@ grpc::Status DistributionService::Push(grpc::ServerContext* server_context,
   absl::StatusOr<Pusher::Result> pushed =
       pusher_->Push(*ctx, **registry, push, [writer](const BlobEvent& event) {
         pb::PushProgress message;
-        *message.add_blobs() = ToProto(event);
+        BlobToProto(event, message.add_blobs());
         writer->Write(message);
       });
   if (!pushed.ok()) {

@@ -21,6 +21,8 @@
 
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "lib/images/registry_client.h"
+#include "services/imaged/exporter.h"
+#include "services/imaged/importer.h"
 #include "services/imaged/pull_metrics.h"
 #include "services/imaged/puller.h"
 #include "services/imaged/pusher.h"
@@ -44,6 +46,20 @@ class DistributionService final : public ::berth::distribution::v1::Distribution
  grpc::Status Push(grpc::ServerContext* server_context,
                     const ::berth::distribution::v1::PushRequest* request,
                     grpc::ServerWriter<::berth::distribution::v1::PushProgress>* writer) override;
+  // Import and Export are served once these are set (before serving; both must outlive the
+  // service); Unimplemented until then. Import reads the options from the first message and
+  // the tarball from every message's data until the client half-closes.
+  void ServeArchives(Importer* importer, Exporter* exporter) {
+    importer_ = importer;
+    exporter_ = exporter;
+  }
+  grpc::Status Import(grpc::ServerContext* server_context,
+                      grpc::ServerReaderWriter<::berth::distribution::v1::ImportProgress,
+                                               ::berth::distribution::v1::ImportRequest>* stream)
+      override;
+  grpc::Status Export(grpc::ServerContext* server_context,
+                      const ::berth::distribution::v1::ExportRequest* request,
+                      grpc::ServerWriter<::berth::distribution::v1::ExportChunk>* writer) override;
 
  private:
   // The client for a request: the shared one, or one of its own (see above) kept in *own.
@@ -59,6 +75,11 @@ class DistributionService final : public ::berth::distribution::v1::Distribution
   PullMetrics* const metrics_;
   Pusher* const pusher_;
   const std::string docker_config_;
+  Importer* importer_ = nullptr;
+  Exporter* exporter_ = nullptr;
 };
+
+// One blob's state change on the wire (Pull's and Import's progress).
+void BlobToProto(const BlobEvent& event, ::berth::distribution::v1::BlobProgress* blob);
 
 }  // namespace berth::imaged

@@ -1,6 +1,7 @@
 // imaged: image records, served over containerd's Images API (DESIGN.md), and pulls from
-// registries over berth.distribution.v1 (into contentd and snapshotd), and pushes to them.
-// Import and export come next. Flags and config in, objects wired, serve until SIGTERM.
+// registries, pushes to them, and imports and exports of image tarballs over
+// berth.distribution.v1 (into contentd and snapshotd). Flags and config in, objects wired,
+// serve until SIGTERM.
 
 #include <chrono>
 #include <iostream>
@@ -23,7 +24,9 @@
 #include "lib/server/daemon_publisher.h"
 #include "lib/snapshots/grpc_unpacker.h"
 #include "services/imaged/distribution_service.h"
+#include "services/imaged/exporter.h"
 #include "services/imaged/images_service.h"
+#include "services/imaged/importer.h"
 #include "services/imaged/pull_metrics.h"
 #include "services/imaged/puller.h"
 #include "services/imaged/pusher.h"
@@ -85,6 +88,12 @@ int Run(int argc, char** argv) {
   int64_t upload_chunk_size = int64_t{64} << 20;
   cfg.AddOption("--upload-chunk-size", "upload_chunk_size", &upload_chunk_size,
                 "Bytes: pushed blobs larger than this are uploaded in chunks of this size");
+  int64_t import_max_entries = berth::imaged::ImporterOptions().limits.max_entries;
+  int64_t import_max_bytes = berth::imaged::ImporterOptions().limits.max_bytes;
+  cfg.app().add_option("--import-max-entries", import_max_entries,
+                       "Most entries an imported tarball may hold");
+  cfg.app().add_option("--import-max-bytes", import_max_bytes,
+                       "Most bytes of file data an imported tarball may hold");
   if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
     std::cerr << "imaged: " << st.message() << "\n";
     return 2;
@@ -151,6 +160,14 @@ int Run(int argc, char** argv) {
   berth::imaged::DistributionService distribution_service(
       puller, std::move(registry_options), options.default_namespace, &pull_metrics, &pusher,
       docker_config);
+
+  // Imports and exports of image tarballs, over the same stores as pulls.
+  berth::imaged::ImporterOptions importer_options;
+  importer_options.limits.max_entries = import_max_entries;
+  importer_options.limits.max_bytes = import_max_bytes;
+  berth::imaged::Importer importer(content, leases, &unpacker, pulled_records, importer_options);
+  berth::imaged::Exporter exporter(content, local);
+  distribution_service.ServeArchives(&importer, &exporter);
 
   ReleaseDeadPullLeases(contentd_address);
 

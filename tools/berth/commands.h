@@ -29,6 +29,8 @@ void RegisterEventsCommand(CLI::App& root, Runner& runner);
 void RegisterPullCommand(CLI::App& root, Runner& runner);
 // `berth push NAME [REFERENCE]`, `berth login REGISTRY`, `berth logout REGISTRY`.
 void RegisterRegistryCommands(CLI::App& root, Runner& runner);
+// `berth import FILE|-` and `berth export FILE|- NAME...`: imaged's Import and Export.
+void RegisterArchiveCommands(CLI::App& root, Runner& runner);
 // `berth version`.
 void RegisterVersionCommand(CLI::App& root, Runner& runner);
 

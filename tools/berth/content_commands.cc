@@ -69,21 +69,6 @@ absl::StatusOr<size_t> ReadFull(int fd, char* buf, size_t size, absl::string_vie
   return n;
 }
 
-// Writes all of `data` to fd, retrying on EINTR.
-absl::Status WriteFull(int fd, absl::string_view data) {
-  while (!data.empty()) {
-    ssize_t w = ::write(fd, data.data(), data.size());
-    if (w < 0 && errno == EINTR) {
-      continue;
-    }
-    if (w < 0) {
-      return absl::UnavailableError(ErrnoText("write to stdout", errno));
-    }
-    data.remove_prefix(static_cast<size_t>(w));
-  }
-  return absl::OkStatus();
-}
-
 // The input of `content ingest` as a stream: a regular file skips by seeking (a resume does
 // not read again what the ingest holds), a pipe by reading.
 class FdSource : public ByteSource {
@@ -246,7 +231,7 @@ absl::Status Get(Session& session, const std::string& digest_arg) {
       return absl::DataLossError(absl::StrCat("content ", digest->ToString(), ": ended at ", offset,
                                               " of ", (*reader)->Size(), " bytes"));
     }
-    if (absl::Status status = WriteFull(1, absl::string_view(buf.data(), *n)); !status.ok()) {
+    if (absl::Status status = WriteFull(1, absl::string_view(buf.data(), *n), "stdout"); !status.ok()) {
       return status;
     }
     offset += static_cast<int64_t>(*n);

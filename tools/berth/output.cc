@@ -1,6 +1,10 @@
 #include "tools/berth/output.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -94,6 +98,20 @@ std::string FormatLabels(const std::map<std::string, std::string>& labels) {
     return "-";
   }
   return absl::StrJoin(labels, ",", absl::PairFormatter("="));
+}
+
+absl::Status WriteFull(int fd, absl::string_view data, absl::string_view what) {
+  while (!data.empty()) {
+    ssize_t w = ::write(fd, data.data(), data.size());
+    if (w < 0 && errno == EINTR) {
+      continue;
+    }
+    if (w < 0) {
+      return absl::UnavailableError(absl::StrCat("write to ", what, ": ", std::strerror(errno)));
+    }
+    data.remove_prefix(static_cast<size_t>(w));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace berth::cli

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 
 namespace berth::cli {
@@ -40,5 +41,8 @@ std::string HumanDuration(absl::Duration d);
 std::string FormatTimestamp(absl::Time t);
 // "k1=v1,k2=v2" sorted by key, "-" when empty.
 std::string FormatLabels(const std::map<std::string, std::string>& labels);
+
+// Writes all of `data` to fd, retrying on EINTR; Unavailable "write to <what>: <errno text>".
+absl::Status WriteFull(int fd, absl::string_view data, absl::string_view what);
 
 }  // namespace berth::cli

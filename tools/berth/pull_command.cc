@@ -2,7 +2,6 @@
 // change ("DIGEST STATE SIZE"), then "pulled NAME DIGEST". With --json, one JSON object a line
 // per message. No terminal progress bars yet.
 
-#include <cctype>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -15,7 +14,7 @@
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "lib/base/grpc_status.h"
 #include "tools/berth/commands.h"
-#include "tools/berth/output.h"
+#include "tools/berth/progress.h"
 #include "tools/berth/registry_commands.h"
 
 namespace berth::cli {
@@ -49,20 +48,22 @@ absl::Status Pull(Session& session, const PullArgs& args) {
   grpc::ClientContext context;
   session.Prepare(&context);
   std::unique_ptr<grpc::ClientReader<pb::PullProgress>> reader = stub->Pull(&context, request);
+  BlobProgressPrinter printer(session.json());
+  pb::PullProgress message;
   pb::PulledImage image;
-  if (absl::Status st = ReadProgress(session, *reader, &image); !st.ok()) {
-    return st;
+  while (reader->Read(&message)) {
+    for (const pb::BlobProgress& blob : message.blobs()) {
+      printer.Print(blob);
+    }
+    if (message.has_image()) {
+      image = message.image();
+    }
   }
-  if (session.json()) {
-    std::cout << nlohmann::json{{"name", image.name()},
-                                {"digest", image.target().digest()},
-                                {"media_type", image.target().media_type()},
-                                {"size", image.target().size()}}
-                     .dump()
-              << std::endl;
-  } else {
-    std::cout << "pulled " << image.name() << ' ' << image.target().digest() << std::endl;
+  absl::Status status = FromGrpcStatus(reader->Finish());
+  if (!status.ok()) {
+    return session.Explain(kDaemon, status);
   }
+  PrintImage(session.json(), "pulled", image);
   return absl::OkStatus();
 }
 

@@ -29,6 +29,7 @@
 #include "lib/images/registry_credentials.h"
 #include "tools/berth/commands.h"
 #include "tools/berth/output.h"
+#include "tools/berth/progress.h"
 
 namespace berth::cli {
 namespace {
@@ -36,14 +37,6 @@ namespace {
 namespace pb = ::berth::distribution::v1;
 
 constexpr absl::string_view kDaemon = "imaged";
-
-std::string StateName(pb::BlobProgress::State state) {
-  std::string name = pb::BlobProgress::State_Name(state);
-  for (char& c : name) {
-    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  }
-  return name;
-}
 
 std::string Env(const char* name) {
   const char* value = std::getenv(name);
@@ -71,8 +64,18 @@ absl::Status Push(Session& session, const PushArgs& args) {
   grpc::ClientContext context;
   session.Prepare(&context);
   std::unique_ptr<grpc::ClientReader<pb::PushProgress>> reader = stub->Push(&context, request);
+  BlobProgressPrinter printer(session.json());
+  pb::PushProgress message;
   pb::PushedImage image;
-  BERTH_RETURN_IF_ERROR(ReadProgress(session, *reader, &image));
+  while (reader->Read(&message)) {
+    for (const pb::BlobProgress& blob : message.blobs()) {
+      printer.Print(blob);
+    }
+    if (message.has_image()) {
+      image = message.image();
+    }
+  }
+  BERTH_RETURN_IF_ERROR(session.Explain(kDaemon, FromGrpcStatus(reader->Finish())));
   if (session.json()) {
     std::cout << nlohmann::json{{"reference", image.reference()},
                                 {"digest", image.target().digest()},
@@ -205,27 +208,6 @@ absl::Status AddCredentials(absl::string_view reference,
     }
   }
   return absl::OkStatus();
-}
-
-void PrintBlobProgress(const Session& session, const pb::BlobProgress& blob,
-                       std::map<std::string, int>* last) {
-  if (session.json()) {
-    std::cout << nlohmann::json{{"digest", blob.digest()},
-                                {"media_type", blob.media_type()},
-                                {"offset", blob.offset()},
-                                {"total", blob.total()},
-                                {"state", StateName(blob.state())}}
-                     .dump()
-              << std::endl;
-    return;
-  }
-  auto [it, inserted] = last->emplace(blob.digest(), blob.state());
-  if (!inserted && it->second == blob.state()) {
-    return;
-  }
-  it->second = blob.state();
-  std::cout << blob.digest() << ' ' << StateName(blob.state()) << ' ' << HumanSize(blob.total())
-            << std::endl;
 }
 
 void RegisterRegistryCommands(CLI::App& root, Runner& runner) {

@@ -1,0 +1,64 @@
+#include "integration/imaged_stack.h"
+
+#include "absl/strings/str_cat.h"
+#include "lib/base/digest.h"
+#include "lib/testing/testing.h"
+
+namespace berth::integration {
+
+ImagedStack::ImagedStack(const std::string& dir)
+    : contentd(dir, Contentd::Options{}),
+      snapshotd(dir,
+                [this] {
+                  Snapshotd::Options options;
+                  options.contentd_address = contentd.address();
+                  return options;
+                }()),
+      address(dir + "/imaged.sock"),
+      imaged(dir),
+      dir_(dir) {}
+
+absl::Status ImagedStack::StartStores() {
+  if (absl::Status st = contentd.Start(); !st.ok()) {
+    return absl::UnavailableError(absl::StrCat(st.message(), contentd.ReadLog()));
+  }
+  if (absl::Status st = snapshotd.Start(); !st.ok()) {
+    return absl::UnavailableError(absl::StrCat(st.message(), snapshotd.ReadLog()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ImagedStack::StartImaged(const std::vector<std::string>& extra) {
+  std::vector<std::string> argv = {
+      testing::BinaryPath("services/imaged/imaged"), "--root", dir_ + "/imaged-root",
+      "--state", dir_ + "/imaged-state", "--address", address, "--contentd-address",
+      contentd.address(), "--snapshotd-address", snapshotd.address(), "--log-level", "debug"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  return imaged.StartServing("imaged", argv, address);
+}
+
+CommandResult ImagedStack::Berth(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"), "--imaged-address",
+                                   address, "--timeout", "120s"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  CommandResult result;
+  result.output = testing::RunCommand(argv, &result.exit_code);
+  return result;
+}
+
+std::string TopChainId(const nlohmann::json& config) {
+  std::string chain;
+  for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
+    chain = chain.empty()
+                ? diff_id.get<std::string>()
+                : Sha256Of(absl::StrCat(chain, " ", diff_id.get<std::string>())).ToString();
+  }
+  return chain;
+}
+
+std::string LayoutBlob(const std::string& layout, const std::string& digest) {
+  absl::StatusOr<std::string> data = ReadFile(layout + "/blobs/sha256/" + digest.substr(7));
+  return data.ok() ? *data : std::string();
+}
+
+}  // namespace berth::integration

@@ -1,0 +1,46 @@
+#pragma once
+
+// imaged with the stores it writes to, for the image tests (pull, import, export): a contentd,
+// a snapshotd on it and an imaged on both, under one test directory, plus the berth CLI pointed
+// at that imaged. Each daemon is stopped by the object that started it (by PID).
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/status/status.h"
+#include "integration/harness.h"
+#include "integration/snapshotd_harness.h"
+
+namespace berth::integration {
+
+class ImagedStack {
+ public:
+  explicit ImagedStack(const std::string& dir);
+  ImagedStack(const ImagedStack&) = delete;
+  ImagedStack& operator=(const ImagedStack&) = delete;
+
+  // Starts contentd, then snapshotd; errors carry the daemon's log.
+  absl::Status StartStores();
+  // Starts imaged (again, after a Kill) with `extra` flags; waits for its socket.
+  absl::Status StartImaged(const std::vector<std::string>& extra = {});
+  // Runs `berth --imaged-address ... --timeout 120s args...`.
+  CommandResult Berth(const std::vector<std::string>& args) const;
+
+  Contentd contentd;
+  Snapshotd snapshotd;
+  const std::string address;  // imaged's socket
+  DaemonProcess imaged;
+
+ private:
+  std::string dir_;
+};
+
+// containerd's ChainID of an image config's rootfs.diff_ids, computed here.
+std::string TopChainId(const nlohmann::json& config);
+
+// The blob `digest` of the OCI layout directory `layout`; empty when it cannot be read.
+std::string LayoutBlob(const std::string& layout, const std::string& digest);
+
+}  // namespace berth::integration
