@@ -125,16 +125,7 @@ TEST(BasicAuthRegistryTest, RightCredentialsPullWrongOnesAreUnauthenticated) {
   testing::TempDir dir;
   TestImage image = MakeImage(dir);
   std::string htpasswd = dir.Join("htpasswd");
-  int code = 0;
-  // bcrypt (the registry accepts nothing else), cost 4 to keep each request fast.
-  std::string out = testing::RunCommand(
-      std::vector<std::string>{
-          "python3", "-W", "ignore", "-c",
-          "import crypt, sys; open(sys.argv[1], 'w').write(sys.argv[2] + ':' + "
-          "crypt.crypt(sys.argv[3], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)) + '\\n')",
-          htpasswd, kUser, kPassword},
-      &code);
-  ASSERT_EQ(code, 0) << out;
+  WriteHtpasswd(htpasswd);
   Registry::Options options;
   options.htpasswd = htpasswd;
   Registry registry(dir.path(), options);

@@ -50,6 +50,20 @@ inline RegistryHostConfig PlainHttp() {
   return config;
 }
 
+// An htpasswd file at `path` with kUser:kPassword, bcrypt (the registry accepts nothing else)
+// at cost 4 to keep each request fast.
+inline void WriteHtpasswd(const std::string& path) {
+  int code = 0;
+  std::string out = testing::RunCommand(
+      std::vector<std::string>{
+          "python3", "-W", "ignore", "-c",
+          "import crypt, sys; open(sys.argv[1], 'w').write(sys.argv[2] + ':' + "
+          "crypt.crypt(sys.argv[3], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)) + '\\n')",
+          path, kUser, kPassword},
+      &code);
+  ASSERT_EQ(code, 0) << out;
+}
+
 // The test image as an OCI layout, and what its index names.
 struct TestImage {
   std::string layout;
@@ -118,6 +132,40 @@ inline oci::Descriptor LargestLayer(const TestImage& image) {
       desc.size = layer["size"];
     }
   }
+  return desc;
+}
+
+// The test image's config and layers, from the layout.
+inline std::vector<oci::Descriptor> Blobs(const TestImage& image) {
+  nlohmann::json manifest = nlohmann::json::parse(image.Blob(image.manifest_digest));
+  std::vector<nlohmann::json> all = {manifest["config"]};
+  all.insert(all.end(), manifest["layers"].begin(), manifest["layers"].end());
+  std::vector<oci::Descriptor> blobs;
+  for (const nlohmann::json& desc : all) {
+    blobs.push_back({desc["mediaType"], *Digest::Parse(desc["digest"].get<std::string>()),
+                     desc["size"], {}});
+  }
+  return blobs;
+}
+
+// An upload of `desc` from the layout; *sent follows the bytes sent.
+inline images::BlobUpload FromLayout(const TestImage& image, const oci::Descriptor& desc,
+                                     int64_t* sent) {
+  images::BlobUpload upload;
+  std::string data = image.Blob(desc.digest.ToString());
+  upload.open = [data](int64_t offset) -> absl::StatusOr<std::unique_ptr<ByteSource>> {
+    return std::make_unique<StringSource>(data.substr(static_cast<size_t>(offset)));
+  };
+  upload.progress = [sent](int64_t n) { *sent = n; };
+  return upload;
+}
+
+// The layout's manifest as a descriptor.
+inline Descriptor ManifestDescriptor(const TestImage& image) {
+  Descriptor desc;
+  desc.media_type = std::string(images::kOciManifest);
+  desc.digest = *Digest::Parse(image.manifest_digest);
+  desc.size = static_cast<int64_t>(image.Blob(image.manifest_digest).size());
   return desc;
 }
 

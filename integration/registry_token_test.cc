@@ -1,9 +1,15 @@
 // Token auth (WWW-Authenticate: Bearer) end to end: a real docker-registry configured with
 // `auth: token:` trusts JWTs signed by a key made here; the token server is an HttpTestServer
 // that grants pull to anonymous callers and pull+push to kUser:kPassword, and refuses wrong
-// credentials.
+// credentials. Pushes: a mount asks for both repositories in one token request, an anonymous push
+// is refused naming the registry, and CheckLogin (berth login) tells right credentials from
+// wrong ones.
+
+#include <sys/stat.h>
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -105,6 +111,64 @@ TEST_F(TokenRegistryTest, WrongCredentialsAreUnauthenticatedNamingTheRegistry) {
       Client(registry_->host(), config)->Resolve(Ctx(), Ref(registry_->host(), ":v1"));
   ASSERT_EQ(desc.status().code(), absl::StatusCode::kUnauthenticated) << desc.status();
   EXPECT_TRUE(absl::StrContains(desc.status().message(), registry_->host())) << desc.status();
+}
+
+// A client with kUser and `password`.
+std::unique_ptr<RegistryClient> UserClient(const std::string& host, const std::string& password) {
+  RegistryHostConfig config = PlainHttp();
+  config.username = kUser;
+  config.password = password;
+  return Client(host, config);
+}
+
+TEST_F(TokenRegistryTest, MountAsksForBothRepositoriesInOneToken) {
+  std::unique_ptr<RegistryClient> client = UserClient(registry_->host(), kPassword);
+  absl::StatusOr<Reference> other =
+      Reference::Parse(absl::StrCat(registry_->host(), "/test/other:v1"));
+  ASSERT_TRUE(other.ok());
+  oci::Descriptor layer = LargestLayer(image_);
+  int64_t sent = 0;
+  images::BlobUpload upload = FromLayout(image_, layer, &sent);
+  upload.mount_from = kRepo;
+  absl::StatusOr<images::BlobPushResult> pushed = client->PushBlob(Ctx(), *other, layer, upload);
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+  EXPECT_EQ(*pushed, images::BlobPushResult::kMounted);
+  EXPECT_EQ(sent, 0);  // nothing uploaded
+  bool asked = false;
+  for (const HttpTestRequest& req : token_server_.requests()) {
+    // In either order: the registry's challenge lists them as it likes.
+    std::vector<std::string> scopes = req.QueryValues("scope");
+    std::sort(scopes.begin(), scopes.end());
+    asked = asked || scopes == std::vector<std::string>{"repository:test/hello:pull",
+                                                        "repository:test/other:pull,push"};
+  }
+  EXPECT_TRUE(asked) << "no token request named both repositories";
+  EXPECT_TRUE(*client->HasBlob(Ctx(), *other, layer));
+}
+
+TEST_F(TokenRegistryTest, AnonymousPushIsRefusedNamingTheRegistryAndWritesNothing) {
+  std::unique_ptr<RegistryClient> client = Client(registry_->host(), PlainHttp());
+  absl::StatusOr<Reference> other =
+      Reference::Parse(absl::StrCat(registry_->host(), "/test/denied:v1"));
+  oci::Descriptor layer = LargestLayer(image_);
+  int64_t sent = 0;
+  absl::StatusOr<images::BlobPushResult> pushed =
+      client->PushBlob(Ctx(), *other, layer, FromLayout(image_, layer, &sent));
+  ASSERT_EQ(pushed.status().code(), absl::StatusCode::kUnauthenticated) << pushed.status();
+  EXPECT_TRUE(absl::StrContains(pushed.status().message(), registry_->host()));
+  EXPECT_EQ(sent, 0);
+  struct stat st {};
+  EXPECT_NE(::stat((dir_.path() + "/registry/docker/registry/v2/repositories/test/denied").c_str(),
+                   &st),
+            0);
+}
+
+TEST_F(TokenRegistryTest, CheckLoginTellsRightCredentialsFromWrongOnes) {
+  EXPECT_TRUE(UserClient(registry_->host(), kPassword)->CheckLogin(Ctx(), registry_->host()).ok());
+  absl::Status wrong =
+      UserClient(registry_->host(), "wrong")->CheckLogin(Ctx(), registry_->host());
+  EXPECT_EQ(wrong.code(), absl::StatusCode::kUnauthenticated) << wrong;
+  EXPECT_TRUE(absl::StrContains(wrong.message(), registry_->host())) << wrong;
 }
 
 }  // namespace

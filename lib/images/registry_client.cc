@@ -22,54 +22,12 @@
 #include "lib/images/hosts_config.h"
 #include "lib/images/registry_auth.h"
 #include "lib/images/registry_http.h"
+#include "lib/images/registry_upload.h"
 
 namespace berth::images {
 namespace {
 
 std::string Scope(const Reference& ref) { return absl::StrCat("repository:", ref.path, ":pull"); }
-
-// The registry's own words for a failed request: the "errors" of distribution's error body
-// ("MANIFEST_UNKNOWN: manifest unknown"), else the start of the body, else the status line.
-std::string RegistryMessage(const HttpResponse& resp) {
-  nlohmann::json doc = nlohmann::json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
-  std::vector<std::string> parts;
-  if (doc.is_object() && doc.contains("errors") && doc["errors"].is_array()) {
-    for (const auto& error : doc["errors"]) {
-      if (!error.is_object()) {
-        continue;
-      }
-      std::string code = error.value("code", "");
-      std::string message = error.value("message", "");
-      parts.push_back(code.empty() ? message : absl::StrCat(code, ": ", message));
-    }
-  }
-  if (!parts.empty()) {
-    return absl::StrJoin(parts, "; ");
-  }
-  std::string body(absl::StripAsciiWhitespace(resp.body.substr(0, 200)));
-  return body.empty() ? absl::StrCat("HTTP ", resp.code) : absl::StrCat("HTTP ", resp.code, ": ", body);
-}
-
-absl::Status ErrorFromResponse(absl::string_view host, absl::string_view what,
-                               const HttpResponse& resp) {
-  std::string message = absl::StrCat("registry ", host, ": ", what, ": ", RegistryMessage(resp));
-  switch (resp.code) {
-    case 401:
-      return absl::UnauthenticatedError(message);
-    case 403:
-      return absl::PermissionDeniedError(message);
-    case 404:
-      return absl::NotFoundError(message);
-    case 400:
-    case 405:
-    case 416:
-      return absl::InvalidArgumentError(message);
-    case 429:
-      return absl::UnavailableError(message);
-    default:
-      return resp.code >= 500 ? absl::UnavailableError(message) : absl::UnknownError(message);
-  }
-}
 
 // Whether a failure at one endpoint sends a request on to the next: the endpoint could not
 // serve it (unreachable, TLS, 5xx or 429 after the retries: Unavailable) or does not have it
@@ -99,6 +57,23 @@ class CurlRegistryClient : public RegistryClient {
                                          const Descriptor& desc) override;
   absl::Status FetchBlob(const Context& ctx, const Reference& ref, const oci::Descriptor& desc,
                          int64_t offset, Digester* prefix, const BlobCallback& sink) override;
+
+  absl::StatusOr<bool> HasBlob(const Context& ctx, const Reference& ref,
+                               const oci::Descriptor& desc) override {
+    return HasBlobOver(http_, ctx, ref, desc);
+  }
+  absl::StatusOr<BlobPushResult> PushBlob(const Context& ctx, const Reference& ref,
+                                          const oci::Descriptor& desc,
+                                          const BlobUpload& upload) override {
+    return PushBlobOver(http_, ctx, ref, desc, upload);
+  }
+  absl::Status PushManifest(const Context& ctx, const Reference& ref, const Descriptor& desc,
+                            absl::string_view raw, absl::string_view object) override {
+    return PushManifestOver(http_, ctx, ref, desc, raw, object);
+  }
+  absl::Status CheckLogin(const Context& ctx, absl::string_view host) override {
+    return CheckLoginOver(http_, ctx, host);
+  }
 
  private:
   HttpRequest ManifestRequest(const RegistryEndpoint& endpoint, const Reference& ref,
@@ -185,7 +160,7 @@ absl::StatusOr<Descriptor> CurlRegistryClient::ResolveAt(const Context& ctx,
   BERTH_ASSIGN_OR_RETURN(HttpResponse get,
                          http_.Do(ctx, ManifestRequest(endpoint, ref, object, false)));
   if (get.code != 200) {
-    return ErrorFromResponse(endpoint.host, what, get);
+    return RegistryError(endpoint.host, what, get);
   }
   if (!get.write_status.ok()) {
     return get.write_status;
@@ -232,7 +207,7 @@ absl::StatusOr<RegistryClient::Document> CurlRegistryClient::FetchManifestAt(
   req.max_body = desc.size;
   BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http_.Do(ctx, std::move(req)));
   if (resp.code != 200) {
-    return ErrorFromResponse(endpoint.host, what, resp);
+    return RegistryError(endpoint.host, what, resp);
   }
   if (!resp.write_status.ok()) {
     return resp.write_status;
@@ -356,7 +331,7 @@ absl::Status CurlRegistryClient::FetchBlobAt(const Context& ctx, const RegistryE
     };
     BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http_.Do(ctx, std::move(req)));
     if (resp.code != 200 && resp.code != 206) {
-      return ErrorFromResponse(endpoint.host, what, resp);
+      return RegistryError(endpoint.host, what, resp);
     }
     if (!resp.write_status.ok()) {
       return resp.write_status;
@@ -420,6 +395,26 @@ std::vector<RegistryEndpoint> ResolveEndpoints(const RegistryClientOptions& opti
 
 std::string ManifestAcceptHeader() {
   return absl::StrJoin({kOciIndex, kOciManifest, kDockerManifestList, kDockerManifest}, ", ");
+}
+
+absl::StatusOr<bool> RegistryClient::HasBlob(const Context&, const Reference&,
+                                             const oci::Descriptor&) {
+  return absl::UnimplementedError("this registry client cannot push");
+}
+
+absl::StatusOr<BlobPushResult> RegistryClient::PushBlob(const Context&, const Reference&,
+                                                        const oci::Descriptor&,
+                                                        const BlobUpload&) {
+  return absl::UnimplementedError("this registry client cannot push");
+}
+
+absl::Status RegistryClient::PushManifest(const Context&, const Reference&, const Descriptor&,
+                                          absl::string_view, absl::string_view) {
+  return absl::UnimplementedError("this registry client cannot push");
+}
+
+absl::Status RegistryClient::CheckLogin(const Context&, absl::string_view) {
+  return absl::UnimplementedError("this registry client cannot log in");
 }
 
 std::unique_ptr<RegistryClient> RegistryClient::Create(RegistryClientOptions options) {

@@ -1,10 +1,13 @@
 #pragma once
 
-// A registry client, read side, after the OCI distribution spec (v1.1) and docker's token
-// auth: resolve a reference to a descriptor, fetch manifests and indexes, stream blobs.
+// A registry client after the OCI distribution spec (v1.1) and docker's token auth. Read side:
+// resolve a reference to a descriptor, fetch manifests and indexes, stream blobs. Write side:
+// check for a blob, mount it from another repository, upload it (monolithic or chunked), put
+// manifests and indexes by tag or digest.
 //
 // Terms: a registry `host` is a Reference's domain ("127.0.0.1:5000", "ghcr.io"; docker.io is
-// reached at registry-1.docker.io). A `scope` is "repository:<path>:pull".
+// reached at registry-1.docker.io). A `scope` is "repository:<path>:pull" for reads and
+// "repository:<path>:pull,push" for writes (plus "repository:<from>:pull" for a mount).
 //
 // What it promises:
 // - Resolve negotiates the manifest type (Accept: OCI index, OCI manifest, Docker list, Docker
@@ -22,6 +25,13 @@
 // - Auth: anonymous; Basic when the registry challenges with it and the host has credentials;
 //   Bearer tokens fetched from the challenge's realm (anonymously or with the host's
 //   credentials) and cached per (host, scope) until they expire.
+//
+// - PushBlob tries a cross-repository mount first when it is given a repository to mount from
+//   (POST ?mount=&from=); a registry that answers 202 instead opened an upload, which is then
+//   used. A blob up to `chunked_upload_threshold` bytes is sent in one PUT; a larger one in
+//   PATCHes of `upload_chunk_size` bytes (Content-Range), then a PUT with the digest. The
+//   registry's Docker-Content-Digest, when it sends one, must be the blob's.
+// - PushManifest PUTs the document with its media type as Content-Type, by tag or by digest.
 //
 // Errors: NotFound carrying the registry's message (unknown tag, manifest or blob);
 // Unauthenticated (no or wrong credentials) and PermissionDenied (credentials without access),
@@ -94,6 +104,9 @@ struct RegistryClientOptions {
   absl::Duration max_backoff = absl::Seconds(5);
   absl::Duration connect_timeout = absl::Seconds(15);
   std::string user_agent = "berth";
+  // Blobs larger than this are uploaded in chunks of upload_chunk_size bytes.
+  int64_t chunked_upload_threshold = int64_t{64} << 20;
+  int64_t upload_chunk_size = int64_t{16} << 20;
   // Called after every HTTP request this client makes (retries, auth challenges and token
   // requests included) with the registry host it was for and the HTTP status, 0 when no
   // response came (connection or TLS failure). From several threads at once; must not block.
@@ -103,6 +116,19 @@ struct RegistryClientOptions {
 
 // Called with each piece of a blob in order; an error stops the transfer and is returned.
 using BlobCallback = std::function<absl::Status(absl::string_view data)>;
+
+// What PushBlob needs besides the descriptor.
+struct BlobUpload {
+  // The blob's bytes from `offset` on; called again when a request is sent again.
+  std::function<absl::StatusOr<std::unique_ptr<ByteSource>>(int64_t offset)> open;
+  // A repository path on the same registry that holds the blob ("library/alpine"); empty: no
+  // mount is tried.
+  std::string mount_from;
+  // The bytes of the blob sent so far; from the calling thread. May be empty.
+  std::function<void(int64_t sent)> progress;
+};
+
+enum class BlobPushResult { kMounted, kUploaded };
 
 class RegistryClient {
  public:
@@ -138,6 +164,25 @@ class RegistryClient {
     return FetchBlob(ctx, ref, desc, offset, prefix,
                      [sink](absl::string_view data) { return sink->Write(data); });
   }
+
+  // --- Write side. The default implementations answer Unimplemented.
+
+  // Whether `ref`'s repository has the blob (HEAD /v2/<path>/blobs/<digest>).
+  virtual absl::StatusOr<bool> HasBlob(const Context& ctx, const Reference& ref,
+                                       const oci::Descriptor& desc);
+  // Makes `desc` a blob of `ref`'s repository, mounted or uploaded (see above).
+  virtual absl::StatusOr<BlobPushResult> PushBlob(const Context& ctx, const Reference& ref,
+                                                  const oci::Descriptor& desc,
+                                                  const BlobUpload& upload);
+  // PUTs `raw` (the manifest or index `desc` names, desc.media_type as Content-Type) into
+  // `ref`'s repository as `object`: a tag, or desc's digest string.
+  virtual absl::Status PushManifest(const Context& ctx, const Reference& ref,
+                                    const Descriptor& desc, absl::string_view raw,
+                                    absl::string_view object);
+  // GET /v2/ on `host` with its credentials, answering the auth challenge as any request does
+  // (a token with no scope, or Basic): OK when the registry accepts them, Unauthenticated
+  // naming the registry when it does not. What `berth login` checks before it stores them.
+  virtual absl::Status CheckLogin(const Context& ctx, absl::string_view host);
 };
 
 // The endpoints requests for registry `host` go to, in the order they are tried: its hosts.toml

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/base/byte_stream.h"
 #include "lib/base/context.h"
 #include "lib/images/registry_auth.h"
 #include "lib/images/registry_client.h"
@@ -30,9 +31,18 @@ struct HttpRequest {
   // The endpoint's config (hosts.toml), used instead of options.hosts[host] when set; it must
   // outlive the call.
   const RegistryHostConfig* config = nullptr;
-  std::string scope;  // the token scope this request needs
+  // The token scope(s) this request needs, space-separated ("repository:a:pull,push
+  // repository:b:pull"); empty for a request that needs none (GET /v2/).
+  std::string scope;
   std::string url;
   bool head = false;
+  std::string method;  // "POST", "PUT", "PATCH"; empty: GET (or HEAD with `head`)
+  // A request body of `body_size` bytes: opened anew for each attempt (a retry or the repeat
+  // after an auth challenge sends it again from its start). An error opening or reading it
+  // lands in write_status. `on_sent` sees the bytes handed to the connection so far.
+  std::function<absl::StatusOr<std::unique_ptr<ByteSource>>()> body;
+  int64_t body_size = 0;
+  std::function<void(int64_t sent)> on_sent;
   std::vector<std::string> headers;  // "Name: value"
   // Without on_data, a 2xx body is collected into HttpResponse::body up to max_body bytes (a
   // larger Content-Length, or more bytes, set write_status InvalidArgument and cut the
@@ -60,6 +70,13 @@ struct HttpResponse {
   }
 };
 
+// The registry's own words for a failed request (distribution's "errors" body, else the start
+// of the body, else the status) as the status its HTTP code stands for: 401 Unauthenticated,
+// 403 PermissionDenied, 404 NotFound, 400/405/416 InvalidArgument, 429 and 5xx Unavailable,
+// anything else Unknown. The message starts "registry <host>: <what>: ".
+absl::Status RegistryError(absl::string_view host, absl::string_view what,
+                           const HttpResponse& resp);
+
 // Thread-safe.
 class RegistryHttp {
  public:
@@ -82,6 +99,7 @@ class RegistryHttp {
   // Sleeps the backoff before attempt `attempt` + 1; the context's error if it ends first.
   absl::Status Backoff(const Context& ctx, int attempt) const;
   int max_attempts() const { return options_.max_attempts; }
+  const RegistryClientOptions& options() const { return options_; }
 
  private:
   const RegistryHostConfig& HostConfig(absl::string_view host) const;

@@ -6,6 +6,7 @@
 #include "absl/time/clock.h"
 
 #include "lib/base/grpc_status.h"
+#include "lib/images/registry_credentials.h"
 #include "lib/diff/proto_convert.h"
 #include "lib/server/request_context.h"
 
@@ -29,6 +30,10 @@ pb::BlobProgress::State StateToProto(BlobEvent::State state) {
       return pb::BlobProgress::DONE;
     case BlobEvent::State::kExists:
       return pb::BlobProgress::EXISTS;
+    case BlobEvent::State::kUploading:
+      return pb::BlobProgress::UPLOADING;
+    case BlobEvent::State::kMounted:
+      return pb::BlobProgress::MOUNTED;
   }
   return pb::BlobProgress::STATE_UNSPECIFIED;
 }
@@ -45,12 +50,57 @@ void BlobToProto(const BlobEvent& event, pb::BlobProgress* blob) {
 
 DistributionService::DistributionService(Puller& puller,
                                          images::RegistryClientOptions registry_options,
-                                         std::string default_namespace, PullMetrics* metrics)
+                                         std::string default_namespace, PullMetrics* metrics,
+                                         Pusher* pusher, std::string docker_config)
     : puller_(puller),
       registry_options_(registry_options),
       registry_(images::RegistryClient::Create(std::move(registry_options))),
       default_namespace_(std::move(default_namespace)),
-      metrics_(metrics) {}
+      metrics_(metrics),
+      pusher_(pusher),
+      docker_config_(std::move(docker_config)) {}
+
+template <typename Request>
+absl::StatusOr<images::RegistryClient*> DistributionService::ClientFor(
+    const Request& request, absl::string_view reference,
+    std::unique_ptr<images::RegistryClient>* own) const {
+  images::RegistryClientOptions options = registry_options_;
+  bool added = false;
+  for (const std::string& host : request.plain_http_hosts()) {
+    if (!options.hosts[host].plain_http) {
+      options.hosts[host].plain_http = true;
+      added = true;
+    }
+  }
+  auto set = [&](const std::string& host, const images::RegistryCredentials& creds) {
+    images::RegistryHostConfig& config = options.hosts[host];
+    if (config.username != creds.username || config.password != creds.password) {
+      config.username = creds.username;
+      config.password = creds.password;
+      added = true;
+    }
+  };
+  // The file's credentials for the reference's registry, then the request's over them.
+  absl::StatusOr<images::Reference> ref = images::Reference::Parse(reference);
+  if (ref.ok() && !docker_config_.empty()) {
+    absl::StatusOr<std::optional<images::RegistryCredentials>> creds =
+        images::LookupCredentials(docker_config_, ref->domain);
+    if (!creds.ok()) {
+      return creds.status();
+    }
+    if (creds->has_value()) {
+      set(ref->domain, **creds);
+    }
+  }
+  for (const pb::RegistryAuth& auth : request.auths()) {
+    set(auth.host(), images::RegistryCredentials{auth.username(), auth.password()});
+  }
+  if (!added) {
+    return registry_.get();
+  }
+  *own = images::RegistryClient::Create(std::move(options));
+  return own->get();
+}
 
 grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
                                        const pb::PullRequest* request,
@@ -59,19 +109,11 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
   if (!ctx.ok()) {
     return ToGrpcStatus(ctx.status());
   }
-  images::RegistryClient* registry = registry_.get();
   std::unique_ptr<images::RegistryClient> own;
-  images::RegistryClientOptions options = registry_options_;
-  bool added = false;
-  for (const std::string& host : request->plain_http_hosts()) {
-    if (!options.hosts[host].plain_http) {
-      options.hosts[host].plain_http = true;
-      added = true;
-    }
-  }
-  if (added) {
-    own = images::RegistryClient::Create(std::move(options));
-    registry = own.get();
+  absl::StatusOr<images::RegistryClient*> registry =
+      ClientFor(*request, request->reference(), &own);
+  if (!registry.ok()) {
+    return ToGrpcStatus(registry.status());
   }
 
   PullRequest pull;
@@ -88,7 +130,7 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
   }
   const absl::Time start = absl::Now();
   absl::StatusOr<images::Image> image =
-      puller_.Pull(*ctx, *registry, pull, [writer, &counter](const BlobEvent& event) {
+      puller_.Pull(*ctx, **registry, pull, [writer, &counter](const BlobEvent& event) {
         if (counter.has_value()) {
           counter->Observe(event);
         }
@@ -105,6 +147,42 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
   pb::PullProgress last;
   last.mutable_image()->set_name(image->name);
   *last.mutable_image()->mutable_target() = diff::DescriptorToProto(image->target);
+  writer->Write(last);
+  return grpc::Status::OK;
+}
+
+grpc::Status DistributionService::Push(grpc::ServerContext* server_context,
+                                       const pb::PushRequest* request,
+                                       grpc::ServerWriter<pb::PushProgress>* writer) {
+  if (pusher_ == nullptr) {
+    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this imaged does not push");
+  }
+  absl::StatusOr<Context> ctx = server::ContextFrom(*server_context, default_namespace_);
+  if (!ctx.ok()) {
+    return ToGrpcStatus(ctx.status());
+  }
+  if (request->name().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "push: no image name");
+  }
+  std::unique_ptr<images::RegistryClient> own;
+  absl::StatusOr<images::RegistryClient*> registry = ClientFor(
+      *request, request->reference().empty() ? request->name() : request->reference(), &own);
+  if (!registry.ok()) {
+    return ToGrpcStatus(registry.status());
+  }
+  PushRequest push{request->name(), request->reference()};
+  absl::StatusOr<Pusher::Result> pushed =
+      pusher_->Push(*ctx, **registry, push, [writer](const BlobEvent& event) {
+        pb::PushProgress message;
+        BlobToProto(event, message.add_blobs());
+        writer->Write(message);
+      });
+  if (!pushed.ok()) {
+    return ToGrpcStatus(pushed.status());
+  }
+  pb::PushProgress last;
+  last.mutable_image()->set_reference(pushed->reference);
+  *last.mutable_image()->mutable_target() = diff::DescriptorToProto(pushed->target);
   writer->Write(last);
   return grpc::Status::OK;
 }

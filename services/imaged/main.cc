@@ -1,6 +1,7 @@
 // imaged: image records, served over containerd's Images API (DESIGN.md), and pulls from
-// registries, imports and exports of image tarballs over berth.distribution.v1 (into contentd
-// and snapshotd). Push comes next. Flags and config in, objects wired, serve until SIGTERM.
+// registries, pushes to them, and imports and exports of image tarballs over
+// berth.distribution.v1 (into contentd and snapshotd). Flags and config in, objects wired,
+// serve until SIGTERM.
 
 #include <chrono>
 #include <functional>
@@ -18,6 +19,7 @@
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
 #include "lib/images/hosts_config.h"
+#include "lib/images/registry_credentials.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/leases/leases_forwarder.h"
 #include "lib/content/grpc_content_store.h"
@@ -33,6 +35,7 @@
 #include "services/imaged/importer.h"
 #include "services/imaged/pull_metrics.h"
 #include "services/imaged/puller.h"
+#include "services/imaged/pusher.h"
 #include "services/imaged/publishing_image_store.h"
 #include "services/imaged/sqlite_image_store.h"
 
@@ -93,6 +96,14 @@ int Run(int argc, char** argv) {
       .add_option("--max-concurrent-downloads", puller_options.max_parallel_downloads,
                   "Blobs one pull downloads at once (default: 2 per CPU, 4 to 16)")
       ->check(CLI::Range(1, 64));
+  // Registry credentials (docker's config.json `auths`), read at each pull and push.
+  std::string docker_config = berth::images::DefaultDockerConfigPath();
+  cfg.AddOption("--docker-config", "docker_config", &docker_config,
+                "docker-style config.json with registry credentials (auths); \"\" for none");
+  // Pushes send a blob larger than this in chunks of this size (PATCH), a smaller one in one PUT.
+  int64_t upload_chunk_size = int64_t{64} << 20;
+  cfg.AddOption("--upload-chunk-size", "upload_chunk_size", &upload_chunk_size,
+                "Bytes: pushed blobs larger than this are uploaded in chunks of this size");
   int64_t import_max_entries = berth::imaged::ImporterOptions().limits.max_entries;
   int64_t import_max_bytes = berth::imaged::ImporterOptions().limits.max_bytes;
   cfg.app().add_option("--import-max-entries", import_max_entries,
@@ -172,11 +183,19 @@ int Run(int argc, char** argv) {
   for (const std::string& host : insecure_registries) {
     registry_options.hosts[host].plain_http = true;
   }
+  if (upload_chunk_size <= 0) {
+    BERTH_LOG(Error) << "imaged: --upload-chunk-size must be positive";
+    return 2;
+  }
+  registry_options.chunked_upload_threshold = upload_chunk_size;
+  registry_options.upload_chunk_size = upload_chunk_size;
   registry_options.on_response = [&pull_metrics](absl::string_view host, int status) {
     pull_metrics.ObserveResponse(host, status);
   };
+  berth::imaged::Pusher pusher(content, local);
   berth::imaged::DistributionService distribution_service(
-      puller, std::move(registry_options), options.default_namespace, &pull_metrics);
+      puller, std::move(registry_options), options.default_namespace, &pull_metrics, &pusher,
+      docker_config);
 
   // Imports and exports of image tarballs, over the same stores as pulls.
   berth::imaged::ImporterOptions importer_options;

@@ -67,6 +67,8 @@ void PullMetrics::BlobCounter::Observe(const BlobEvent& event) {
     }
     case BlobEvent::State::kWaiting:
     case BlobEvent::State::kUnpacking:
+    case BlobEvent::State::kUploading:  // push states: not a pull's
+    case BlobEvent::State::kMounted:
       return;
   }
 }

@@ -65,7 +65,16 @@ struct PullRequest {
 
 // One blob's state change (the wire's berth.distribution.v1.BlobProgress).
 struct BlobEvent {
-  enum class State { kWaiting, kDownloading, kVerifying, kUnpacking, kDone, kExists };
+  enum class State {
+    kWaiting,
+    kDownloading,
+    kVerifying,
+    kUnpacking,
+    kDone,
+    kExists,
+    kUploading,  // a push: bytes going to the registry (offset of total)
+    kMounted,    // a push: the registry mounted it from another repository; nothing sent
+  };
   Digest digest;
   std::string media_type;
   int64_t offset = 0;

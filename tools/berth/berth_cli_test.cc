@@ -419,7 +419,7 @@ TEST_F(BerthCliTest, ErrorsAndUsage) {
   Result none = Berth({});
   EXPECT_EQ(none.code, 2);
   EXPECT_THAT(none.err, HasSubstr("one of: content, lease, namespace, snapshot, images, events, "
-                                  "pull, import, export, version"));
+                                  "pull, push, login, logout, import, export, version"));
   EXPECT_EQ(Berth({"content", "bogus"}).code, 2);
   EXPECT_EQ(Berth({"content", "get", "not-a-digest"}).code, 2);
   EXPECT_EQ(Berth({"--timeout", "soon", "content", "ls"}).code, 2);

@@ -27,6 +27,8 @@ void RegisterImageCommands(CLI::App& root, Runner& runner);
 void RegisterEventsCommand(CLI::App& root, Runner& runner);
 // `berth pull REF [--platform P] [--no-unpack] [--insecure-registry HOST]...`: imaged's Pull.
 void RegisterPullCommand(CLI::App& root, Runner& runner);
+// `berth push NAME [REFERENCE]`, `berth login REGISTRY`, `berth logout REGISTRY`.
+void RegisterRegistryCommands(CLI::App& root, Runner& runner);
 // `berth import FILE|-` and `berth export FILE|- NAME...`: imaged's Import and Export.
 void RegisterArchiveCommands(CLI::App& root, Runner& runner);
 // `berth run`, `create`, `start`: containers and their tasks on execd.

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   berth::cli::RegisterImageCommands(app, runner);
   berth::cli::RegisterEventsCommand(app, runner);
   berth::cli::RegisterPullCommand(app, runner);
+  berth::cli::RegisterRegistryCommands(app, runner);
   berth::cli::RegisterArchiveCommands(app, runner);
   berth::cli::RegisterVersionCommand(app, runner);
   berth::cli::RegisterRunCommands(app, runner);

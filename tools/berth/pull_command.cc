@@ -15,6 +15,7 @@
 #include "lib/base/grpc_status.h"
 #include "tools/berth/commands.h"
 #include "tools/berth/progress.h"
+#include "tools/berth/registry_commands.h"
 
 namespace berth::cli {
 namespace {
@@ -39,6 +40,9 @@ absl::Status Pull(Session& session, const PullArgs& args) {
   request.set_snapshotter(args.snapshotter);
   for (const std::string& host : args.insecure_registries) {
     request.add_plain_http_hosts(host);
+  }
+  if (absl::Status st = AddCredentials(args.reference, request.mutable_auths()); !st.ok()) {
+    return st;
   }
   auto stub = pb::Distribution::NewStub(session.Channel(kDaemon));
   grpc::ClientContext context;
@@ -76,6 +80,7 @@ void RegisterPullCommand(CLI::App& root, Runner& runner) {
   pull->add_option("--snapshotter", args->snapshotter, "Snapshotter to unpack into");
   pull->add_option("--insecure-registry", args->insecure_registries,
                    "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
+      ->allow_extra_args(false)  // one host per flag: REF may follow
       ->take_all();
   pull->callback(runner.Wrap([args](Session& session) { return Pull(session, *args); }));
 }

@@ -1,0 +1,174 @@
+#include "lib/images/registry_credentials.h"
+
+#include <cstdlib>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "lib/base/posix.h"
+#include "lib/base/status_macros.h"
+#include "lib/images/reference.h"
+
+namespace berth::images {
+namespace {
+
+absl::StatusOr<nlohmann::json> ReadDocument(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (absl::IsNotFound(text.status())) {
+    return nlohmann::json::object();
+  }
+  BERTH_RETURN_IF_ERROR(text.status());
+  nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("credentials file ", path, ": not a JSON object"));
+  }
+  if (doc.contains("auths") && !doc["auths"].is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("credentials file ", path, ": \"auths\" is not an object"));
+  }
+  return doc;
+}
+
+// Drops every key of `auths` naming `host`; whether there was one.
+bool EraseHost(nlohmann::json& auths, absl::string_view host) {
+  bool erased = false;
+  for (auto it = auths.begin(); it != auths.end();) {
+    if (CredentialHost(it.key()) == host) {
+      it = auths.erase(it);
+      erased = true;
+    } else {
+      ++it;
+    }
+  }
+  return erased;
+}
+
+absl::Status WriteDocument(const std::string& path, const nlohmann::json& doc) {
+  size_t slash = path.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    BERTH_RETURN_IF_ERROR(MakeDirs(path.substr(0, slash), 0700));
+  }
+  return WriteFileAtomic(path, doc.dump(2) + "\n", 0600);
+}
+
+}  // namespace
+
+std::string CredentialHost(absl::string_view key) {
+  absl::string_view host = key;
+  if (!absl::ConsumePrefix(&host, "https://")) {
+    absl::ConsumePrefix(&host, "http://");
+  }
+  host = host.substr(0, host.find('/'));
+  if (host == "index.docker.io" || host == "registry-1.docker.io") {
+    return std::string(kDockerHubDomain);
+  }
+  return std::string(host);
+}
+
+absl::StatusOr<std::map<std::string, RegistryCredentials>> ParseCredentials(
+    absl::string_view json) {
+  nlohmann::json doc = nlohmann::json::parse(json.begin(), json.end(), nullptr,
+                                             /*allow_exceptions=*/false);
+  if (!doc.is_object()) {
+    return absl::InvalidArgumentError("credentials: not a JSON object");
+  }
+  std::map<std::string, RegistryCredentials> result;
+  auto auths = doc.find("auths");
+  if (auths == doc.end()) {
+    return result;
+  }
+  if (!auths->is_object()) {
+    return absl::InvalidArgumentError("credentials: \"auths\" is not an object");
+  }
+  for (auto it = auths->begin(); it != auths->end(); ++it) {
+    if (!it->is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("credentials for ", it.key(), ": not an object"));
+    }
+    RegistryCredentials creds;
+    std::string auth = it->value("auth", "");
+    if (!auth.empty()) {
+      std::string decoded;
+      size_t colon = std::string::npos;
+      if (absl::Base64Unescape(auth, &decoded)) {
+        colon = decoded.find(':');
+      }
+      if (colon == std::string::npos) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "credentials for ", it.key(), ": \"auth\" is not base64 of user:password"));
+      }
+      creds.username = decoded.substr(0, colon);
+      creds.password = decoded.substr(colon + 1);
+    } else {
+      creds.username = it->value("username", "");
+      creds.password = it->value("password", "");
+    }
+    if (creds.username.empty() && creds.password.empty()) {
+      continue;  // an identity token or a helper's placeholder
+    }
+    result[CredentialHost(it.key())] = std::move(creds);
+  }
+  return result;
+}
+
+absl::StatusOr<std::map<std::string, RegistryCredentials>> ReadCredentialsFile(
+    const std::string& path) {
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (absl::IsNotFound(text.status())) {
+    return std::map<std::string, RegistryCredentials>();
+  }
+  BERTH_RETURN_IF_ERROR(text.status());
+  absl::StatusOr<std::map<std::string, RegistryCredentials>> creds = ParseCredentials(*text);
+  if (!creds.ok()) {
+    return absl::Status(creds.status().code(),
+                        absl::StrCat("credentials file ", path, ": ", creds.status().message()));
+  }
+  return creds;
+}
+
+absl::StatusOr<std::optional<RegistryCredentials>> LookupCredentials(const std::string& path,
+                                                                      absl::string_view host) {
+  BERTH_ASSIGN_OR_RETURN(auto all, ReadCredentialsFile(path));
+  auto it = all.find(std::string(host));
+  if (it == all.end()) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
+absl::Status StoreCredentials(const std::string& path, absl::string_view host,
+                              const RegistryCredentials& credentials) {
+  BERTH_ASSIGN_OR_RETURN(nlohmann::json doc, ReadDocument(path));
+  nlohmann::json& auths = doc["auths"];
+  if (auths.is_null()) {
+    auths = nlohmann::json::object();
+  }
+  EraseHost(auths, host);
+  auths[std::string(host)] = {
+      {"auth", absl::Base64Escape(absl::StrCat(credentials.username, ":", credentials.password))}};
+  return WriteDocument(path, doc);
+}
+
+absl::Status RemoveCredentials(const std::string& path, absl::string_view host) {
+  BERTH_ASSIGN_OR_RETURN(nlohmann::json doc, ReadDocument(path));
+  if (!doc.contains("auths") || !EraseHost(doc["auths"], host)) {
+    return absl::NotFoundError(absl::StrCat("not logged in to ", host, " (", path, ")"));
+  }
+  return WriteDocument(path, doc);
+}
+
+std::string DefaultDockerConfigPath() {
+  if (const char* dir = std::getenv("DOCKER_CONFIG"); dir != nullptr && dir[0] != '\0') {
+    return absl::StrCat(dir, "/config.json");
+  }
+  const char* home = std::getenv("HOME");
+  return absl::StrCat(home != nullptr && home[0] != '\0' ? home : "/root",
+                      "/.docker/config.json");
+}
+
+}  // namespace berth::images
