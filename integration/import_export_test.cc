@@ -39,6 +39,9 @@
 namespace berth::integration {
 namespace {
 
+// The leases pulls and imports take (berth.io/pull); image records keep leases of their own.
+constexpr char kPullLeases[] = "labels.\"berth.io/pull\"";
+
 Context Ctx() {
   Context ctx;
   ctx.ns = "default";
@@ -244,11 +247,11 @@ TEST_F(ImportExportTest, ImportsSkopeoOciArchiveWithBlobsLabelsRecordAndSnapshot
 
   // No lease left; a second import finds every blob there and keeps the record.
   leases::GrpcLeaseManager leases(Dial(contentd_.address()));
-  EXPECT_TRUE(leases.List(Ctx(), {})->empty());
+  EXPECT_TRUE(leases.List(Ctx(), {kPullLeases})->empty());
   CommandResult again = Berth({"import", archive});
   ASSERT_EQ(again.exit_code, 0) << again.output;
   EXPECT_TRUE(absl::StrContains(again.output, manifest_digest + " exists")) << again.output;
-  EXPECT_TRUE(leases.List(Ctx(), {})->empty());
+  EXPECT_TRUE(leases.List(Ctx(), {kPullLeases})->empty());
 
   // Compressed, the same archive imports the same.
   CommandResult gzip = Run({"gzip", "-k", archive});
@@ -293,7 +296,7 @@ TEST_F(ImportExportTest, ImportsSkopeoDockerArchiveAsSchema2WithTheSameChain) {
   EXPECT_EQ(root->labels.count("containerd.io/gc.root"), 0u);  // the record's lease holds it
   ExpectChain(TopChainId(config));
   leases::GrpcLeaseManager leases(Dial(contentd_.address()));
-  EXPECT_TRUE(leases.List(Ctx(), {})->empty());
+  EXPECT_TRUE(leases.List(Ctx(), {kPullLeases})->empty());
 }
 
 TEST_F(ImportExportTest, ExportIsReadBySkopeoUmociAndCtrImport) {
@@ -547,10 +550,10 @@ TEST_F(ImportExportTest, ImagedKilledMidImportLeavesNoLeaseOnceBackAndTheNextImp
     }
     EXPECT_FALSE(stream->Finish().ok());
   }
-  EXPECT_FALSE(leases.List(Ctx(), {})->empty()) << "the import's lease should be there";
+  EXPECT_FALSE(leases.List(Ctx(), {kPullLeases})->empty()) << "the import's lease should be there";
   absl::Status started = StartImaged();
   ASSERT_TRUE(started.ok()) << started;
-  EXPECT_TRUE(leases.List(Ctx(), {})->empty()) << imaged_.ReadLog();
+  EXPECT_TRUE(leases.List(Ctx(), {kPullLeases})->empty()) << imaged_.ReadLog();
   images::GrpcImageStore images(Dial(address_));
   EXPECT_TRUE(images.List(Ctx(), {})->empty());
 
