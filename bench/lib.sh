@@ -231,6 +231,16 @@ YML
   exit 1
 }
 
+# berth_binaries DIR: sets contentd_bin, snapshotd_bin, imaged_bin, execd_bin and berth_bin to
+# the build in DIR.
+berth_binaries() {
+  contentd_bin=$1/services/contentd/contentd
+  snapshotd_bin=$1/services/snapshotd/snapshotd
+  imaged_bin=$1/services/imaged/imaged
+  execd_bin=$1/services/execd/execd
+  berth_bin=$1/tools/berth/berth
+}
+
 # start_berth_daemons DIR [execd]: contentd, snapshotd and imaged (and execd with "execd") from
 # $contentd_bin, $snapshotd_bin, $imaged_bin, $execd_bin, with roots, state dirs and sockets
 # under DIR (logs DIR/<daemon>.log). Sets berth_dir (DIR), contentd_pid, snapshotd_pid, imaged_pid, execd_pid,

@@ -25,11 +25,7 @@ RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-3}
 BUILD_DIR=${BUILD_DIR:-$repo/build}
 BENCH_TMP=${BENCH_TMP:-/var/tmp}
-contentd_bin=$BUILD_DIR/services/contentd/contentd
-snapshotd_bin=$BUILD_DIR/services/snapshotd/snapshotd
-imaged_bin=$BUILD_DIR/services/imaged/imaged
-execd_bin=$BUILD_DIR/services/execd/execd
-berth_bin=$BUILD_DIR/tools/berth/berth
+berth_binaries "$BUILD_DIR"
 
 require run "$contentd_bin" "$snapshotd_bin" "$imaged_bin" "$execd_bin" "$berth_bin" \
   containerd ctr runc umoci skopeo docker-registry hyperfine jq curl python3

@@ -23,11 +23,7 @@ repo=$(cd "$here/.." && pwd)
 COUNT=${COUNT:-100}
 BUILD_DIR=${BUILD_DIR:-$repo/build}
 BENCH_TMP=${BENCH_TMP:-/var/tmp}
-contentd_bin=$BUILD_DIR/services/contentd/contentd
-snapshotd_bin=$BUILD_DIR/services/snapshotd/snapshotd
-imaged_bin=$BUILD_DIR/services/imaged/imaged
-execd_bin=$BUILD_DIR/services/execd/execd
-berth_bin=$BUILD_DIR/tools/berth/berth
+berth_binaries "$BUILD_DIR"
 
 require shim_memory "$contentd_bin" "$snapshotd_bin" "$imaged_bin" "$execd_bin" "$berth_bin" \
   containerd ctr runc umoci skopeo docker-registry jq curl python3

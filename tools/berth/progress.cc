@@ -43,17 +43,22 @@ void BlobProgressPrinter::Print(const pb::BlobProgress& blob) {
             << std::endl;
 }
 
-void PrintImage(bool json, absl::string_view verb, const pb::PulledImage& image) {
+void PrintTarget(bool json, absl::string_view verb, absl::string_view key, absl::string_view name,
+                 const ::containerd::types::Descriptor& target) {
   if (json) {
-    std::cout << nlohmann::json{{"name", image.name()},
-                                {"digest", image.target().digest()},
-                                {"media_type", image.target().media_type()},
-                                {"size", image.target().size()}}
+    std::cout << nlohmann::json{{std::string(key), std::string(name)},
+                                {"digest", target.digest()},
+                                {"media_type", target.media_type()},
+                                {"size", target.size()}}
                      .dump()
               << std::endl;
   } else {
-    std::cout << verb << ' ' << image.name() << ' ' << image.target().digest() << std::endl;
+    std::cout << verb << ' ' << name << ' ' << target.digest() << std::endl;
   }
+}
+
+void PrintImage(bool json, absl::string_view verb, const pb::PulledImage& image) {
+  PrintTarget(json, verb, "name", image.name(), image.target());
 }
 
 }  // namespace berth::cli

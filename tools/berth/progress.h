@@ -25,5 +25,9 @@ class BlobProgressPrinter {
 
 void PrintImage(bool json, absl::string_view verb,
                 const ::berth::distribution::v1::PulledImage& image);
+// The same for any result naming a target: `{"<key>": name, "digest", "media_type", "size"}`
+// with --json, else `VERB NAME DIGEST`.
+void PrintTarget(bool json, absl::string_view verb, absl::string_view key, absl::string_view name,
+                 const ::containerd::types::Descriptor& target);
 
 }  // namespace berth::cli

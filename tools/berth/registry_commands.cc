@@ -17,7 +17,6 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -76,16 +75,7 @@ absl::Status Push(Session& session, const PushArgs& args) {
     }
   }
   BERTH_RETURN_IF_ERROR(session.Explain(kDaemon, FromGrpcStatus(reader->Finish())));
-  if (session.json()) {
-    std::cout << nlohmann::json{{"reference", image.reference()},
-                                {"digest", image.target().digest()},
-                                {"media_type", image.target().media_type()},
-                                {"size", image.target().size()}}
-                     .dump()
-              << std::endl;
-  } else {
-    std::cout << "pushed " << image.reference() << ' ' << image.target().digest() << std::endl;
-  }
+  PrintTarget(session.json(), "pushed", "reference", image.reference(), image.target());
   return absl::OkStatus();
 }
 
