@@ -250,6 +250,9 @@ absl::StatusOr<nlohmann::json> GenerateSpec(const images::ImageConfig& image,
       {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", 1024}, {"soft", 1024}}}},
       {"noNewPrivileges", true},
   };
+  if (opts.terminal && opts.console_height > 0 && opts.console_width > 0) {
+    process["consoleSize"] = {{"height", opts.console_height}, {"width", opts.console_width}};
+  }
 
   BERTH_ASSIGN_OR_RETURN(nlohmann::json namespaces, Namespaces(opts));
   BERTH_ASSIGN_OR_RETURN(nlohmann::json resources, Resources(opts));

@@ -46,6 +46,11 @@ struct SpecOptions {
   // numeric users work.
   std::string rootfs_path;
   bool terminal = false;
+  // With `terminal`, the console's first size (process.consoleSize); 0: the runtime's default.
+  // Set it when the caller's terminal size is known, so the process never sees 0x0 before the
+  // first ResizePty.
+  uint32_t console_height = 0;
+  uint32_t console_width = 0;
   std::string hostname;
 
   // Network: a private namespace by default; the host's with `host_network`; or the existing

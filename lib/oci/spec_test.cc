@@ -55,6 +55,19 @@ TEST(ProcessArgs, EntrypointThenCmd) {
   EXPECT_THAT(Args(Image({"/ep", "-x"}, {"a", "b"}), Opts()), ElementsAre("/ep", "-x", "a", "b"));
 }
 
+TEST(Terminal, ConsoleStartsAtTheCallersSize) {
+  SpecOptions o = Opts();
+  o.terminal = true;
+  EXPECT_FALSE(Gen(Image({}, {"sh"}), o)["process"].contains("consoleSize"));
+  o.console_height = 30;
+  o.console_width = 100;
+  nlohmann::json process = Gen(Image({}, {"sh"}), o)["process"];
+  EXPECT_EQ(process["consoleSize"]["height"], 30);
+  EXPECT_EQ(process["consoleSize"]["width"], 100);
+  o.terminal = false;
+  EXPECT_FALSE(Gen(Image({}, {"sh"}), o)["process"].contains("consoleSize"));
+}
+
 TEST(ProcessArgs, UserArgsReplaceCmdOnly) {
   SpecOptions o = Opts();
   o.args = {"c"};

@@ -114,10 +114,23 @@ void OomWatcher::Remove(const std::string& key) {
   }
 }
 
+bool OomWatcher::KillsRose(Watch& w, bool* gone) {
+  int64_t kills = OomKills(w.oom_control);
+  *gone = kills < 0;
+  if (kills <= w.kills) {
+    return false;
+  }
+  w.kills = kills;
+  return true;
+}
+
 void OomWatcher::Run() {
+  constexpr int kRecheckIntervalMs = 50;
+  constexpr int kRechecks = 100;  // 5 s after the signal
   epoll_event events[16];
+  bool rechecking = false;
   while (true) {
-    int n = ::epoll_wait(epoll_.get(), events, 16, -1);
+    int n = ::epoll_wait(epoll_.get(), events, 16, rechecking ? kRecheckIntervalMs : -1);
     std::vector<std::string> ooms;
     {
       absl::MutexLock lock(&mu_);
@@ -126,21 +139,32 @@ void OomWatcher::Run() {
       }
       for (int i = 0; i < n; ++i) {
         auto it = watches_.find(events[i].data.fd);
-        if (it == watches_.end()) {
+        if (it != watches_.end()) {
+          uint64_t count = 0;
+          (void)!::read(it->first, &count, sizeof count);
+          it->second.rechecks = kRechecks;
+        }
+      }
+      rechecking = false;
+      for (auto it = watches_.begin(); it != watches_.end();) {
+        Watch& w = it->second;
+        if (w.rechecks == 0) {
+          ++it;
           continue;
         }
-        uint64_t count = 0;
-        (void)!::read(it->first, &count, sizeof count);
-        int64_t kills = OomKills(it->second.oom_control);
-        if (kills < 0) {  // the cgroup is gone
+        bool gone = false;
+        if (KillsRose(w, &gone)) {
+          ooms.push_back(w.key);
+          w.rechecks = 0;
+        } else if (gone) {
           ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->first, nullptr);
-          watches_.erase(it);
+          it = watches_.erase(it);
           continue;
+        } else {
+          --w.rechecks;
         }
-        if (kills > it->second.kills) {
-          it->second.kills = kills;
-          ooms.push_back(it->second.key);
-        }
+        rechecking = rechecking || w.rechecks > 0;
+        ++it;
       }
     }
     for (const std::string& key : ooms) {

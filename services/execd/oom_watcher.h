@@ -38,8 +38,14 @@ class OomWatcher {
     std::string oom_control;  // the cgroup's memory.oom_control
     int64_t kills = 0;
     UniqueFd event;
+    // The kernel signals the eventfd when the cgroup hits its limit, before the OOM killer has
+    // killed (and counted) anything: after a signal the count is read again every
+    // kRecheckInterval, this many more times, until it rises.
+    int rechecks = 0;
   };
   void Run();
+  // Reads `w`'s kill count; true when it rose (and records it). False when the cgroup is gone.
+  static bool KillsRose(Watch& w, bool* gone);
 
   std::function<void(const std::string&)> on_oom_;
   UniqueFd epoll_;

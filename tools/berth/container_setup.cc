@@ -1,6 +1,7 @@
 #include "tools/berth/container_setup.h"
 
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -232,6 +233,16 @@ absl::StatusOr<oci::SpecOptions> SpecOptionsFromFlags(const ContainerFlags& flag
   opts.working_dir = flags.workdir;
   opts.hostname = flags.hostname.empty() ? id.substr(0, 12) : flags.hostname;
   opts.terminal = flags.tty;
+  if (flags.tty) {
+    // The console starts at this terminal's size (runc applies process.consoleSize), so the
+    // process never sees 0x0 before the first ResizePty.
+    struct winsize size {};
+    if (::ioctl(STDIN_FILENO, TIOCGWINSZ, &size) == 0 ||
+        ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0) {
+      opts.console_height = size.ws_row;
+      opts.console_width = size.ws_col;
+    }
+  }
   return opts;
 }
 
