@@ -334,11 +334,28 @@ TEST_F(ExecdTasksTest, ExecPauseResumeAndStdin) {
   ASSERT_TRUE(Call(&tasks::Tasks::Stub::Exec, exec, &empty).ok());
   EXPECT_EQ(Call(&tasks::Tasks::Stub::Exec, exec, &empty).code(),
             absl::StatusCode::kAlreadyExists);
+  // containerd's clients (ctr tasks exec, the Go client's Process.Wait) wait before they start:
+  // a Wait on the exec before its Start waits (here until its deadline), not NotFound.
+  {
+    grpc::ClientContext call;
+    ApplyContext(ctx_.WithTimeout(absl::Milliseconds(500)), &call);
+    tasks::WaitRequest early;
+    early.set_container_id(id);
+    early.set_exec_id("probe");
+    tasks::WaitResponse waited;
+    EXPECT_EQ(FromGrpcStatus(stub_->Wait(&call, early, &waited)).code(),
+              absl::StatusCode::kDeadlineExceeded);
+  }
+  absl::StatusOr<uint32_t> waited = absl::UnknownError("not waited");
+  std::thread waiter([&] { waited = Wait(id, "probe"); });
   tasks::StartRequest start;
   start.set_container_id(id);
   start.set_exec_id("probe");
   tasks::StartResponse started;
   ASSERT_TRUE(Call(&tasks::Tasks::Stub::Start, start, &started).ok());
+  waiter.join();
+  ASSERT_TRUE(waited.ok()) << waited.status();
+  EXPECT_EQ(*waited, 6u);
   EXPECT_EQ(*Wait(id, "probe"), 6u);
   EXPECT_EQ(exec_out.Finish(), "from-exec\n");
   tasks::DeleteProcessRequest delete_exec;

@@ -86,6 +86,19 @@ absl::StatusOr<ProcessExit> TaskManager::Wait(const Context& ctx, const std::str
                                               const std::string& exec_id) {
   BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
   if (!exec_id.empty()) {
+    // containerd's clients wait on an exec before they start it, and the shim learns of an exec
+    // only at its start: a Wait on an exec that is not started yet waits for the start (or for
+    // the exec to be deleted unstarted).
+    {
+      absl::MutexLock lock(&mu_);
+      auto started_or_gone = [&task, &exec_id]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+        auto it = task->execs.find(exec_id);
+        return it == task->execs.end() || it->second.pid != 0;
+      };
+      while (!mu_.AwaitWithTimeout(absl::Condition(&started_or_gone), absl::Milliseconds(200))) {
+        BERTH_RETURN_IF_ERROR(ctx.Alive());
+      }
+    }
     return task->shim->Wait(ctx, exec_id);
   }
   // The init process's exit is the watcher's to learn, publish and record; Wait answers after
