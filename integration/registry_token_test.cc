@@ -14,6 +14,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "integration/http_test_server.h"
 #include "integration/registry_test_util.h"
@@ -135,14 +136,31 @@ TEST_F(TokenRegistryTest, MountAsksForBothRepositoriesInOneToken) {
   EXPECT_EQ(*pushed, images::BlobPushResult::kMounted);
   EXPECT_EQ(sent, 0);  // nothing uploaded
   bool asked = false;
+  std::string seen;
   for (const HttpTestRequest& req : token_server_.requests()) {
-    // In either order: the registry's challenge lists them as it likes.
-    std::vector<std::string> scopes = req.QueryValues("scope");
+    // In any order, scopes and actions alike: the registry's challenge lists them as it likes.
+    std::vector<std::string> scopes;
+    std::vector<std::string> values;
+    for (const std::string& value : req.QueryValues("scope")) {
+      for (absl::string_view scope : absl::StrSplit(value, ' ', absl::SkipEmpty())) {
+        values.emplace_back(scope);
+      }
+    }
+    for (const std::string& scope : values) {
+      std::vector<std::string> parts = absl::StrSplit(scope, ':');
+      if (parts.size() == 3) {
+        std::vector<std::string> actions = absl::StrSplit(parts[2], ',');
+        std::sort(actions.begin(), actions.end());
+        parts[2] = absl::StrJoin(actions, ",");
+      }
+      scopes.push_back(absl::StrJoin(parts, ":"));
+    }
     std::sort(scopes.begin(), scopes.end());
+    absl::StrAppend(&seen, " [", absl::StrJoin(scopes, " "), "]");
     asked = asked || scopes == std::vector<std::string>{"repository:test/hello:pull",
                                                         "repository:test/other:pull,push"};
   }
-  EXPECT_TRUE(asked) << "no token request named both repositories";
+  EXPECT_TRUE(asked) << "no token request named both repositories; asked for" << seen;
   EXPECT_TRUE(*client->HasBlob(Ctx(), *other, layer));
 }
 
