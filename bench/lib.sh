@@ -278,6 +278,17 @@ start_berth_daemons() {
   fi
 }
 
+# stop_everything: stops containerd, execd, imaged, snapshotd, contentd and the registry (those
+# whose *_pid is set), then unmounts what is left under $work.
+stop_everything() {
+  local pid
+  for pid in "${containerd_pid:-}" "${execd_pid:-}" "${imaged_pid:-}" "${snapshotd_pid:-}" \
+    "${contentd_pid:-}" "${registry_pid:-}"; do
+    stop_pid "$pid"
+  done
+  unmount_under "$work"
+}
+
 # unmount_under DIR: unmounts whatever is still mounted below DIR (deepest first).
 unmount_under() {
   local target

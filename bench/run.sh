@@ -36,13 +36,7 @@ work=$base
 registry_pid= contentd_pid= snapshotd_pid= imaged_pid= execd_pid= containerd_pid=
 
 cleanup() {
-  stop_pid "$containerd_pid"
-  stop_pid "$execd_pid"
-  stop_pid "$imaged_pid"
-  stop_pid "$snapshotd_pid"
-  stop_pid "$contentd_pid"
-  stop_pid "$registry_pid"
-  unmount_under "$work"
+  stop_everything
   close_work_dir run
 }
 trap cleanup EXIT

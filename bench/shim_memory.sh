@@ -54,13 +54,7 @@ cleanup() {
       berth rm -f "$id" > /dev/null 2>&1 || true
     done
   fi
-  stop_pid "$containerd_pid"
-  stop_pid "$execd_pid"
-  stop_pid "$imaged_pid"
-  stop_pid "$snapshotd_pid"
-  stop_pid "$contentd_pid"
-  stop_pid "$registry_pid"
-  unmount_under "$work"
+  stop_everything
   close_work_dir shim_memory
 }
 trap cleanup EXIT

@@ -161,6 +161,10 @@ class TaskManager {
   void OnExit(Task& task, ProcessExit exit);
   void Publish(const std::string& ns, absl::string_view topic,
                const google::protobuf::Message& event);
+  // Records `task`'s new status, publishes `event` on `topic` and refreshes the gauges.
+  void Announce(const std::string& ns, Task& task, const std::string& status,
+                absl::string_view topic, const google::protobuf::Message& event)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void RefreshGauges() ABSL_LOCKS_EXCLUDED(mu_);
   // Publishes /tasks/oom for the task under `key` ("ns/id").
   void OnOom(const std::string& key);

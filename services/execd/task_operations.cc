@@ -321,29 +321,29 @@ absl::Status TaskManager::CloseIO(const Context& ctx, const std::string& id,
 absl::Status TaskManager::Pause(const Context& ctx, const std::string& id) {
   BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
   BERTH_RETURN_IF_ERROR(task->shim->Pause(ctx));
-  {
-    absl::MutexLock lock(&mu_);
-    task->status = "paused";
-  }
   ev::TaskPaused event;
   event.set_container_id(id);
-  Publish(ctx.ns, "/tasks/paused", event);
-  RefreshGauges();
+  Announce(ctx.ns, *task, "paused", "/tasks/paused", event);
   return absl::OkStatus();
 }
 
 absl::Status TaskManager::Resume(const Context& ctx, const std::string& id) {
   BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
   BERTH_RETURN_IF_ERROR(task->shim->Resume(ctx));
-  {
-    absl::MutexLock lock(&mu_);
-    task->status = "running";
-  }
   ev::TaskResumed event;
   event.set_container_id(id);
-  Publish(ctx.ns, "/tasks/resumed", event);
-  RefreshGauges();
+  Announce(ctx.ns, *task, "running", "/tasks/resumed", event);
   return absl::OkStatus();
+}
+
+void TaskManager::Announce(const std::string& ns, Task& task, const std::string& status,
+                           absl::string_view topic, const google::protobuf::Message& event) {
+  {
+    absl::MutexLock lock(&mu_);
+    task.status = status;
+  }
+  Publish(ns, topic, event);
+  RefreshGauges();
 }
 
 absl::StatusOr<std::vector<uint32_t>> TaskManager::ListPids(const Context& ctx,
