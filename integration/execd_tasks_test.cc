@@ -23,6 +23,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "integration/ctr_records.h"
+#include "integration/execd_cleanup.h"
 #include "integration/harness.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/grpc_status.h"
@@ -58,26 +59,8 @@ class ExecdTasksTest : public ::testing::Test {
 
   void TearDown() override {
     for (const std::string& id : ids_) {
-      if (execd_.running()) {
-        tasks::KillRequest kill;
-        kill.set_container_id(id);
-        kill.set_signal(9);
-        kill.set_all(true);
-        google::protobuf::Empty empty;
-        Call(&tasks::Tasks::Stub::Kill, kill, &empty).IgnoreError();
-        tasks::WaitRequest wait;
-        wait.set_container_id(id);
-        tasks::WaitResponse waited;
-        Call(&tasks::Tasks::Stub::Wait, wait, &waited).IgnoreError();
-        tasks::DeleteTaskRequest del;
-        del.set_container_id(id);
-        tasks::DeleteResponse deleted;
-        Call(&tasks::Tasks::Stub::Delete, del, &deleted).IgnoreError();
-      }
-      std::string task_dir = TaskDir(id);
-      execd::testing::ForceCleanup(dir_.Join(absl::StrCat("state/runc/", kNamespace)), id,
-                                   task_dir + "/shim");
-      ::umount2((task_dir + "/rootfs").c_str(), MNT_DETACH);
+      RemoveTestTask(execd_.running() ? stub_.get() : nullptr, kNamespace, dir_.Join("state"),
+                     id);
     }
   }
 

@@ -126,6 +126,10 @@ class TaskManager {
   // `resources_json`: the OCI LinuxResources, as sent.
   absl::Status Update(const Context& ctx, const std::string& id,
                       const std::string& resources_json);
+  // Where task `id` of namespace `ns` has (or would have) its bundle: config.json, rootfs/.
+  std::string BundleDir(const std::string& ns, const std::string& id) const {
+    return TaskDir(ns, id);
+  }
 
  private:
   struct ExecState {

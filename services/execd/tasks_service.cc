@@ -6,6 +6,7 @@
 #include "lib/base/status_macros.h"
 #include "lib/server/request_context.h"
 #include "lib/snapshots/proto_convert.h"
+#include "services/execd/task_metrics.h"
 
 namespace berth::execd {
 namespace {
@@ -183,8 +184,10 @@ grpc::Status TasksService::Update(grpc::ServerContext* c, const v1::UpdateTaskRe
 
 grpc::Status TasksService::Metrics(grpc::ServerContext* c, const v1::MetricsRequest* request,
                                    v1::MetricsResponse* response) {
-  return grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                      "execd does not serve task metrics yet (not implemented)");
+  return Serve(c, default_namespace_, [&](const Context& ctx) {
+    return CollectMetrics(ctx, tasks_, {request->filters().begin(), request->filters().end()},
+                          response);
+  });
 }
 
 grpc::Status TasksService::Wait(grpc::ServerContext* c, const v1::WaitRequest* request,

@@ -2,7 +2,8 @@
 
 // execd's containerd.services.tasks.v1.Tasks server: each handler reads the request's context
 // (namespace from `containerd-namespace`, else the default), calls TaskManager and converts
-// the result once. Checkpoint and Metrics answer Unimplemented, saying so. Thread-safe.
+// the result once. Metrics reads the tasks' cgroups (task_metrics.h). Checkpoint answers
+// Unimplemented, saying so. Thread-safe.
 
 #include <string>
 

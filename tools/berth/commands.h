@@ -33,8 +33,10 @@ void RegisterRegistryCommands(CLI::App& root, Runner& runner);
 void RegisterArchiveCommands(CLI::App& root, Runner& runner);
 // `berth run`, `create`, `start`: containers and their tasks on execd.
 void RegisterRunCommands(CLI::App& root, Runner& runner);
-// `berth ps`, `exec`, `kill`, `stop`, `rm`, `logs`, `pause`, `unpause`, `top`, `stats`, `wait`.
+// `berth ps`, `exec`, `kill`, `stop`, `rm`, `logs`, `pause`, `unpause`, `top`, `wait`.
 void RegisterContainerCommands(CLI::App& root, Runner& runner);
+// `berth stats [ID...] [--no-stream]`: CPU, memory and pids from execd's Tasks.Metrics.
+void RegisterStatsCommand(CLI::App& root, Runner& runner);
 // `berth version`.
 void RegisterVersionCommand(CLI::App& root, Runner& runner);
 

@@ -1,6 +1,6 @@
-// Commands on existing containers: ps, exec, kill, stop, rm, logs, pause, unpause, top, stats,
-// wait. Records come from execd's Containers service, processes from its Tasks service, as
-// containerd serves both.
+// Commands on existing containers: ps, exec, kill, stop, rm, logs, pause, unpause, top, wait
+// (stats is in stats_command.cc). Records come from execd's Containers service, processes
+// from its Tasks service, as containerd serves both.
 
 #include <fcntl.h>
 #include <signal.h>
@@ -295,29 +295,6 @@ absl::Status Top(Session& session, const std::string& id) {
   return absl::OkStatus();
 }
 
-absl::Status Stats(Session& session, const std::vector<std::string>& ids) {
-  Clients clients(session);
-  tasks::MetricsRequest request;
-  for (const std::string& id : ids) {
-    request.add_filters("id==" + id);
-  }
-  tasks::MetricsResponse response;
-  BERTH_RETURN_IF_ERROR(
-      clients.TaskStatus(clients.tasks->Metrics(clients.TaskContext().get(), request, &response)));
-  Table table({"CONTAINER", "TYPE", "BYTES"});
-  nlohmann::json list = nlohmann::json::array();
-  for (const auto& m : response.metrics()) {
-    table.AddRow({m.id(), m.data().type_url(), std::to_string(m.data().value().size())});
-    list.push_back({{"id", m.id()}, {"type_url", m.data().type_url()}});
-  }
-  if (session.json()) {
-    PrintJson(std::cout, list);
-  } else {
-    table.Print(std::cout);
-  }
-  return absl::OkStatus();
-}
-
 // A command that takes container ids and calls `fn` on each, going on past failures.
 void AddEach(CLI::App& root, Runner& runner, const std::string& name, const std::string& help,
              std::function<absl::Status(Clients&, const std::string&)> fn) {
@@ -418,12 +395,6 @@ void RegisterContainerCommands(CLI::App& root, Runner& runner) {
   CLI::App* top = root.add_subcommand("top", "List a container's processes");
   top->add_option("CONTAINER", *top_id, "Container id")->required();
   top->callback(runner.Wrap([top_id](Session& session) { return Top(session, *top_id); }));
-
-  auto stats_ids = std::make_shared<std::vector<std::string>>();
-  CLI::App* stats = root.add_subcommand("stats", "Show containers' cgroup metrics (execd's Metrics)");
-  stats->add_option("CONTAINER", *stats_ids, "Container ids (default: all)");
-  stats->callback(
-      runner.Wrap([stats_ids](Session& session) { return Stats(session, *stats_ids); }));
 
   auto wait_id = std::make_shared<std::string>();
   CLI::App* wait = root.add_subcommand("wait", "Wait for a container to exit; print its status");

@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   berth::cli::RegisterVersionCommand(app, runner);
   berth::cli::RegisterRunCommands(app, runner);
   berth::cli::RegisterContainerCommands(app, runner);
+  berth::cli::RegisterStatsCommand(app, runner);
 
   std::vector<std::string> args(argv + 1, argv + argc);
   berth::cli::SplitTrailingCommand(app, &args);
