@@ -38,11 +38,11 @@ uint64_t LessCache(uint64_t usage, uint64_t inactive_file) {
   return inactive_file < usage ? usage - inactive_file : usage;
 }
 
-// One sample of every task `ids` names (all the namespace's when empty), in execd's order. A
-// named container without a task is NotFound.
+// One sample of every task `ids` names (all the namespace's when empty), in execd's order.
+// With `require_all` a named container without a task is NotFound, else it is left out.
 absl::StatusOr<std::vector<StatsSample>> Sample(Clients& clients,
                                                 const std::vector<std::string>& ids,
-                                                uint64_t host_memory) {
+                                                uint64_t host_memory, bool require_all) {
   tasks::MetricsRequest request;
   for (const std::string& id : ids) {
     request.add_filters("id==" + id);
@@ -55,7 +55,7 @@ absl::StatusOr<std::vector<StatsSample>> Sample(Clients& clients,
     BERTH_ASSIGN_OR_RETURN(StatsSample s, SampleOf(metric, host_memory));
     samples.push_back(std::move(s));
   }
-  for (const std::string& id : ids) {
+  for (const std::string& id : require_all ? ids : std::vector<std::string>()) {
     bool found = false;
     for (const StatsSample& s : samples) {
       found = found || s.id == id;
@@ -106,24 +106,16 @@ absl::Status Stats(Session& session, const std::vector<std::string>& ids, bool n
   Clients clients(session);
   const uint64_t host_memory = HostMemory();
   std::map<std::string, StatsSample> before;
-  BERTH_ASSIGN_OR_RETURN(std::vector<StatsSample> first, Sample(clients, ids, host_memory));
+  BERTH_ASSIGN_OR_RETURN(std::vector<StatsSample> first,
+                         Sample(clients, ids, host_memory, /*require_all=*/true));
   for (StatsSample& s : first) {
     before[s.id] = std::move(s);
   }
   while (true) {
     absl::SleepFor(kInterval);
-    BERTH_ASSIGN_OR_RETURN(std::vector<StatsSample> now, Sample(clients, {}, host_memory));
-    // Only what was asked for (a named container that went away drops out of the table).
-    std::vector<StatsSample> shown;
-    for (StatsSample& s : now) {
-      bool wanted = ids.empty();
-      for (const std::string& id : ids) {
-        wanted = wanted || id == s.id;
-      }
-      if (wanted) {
-        shown.push_back(std::move(s));
-      }
-    }
+    // A named container that went away since drops out of the table.
+    BERTH_ASSIGN_OR_RETURN(std::vector<StatsSample> shown,
+                           Sample(clients, ids, host_memory, /*require_all=*/false));
     Print(shown, before, session.json(), !no_stream);
     if (no_stream) {
       return absl::OkStatus();
