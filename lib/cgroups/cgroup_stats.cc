@@ -305,6 +305,9 @@ absl::StatusOr<v2::Metrics> ReadV2(const std::string& dir) {
   for (absl::string_view line :
        absl::StrSplit(ReadOrEmpty(dir + "/io.stat"), '\n', absl::SkipEmpty())) {
     std::vector<absl::string_view> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (f.empty()) {
+      continue;
+    }
     std::vector<absl::string_view> dev = absl::StrSplit(f[0], ':');
     uint64_t major = 0, minor = 0;
     if (dev.size() != 2 || !absl::SimpleAtoi(dev[0], &major) ||
@@ -334,7 +337,11 @@ absl::StatusOr<v2::Metrics> ReadV2(const std::string& dir) {
       v2::HugeTlbStat& h = huge[size];
       h.set_pagesize(size);
       uint64_t v = ReadUint(absl::StrCat(dir, "/", name));
-      suffix == std::string("max") ? h.set_max(v) : h.set_current(v);
+      if (absl::string_view(suffix) == "max") {
+        h.set_max(v);
+      } else {
+        h.set_current(v);
+      }
     }
   }
   for (auto& [size, h] : huge) {

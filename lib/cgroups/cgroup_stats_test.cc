@@ -44,7 +44,7 @@ TEST(CgroupStatsTest, ReadsAV2Cgroup) {
   Write(dir, "pids.max", "max\n");
   Write(dir, "io.stat",
         "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n"
-        "253:1 rbytes=10 wbytes=20 rios=3 wios=4\n");
+        "  \n253:1 rbytes=10 wbytes=20 rios=3 wios=4\n");
   Write(dir, "hugetlb.2MB.current", "2097152\n");
   Write(dir, "hugetlb.2MB.max", "max\n");
   Write(dir, "hugetlb.2MB.rsvd.max", "max\n");
