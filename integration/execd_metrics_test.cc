@@ -88,7 +88,9 @@ class ExecdMetricsTest : public ::testing::Test {
   }
 
   // A running busybox container; with `limits` its spec caps memory, pids and CPU (a fifth).
-  std::string Run(const std::string& name, const std::vector<std::string>& args, bool limits) {
+  // `relative_cgroup`: its cgroupsPath is relative (runc puts it below its own cgroup).
+  std::string Run(const std::string& name, const std::vector<std::string>& args, bool limits,
+                  bool relative_cgroup = false) {
     std::string id = absl::StrCat("berth-", name, "-", RandomHex(4));
     auto spec = execd::testing::BusyboxSpec(id, dir_.Join("busybox"), args, false,
                                             limits ? kMemoryLimit : 0);
@@ -98,6 +100,9 @@ class ExecdMetricsTest : public ::testing::Test {
       (*spec)["linux"]["resources"]["pids"] = {{"limit", kPidsLimit}};
       (*spec)["linux"]["resources"]["cpu"]["quota"] = 20000;
       (*spec)["linux"]["resources"]["cpu"]["period"] = 100000;
+    }
+    if (relative_cgroup) {
+      (*spec)["linux"]["cgroupsPath"] = id;
     }
     containers::Container c;
     c.id = id;
@@ -242,6 +247,21 @@ TEST_F(ExecdMetricsTest, ReportsEachTasksCgroup) {
   tasks::WaitResponse waited;
   ASSERT_TRUE(Call(&tasks::Tasks::Stub::Wait, wait, &waited).ok());
   EXPECT_EQ(V1Of(idle).pids().current(), 0u);
+}
+
+// A cgroupsPath that is not absolute leaves the cgroup to runc: found by the task's process.
+TEST_F(ExecdMetricsTest, FindsARelativeCgroupByTheTasksProcess) {
+  if (!V1Host()) {
+    GTEST_SKIP() << "the limits checked here are read from cgroup v1 controllers";
+  }
+  std::string id = Run("relative", kBusy, /*limits=*/true, /*relative_cgroup=*/true);
+  cgroups::v1::Metrics m;
+  ASSERT_TRUE(Eventually([&] {
+    m = V1Of(id);
+    return m.pids().current() == 3;
+  })) << m.DebugString();
+  EXPECT_EQ(m.memory().usage().limit(), static_cast<uint64_t>(kMemoryLimit));
+  EXPECT_EQ(m.pids().limit(), static_cast<uint64_t>(kPidsLimit));
 }
 
 TEST_F(ExecdMetricsTest, CtrPrintsTaskMetrics) {

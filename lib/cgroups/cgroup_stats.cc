@@ -248,9 +248,21 @@ Mode DetectMode(const std::string& root) {
 }
 
 absl::StatusOr<v1::Metrics> ReadV1(const std::string& root, const std::string& path) {
+  CgroupPaths paths;
+  for (const char* controller : {"pids", "cpu", "cpuacct", "memory", "blkio", "hugetlb"}) {
+    paths[controller] = path;
+  }
+  return ReadV1(root, paths);
+}
+
+absl::StatusOr<v1::Metrics> ReadV1(const std::string& root, const CgroupPaths& paths) {
   // The controller's directory for the cgroup; "" when not mounted or without it.
   auto dir_of = [&](const char* controller) {
-    std::string dir = absl::StrCat(root, "/", controller, path);
+    auto path = paths.find(controller);
+    if (path == paths.end()) {
+      return std::string();
+    }
+    std::string dir = absl::StrCat(root, "/", controller, path->second);
     return IsDir(dir) ? dir : std::string();
   };
   v1::Metrics m;
@@ -278,8 +290,10 @@ absl::StatusOr<v1::Metrics> ReadV1(const std::string& root, const std::string& p
     ReadV1Hugetlb(dir, m);
   }
   if (!found) {
+    auto memory = paths.find("memory");
     return absl::NotFoundError(
-        absl::StrCat("cgroup ", path, ": in no cgroup v1 controller under ", root));
+        absl::StrCat("cgroup ", memory != paths.end() ? memory->second : std::string("?"),
+                     ": in no cgroup v1 controller under ", root));
   }
   return m;
 }
@@ -350,46 +364,52 @@ absl::StatusOr<v2::Metrics> ReadV2(const std::string& dir) {
   return m;
 }
 
-absl::StatusOr<std::string> ProcessCgroup(pid_t pid, absl::string_view controller,
-                                          const std::string& proc) {
+absl::StatusOr<CgroupPaths> ProcessCgroups(pid_t pid, const std::string& proc) {
   BERTH_ASSIGN_OR_RETURN(std::string text, ReadFile(absl::StrCat(proc, "/", pid, "/cgroup")));
+  CgroupPaths paths;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     std::vector<absl::string_view> f = absl::StrSplit(line, absl::MaxSplits(':', 2));
     if (f.size() != 3) {
       continue;
     }
-    if (controller.empty() && f[0] == "0" && f[1].empty()) {
-      return std::string(f[2]);
+    if (f[0] == "0" && f[1].empty()) {
+      paths[""] = std::string(f[2]);
     }
-    for (absl::string_view c : absl::StrSplit(f[1], ',')) {
-      if (!controller.empty() && c == controller) {
-        return std::string(f[2]);
-      }
+    for (absl::string_view controller : absl::StrSplit(f[1], ',', absl::SkipEmpty())) {
+      paths[std::string(controller)] = std::string(f[2]);
     }
   }
-  return absl::NotFoundError(absl::StrCat("process ", pid, ": no ",
-                                          controller.empty() ? "cgroup v2" : controller,
-                                          " cgroup"));
+  return paths;
 }
 
 absl::StatusOr<google::protobuf::Any> ContainerMetrics(const std::string& cgroups_path,
                                                        pid_t pid, const std::string& root) {
   const bool unified = DetectMode(root) == Mode::kUnified;
-  std::string path = cgroups_path;
-  if (!absl::StartsWith(path, "/")) {
-    if (pid <= 0) {
-      return absl::NotFoundError(absl::StrCat("cgroup path \"", cgroups_path,
-                                              "\" is not absolute and the task has no process"));
-    }
-    BERTH_ASSIGN_OR_RETURN(path, ProcessCgroup(pid, unified ? "" : "memory"));
+  const bool absolute = absl::StartsWith(cgroups_path, "/");
+  CgroupPaths paths;
+  if (!absolute && pid <= 0) {
+    return absl::NotFoundError(absl::StrCat("cgroup path \"", cgroups_path,
+                                            "\" is not absolute and the task has no process"));
+  }
+  if (!absolute) {
+    BERTH_ASSIGN_OR_RETURN(paths, ProcessCgroups(pid));
   }
   google::protobuf::Any any;
   if (unified) {
+    std::string path = cgroups_path;
+    if (!absolute) {
+      auto it = paths.find("");
+      if (it == paths.end()) {
+        return absl::NotFoundError(absl::StrCat("process ", pid, ": no cgroup v2 line"));
+      }
+      path = it->second;
+    }
     BERTH_ASSIGN_OR_RETURN(v2::Metrics m, ReadV2(root + path));
     any.set_type_url(kV2MetricsType);
     m.SerializeToString(any.mutable_value());
   } else {
-    BERTH_ASSIGN_OR_RETURN(v1::Metrics m, ReadV1(root, path));
+    BERTH_ASSIGN_OR_RETURN(v1::Metrics m,
+                           absolute ? ReadV1(root, cgroups_path) : ReadV1(root, paths));
     any.set_type_url(kV1MetricsType);
     m.SerializeToString(any.mutable_value());
   }

@@ -10,6 +10,8 @@
 
 #include <sys/types.h>
 
+#include <functional>
+#include <map>
 #include <string>
 
 #include <google/protobuf/any.pb.h>
@@ -35,29 +37,34 @@ inline constexpr char kCgroupRoot[] = "/sys/fs/cgroup";
 enum class Mode { kLegacy, kHybrid, kUnified };
 Mode DetectMode(const std::string& root = kCgroupRoot);
 
+// A cgroup's path within each hierarchy, by v1 controller name ("pids", "memory", ...); the
+// key "" is the unified (v2) hierarchy's.
+using CgroupPaths = std::map<std::string, std::string, std::less<>>;
+
 // v1: the cgroup `path` (absolute within each hierarchy, e.g. "/default/web") in the
 // hierarchies mounted at root/<controller>: pids, cpu and cpuacct, memory (memory.stat, the
 // usage/limit/max/failcnt of memory, memsw, kmem and kmem.tcp, oom_control), blkio (the CFQ
 // recursive files, else the throttle ones), hugetlb. A controller not mounted, or without
 // the cgroup, is left out; NotFound when no controller has it.
 absl::StatusOr<v1::Metrics> ReadV1(const std::string& root, const std::string& path);
+// The same with a path per controller (a process's cgroups differ between hierarchies); a
+// controller without an entry is left out.
+absl::StatusOr<v1::Metrics> ReadV1(const std::string& root, const CgroupPaths& paths);
 
 // v2: the cgroup directory `dir`: memory.current, memory.max, memory.swap.*, memory.stat,
 // memory.events, cpu.stat, pids.current and pids.max, io.stat, hugetlb.<size>.current|max.
 // NotFound when `dir` does not exist.
 absl::StatusOr<v2::Metrics> ReadV2(const std::string& dir);
 
-// The cgroup of process `pid` (its path within the hierarchy) in v1 controller `controller`,
-// or in the unified hierarchy when `controller` is empty (the `0::` line), from
-// <proc>/<pid>/cgroup. NotFound when the process is gone or has no such line.
-absl::StatusOr<std::string> ProcessCgroup(pid_t pid, absl::string_view controller,
-                                          const std::string& proc = "/proc");
+// The cgroups of process `pid` from <proc>/<pid>/cgroup, by controller ("" for the `0::` line
+// of the unified hierarchy). NotFound when the process is gone.
+absl::StatusOr<CgroupPaths> ProcessCgroups(pid_t pid, const std::string& proc = "/proc");
 
 // A container's statistics as containerd's runc shim reports them: an Any (type URL above)
 // of the v2 Metrics on a unified host, else of the v1 ones. `cgroups_path` is the spec's
 // linux.cgroupsPath, where runc put the cgroup when it is absolute; otherwise (empty,
-// relative to runc's own cgroup, or systemd's slice:prefix:name) the cgroup is the one
-// process `pid` is in (on v1 its memory cgroup's path, which runc uses for every controller).
+// relative to runc's own cgroup, or systemd's slice:prefix:name) they are the cgroups process
+// `pid` is in, one per controller.
 absl::StatusOr<google::protobuf::Any> ContainerMetrics(const std::string& cgroups_path,
                                                        pid_t pid,
                                                        const std::string& root = kCgroupRoot);

@@ -187,12 +187,24 @@ TEST(CgroupStatsTest, FindsAProcessCgroupPerController) {
   TempDir tmp;
   Write(tmp.Join("42"), "cgroup",
         "12:pids:/ns/web\n4:cpu,cpuacct:/ns/web-cpu\n1:name=systemd:/x\n0::/unified/web\n");
-  EXPECT_EQ(*ProcessCgroup(42, "pids", tmp.path()), "/ns/web");
-  EXPECT_EQ(*ProcessCgroup(42, "cpuacct", tmp.path()), "/ns/web-cpu");
-  EXPECT_EQ(*ProcessCgroup(42, "", tmp.path()), "/unified/web");
-  EXPECT_EQ(ProcessCgroup(42, "memory", tmp.path()).status().code(),
-            absl::StatusCode::kNotFound);
-  EXPECT_EQ(ProcessCgroup(43, "pids", tmp.path()).status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<CgroupPaths> paths = ProcessCgroups(42, tmp.path());
+  ASSERT_TRUE(paths.ok()) << paths.status();
+  EXPECT_EQ((*paths)["pids"], "/ns/web");
+  EXPECT_EQ((*paths)["cpu"], "/ns/web-cpu");
+  EXPECT_EQ((*paths)["cpuacct"], "/ns/web-cpu");
+  EXPECT_EQ((*paths)[""], "/unified/web");
+  EXPECT_EQ(paths->count("memory"), 0u);
+  EXPECT_EQ(ProcessCgroups(43, tmp.path()).status().code(), absl::StatusCode::kNotFound);
+
+  // Each controller read at its own path; one without an entry left out.
+  Write(tmp.Join("root/pids/ns/web"), "pids.current", "2\n");
+  Write(tmp.Join("root/cpuacct/ns/web-cpu"), "cpuacct.usage", "77\n");
+  Write(tmp.Join("root/memory/ns/web"), "memory.usage_in_bytes", "4096\n");
+  absl::StatusOr<v1::Metrics> m = ReadV1(tmp.Join("root"), *paths);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->pids().current(), 2u);
+  EXPECT_EQ(m->cpu().usage().total(), 77u);
+  EXPECT_FALSE(m->has_memory());
 }
 
 // The host's real cgroup of this process, found from its pid (no absolute cgroups path).

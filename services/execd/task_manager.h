@@ -116,6 +116,8 @@ class TaskManager {
   absl::StatusOr<ProcessProto> Get(const Context& ctx, const std::string& id,
                                    const std::string& exec_id);
   absl::StatusOr<std::vector<ProcessProto>> List(const Context& ctx);
+  // The ids of the namespace's tasks, without asking their shims anything (List does).
+  std::vector<std::string> TaskIds(const Context& ctx);
   absl::Status Exec(const Context& ctx, const ExecProcess& request);
   absl::Status ResizePty(const Context& ctx, const std::string& id, const std::string& exec_id,
                          uint32_t width, uint32_t height);

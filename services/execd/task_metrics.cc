@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/base/logging.h"
 #include "lib/base/posix.h"
@@ -34,11 +35,11 @@ absl::Status CollectMetrics(const Context& ctx, TaskManager& tasks,
                             const std::vector<std::string>& filters,
                             ::containerd::services::tasks::v1::MetricsResponse* response) {
   BERTH_ASSIGN_OR_RETURN(filters::Filter filter, filters::Filter::ParseAll(filters));
-  BERTH_ASSIGN_OR_RETURN(std::vector<ProcessProto> list, tasks.List(ctx));
-  for (const ProcessProto& task : list) {
+  // Only a matching task with no absolute cgroups path costs a call to its shim (its pid).
+  for (const std::string& id : tasks.TaskIds(ctx)) {
     bool match = filter.Match([&](const std::vector<std::string>& field)
                                   -> std::optional<std::string> {
-      if (field.size() == 1 && field[0] == "id") return task.id();
+      if (field.size() == 1 && field[0] == "id") return id;
       if (field.size() == 1 && field[0] == "namespace") return ctx.ns;
       return std::nullopt;
     });
@@ -47,19 +48,23 @@ absl::Status CollectMetrics(const Context& ctx, TaskManager& tasks,
     }
     absl::Time collected = absl::Now();
     absl::StatusOr<google::protobuf::Any> data = [&]() -> absl::StatusOr<google::protobuf::Any> {
-      BERTH_ASSIGN_OR_RETURN(std::string path, CgroupsPath(tasks.BundleDir(ctx.ns, task.id())));
-      return cgroups::ContainerMetrics(path, static_cast<pid_t>(task.pid()));
+      BERTH_ASSIGN_OR_RETURN(std::string path, CgroupsPath(tasks.BundleDir(ctx.ns, id)));
+      pid_t pid = 0;
+      if (!absl::StartsWith(path, "/")) {
+        BERTH_ASSIGN_OR_RETURN(ProcessProto process, tasks.Get(ctx, id, ""));
+        pid = static_cast<pid_t>(process.pid());
+      }
+      return cgroups::ContainerMetrics(path, pid);
     }();
     if (!data.ok()) {
       if (data.status().code() != absl::StatusCode::kNotFound) {
-        BERTH_LOG(Warn) << "metrics of task " << ctx.ns << "/" << task.id() << ": "
-                        << data.status();
+        BERTH_LOG(Warn) << "metrics of task " << ctx.ns << "/" << id << ": " << data.status();
       }
       continue;
     }
     ::containerd::types::Metric* metric = response->add_metrics();
     SetTimestamp(metric->mutable_timestamp(), collected);
-    metric->set_id(task.id());
+    metric->set_id(id);
     *metric->mutable_data() = *std::move(data);
   }
   return absl::OkStatus();

@@ -260,19 +260,21 @@ absl::StatusOr<ProcessProto> TaskManager::Get(const Context& ctx, const std::str
   return p;
 }
 
-absl::StatusOr<std::vector<ProcessProto>> TaskManager::List(const Context& ctx) {
+std::vector<std::string> TaskManager::TaskIds(const Context& ctx) {
   std::vector<std::string> ids;
-  {
-    absl::MutexLock lock(&mu_);
-    const std::string prefix = ctx.ns + "/";
-    for (const auto& [key, task] : tasks_) {
-      if (key.rfind(prefix, 0) == 0 && task->shim != nullptr) {
-        ids.push_back(task->record.id);
-      }
+  absl::MutexLock lock(&mu_);
+  const std::string prefix = ctx.ns + "/";
+  for (const auto& [key, task] : tasks_) {
+    if (key.rfind(prefix, 0) == 0 && task->shim != nullptr) {
+      ids.push_back(task->record.id);
     }
   }
+  return ids;
+}
+
+absl::StatusOr<std::vector<ProcessProto>> TaskManager::List(const Context& ctx) {
   std::vector<ProcessProto> list;
-  for (const std::string& id : ids) {
+  for (const std::string& id : TaskIds(ctx)) {
     absl::StatusOr<ProcessProto> p = Get(ctx, id, "");
     if (p.ok()) {
       list.push_back(*std::move(p));
