@@ -5,6 +5,7 @@
 // afterwards through the daemons' own APIs: container records, tasks, snapshots, mounts and
 // the CLI's FIFO directories.
 
+#include <fcntl.h>
 #include <pty.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -26,6 +28,7 @@
 #include "absl/strings/strip.h"
 #include "containerd/services/tasks/v1/tasks.grpc.pb.h"
 #include "integration/harness.h"
+#include "integration/pty_process.h"
 #include "integration/snapshotd_harness.h"
 #include "lib/base/grpc_client.h"
 #include "lib/containers/grpc_container_store.h"
@@ -94,11 +97,7 @@ class BerthRunTest : public ::testing::Test {
 
   // Runs berth with the daemons' addresses; stdout and stderr apart. `input` is its stdin.
   Output Berth(const std::vector<std::string>& args, const std::string& input = "") {
-    std::vector<std::string> argv = {
-        testing::BinaryPath("tools/berth/berth"), "--contentd-address", contentd_.address(),
-        "--snapshotd-address", snapshotd_.address(), "--imaged-address", imaged_address_,
-        "--execd-address", execd_address_, "--timeout", "120s"};
-    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<std::string> argv = BerthArgv(args);
     std::string in = dir_.Join("stdin"), out = dir_.Join("stdout"), err = dir_.Join("stderr");
     std::ofstream(in) << input;
     std::vector<std::string> quoted;
@@ -115,6 +114,28 @@ class BerthRunTest : public ::testing::Test {
     result.out = ReadFile(out).value_or("");
     result.err = ReadFile(err).value_or("");
     return result;
+  }
+
+  // berth's command line with the daemons' addresses, then `args`.
+  std::vector<std::string> BerthArgv(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {
+        testing::BinaryPath("tools/berth/berth"), "--contentd-address", contentd_.address(),
+        "--snapshotd-address", snapshotd_.address(), "--imaged-address", imaged_address_,
+        "--execd-address", execd_address_, "--timeout", "120s"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
+  // `berth logs NAME` once it contains `text` (polled up to 20 s); the last output either way.
+  std::string LogsOnceContaining(const std::string& name, const std::string& text) {
+    std::string logs;
+    testing::WaitFor(
+        [&] {
+          logs = Berth({"logs", name}).out;
+          return absl::StrContains(logs, text);
+        },
+        absl::Seconds(20));
+    return logs;
   }
 
   std::vector<std::string> Containers() {
@@ -372,14 +393,8 @@ TEST_F(BerthRunTest, DetachedLogsExecStopAndRm) {
   ASSERT_EQ(run.exit_code, 0) << run.err;
   EXPECT_EQ(run.out, "bg\n");
   // The shim writes the log; wait until the first lines are in.
-  std::string logs;
-  ASSERT_TRUE(testing::WaitFor(
-      [&] {
-        logs = Berth({"logs", "bg"}).out;
-        return absl::StrContains(logs, "to-stderr");
-      },
-      absl::Seconds(20)))
-      << logs;
+  std::string logs = LogsOnceContaining("bg", "to-stderr");
+  ASSERT_TRUE(absl::StrContains(logs, "to-stderr")) << logs;
   EXPECT_TRUE(absl::StrContains(logs, "started\n")) << logs;
   Output ps = Berth({"ps"});
   EXPECT_TRUE(absl::StrContains(ps.out, "bg") && absl::StrContains(ps.out, "running")) << ps.out;
@@ -409,6 +424,72 @@ TEST_F(BerthRunTest, DetachedLogsExecStopAndRm) {
   Output waited = Berth({"wait", "bg"});
   EXPECT_EQ(waited.out, "137\n") << waited.err;
   EXPECT_EQ(Berth({"rm", "bg"}).exit_code, 0);
+  ExpectNothingLeft();
+}
+
+// `run -it` as a person types it: berth on a pty, what is typed echoed by the container's
+// terminal with the output, a resize of our terminal reaching the container's, its exit code.
+TEST_F(BerthRunTest, InteractiveTerminalTypedIntoThroughAPtyAndResized) {
+  PtyProcess berth(BerthArgv({"run", "--rm", "-it", image_, "sh"}), 80, 24);
+  ASSERT_TRUE(berth.started());
+  ASSERT_TRUE(berth.ReadUntil("# ")) << berth.output();
+  ASSERT_TRUE(berth.Type("echo typed-$((6*7))\n"));
+  ASSERT_TRUE(berth.ReadUntil("echo typed-$((6*7))")) << berth.output();
+  ASSERT_TRUE(berth.ReadUntil("typed-42")) << berth.output();
+  ASSERT_TRUE(berth.Type("stty size\n"));
+  ASSERT_TRUE(berth.ReadUntil("24 80")) << berth.output();
+  // berth gets SIGWINCH and calls ResizePty.
+  ASSERT_TRUE(berth.Resize(120, 40));
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return berth.Type("stty size\n") && berth.ReadUntil("40 120", absl::Seconds(1)); },
+      absl::Seconds(30)))
+      << berth.output();
+  ASSERT_TRUE(berth.Type("exit 3\n"));
+  int status = berth.Wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3) << status << berth.output();
+  ExpectNothingLeft();
+}
+
+TEST_F(BerthRunTest, ExecInteractiveTerminalThroughAPty) {
+  Output run = Berth({"run", "-d", "--name", "host", image_, "sh", "-c",
+                      "while true; do sleep 1; done"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  PtyProcess exec(BerthArgv({"exec", "-it", "host", "sh"}), 100, 30);
+  ASSERT_TRUE(exec.ReadUntil("# ")) << exec.output();
+  ASSERT_TRUE(exec.Type("echo in-exec-$((2+3)); stty size; tty\n"));
+  ASSERT_TRUE(exec.ReadUntil("in-exec-5")) << exec.output();
+  ASSERT_TRUE(exec.ReadUntil("30 100")) << exec.output();
+  ASSERT_TRUE(exec.ReadUntil("/dev/pts/")) << exec.output();
+  ASSERT_TRUE(exec.Type("exit 6\n"));
+  int status = exec.Wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 6) << status << exec.output();
+  EXPECT_EQ(Berth({"rm", "-f", "host"}).exit_code, 0);
+  ExpectNothingLeft();
+}
+
+// `run -d -i`: detached with stdin kept open (docker's), so a process that reads stdin keeps
+// running; its stdin is a FIFO beside its log until someone writes and closes it.
+TEST_F(BerthRunTest, DetachedInteractiveKeepsStdinOpen) {
+  Output run = Berth({"run", "-d", "-i", "--name", "di", image_, "sh", "-c",
+                      "echo started; cat; echo eof"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "di\n");
+  std::string logs = LogsOnceContaining("di", "started");
+  ASSERT_TRUE(absl::StrContains(logs, "started")) << logs;
+  // cat still reads: what is written reaches it, and only closing the FIFO ends its input.
+  std::string fifo = run_dir_ + "/logs/default/di.log.stdin";
+  int in = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  ASSERT_GE(in, 0) << fifo << ": " << strerror(errno);
+  ASSERT_EQ(::write(in, "hello\n", 6), 6);
+  logs = LogsOnceContaining("di", "hello");
+  ASSERT_TRUE(absl::StrContains(logs, "hello")) << logs;
+  EXPECT_FALSE(absl::StrContains(logs, "eof")) << logs;
+  ::close(in);
+  EXPECT_EQ(Berth({"wait", "di"}).out, "0\n");
+  EXPECT_TRUE(absl::StrContains(Berth({"logs", "di"}).out, "hello\neof\n"));
+  EXPECT_EQ(Berth({"rm", "di"}).exit_code, 0);
+  struct stat st;
+  EXPECT_NE(::stat(fifo.c_str(), &st), 0) << fifo << " is left";
   ExpectNothingLeft();
 }
 

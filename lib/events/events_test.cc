@@ -635,5 +635,43 @@ TEST(NatsPublisherTest, ConcurrentPublishersOneOutboxEach) {
   EXPECT_TRUE(p->WaitForDelivery(absl::Seconds(10)));
 }
 
+// PublishOnce stores an event once per key, in the event's own transaction, across a reopen
+// (a crash between the publish and the caller's own note of it), until the key is forgotten.
+TEST(NatsPublisherTest, PublishOnceStoresOncePerKeyAcrossReopenUntilForgotten) {
+  NatsServer server;
+  Subscriber sub(server);
+  TempDir dir;
+  NatsPublisherOptions o = FastOptions(dir.Join("outbox.db"), "");
+  std::string id;
+  {
+    auto p = MustOpen(o);
+    ASSERT_NE(p, nullptr);
+    id = p->publisher_id();
+    ASSERT_TRUE(p->PublishOnce("default", "/tasks/exit", MakeExit(0), "exit/c0").ok());
+    ASSERT_TRUE(p->PublishOnce("default", "/tasks/exit", MakeExit(0), "exit/c0").ok());
+    EXPECT_EQ(p->pending(), 1);
+  }
+  o.url = server.url();
+  auto p = MustOpen(o);
+  ASSERT_NE(p, nullptr);
+  // The repeat after the "crash": accepted, not stored; another key is.
+  ASSERT_TRUE(p->PublishOnce("default", "/tasks/exit", MakeExit(0), "exit/c0").ok());
+  ASSERT_TRUE(p->PublishOnce("default", "/tasks/exit", MakeExit(1), "exit/c1").ok());
+  std::vector<Received> got = sub.Next(2);
+  ASSERT_EQ(got.size(), 2u);
+  ExpectExits(got, 0, id, 1);
+  ASSERT_TRUE(p->WaitForDelivery(absl::Seconds(10)));
+  // Delivered and deleted from the outbox: the key still holds.
+  ASSERT_TRUE(p->PublishOnce("default", "/tasks/exit", MakeExit(0), "exit/c0").ok());
+  EXPECT_EQ(p->pending(), 0);
+  // Forgotten: the key may be used again.
+  ASSERT_TRUE(p->Forget("exit/c0").ok());
+  ASSERT_TRUE(p->Forget("never-used").ok());
+  ASSERT_TRUE(p->PublishOnce("default", "/tasks/exit", MakeExit(2), "exit/c0").ok());
+  got = sub.Next(1);
+  ASSERT_EQ(got.size(), 1u);
+  ExpectExits(got, 2, id, 3);
+}
+
 }  // namespace
 }  // namespace berth::events

@@ -138,6 +138,14 @@ void NatsPublisher::Wake() {
 
 absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topic,
                                     const google::protobuf::Message& event) {
+  return PublishOnce(ns, topic, event, "");
+}
+
+absl::Status NatsPublisher::Forget(absl::string_view key) { return outbox_->Forget(key); }
+
+absl::Status NatsPublisher::PublishOnce(absl::string_view ns, absl::string_view topic,
+                                        const google::protobuf::Message& event,
+                                        absl::string_view key) {
   BERTH_RETURN_IF_ERROR(ValidateNamespace(ns));
   BERTH_RETURN_IF_ERROR(ValidateTopic(topic));
   google::protobuf::Any any;
@@ -157,8 +165,8 @@ absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topi
         absl::StrCat("event ", event.GetDescriptor()->full_name(), ": ", payload.size(),
                      " bytes, more than NATS's default max_payload (", kMaxEventBytes, ")"));
   }
-  BERTH_RETURN_IF_ERROR(
-      outbox_->Append(SubjectFor(ns, topic), std::move(payload), absl::ToUnixNanos(now)));
+  BERTH_RETURN_IF_ERROR(outbox_->Append(SubjectFor(ns, topic), std::move(payload),
+                                        absl::ToUnixNanos(now), std::string(key)));
   Wake();
   return absl::OkStatus();
 }

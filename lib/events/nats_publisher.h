@@ -103,6 +103,11 @@ class NatsPublisher : public Publisher {
   // slash, identifier components) or an envelope over 1 MiB. Thread-safe.
   absl::Status Publish(absl::string_view ns, absl::string_view topic,
                        const google::protobuf::Message& event) override;
+  // The key is stored with the event in one outbox transaction (Outbox::Append).
+  absl::Status PublishOnce(absl::string_view ns, absl::string_view topic,
+                           const google::protobuf::Message& event,
+                           absl::string_view key) override;
+  absl::Status Forget(absl::string_view key) override;
 
   // Events stored and not yet confirmed by the server. Thread-safe.
   int64_t pending() const;

@@ -22,6 +22,8 @@ const std::vector<std::string>& Migrations() {
       "  payload BLOB NOT NULL,"
       "  created_unix_nanos INTEGER NOT NULL);"
       "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+      // Append's keys: events stored once per key (Publisher::PublishOnce).
+      "CREATE TABLE once_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;",
   };
   return *migrations;
 }
@@ -60,6 +62,7 @@ struct Outbox::Waiter {
   std::string subject;
   std::string payload;
   int64_t nanos = 0;
+  std::string key;
   bool done = false;  // guarded by write_mu_
   absl::Status status;
 };
@@ -112,11 +115,13 @@ bool Outbox::WaitForEmpty(absl::Duration timeout) {
 // hands the front to the next. Appends that arrive during a commit form the next group, so an
 // fsync is shared by as many events as arrive while it runs, and no Append returns before its
 // row is durable.
-absl::Status Outbox::Append(std::string subject, std::string payload, int64_t unix_nanos) {
+absl::Status Outbox::Append(std::string subject, std::string payload, int64_t unix_nanos,
+                           std::string key) {
   Waiter waiter;
   waiter.subject = std::move(subject);
   waiter.payload = std::move(payload);
   waiter.nanos = unix_nanos;
+  waiter.key = std::move(key);
   struct Turn {
     Outbox* self;
     Waiter* waiter;
@@ -154,21 +159,44 @@ absl::Status Outbox::Append(std::string subject, std::string payload, int64_t un
 
 absl::Status Outbox::Commit(const std::vector<Waiter*>& group) {
   absl::MutexLock lock(&mu_);
+  int64_t stored = 0;
   absl::Status st = db_->Transaction([&]() -> absl::Status {
+    stored = 0;
     BERTH_ASSIGN_OR_RETURN(
         sqlite::Statement insert,
         db_->Prepare("INSERT INTO outbox (subject, payload, created_unix_nanos) VALUES (?, ?, ?)"));
+    BERTH_ASSIGN_OR_RETURN(sqlite::Statement remember,
+                           db_->Prepare("INSERT OR IGNORE INTO once_keys (key) VALUES (?)"));
     for (Waiter* w : group) {
+      if (!w->key.empty()) {
+        BERTH_RETURN_IF_ERROR(remember.Bind(1, w->key).Run());
+        remember.Reset();
+        if (db_->Changes() == 0) {
+          continue;  // stored once already
+        }
+      }
       BERTH_RETURN_IF_ERROR(
           insert.Bind(1, w->subject).BindBlob(2, w->payload).Bind(3, w->nanos).Run());
       insert.Reset();
+      ++stored;
     }
     return absl::OkStatus();
   });
   if (!st.ok()) {
     return absl::Status(st.code(), absl::StrCat("events outbox: ", st.message()));
   }
-  SetPendingLocked(pending_ + static_cast<int64_t>(group.size()));
+  SetPendingLocked(pending_ + stored);
+  return absl::OkStatus();
+}
+
+absl::Status Outbox::Forget(absl::string_view key) {
+  absl::MutexLock lock(&mu_);
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement forget,
+                         db_->Prepare("DELETE FROM once_keys WHERE key = ?"));
+  absl::Status st = forget.Bind(1, key).Run();
+  if (!st.ok()) {
+    return absl::Status(st.code(), absl::StrCat("events outbox: ", st.message()));
+  }
   return absl::OkStatus();
 }
 

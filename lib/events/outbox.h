@@ -47,7 +47,12 @@ class Outbox {
   // queue): the Append at the front of the queue commits every row queued so far in one
   // transaction (one fsync), so concurrent Appends share it. Errors as sqlite's, prefixed
   // "events outbox: ".
-  absl::Status Append(std::string subject, std::string payload, int64_t unix_nanos);
+  // With a `key`, the row is stored only if the key is not remembered yet, and the key is
+  // remembered in the same transaction (until Forget): a repeat returns OK and stores nothing.
+  absl::Status Append(std::string subject, std::string payload, int64_t unix_nanos,
+                      std::string key = "");
+  // Forgets a key Append remembered. OK if it was not.
+  absl::Status Forget(absl::string_view key);
 
   // Up to `limit` rows with ids above `after_id`, in id order.
   absl::StatusOr<std::vector<OutboxRow>> ReadAfter(int64_t after_id, int64_t limit);

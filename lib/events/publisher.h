@@ -29,6 +29,23 @@ class Publisher {
   // InvalidArgument for a bad namespace or topic. Thread-safe.
   virtual absl::Status Publish(absl::string_view ns, absl::string_view topic,
                                const google::protobuf::Message& event) = 0;
+
+  // Publish, at most once per `key` while the key is remembered: a repeat of a remembered key
+  // returns OK and publishes nothing. For an event a caller must publish and then note durably
+  // somewhere else (execd's exit_published): a crash between the two repeats the call, not the
+  // event. NatsPublisher remembers the key in the outbox, in the event's own transaction, until
+  // Forget(key); this default remembers nothing (Publish), which suits a publisher that keeps
+  // nothing across a crash anyway.
+  virtual absl::Status PublishOnce(absl::string_view ns, absl::string_view topic,
+                                   const google::protobuf::Message& event, absl::string_view key) {
+    (void)key;
+    return Publish(ns, topic, event);
+  }
+  // Stops remembering `key` (once the caller has noted the publish itself). OK if unknown.
+  virtual absl::Status Forget(absl::string_view key) {
+    (void)key;
+    return absl::OkStatus();
+  }
 };
 
 // "berth.events.default.tasks.exit" for ("default", "/tasks/exit").

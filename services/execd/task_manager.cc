@@ -36,6 +36,12 @@ bool Executable(const std::string& binary) {
   return false;
 }
 
+// The outbox's key for the exit event of a process (PublishExit).
+std::string ExitEventKey(const std::string& ns, const std::string& id, const std::string& exec_id,
+                         int64_t pid) {
+  return absl::StrCat("execd/tasks/exit/", ns, "/", id, "/", exec_id, "/", pid);
+}
+
 }  // namespace
 
 TaskManager::TaskManager(containers::ContainerStore& store, TaskRecords& records,
@@ -126,7 +132,8 @@ absl::StatusOr<std::string> TaskManager::RuntimeFor(const containers::Container&
 }
 
 absl::StatusOr<std::shared_ptr<TaskManager::Task>> TaskManager::Find(const Context& ctx,
-                                                                     const std::string& id) {
+                                                                     const std::string& id,
+                                                                     bool even_unresponsive) {
   absl::MutexLock lock(&mu_);
   auto it = tasks_.find(Key(ctx.ns, id));
   if (it == tasks_.end()) {
@@ -134,6 +141,11 @@ absl::StatusOr<std::shared_ptr<TaskManager::Task>> TaskManager::Find(const Conte
   }
   if (it->second->shim == nullptr) {
     return absl::FailedPreconditionError(absl::StrCat("task ", id, ": still being created"));
+  }
+  if (it->second->unresponsive && !even_unresponsive) {
+    return absl::UnavailableError(absl::StrCat(
+        "task ", id, ": its shim has not answered since execd restarted (stopped or hung; "
+        "asked again every ", absl::FormatDuration(options_.reattach_timeout), ")"));
   }
   return it->second;
 }
@@ -305,16 +317,7 @@ void TaskManager::OnExit(Task& task, ProcessExit exit) {
   auto started = [&task]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return !task.starting; };
   mu_.Await(absl::Condition(&started));
   if (!task.record.exit_published) {
-    ev::TaskExit event;
-    event.set_container_id(task.record.id);
-    event.set_id(task.record.id);
-    event.set_pid(static_cast<uint32_t>(task.record.pid));
-    event.set_exit_status(exit.status);
-    SetTimestamp(event.mutable_exited_at(), exit.exited_at);
-    Publish(task.record.ns, "/tasks/exit", event);
-    if (absl::Status st = records_.MarkExitPublished(task.record.ns, task.record.id); !st.ok()) {
-      BERTH_LOG(Error) << "task " << task.record.id << ": remembering its exit event: " << st;
-    }
+    PublishExit(task, "", static_cast<pid_t>(task.record.pid), exit);
     task.record.exit_published = true;
   }
   // Only now is the exit told (Wait, Get): whoever learns of it can crash execd without the
@@ -323,30 +326,81 @@ void TaskManager::OnExit(Task& task, ProcessExit exit) {
   task.status = "stopped";
 }
 
+void TaskManager::PublishExit(Task& task, const std::string& exec_id, pid_t pid,
+                              const ProcessExit& exit) {
+  const TaskRecord& r = task.record;
+  ev::TaskExit event;
+  event.set_container_id(r.id);
+  event.set_id(exec_id.empty() ? r.id : exec_id);
+  event.set_pid(static_cast<uint32_t>(pid));
+  event.set_exit_status(exit.status);
+  SetTimestamp(event.mutable_exited_at(), exit.exited_at);
+  const std::string key = ExitEventKey(r.ns, r.id, exec_id, pid);
+  if (options_.publisher != nullptr) {
+    if (absl::Status st = options_.publisher->PublishOnce(r.ns, "/tasks/exit", event, key);
+        !st.ok()) {
+      BERTH_LOG(Warn) << "publish /tasks/exit of " << r.id << " " << exec_id << ": " << st;
+    }
+  }
+  // For the crash test only (integration/execd_restart_test.cc): dies in the window between
+  // the outbox's commit and the record's.
+  if (const char* point = ::getenv("BERTH_EXECD_CRASH_POINT");
+      point != nullptr && absl::string_view(point) == "exit-event") {
+    ::_exit(137);
+  }
+  absl::Status marked = exec_id.empty() ? records_.MarkExitPublished(r.ns, r.id)
+                                        : records_.MarkExecExitPublished(r.ns, r.id, exec_id);
+  if (!marked.ok()) {
+    BERTH_LOG(Error) << "task " << r.id << " " << exec_id << ": remembering its exit event: "
+                     << marked;
+    return;  // the key stays: a later publish of this exit is still dropped
+  }
+  if (options_.publisher != nullptr) {
+    options_.publisher->Forget(key).IgnoreError();
+  }
+}
+
+void TaskManager::StartExecWatcher(std::shared_ptr<Task> task, const std::string& exec_id) {
+  watchers_.emplace_back([this, task, exec_id] { WatchExec(task, exec_id); });
+}
+
 void TaskManager::WatchExec(std::shared_ptr<Task> task, std::string exec_id) {
   Context ctx;
   ctx.ns = task->record.ns;
   ctx.cancellation = stop_;
   absl::StatusOr<ProcessExit> exit = task->shim->Wait(ctx, exec_id);
-  if (!exit.ok()) {
+  if (stop_->IsCancelled()) {
     return;
+  }
+  if (!exit.ok()) {
+    // The shim is gone: its record of the exit, if it wrote one, else as for a dead shim.
+    std::optional<ProcessExit> recorded = ReadExitRecord(task->shim->state_dir(), exec_id);
+    if (!recorded.has_value()) {
+      BERTH_LOG(Warn) << "task " << task->record.id << ": exec " << exec_id
+                      << ": no exit from its shim (" << exit.status()
+                      << "); reported exited with status 255";
+    }
+    exit = recorded.value_or(ProcessExit{255, absl::Now()});
   }
   absl::MutexLock lock(&mu_);
   auto it = task->execs.find(exec_id);
-  if (it != task->execs.end()) {
-    it->second.exit = *exit;
+  if (it == task->execs.end()) {
+    return;  // deleted meanwhile; DeleteProcess published its exit
   }
-  ev::TaskExit event;
-  event.set_container_id(task->record.id);
-  event.set_id(exec_id);
-  event.set_pid(it != task->execs.end() ? static_cast<uint32_t>(it->second.pid) : 0);
-  event.set_exit_status(exit->status);
-  SetTimestamp(event.mutable_exited_at(), exit->exited_at);
-  Publish(task->record.ns, "/tasks/exit", event);
+  if (!it->second.exit_published) {
+    PublishExit(*task, exec_id, it->second.pid, *exit);
+    it->second.exit_published = true;
+  }
+  it->second.exit = *exit;  // only now: Wait answers after the event
 }
 
 absl::Status TaskManager::Recover() {
   BERTH_ASSIGN_OR_RETURN(std::vector<TaskRecord> records, records_.List());
+  BERTH_ASSIGN_OR_RETURN(std::vector<ExecRecord> exec_records, records_.ListExecs());
+  std::map<std::string, std::vector<ExecRecord>> execs_of;
+  for (ExecRecord& e : exec_records) {
+    execs_of[Key(e.ns, e.id)].push_back(std::move(e));
+  }
   for (TaskRecord& record : records) {
     if (record.pid == 0) {
       // A create that a crash interrupted: nothing was promised to anyone yet.
@@ -362,16 +416,104 @@ absl::Status TaskManager::Recover() {
     task->shim = std::make_unique<ShimClient>(task->dir + "/shim");
     task->status = "running";
     task->record = record;
+    for (const ExecRecord& e : execs_of[Key(record.ns, record.id)]) {
+      ExecState& exec = task->execs[e.exec_id];
+      exec.request.id = e.id;
+      exec.request.exec_id = e.exec_id;
+      exec.request.stdin_path = e.stdin_path;
+      exec.request.stdout_path = e.stdout_path;
+      exec.request.stderr_path = e.stderr_path;
+      exec.request.terminal = e.terminal;
+      exec.spec_path = absl::StrCat(task->dir, "/exec-", e.exec_id, ".json");
+      exec.pid = static_cast<pid_t>(e.pid);
+      exec.exit_published = e.exit_published;
+    }
+    // A crash after an exit's flag and before its key was forgotten left the key.
+    if (record.exit_published && options_.publisher != nullptr) {
+      options_.publisher->Forget(ExitEventKey(record.ns, record.id, "", record.pid))
+          .IgnoreError();
+    }
     {
       absl::MutexLock lock(&mu_);
       tasks_[Key(record.ns, record.id)] = task;
+      watchers_.emplace_back([this, task] { Reattach(task); });
     }
     WatchOom(record);
-    StartWatcher(task);
   }
-  BERTH_LOG(Info) << "reattached to " << records.size() << " task(s)";
+  BERTH_LOG(Info) << "reattaching to " << records.size() << " task(s)";
   RefreshGauges();
   return absl::OkStatus();
+}
+
+void TaskManager::Reattach(std::shared_ptr<Task> task) {
+  Context ctx;
+  ctx.ns = task->record.ns;
+  ctx.cancellation = stop_;
+  const std::string name = absl::StrCat(task->record.ns, "/", task->record.id);
+  absl::StatusOr<ProcessState> state;
+  while (true) {
+    state = task->shim->State(ctx.WithTimeout(options_.reattach_timeout), "");
+    if (stop_->IsCancelled()) {
+      return;
+    }
+    if (state.status().code() != absl::StatusCode::kDeadlineExceeded) {
+      break;  // an answer, or a dead shim (Watch reports it)
+    }
+    bool first = false;
+    {
+      absl::MutexLock lock(&mu_);
+      first = !task->unresponsive;
+      task->unresponsive = true;
+    }
+    if (first) {
+      BERTH_LOG(Warn) << "task " << name << ": its shim accepts but does not answer within "
+                      << options_.reattach_timeout
+                      << " (stopped or hung?); reported UNKNOWN, asking again";
+      RefreshGauges();
+    }
+  }
+  std::vector<std::string> exec_ids;
+  {
+    absl::MutexLock lock(&mu_);
+    if (task->unresponsive) {
+      BERTH_LOG(Info) << "task " << name << ": its shim answers again";
+    }
+    task->unresponsive = false;
+    if (state.ok()) {
+      task->status = state->status;
+    }
+    for (const auto& [exec_id, exec] : task->execs) {
+      exec_ids.push_back(exec_id);
+    }
+  }
+  for (const std::string& exec_id : exec_ids) {
+    pid_t pid = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      pid = task->execs[exec_id].pid;
+    }
+    if (pid == 0 && state.ok()) {
+      // Recorded, and maybe started by the shim before the crash: the shim knows.
+      absl::StatusOr<ProcessState> exec_state =
+          task->shim->State(ctx.WithTimeout(options_.reattach_timeout), exec_id);
+      if (exec_state.ok() && exec_state->pid > 0) {
+        pid = exec_state->pid;
+        records_.SetExecPid(task->record.ns, task->record.id, exec_id, pid).IgnoreError();
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    auto it = task->execs.find(exec_id);
+    if (it != task->execs.end() && pid != 0) {
+      it->second.pid = pid;
+      if (it->second.exit_published && options_.publisher != nullptr) {
+        options_.publisher->Forget(ExitEventKey(task->record.ns, task->record.id, exec_id, pid))
+            .IgnoreError();
+      }
+      StartExecWatcher(task, exec_id);
+    }
+  }
+  RefreshGauges();
+  Watch(task);
 }
 
 void TaskManager::Publish(const std::string& ns, absl::string_view topic,
@@ -389,13 +531,13 @@ void TaskManager::RefreshGauges() {
     return;
   }
   std::map<std::string, int> counts = {{"created", 0}, {"running", 0}, {"paused", 0},
-                                       {"stopped", 0}};
+                                       {"stopped", 0}, {"unknown", 0}};
   int alive = 0;
   {
     absl::MutexLock lock(&mu_);
     for (const auto& [key, task] : tasks_) {
-      counts[task->status]++;
-      if (task->shim != nullptr && !task->shim_dead) {
+      counts[task->unresponsive ? "unknown" : task->status]++;
+      if (task->shim != nullptr && !task->shim_dead && !task->unresponsive) {
         ++alive;
       }
     }

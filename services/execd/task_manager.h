@@ -9,11 +9,15 @@
 // request's rootfs mounts go), tasks/<ns>/<id>/shim/ the shim's directory (control.sock, exit
 // records); runc/<ns>/ the runtime's root.
 //
-// Restart: Recover() loads every record and starts its watcher at once (no reconnect loop): a
-// live shim answers the wait (at once if the container exited meanwhile); a dead one refuses
-// the connection, and its task is reported exited, from the shim's exit record when it left
-// one, else with status 255 (as containerd reports a dead shim), after the runtime's
-// `delete --force` has removed what the container left. An OOM kill in a task's memory cgroup
+// Restart: Recover() loads every record, its execs' too, and reattaches to each shim in
+// parallel, a thread per task, so nothing waits for another shim: a live shim answers at once
+// (a wait at once if the process exited meanwhile); a dead one refuses the connection, and its
+// task is reported exited, from the shim's exit record when it left one, else with status 255
+// (as containerd reports a dead shim), after the runtime's `delete --force` has removed what the
+// container left. A shim that accepts and does not answer (stopped, hung) holds nothing up:
+// after `reattach_timeout` its task is reported UNKNOWN, calls on it answer Unavailable with
+// the reason, and it is asked again until it answers. /tasks/exit is published exactly once per
+// process, whatever the crash point (PublishExit). An OOM kill in a task's memory cgroup
 // publishes /tasks/oom (OomWatcher). Thread-safe.
 
 #include <prometheus/counter.h>
@@ -51,6 +55,9 @@ struct TaskManagerOptions {
   events::Publisher* publisher = nullptr;
   std::shared_ptr<prometheus::Registry> registry;  // null: no metrics
   mount::Mounter* mounter = nullptr;               // null: the system's
+  // After a restart: how long a shim may take to answer before its task is reported UNKNOWN
+  // (it is asked again after each such wait).
+  absl::Duration reattach_timeout = absl::Seconds(5);
 };
 
 struct CreateTask {
@@ -138,7 +145,8 @@ class TaskManager {
     ExecProcess request;
     std::string spec_path;
     pid_t pid = 0;
-    std::optional<ProcessExit> exit;
+    std::optional<ProcessExit> exit;  // once its /tasks/exit is published
+    bool exit_published = false;      // the record's flag
   };
   struct Task {
     TaskRecord record;
@@ -148,23 +156,38 @@ class TaskManager {
     std::optional<ProcessExit> exit;  // the init process's, once known
     std::string status = "created";   // cached: created, running, paused, stopped
     bool shim_dead = false;
-    bool deleting = false;
-    bool starting = false;  // Start runs: the exit event waits for the start event  // Delete told the shim to go: its leaving is not a death
+    bool unresponsive = false;  // after a restart, the shim has not answered yet (UNKNOWN)
+    bool deleting = false;  // Delete told the shim to go: its leaving is not a death
+    bool starting = false;  // Start runs: the exit event waits for the start event
   };
 
   std::string TaskDir(const std::string& ns, const std::string& id) const;
   std::string RuntimeRoot(const std::string& ns) const;
   absl::StatusOr<std::string> RuntimeFor(const containers::Container& c,
                                          const std::string& runtime_path) const;
-  absl::StatusOr<std::shared_ptr<Task>> Find(const Context& ctx, const std::string& id);
+  // The task; Unavailable while its shim does not answer after a restart, unless
+  // `even_unresponsive` (Get and Wait answer without the shim).
+  absl::StatusOr<std::shared_ptr<Task>> Find(const Context& ctx, const std::string& id,
+                                             bool even_unresponsive = false);
   // Removes what a task leaves: the runtime's state (delete --force kills what still runs and
   // its cgroup), the rootfs mount, the directories, the record.
   absl::Status CleanUp(const TaskRecord& record);
   void StartWatcher(std::shared_ptr<Task> task);
+  void StartExecWatcher(std::shared_ptr<Task> task, const std::string& exec_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a restart: waits (in rounds of reattach_timeout) for the shim's first answer, learns
+  // what the shim did with execs a crash left unstarted in the records, starts the exec
+  // watchers, then watches the init process.
+  void Reattach(std::shared_ptr<Task> task);
   void Watch(std::shared_ptr<Task> task);
   void WatchExec(std::shared_ptr<Task> task, std::string exec_id);
   // Publishes /tasks/exit for the init process once (record flag), marks the task stopped.
   void OnExit(Task& task, ProcessExit exit);
+  // Publishes /tasks/exit of `exec_id` ("" init) once and sets its record's flag: the event goes
+  // to the outbox under a key in its own transaction, the flag follows, then the key is
+  // forgotten; a crash anywhere between repeats this call, never the event.
+  void PublishExit(Task& task, const std::string& exec_id, pid_t pid, const ProcessExit& exit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Publish(const std::string& ns, absl::string_view topic,
                const google::protobuf::Message& event);
   // Records `task`'s new status, publishes `event` on `topic` and refreshes the gauges.

@@ -69,10 +69,11 @@ absl::StatusOr<pid_t> TaskManager::Start(const Context& ctx, const std::string& 
   BERTH_ASSIGN_OR_RETURN(
       pid_t pid, task->shim->Exec(ctx, exec_id, spec_path, request.terminal, request.stdin_path,
                                   request.stdout_path, request.stderr_path));
+  records_.SetExecPid(ctx.ns, id, exec_id, pid).IgnoreError();  // else Reattach asks the shim
   {
     absl::MutexLock lock(&mu_);
     task->execs[exec_id].pid = pid;
-    watchers_.emplace_back([this, task, exec_id] { WatchExec(task, exec_id); });
+    StartExecWatcher(task, exec_id);
   }
   ev::TaskExecStarted event;
   event.set_container_id(id);
@@ -84,22 +85,28 @@ absl::StatusOr<pid_t> TaskManager::Start(const Context& ctx, const std::string& 
 
 absl::StatusOr<ProcessExit> TaskManager::Wait(const Context& ctx, const std::string& id,
                                               const std::string& exec_id) {
-  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id, /*even_unresponsive=*/true));
   if (!exec_id.empty()) {
-    // containerd's clients wait on an exec before they start it, and the shim learns of an exec
-    // only at its start: a Wait on an exec that is not started yet waits for the start (or for
-    // the exec to be deleted unstarted).
-    {
-      absl::MutexLock lock(&mu_);
-      auto started_or_gone = [&task, &exec_id]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        auto it = task->execs.find(exec_id);
-        return it == task->execs.end() || it->second.pid != 0;
-      };
-      while (!mu_.AwaitWithTimeout(absl::Condition(&started_or_gone), absl::Milliseconds(200))) {
-        BERTH_RETURN_IF_ERROR(ctx.Alive());
-      }
+    // containerd's clients wait on an exec before they start it: a Wait on an exec waits for
+    // its exit through its start, as the watcher learns and publishes it (also across a
+    // restart), or NotFound once it is deleted.
+    absl::MutexLock lock(&mu_);
+    if (task->execs.count(exec_id) == 0) {
+      return absl::NotFoundError(absl::StrCat("process ", exec_id, " of task ", id, ": not found"));
     }
-    return task->shim->Wait(ctx, exec_id);
+    auto exited_or_gone = [&task, &exec_id]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+      auto it = task->execs.find(exec_id);
+      return it == task->execs.end() || it->second.exit.has_value();
+    };
+    while (!mu_.AwaitWithTimeout(absl::Condition(&exited_or_gone), absl::Milliseconds(200))) {
+      BERTH_RETURN_IF_ERROR(ctx.Alive());
+    }
+    auto it = task->execs.find(exec_id);
+    if (it == task->execs.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("process ", exec_id, " of task ", id, ": deleted before it exited"));
+    }
+    return *it->second.exit;
   }
   // The init process's exit is the watcher's to learn, publish and record; Wait answers after
   // that, so a caller that crashes execd next cannot cause a lost or repeated /tasks/exit.
@@ -195,9 +202,18 @@ absl::StatusOr<Deleted> TaskManager::DeleteProcess(const Context& ctx, const std
           absl::StrCat("process ", exec_id, " of task ", id, ": must be stopped before deletion"));
     }
     exit = state->exit;
+    {
+      absl::MutexLock lock(&mu_);  // the exit event before the delete's, once
+      auto it = task->execs.find(exec_id);
+      if (it != task->execs.end() && !it->second.exit_published) {
+        PublishExit(*task, exec_id, exec.pid, exit);
+        it->second.exit_published = true;
+      }
+    }
     BERTH_RETURN_IF_ERROR(task->shim->Delete(ctx, exec_id));
   }
   ::unlink(exec.spec_path.c_str());
+  BERTH_RETURN_IF_ERROR(records_.DeleteExec(ctx.ns, id, exec_id));
   {
     absl::MutexLock lock(&mu_);
     task->execs.erase(exec_id);
@@ -214,7 +230,7 @@ absl::StatusOr<Deleted> TaskManager::DeleteProcess(const Context& ctx, const std
 
 absl::StatusOr<ProcessProto> TaskManager::Get(const Context& ctx, const std::string& id,
                                               const std::string& exec_id) {
-  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id));
+  BERTH_ASSIGN_OR_RETURN(std::shared_ptr<Task> task, Find(ctx, id, /*even_unresponsive=*/true));
   ProcessProto p;
   p.set_container_id(id);
   p.set_id(exec_id.empty() ? id : exec_id);
@@ -239,12 +255,22 @@ absl::StatusOr<ProcessProto> TaskManager::Get(const Context& ctx, const std::str
       p.set_stderr(it->second.request.stderr_path);
       p.set_terminal(it->second.request.terminal);
       p.set_status(StatusOf(it->second.pid == 0 ? "created" : "running"));
+      if (it->second.exit.has_value()) {
+        p.set_status(StatusOf("stopped"));
+        p.set_exit_status(it->second.exit->status);
+        SetTimestamp(p.mutable_exited_at(), it->second.exit->exited_at);
+        return p;
+      }
     } else if (task->exit.has_value()) {
       p.set_exit_status(task->exit->status);
       SetTimestamp(p.mutable_exited_at(), task->exit->exited_at);
       return p;
     }
     if (task->shim == nullptr) {
+      return p;
+    }
+    if (task->unresponsive) {
+      p.set_status(StatusOf("unknown"));
       return p;
     }
   }
@@ -299,6 +325,15 @@ absl::Status TaskManager::Exec(const Context& ctx, const ExecProcess& request) {
           absl::StrCat("process ", request.exec_id, " of task ", request.id, ": already exists"));
     }
     BERTH_RETURN_IF_ERROR(WriteFileAtomic(exec.spec_path, request.spec_json, 0600));
+    ExecRecord record;
+    record.ns = ctx.ns;
+    record.id = request.id;
+    record.exec_id = request.exec_id;
+    record.stdin_path = request.stdin_path;
+    record.stdout_path = request.stdout_path;
+    record.stderr_path = request.stderr_path;
+    record.terminal = request.terminal;
+    BERTH_RETURN_IF_ERROR(records_.InsertExec(record));
     task->execs[request.exec_id] = exec;
   }
   ev::TaskExecAdded event;

@@ -409,6 +409,7 @@ absl::Status RemoveContainer(Clients& clients, const std::string& id, bool force
     std::string path = PathOfFileUri(log->second);
     if (!path.empty()) {
       ::unlink(path.c_str());
+      ::unlink(DetachedStdinPath(path).c_str());  // `run -d -i`'s
     }
   }
   return absl::OkStatus();

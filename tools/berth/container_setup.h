@@ -128,6 +128,9 @@ absl::StatusOr<uint32_t> AttachAndWait(Clients& clients, const std::string& id,
 
 // The path of a file:// URI; empty for anything else.
 std::string PathOfFileUri(absl::string_view uri);
+// The FIFO a detached container with -i reads as stdin, beside its log file: open while no one
+// has written to it and closed it (the shim sees no end of input until then).
+inline std::string DetachedStdinPath(const std::string& log_path) { return log_path + ".stdin"; }
 
 // Where the CLI keeps its per-run FIFO directories and detached logs: $BERTH_RUN_DIR, or
 // /run/berth/cli.

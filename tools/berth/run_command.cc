@@ -2,6 +2,7 @@
 // make one (tools/berth/container_setup.h), its task created on execd with the rootfs mounts
 // and stdio, started and waited for. `berth run`'s exit code is the container's.
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <iostream>
@@ -171,8 +172,8 @@ absl::StatusOr<uint32_t> AttachAndWait(Clients& clients, const std::string& id,
 namespace {
 
 absl::Status Run(Session& session, const RunArgs& args) {
-  if (args.detach && (args.rm || args.interactive)) {
-    return UsageError("-d cannot be combined with --rm or -i (nothing stays attached)");
+  if (args.detach && args.rm) {
+    return UsageError("-d cannot be combined with --rm (nothing stays attached)");
   }
   SignalRelay::BlockSignals();
   Clients clients(session, args.flags.snapshotter);
@@ -191,8 +192,20 @@ absl::Status Run(Session& session, const RunArgs& args) {
   flags.name = id;
   BERTH_ASSIGN_OR_RETURN(CreatedContainer created, CreateContainer(clients, flags, labels, undo));
   if (args.detach) {
-    BERTH_RETURN_IF_ERROR(CreateTask(clients, created.id, created.rootfs, "", log_uri, log_uri,
-                                     flags.tty, undo));
+    // -i: stdin stays open (a FIFO no one has written to yet), as docker's run -d -i.
+    std::string stdin_path;
+    if (args.interactive) {
+      stdin_path = DetachedStdinPath(PathOfFileUri(log_uri));
+      if (::mkfifo(stdin_path.c_str(), 0600) != 0 && errno != EEXIST) {
+        return ErrnoStatus(errno, absl::StrCat("mkfifo ", stdin_path));
+      }
+      undo.Add("remove " + stdin_path, [stdin_path] {
+        ::unlink(stdin_path.c_str());
+        return absl::OkStatus();
+      });
+    }
+    BERTH_RETURN_IF_ERROR(CreateTask(clients, created.id, created.rootfs, stdin_path, log_uri,
+                                     log_uri, flags.tty, undo));
     BERTH_RETURN_IF_ERROR(StartTask(clients, created.id));
     undo.Dismiss();
     std::cout << created.id << std::endl;

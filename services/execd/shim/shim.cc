@@ -89,8 +89,11 @@ std::string Shim::Create() {
   if (!epoll_.valid() || !signals_.valid()) {
     return Errno("epoll/signalfd");
   }
-  // runc changes into the bundle before it dials the console socket: give it a full path.
-  console_socket_ = config_.state_dir + "/console.sock";
+  // The console socket is bound as console.sock in the shim's cwd (its state dir) and named to
+  // the runtime through /proc/<shim>/cwd: runc changes into the bundle before it dials, so a
+  // relative name would miss, and the full path of a deep state dir can exceed sun_path's 108
+  // bytes.
+  console_socket_ = "/proc/" + std::to_string(::getpid()) + "/cwd/console.sock";
   std::string error;
   control_.Reset(ListenUnix("control.sock", 0600, &error));
   if (!control_.valid()) {
@@ -452,7 +455,7 @@ std::string Shim::RunWithStdio(Process& p, std::vector<std::string> args) {
   UniqueFd listener, console;
   std::string error;
   if (p.stdio.terminal) {
-    listener.Reset(ListenUnix(console_socket_, 0600, &error));
+    listener.Reset(ListenUnix("console.sock", 0600, &error));
     if (!listener.valid()) {
       return error;
     }
@@ -464,7 +467,7 @@ std::string Shim::RunWithStdio(Process& p, std::vector<std::string> args) {
   error = RunRuntime(config_.runtime, args, run);
   p.stdio.CloseRuntimeEnds();
   if (p.stdio.terminal) {
-    ::unlink(console_socket_.c_str());
+    ::unlink("console.sock");
   }
   if (!error.empty() || !p.stdio.terminal) {
     return error;
