@@ -152,8 +152,9 @@ class TaskManager {
                                          const std::string& runtime_path) const;
   absl::StatusOr<std::shared_ptr<Task>> Find(const Context& ctx, const std::string& id);
   // Removes what a task leaves: the runtime's state (delete --force kills what still runs and
-  // its cgroup), the rootfs mount, the directories, the record.
-  absl::Status CleanUp(const TaskRecord& record);
+  // its cgroup; skipped when `runtime_deleted`: the shim's delete did it), the rootfs mount,
+  // the directories, the record.
+  absl::Status CleanUp(const TaskRecord& record, bool runtime_deleted = false);
   void StartWatcher(std::shared_ptr<Task> task);
   void Watch(std::shared_ptr<Task> task);
   void WatchExec(std::shared_ptr<Task> task, std::string exec_id);

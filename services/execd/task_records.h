@@ -4,6 +4,10 @@
 // whether their rootfs was mounted by execd, and whether their /tasks/exit event has been
 // published. A record is written before the shim starts (pid 0 until it answers), so a crash
 // mid-create leaves a record that start-up cleans away. Thread-safe.
+//
+// Durability: Insert and SetPid commit without an fsync (sqlite's WAL keeps them across a crash
+// of execd; a power loss may roll them back, and takes the shim and container with it);
+// MarkExitPublished and Delete fsync, and with them everything committed before.
 
 #include <memory>
 #include <string>
@@ -42,7 +46,9 @@ class TaskRecords {
  private:
   explicit TaskRecords(std::unique_ptr<sqlite::Db> db) : db_(std::move(db)) {}
   absl::Status Exec(const std::string& sql, const std::string& ns, const std::string& id,
-                    int64_t value);
+                    int64_t value, bool durable = true);
+  // Runs `st` committed with synchronous=NORMAL (no fsync), then restores FULL.
+  absl::Status RunVolatileLocked(sqlite::Statement& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);
