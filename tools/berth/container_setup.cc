@@ -111,8 +111,18 @@ absl::StatusOr<images::ImageConfig> ReadImageConfig(Clients& clients, const std:
     return clients.session.Explain("imaged", image.status());
   }
   oci::Descriptor target = image->target;
+  // Each document is read with the size its descriptor gives (one Read call, no Info call
+  // before it). Every blob was checked against its digest and its descriptor's size when it
+  // was pulled or imported, so a size that is off means a corrupt record: a size too large
+  // reads short (DataLoss), one too small cuts the JSON (its parse fails). A size out of a
+  // document's bounds is read the long way, with the size contentd has. (Hashing it again
+  // here would cost more than the round trip: OpenSSL's start alone is 5M instructions.)
   auto read = [&](const oci::Descriptor& desc) -> absl::StatusOr<std::string> {
-    absl::StatusOr<std::string> blob = content::ReadBlob(clients.content, ctx, desc.digest);
+    absl::StatusOr<std::string> blob =
+        desc.size > 0 && desc.size <= images::kMaxDocumentSize
+            ? content::ReadBlob(*clients.content.OpenReaderOfSize(ctx, desc.digest, desc.size),
+                                desc.digest)
+            : content::ReadBlob(clients.content, ctx, desc.digest);
     if (!blob.ok()) {
       return clients.session.Explain("contentd", blob.status());
     }
