@@ -14,7 +14,9 @@
 # ratios of the means. When execd cannot run a task yet the berth line is left out, saying why.
 #
 # Environment: RUNS (30), WARMUP (3), BUILD_DIR (<repo>/build), BENCH_TMP (/var/tmp), KEEP=1
-# keeps the work dir. Runs as root.
+# keeps the work dir, BASELINE_BUILD_DIR (unset): another build (say main's, before a change)
+# with daemons of its own, timed in the same hyperfine run as "berth run --rm (baseline build)".
+# Runs as root.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -25,6 +27,7 @@ RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-3}
 BUILD_DIR=${BUILD_DIR:-$repo/build}
 BENCH_TMP=${BENCH_TMP:-/var/tmp}
+BASELINE_BUILD_DIR=${BASELINE_BUILD_DIR:-}
 berth_binaries "$BUILD_DIR"
 
 require run "$contentd_bin" "$snapshotd_bin" "$imaged_bin" "$execd_bin" "$berth_bin" \
@@ -34,8 +37,13 @@ require run "$contentd_bin" "$snapshotd_bin" "$imaged_bin" "$execd_bin" "$berth_
 base=$(mktemp -d "$BENCH_TMP/bt-run-XXXXXX")
 work=$base
 registry_pid= contentd_pid= snapshotd_pid= imaged_pid= execd_pid= containerd_pid=
+baseline_pids=()
 
 cleanup() {
+  local pid
+  for pid in "${baseline_pids[@]}"; do
+    stop_pid "$pid"
+  done
   stop_everything
   close_work_dir run
 }
@@ -60,14 +68,30 @@ mkdir -p "$work/ctr-fifo" "$work/ctr-runc"
 ctr_cmd="ctr --address $dsock -n bench run --rm --fifo-dir $work/ctr-fifo --runc-root $work/ctr-runc $image bench-ctr /bin/true"
 $ctr_cmd || { echo "run: ctr run failed" >&2; exit 1; }
 
-# ---- berth
+# ---- berth (the baseline build's daemons first, in a directory of their own)
+berth_command() {  # berth_command BERTH_BIN DIR NAME: the measured command line
+  echo "$1 --contentd-address $2/cd.sock --snapshotd-address $2/sd.sock --imaged-address $2/im.sock --execd-address $2/ex.sock -n bench run --rm --name $3 $image /bin/true"
+}
+if [ -n "$BASELINE_BUILD_DIR" ]; then
+  berth_binaries "$BASELINE_BUILD_DIR"
+  start_berth_daemons "$work/berth-base" execd
+  baseline_pids=("$execd_pid" "$imaged_pid" "$snapshotd_pid" "$contentd_pid")
+  berth pull --insecure-registry "$host" "$image" > "$work/berth-base-pull.log" 2>&1 ||
+    { echo "run: berth pull (baseline) failed:"; cat "$work/berth-base-pull.log"; exit 1; } >&2
+  baseline_cmd=$(berth_command "$berth_bin" "$work/berth-base" bench-base)
+  berth_binaries "$BUILD_DIR"
+fi
 start_berth_daemons "$work/berth" execd
 berth pull --insecure-registry "$host" "$image" > "$work/berth-pull.log" 2>&1 ||
   { echo "run: berth pull failed:"; cat "$work/berth-pull.log"; exit 1; } >&2
 export BERTH_RUN_DIR=$work/berth-cli
-berth_cmd="$berth_bin --contentd-address $work/berth/cd.sock --snapshotd-address $work/berth/sd.sock --imaged-address $work/berth/im.sock --execd-address $work/berth/ex.sock -n bench run --rm --name bench-berth $image /bin/true"
+berth_cmd=$(berth_command "$berth_bin" "$work/berth" bench-berth)
 names=(-n runc -n "ctr run --rm")
 commands=("$runc_cmd" "$ctr_cmd")
+if [ -n "$BASELINE_BUILD_DIR" ]; then
+  names+=(-n "berth run --rm (baseline build)")
+  commands+=("$baseline_cmd")
+fi
 if $berth_cmd > "$work/berth-probe.log" 2>&1; then
   names+=(-n "berth run --rm")
   commands+=("$berth_cmd")

@@ -77,7 +77,9 @@ std::string DirOf(const std::string& path) {
 
 }  // namespace
 
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mode_t mode) {
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mode_t mode,
+                             Durability durability) {
+  const bool durable = durability == Durability::kDurable;
   std::string tmp = absl::StrCat(path, ".tmp-", RandomHex(6));
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode));
   if (!fd.valid()) {
@@ -87,7 +89,7 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mo
   if (st.ok() && ::fchmod(fd.get(), mode) != 0) {  // the umask does not narrow it
     st = ErrnoStatus(errno, absl::StrCat("chmod ", tmp));
   }
-  if (st.ok() && ::fsync(fd.get()) != 0) {
+  if (st.ok() && durable && ::fsync(fd.get()) != 0) {
     st = ErrnoStatus(errno, absl::StrCat("fsync ", tmp));
   }
   fd.Reset();
@@ -98,7 +100,7 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mo
     ::unlink(tmp.c_str());
     return st;
   }
-  return FsyncDir(DirOf(path));
+  return durable ? FsyncDir(DirOf(path)) : absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {

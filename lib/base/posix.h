@@ -25,10 +25,17 @@ absl::Status MakeDirs(const std::string& path, mode_t mode, mode_t parent_mode =
 // fsync of a directory, so a rename or create inside it survives a crash.
 absl::Status FsyncDir(const std::string& path);
 
+// How far a write must have reached before it returns: kDurable survives a power loss (fsync of
+// the file and of its directory); kVolatile only a crash of the process (the page cache keeps
+// it), for files that are made again when lost (a task's bundle in the state dir).
+enum class Durability { kDurable, kVolatile };
+
 // Replaces `path` with `data` so that a crash at any point leaves either the old file or the
-// whole new one: writes <path>.tmp-<random>, fsyncs it, renames it over `path`, fsyncs the
-// directory. The temporary file is removed on failure. `mode` is the new file's mode.
-absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mode_t mode);
+// whole new one: writes <path>.tmp-<random>, fsyncs it (kDurable), renames it over `path`,
+// fsyncs the directory (kDurable). The temporary file is removed on failure. `mode` is the new
+// file's mode.
+absl::Status WriteFileAtomic(const std::string& path, absl::string_view data, mode_t mode,
+                             Durability durability = Durability::kDurable);
 
 // The whole content of `path`.
 absl::StatusOr<std::string> ReadFile(const std::string& path);

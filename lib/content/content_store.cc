@@ -41,13 +41,17 @@ absl::StatusOr<std::string> ReadBlob(Provider& provider, const Context& ctx,
   if (!reader.ok()) {
     return reader.status();
   }
-  int64_t size = (*reader)->Size();
+  return ReadBlob(**reader, digest);
+}
+
+absl::StatusOr<std::string> ReadBlob(Reader& reader, const Digest& digest) {
+  int64_t size = reader.Size();
   std::string out;
   out.resize(static_cast<size_t>(size));
   int64_t done = 0;
   while (done < size) {
     absl::StatusOr<size_t> n =
-        (*reader)->ReadAt(done, out.data() + done, static_cast<size_t>(size - done));
+        reader.ReadAt(done, out.data() + done, static_cast<size_t>(size - done));
     if (!n.ok()) {
       return n.status();
     }

@@ -143,6 +143,8 @@ filters::Adaptor IngestFilterAdaptor(const IngestStatus& status);
 
 // Reads a whole blob (for small documents: manifests, configs). Helper over Provider.
 absl::StatusOr<std::string> ReadBlob(Provider& provider, const Context& ctx, const Digest& digest);
+// The whole of what `reader` reads (its Size() bytes); `digest` names it in errors.
+absl::StatusOr<std::string> ReadBlob(Reader& reader, const Digest& digest);
 
 // Writes `data` as one blob in a single ingest named `ref` and commits it with `labels`.
 // AlreadyExists from Commit is treated as success (the blob is there).

@@ -298,7 +298,12 @@ absl::StatusOr<std::unique_ptr<Reader>> GrpcContentStore::OpenReader(const Conte
   if (!info.ok()) {
     return info.status();
   }
-  return std::unique_ptr<Reader>(new GrpcReader(stub_.get(), ctx, digest, info->size));
+  return OpenReaderOfSize(ctx, digest, info->size);
+}
+
+std::unique_ptr<Reader> GrpcContentStore::OpenReaderOfSize(const Context& ctx,
+                                                           const Digest& digest, int64_t size) {
+  return std::unique_ptr<Reader>(new GrpcReader(stub_.get(), ctx, digest, size));
 }
 
 absl::StatusOr<std::unique_ptr<Writer>> GrpcContentStore::OpenWriter(const Context& ctx,

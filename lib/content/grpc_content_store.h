@@ -30,6 +30,11 @@ class GrpcContentStore : public ContentStore {
   // Provider. The reader learns the size from Info; each ReadAt is one Read call.
   absl::StatusOr<std::unique_ptr<Reader>> OpenReader(const Context& ctx,
                                                      const Digest& digest) override;
+  // A reader of a blob whose size the caller already has (from a descriptor), without the Info
+  // call: a missing blob is NotFound at the first ReadAt, and a wrong size reads short or
+  // truncated, so the caller checks what it read against the digest.
+  std::unique_ptr<Reader> OpenReaderOfSize(const Context& ctx, const Digest& digest,
+                                           int64_t size);
 
   // Ingester. The writer keeps one Write stream open for its whole life (the server holds the
   // ref's lock for as long as the stream lives): STAT on open, WRITE in chunks of up to 1 MiB,

@@ -184,7 +184,10 @@ absl::StatusOr<pid_t> TaskManager::Create(const Context& ctx, const CreateTask& 
     BERTH_RETURN_IF_ERROR(MakeDirs(dir + "/rootfs", 0711));
     BERTH_RETURN_IF_ERROR(MakeDirs(dir + "/shim", 0700));
     BERTH_RETURN_IF_ERROR(MakeDirs(RuntimeRoot(ctx.ns), 0700));
-    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.json", container.spec.value, 0600));
+    // The bundle is made again from the container record whenever it is lost (a crash before
+    // the shim answered is cleaned up by Recover): no fsync on the way to the runtime.
+    BERTH_RETURN_IF_ERROR(WriteFileAtomic(dir + "/config.json", container.spec.value, 0600,
+                                          Durability::kVolatile));
     if (!request.rootfs.empty()) {
       BERTH_RETURN_IF_ERROR(mounter_.MountAll(request.rootfs, dir + "/rootfs"));
     }
@@ -244,16 +247,18 @@ absl::StatusOr<pid_t> TaskManager::Create(const Context& ctx, const CreateTask& 
   return *pid;
 }
 
-absl::Status TaskManager::CleanUp(const TaskRecord& record) {
+absl::Status TaskManager::CleanUp(const TaskRecord& record, bool runtime_deleted) {
   oom_->Remove(Key(record.ns, record.id));
   const std::string dir = TaskDir(record.ns, record.id);
-  int status = 0;
-  // Kills what still runs, removes the runtime's state and the container's cgroup. A container
-  // the runtime never knew is fine.
-  RunProgram({record.runtime.empty() ? options_.default_runtime : record.runtime, "--root",
-              RuntimeRoot(record.ns), "delete", "--force", record.id},
-             &status)
-      .IgnoreError();
+  if (!runtime_deleted) {
+    int status = 0;
+    // Kills what still runs, removes the runtime's state and the container's cgroup. A
+    // container the runtime never knew is fine.
+    RunProgram({record.runtime.empty() ? options_.default_runtime : record.runtime, "--root",
+                RuntimeRoot(record.ns), "delete", "--force", record.id},
+               &status)
+        .IgnoreError();
+  }
   struct stat st;
   if (::stat(dir.c_str(), &st) == 0) {
     // Never remove a tree with a rootfs still mounted in it.

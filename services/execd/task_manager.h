@@ -170,8 +170,9 @@ class TaskManager {
   absl::StatusOr<std::shared_ptr<Task>> Find(const Context& ctx, const std::string& id,
                                              bool even_unresponsive = false);
   // Removes what a task leaves: the runtime's state (delete --force kills what still runs and
-  // its cgroup), the rootfs mount, the directories, the record.
-  absl::Status CleanUp(const TaskRecord& record);
+  // its cgroup; skipped when `runtime_deleted`: the shim's delete did it), the rootfs mount,
+  // the directories, the record.
+  absl::Status CleanUp(const TaskRecord& record, bool runtime_deleted = false);
   void StartWatcher(std::shared_ptr<Task> task);
   void StartExecWatcher(std::shared_ptr<Task> task, const std::string& exec_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

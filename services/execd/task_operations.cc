@@ -165,7 +165,9 @@ absl::StatusOr<Deleted> TaskManager::Delete(const Context& ctx, const std::strin
     }
   }
   OnExit(*task, exit);  // publishes /tasks/exit if the watcher has not
-  BERTH_RETURN_IF_ERROR(CleanUp(task->record));
+  // The shim's delete ran the runtime's `delete --force` and answered only once it succeeded:
+  // a second one would cost another runtime start on every `run --rm`.
+  BERTH_RETURN_IF_ERROR(CleanUp(task->record, /*runtime_deleted=*/state.ok()));
   {
     absl::MutexLock lock(&mu_);
     tasks_.erase(absl::StrCat(ctx.ns, "/", id));

@@ -1,6 +1,7 @@
 #include "services/execd/task_records.h"
 
 #include "absl/strings/str_cat.h"
+#include "lib/base/logging.h"
 #include "lib/base/status_macros.h"
 
 namespace berth::execd {
@@ -90,22 +91,36 @@ absl::Status TaskRecords::Insert(const TaskRecord& r) {
   insert.Bind(1, r.ns).Bind(2, r.id).Bind(3, r.runtime).Bind(4, r.stdin_path);
   insert.Bind(5, r.stdout_path).Bind(6, r.stderr_path).Bind(7, int64_t{r.terminal});
   insert.Bind(8, int64_t{r.mounted}).Bind(9, r.pid).Bind(10, int64_t{r.exit_published});
-  return insert.Run();
+  return RunVolatileLocked(insert);
+}
+
+absl::Status TaskRecords::RunVolatileLocked(sqlite::Statement& st) {
+  BERTH_RETURN_IF_ERROR(db_->Exec("PRAGMA synchronous=NORMAL"));
+  absl::Status run = st.Run();
+  absl::Status restore = db_->Exec("PRAGMA synchronous=FULL");
+  if (!restore.ok()) {
+    // The exit_published flag must not be committed without an fsync: a broken invariant.
+    BERTH_LOG(Error) << "tasks.db: cannot restore synchronous=FULL: " << restore;
+    std::abort();
+  }
+  return run;
 }
 
 absl::Status TaskRecords::Exec(const std::string& sql, const std::string& ns,
-                               const std::string& id, int64_t value, const std::string& exec_id) {
+                               const std::string& id, int64_t value, const std::string& exec_id,
+                               bool durable) {
   absl::MutexLock lock(&mu_);
   BERTH_ASSIGN_OR_RETURN(sqlite::Statement st, db_->Prepare(sql));
   st.Bind(1, value).Bind(2, ns).Bind(3, id);
   if (!exec_id.empty()) {
     st.Bind(4, exec_id);
   }
-  return st.Run();
+  return durable ? st.Run() : RunVolatileLocked(st);
 }
 
 absl::Status TaskRecords::SetPid(const std::string& ns, const std::string& id, int64_t pid) {
-  return Exec("UPDATE tasks SET pid = ?1 WHERE ns = ?2 AND id = ?3", ns, id, pid);
+  return Exec("UPDATE tasks SET pid = ?1 WHERE ns = ?2 AND id = ?3", ns, id, pid, "",
+              /*durable=*/false);
 }
 
 absl::Status TaskRecords::MarkExitPublished(const std::string& ns, const std::string& id) {

@@ -5,6 +5,10 @@
 // published. A record is written before the shim starts (pid 0 until it answers), so a crash
 // mid-create leaves a record that start-up cleans away. Each exec'd process has a record too
 // (from its Exec on, pid 0 until it starts), so a restarted execd knows it again. Thread-safe.
+//
+// Durability: Insert and SetPid commit without an fsync (sqlite's WAL keeps them across a crash
+// of execd; a power loss may roll them back, and takes the shim and container with it);
+// MarkExitPublished and Delete fsync, and with them everything committed before.
 
 #include <memory>
 #include <string>
@@ -66,7 +70,9 @@ class TaskRecords {
   explicit TaskRecords(std::unique_ptr<sqlite::Db> db) : db_(std::move(db)) {}
   // Runs `sql` with ?1 = value, ?2 = ns, ?3 = id, ?4 = exec_id (when the sql names it).
   absl::Status Exec(const std::string& sql, const std::string& ns, const std::string& id,
-                    int64_t value, const std::string& exec_id = "");
+                    int64_t value, const std::string& exec_id = "", bool durable = true);
+  // Runs `st` committed with synchronous=NORMAL (no fsync), then restores FULL.
+  absl::Status RunVolatileLocked(sqlite::Statement& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <future>
 #include <iostream>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -109,8 +111,18 @@ absl::StatusOr<images::ImageConfig> ReadImageConfig(Clients& clients, const std:
     return clients.session.Explain("imaged", image.status());
   }
   oci::Descriptor target = image->target;
+  // Each document is read with the size its descriptor gives (one Read call, no Info call
+  // before it). Every blob was checked against its digest and its descriptor's size when it
+  // was pulled or imported, so a size that is off means a corrupt record: a size too large
+  // reads short (DataLoss), one too small cuts the JSON (its parse fails). A size out of a
+  // document's bounds is read the long way, with the size contentd has. (Hashing it again
+  // here would cost more than the round trip: OpenSSL's start alone is 5M instructions.)
   auto read = [&](const oci::Descriptor& desc) -> absl::StatusOr<std::string> {
-    absl::StatusOr<std::string> blob = content::ReadBlob(clients.content, ctx, desc.digest);
+    absl::StatusOr<std::string> blob =
+        desc.size > 0 && desc.size <= images::kMaxDocumentSize
+            ? content::ReadBlob(*clients.content.OpenReaderOfSize(ctx, desc.digest, desc.size),
+                                desc.digest)
+            : content::ReadBlob(clients.content, ctx, desc.digest);
     if (!blob.ok()) {
       return clients.session.Explain("contentd", blob.status());
     }
@@ -250,15 +262,37 @@ void Undo::Add(std::string what, std::function<absl::Status()> action) {
   actions_.emplace_back(std::move(what), std::move(action));
 }
 
+namespace {
+
+void ReportCleanup(const std::string& what, const absl::Status& status) {
+  if (!status.ok() && !absl::IsNotFound(status)) {
+    std::cerr << "berth: cleanup: " << what << ": " << status.message() << '\n';
+  }
+}
+
+}  // namespace
+
 void Undo::Run() {
   while (!actions_.empty()) {
     auto [what, action] = std::move(actions_.back());
     actions_.pop_back();
-    absl::Status status = action();
-    if (!status.ok() && !absl::IsNotFound(status)) {
-      std::cerr << "berth: cleanup: " << what << ": " << status.message() << '\n';
-    }
+    ReportCleanup(what, action());
   }
+}
+
+void Undo::RunConcurrently() {
+  std::vector<absl::Status> results(actions_.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < actions_.size(); ++i) {
+    threads.emplace_back([this, &results, i] { results[i] = actions_[i].second(); });
+  }
+  for (std::thread& t : threads) {
+    t.join();
+  }
+  for (size_t i = actions_.size(); i-- > 0;) {
+    ReportCleanup(actions_[i].first, results[i]);
+  }
+  actions_.clear();
 }
 
 Clients::Clients(Session& s, const std::string& snapshotter)
@@ -293,6 +327,11 @@ absl::StatusOr<CreatedContainer> CreateContainer(Clients& clients, const Contain
   BERTH_ASSIGN_OR_RETURN(oci::SpecOptions opts,
                          SpecOptionsFromFlags(flags, created.id, session.ns()));
   std::string image_name = ImageName(flags.image);
+  // Whether the id is taken is asked of execd while imaged and contentd are read.
+  std::future<absl::StatusOr<containers::Container>> taken =
+      std::async(std::launch::async, [&clients, ctx, id = created.id] {
+        return clients.containers.Get(ctx, id);
+      });
   BERTH_ASSIGN_OR_RETURN(images::ImageConfig config, ReadImageConfig(clients, image_name));
   if (config.diff_ids.empty()) {
     return absl::FailedPreconditionError(
@@ -305,7 +344,7 @@ absl::StatusOr<CreatedContainer> CreateContainer(Clients& clients, const Contain
     check.user = "0";
   }
   BERTH_ASSIGN_OR_RETURN(created.spec, oci::GenerateSpec(config, check));
-  absl::StatusOr<containers::Container> existing = clients.containers.Get(ctx, created.id);
+  absl::StatusOr<containers::Container> existing = taken.get();
   if (existing.ok()) {
     return absl::AlreadyExistsError(absl::StrCat("container ", created.id, " already exists"));
   }
@@ -315,37 +354,57 @@ absl::StatusOr<CreatedContainer> CreateContainer(Clients& clients, const Contain
 
   std::string chain = images::ChainIds(config.diff_ids).back();
   created.snapshot_key = created.id;
-  absl::StatusOr<std::vector<mount::Mount>> mounts = clients.snapshots.Prepare(
-      ctx, created.snapshot_key, chain,
-      {{"containerd.io/gc.root", absl::FormatTime(absl::RFC3339_sec, absl::Now(),
-                                                  absl::UTCTimeZone())}});
-  if (!mounts.ok()) {
+  auto prepare = [&clients, ctx, key = created.snapshot_key, chain] {
+    return clients.snapshots.Prepare(
+        ctx, key, chain,
+        {{"containerd.io/gc.root", absl::FormatTime(absl::RFC3339_sec, absl::Now(),
+                                                    absl::UTCTimeZone())}});
+  };
+  auto record = [&](const nlohmann::json& spec) {
+    containers::Container r;
+    r.id = created.id;
+    r.labels = LabelMap(labels.begin(), labels.end());
+    r.image = image_name;
+    r.runtime.name = flags.runtime;
+    r.spec = {kSpecTypeUrl, spec.dump()};
+    r.snapshotter = flags.snapshotter;
+    r.snapshot_key = created.snapshot_key;
+    return r;
+  };
+  auto prepared = [&](absl::StatusOr<std::vector<mount::Mount>> mounts) -> absl::Status {
     if (absl::IsNotFound(mounts.status())) {
       return absl::FailedPreconditionError(absl::StrCat(
           "image ", image_name, " is not unpacked (no snapshot ", chain, "): pull it again"));
     }
-    return session.Explain("snapshotd", mounts.status());
-  }
-  created.rootfs = *mounts;
-  undo.Add("remove snapshot " + created.snapshot_key, [&clients, ctx, key = created.snapshot_key] {
-    return clients.snapshots.Remove(ctx, key);
-  });
+    BERTH_RETURN_IF_ERROR(session.Explain("snapshotd", mounts.status()));
+    created.rootfs = *mounts;
+    undo.Add("remove snapshot " + created.snapshot_key,
+             [&clients, ctx, key = created.snapshot_key] {
+               return clients.snapshots.Remove(ctx, key);
+             });
+    return absl::OkStatus();
+  };
+  absl::StatusOr<containers::Container> stored;
   if (lookup) {
+    // The spec needs the rootfs (the image's /etc/passwd): the snapshot first, then the record.
+    BERTH_RETURN_IF_ERROR(prepared(prepare()));
     BERTH_ASSIGN_OR_RETURN(created.spec, GenerateSpecInRootfs(config, opts, created.rootfs));
+    stored = clients.containers.Create(ctx, record(created.spec));
+  } else {
+    // The spec is complete without the rootfs: the snapshot (snapshotd) and the record (execd),
+    // each a commit with fsyncs in its daemon, are made at once.
+    std::future<absl::StatusOr<std::vector<mount::Mount>>> preparing =
+        std::async(std::launch::async, prepare);
+    stored = clients.containers.Create(ctx, record(created.spec));
+    absl::Status snapshot = prepared(preparing.get());
+    if (!snapshot.ok()) {
+      if (stored.ok()) {
+        clients.containers.Delete(ctx, created.id).IgnoreError();
+      }
+      return snapshot;
+    }
   }
-
-  containers::Container record;
-  record.id = created.id;
-  record.labels = LabelMap(labels.begin(), labels.end());
-  record.image = image_name;
-  record.runtime.name = flags.runtime;
-  record.spec = {kSpecTypeUrl, created.spec.dump()};
-  record.snapshotter = flags.snapshotter;
-  record.snapshot_key = created.snapshot_key;
-  absl::StatusOr<containers::Container> stored = clients.containers.Create(ctx, record);
-  if (!stored.ok()) {
-    return session.Explain("execd", stored.status());
-  }
+  BERTH_RETURN_IF_ERROR(session.Explain("execd", stored.status()));
   undo.Add("remove container " + created.id,
            [&clients, ctx, id = created.id] { return clients.containers.Delete(ctx, id); });
   return created;

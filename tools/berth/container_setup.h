@@ -71,6 +71,9 @@ class Undo {
   ~Undo() { Run(); }
   void Add(std::string what, std::function<absl::Status()> action);
   void Run();
+  // Runs every action at once, each on its own thread, and waits for all: for actions that do
+  // not depend on each other (a container record and its snapshot, in two daemons).
+  void RunConcurrently();
   void Dismiss() { actions_.clear(); }
   // Forgets the action added last (it was done another way).
   void DropLast() { actions_.pop_back(); }

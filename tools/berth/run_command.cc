@@ -230,7 +230,10 @@ absl::Status Run(Session& session, const RunArgs& args) {
       clients.TaskStatus(clients.tasks->Delete(clients.TaskContext().get(), del, &deleted)));
   undo.DropLast();
   if (args.rm) {
-    undo.Run();
+    // Left: the container record (execd) and its snapshot (snapshotd), the rootfs already
+    // unmounted by the task's delete. Neither needs the other gone first, and each is a commit
+    // in its daemon: both at once.
+    undo.RunConcurrently();
   } else {
     // As ctr run does: the container stays; its exit status is kept on the record.
     undo.Dismiss();

@@ -108,8 +108,8 @@ int main(int argc, char** argv) {
     ::close(log);
   }
 
-  // execd finds (and counts) live shims by this file.
-  berth::shim::WriteDurable(".", "shim.pid", std::to_string(::getpid()) + "\n");
+  // Who the shim is, for tools and tests. No fsync: a shim does not outlive its machine.
+  berth::shim::WriteDurable(".", "shim.pid", std::to_string(::getpid()) + "\n", /*sync=*/false);
   berth::shim::Shim shim(config);
   std::string error = shim.Create();
   if (!error.empty()) {

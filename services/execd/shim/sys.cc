@@ -97,7 +97,8 @@ void Log(const char* fmt, ...) {
 
 std::string Errno(const std::string& what) { return what + ": " + strerror(errno); }
 
-std::string WriteDurable(const std::string& dir, const std::string& name, const std::string& data) {
+std::string WriteDurable(const std::string& dir, const std::string& name, const std::string& data,
+                         bool sync) {
   std::string tmp = dir + "/." + name + ".tmp";
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) {
@@ -106,13 +107,16 @@ std::string WriteDurable(const std::string& dir, const std::string& name, const 
   if (::write(fd.get(), data.data(), data.size()) != static_cast<ssize_t>(data.size())) {
     return Errno("write " + tmp);
   }
-  if (::fsync(fd.get()) != 0) {
+  if (sync && ::fsync(fd.get()) != 0) {
     return Errno("fsync " + tmp);
   }
   fd.Reset();
   std::string path = dir + "/" + name;
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     return Errno("rename " + path);
+  }
+  if (!sync) {
+    return "";
   }
   UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!d.valid() || ::fsync(d.get()) != 0) {

@@ -19,8 +19,10 @@ void Log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 std::string Errno(const std::string& what);
 
 // Writes `data` to `dir`/`name` through a temporary file: write, fsync, rename, fsync(dir).
-// Returns "" or the error.
-std::string WriteDurable(const std::string& dir, const std::string& name, const std::string& data);
+// With `sync` false, no fsyncs: still whole or absent, but only a crash of the process (not of
+// the machine) is survived. Returns "" or the error.
+std::string WriteDurable(const std::string& dir, const std::string& name, const std::string& data,
+                         bool sync = true);
 
 // The whole file, or false.
 bool ReadWhole(const std::string& path, std::string* out);
