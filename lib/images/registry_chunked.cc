@@ -1,6 +1,10 @@
 #include "lib/images/registry_chunked.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <thread>
@@ -10,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "lib/base/logging.h"
 #include "lib/base/status_macros.h"
 
 namespace berth::images {
@@ -48,7 +53,8 @@ absl::Status RangesIgnored(const std::string& what) {
 struct ChunkedFetcher::Blob {
   struct Chunk {
     int64_t end = 0;
-    std::string data;
+    char* buf = nullptr;  // chunk_size_ bytes from the pool
+    int64_t len = 0;      // bytes in buf
     bool done = false;
     absl::Status status;
     bool ranges_ignored = false;  // answered 200: the caller goes on without ranges
@@ -141,10 +147,39 @@ absl::Status ChunkedFetcher::FetchRange(
   }
 }
 
+char* ChunkedFetcher::TakeBuffer() {
+  if (!free_buffers_.empty()) {
+    char* buf = free_buffers_.back();
+    free_buffers_.pop_back();
+    return buf;
+  }
+  void* mem = ::mmap(nullptr, static_cast<size_t>(chunk_size_), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    BERTH_LOG(Error) << "mmap of a " << chunk_size_ << "-byte chunk buffer failed";
+    std::abort();
+  }
+  return static_cast<char*>(mem);
+}
+
+void ChunkedFetcher::GiveBack(char* buf) {
+  if (buf != nullptr) {
+    free_buffers_.push_back(buf);
+  }
+}
+
+ChunkedFetcher::~ChunkedFetcher() {
+  absl::MutexLock lock(&mu_);
+  for (char* buf : free_buffers_) {
+    ::munmap(buf, static_cast<size_t>(chunk_size_));
+  }
+}
+
 void ChunkedFetcher::Work(Blob* blob) {
   for (;;) {
     int64_t start = 0;
     int64_t end = 0;
+    char* buf = nullptr;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -164,18 +199,21 @@ void ChunkedFetcher::Work(Blob* blob) {
       blob->next = end;
       buffered_ += end - start;
       blob->chunks[start].end = end;
+      blob->chunks[start].buf = TakeBuffer();
+      buf = blob->chunks[start].buf;
     }
-    std::string data;
-    data.reserve(static_cast<size_t>(end - start));
+    // FetchRange hands over at most end - start bytes: buf never overflows.
+    int64_t len = 0;
     bool whole = false;
     absl::Status status = FetchRange(blob->ctx, *blob->base, blob->size, *blob->what, start, end,
                                      false, &whole, [&](absl::string_view piece) {
-                                       data.append(piece.data(), piece.size());
+                                       std::memcpy(buf + len, piece.data(), piece.size());
+                                       len += static_cast<int64_t>(piece.size());
                                        return absl::OkStatus();
                                      });
     absl::MutexLock lock(&mu_);
     Blob::Chunk& chunk = blob->chunks[start];
-    chunk.data = std::move(data);
+    chunk.len = len;
     chunk.status = std::move(status);
     chunk.ranges_ignored = whole;
     chunk.done = true;
@@ -196,6 +234,12 @@ absl::StatusOr<ChunkedFetcher::Outcome> ChunkedFetcher::Fetch(
   blob.size = size;
   blob.what = &what;
   const int64_t first_end = std::min(*pos + chunk_size_, size);
+  {
+    absl::MutexLock lock(&mu_);
+    blob.next = first_end;
+    blob.consumer = first_end;
+    ++active_;
+  }
   // Stops the workers and gives back what their chunks held, however Fetch ends.
   auto stop = [&] {
     {
@@ -209,8 +253,16 @@ absl::StatusOr<ChunkedFetcher::Outcome> ChunkedFetcher::Fetch(
     absl::MutexLock lock(&mu_);
     for (const auto& [start, chunk] : blob.chunks) {
       buffered_ -= chunk.end - start;
+      GiveBack(chunk.buf);
     }
     blob.chunks.clear();
+    if (--active_ == 0) {
+      // No fetch runs: the buffers go back to the system, so an idle imaged holds none.
+      for (char* buf : free_buffers_) {
+        ::munmap(buf, static_cast<size_t>(chunk_size_));
+      }
+      free_buffers_.clear();
+    }
   };
   struct Stopper {
     std::function<void()> fn;
@@ -224,11 +276,6 @@ absl::StatusOr<ChunkedFetcher::Outcome> ChunkedFetcher::Fetch(
   };
   // The probe: the first chunk, straight to the consumer. Its 206 starts the workers.
   bool whole = false;
-  {
-    absl::MutexLock lock(&mu_);
-    blob.next = first_end;
-    blob.consumer = first_end;
-  }
   bool started = false;
   auto start_workers = [&] {
     if (started) {
@@ -255,7 +302,7 @@ absl::StatusOr<ChunkedFetcher::Outcome> ChunkedFetcher::Fetch(
   start_workers();
   while (*pos < size) {
     const int64_t start = *pos;
-    std::string data;
+    absl::string_view data;
     {
       absl::MutexLock lock(&mu_);
       blob.consumer = start;
@@ -269,12 +316,16 @@ absl::StatusOr<ChunkedFetcher::Outcome> ChunkedFetcher::Fetch(
         return Outcome::kNoRanges;
       }
       BERTH_RETURN_IF_ERROR(chunk.status);
-      data = std::move(chunk.data);
+      data = absl::string_view(chunk.buf, static_cast<size_t>(chunk.len));
     }
+    // The chunk stays in blob.chunks (and its buffer with it) until it is delivered: on an
+    // error the stopper gives it back.
     BERTH_RETURN_IF_ERROR(give(data));
     absl::MutexLock lock(&mu_);
-    buffered_ -= static_cast<int64_t>(data.size());
-    blob.chunks.erase(start);
+    auto delivered = blob.chunks.find(start);
+    buffered_ -= delivered->second.end - start;
+    GiveBack(delivered->second.buf);
+    blob.chunks.erase(delivered);
   }
   return Outcome::kDone;
 }

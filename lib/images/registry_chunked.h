@@ -16,12 +16,15 @@
 // `max_buffered` bytes (a worker waits for room before it asks for a chunk), and per blob a
 // worker fetches at most `parallel` chunks ahead of the consumer. The probe's chunk is not
 // buffered. No deadlock: a blob holds budget only for chunks already being fetched, which finish.
+// The buffers are anonymous mappings of chunk_size bytes, reused while fetches run and
+// unmapped once none does.
 //
 // Thread-safe: Fetch may run for several blobs at once.
 
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -36,6 +39,7 @@ class ChunkedFetcher {
  public:
   // chunk_size > 0, parallel >= 1, max_buffered >= chunk_size.
   ChunkedFetcher(RegistryHttp& http, int64_t chunk_size, int parallel, int64_t max_buffered);
+  ~ChunkedFetcher();
   ChunkedFetcher(const ChunkedFetcher&) = delete;
   ChunkedFetcher& operator=(const ChunkedFetcher&) = delete;
 
@@ -67,6 +71,10 @@ class ChunkedFetcher {
                           bool* whole,
                           const std::function<absl::Status(absl::string_view)>& take);
   void Work(Blob* blob);
+  // A chunk_size_ buffer: a free one, else a fresh anonymous mapping (not malloc: glibc's
+  // per-thread arenas would keep freed chunks resident).
+  char* TakeBuffer() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void GiveBack(char* buf) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   RegistryHttp& http_;
   const int64_t chunk_size_;
@@ -74,6 +82,8 @@ class ChunkedFetcher {
   const int64_t max_buffered_;
   absl::Mutex mu_;
   int64_t buffered_ ABSL_GUARDED_BY(mu_) = 0;  // bytes of chunks taken and not yet delivered
+  int active_ ABSL_GUARDED_BY(mu_) = 0;        // Fetch calls running
+  std::vector<char*> free_buffers_ ABSL_GUARDED_BY(mu_);  // unmapped when active_ drops to 0
 };
 
 }  // namespace berth::images

@@ -114,7 +114,7 @@ struct RegistryClientOptions {
   // Range (registry_chunked.h); the chunks held in memory across all blobs never exceed
   // blob_chunk_memory bytes (0: chunk size x parallel chunks). blob_chunk_size 0 or
   // blob_parallel_chunks 1: one GET per blob.
-  int64_t blob_chunk_size = int64_t{4} << 20;
+  int64_t blob_chunk_size = int64_t{2} << 20;
   int blob_parallel_chunks = 4;
   int64_t blob_chunk_memory = 0;
   // Called after every HTTP request this client makes (retries, auth challenges and token
