@@ -242,7 +242,8 @@ berth_binaries() {
 }
 
 # start_berth_daemons DIR [execd]: contentd, snapshotd and imaged (and execd with "execd") from
-# $contentd_bin, $snapshotd_bin, $imaged_bin, $execd_bin, with roots, state dirs and sockets
+# $contentd_bin, $snapshotd_bin, $imaged_bin, $execd_bin (imaged with the flags in $imaged_args,
+# when set), with roots, state dirs and sockets
 # under DIR (logs DIR/<daemon>.log). Sets berth_dir (DIR), contentd_pid, snapshotd_pid, imaged_pid, execd_pid,
 # defines berth (the CLI in $berth_bin against them, namespace bench) and waits until each
 # daemon answers; exits with its log when one does not.
@@ -258,7 +259,7 @@ start_berth_daemons() {
   snapshotd_pid=$!
   "$imaged_bin" --root "$d/im-root" --state "$d/im-state" --address "$d/im.sock" \
     --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \
-    --log-level info > "$d/imaged.log" 2>&1 &
+    --log-level info ${imaged_args:-} > "$d/imaged.log" 2>&1 &
   imaged_pid=$!
   berth() {
     "$berth_bin" --contentd-address "$berth_dir/cd.sock" --snapshotd-address "$berth_dir/sd.sock" \

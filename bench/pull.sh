@@ -30,7 +30,9 @@
 # BASELINE_BUILD_DIR (unset): another build of berth (say main's, before a change) timed the
 # same way in the same run, right after this one's berth pull, as the row "berth pull
 # (baseline build)": on a shared machine whose load moves, before/after figures from one run
-# compare better than two runs.
+# compare better than two runs. BASELINE_IMAGED_ARGS: flags for the baseline's imaged (with
+# BASELINE_BUILD_DIR=BUILD_DIR, one build with and without an option, e.g.
+# BASELINE_IMAGED_ARGS="--blob-chunk-size 0": one GET per blob instead of Range chunks).
 #
 # Environment: LAYERS (6), LAYER_MB (100), SMALL_LAYERS (30), SMALL_LAYER_MB (1), RUNS (1),
 # BUILD_DIR (<repo>/build), BASELINE_BUILD_DIR, BENCH_TMP (/var/tmp), KEEP=1 keeps the work dir, BENCH_FS (loop):
@@ -158,6 +160,8 @@ berth_run() {  # berth_run IMG RUN KIND: KIND berth (BUILD_DIR) or base (BASELIN
   [ "$kind" = base ] && bin_dir=$BASELINE_BUILD_DIR
   local contentd_bin=$bin_dir/services/contentd/contentd snapshotd_bin=$bin_dir/services/snapshotd/snapshotd
   local imaged_bin=$bin_dir/services/imaged/imaged berth_bin=$bin_dir/tools/berth/berth
+  local imaged_args=
+  [ "$kind" = base ] && imaged_args=${BASELINE_IMAGED_ARGS:-}
   start_berth_daemons "$d"
   sync
   berth_pull() {

@@ -44,6 +44,18 @@ inline std::unique_ptr<RegistryClient> Client(const std::string& host, RegistryH
   return RegistryClient::Create(std::move(options));
 }
 
+// A client that fetches blobs over `chunk_size` bytes as `parallel` Range requests at a time.
+inline std::unique_ptr<RegistryClient> ChunkedClient(const std::string& host,
+                                                     RegistryHostConfig config,
+                                                     int64_t chunk_size, int parallel = 4) {
+  RegistryClientOptions options;
+  options.initial_backoff = absl::Milliseconds(10);
+  options.hosts[host] = std::move(config);
+  options.blob_chunk_size = chunk_size;
+  options.blob_parallel_chunks = parallel;
+  return RegistryClient::Create(std::move(options));
+}
+
 inline RegistryHostConfig PlainHttp() {
   RegistryHostConfig config;
   config.plain_http = true;

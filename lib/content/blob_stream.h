@@ -70,10 +70,15 @@ class WriterSink : public ByteSink {
   // unchanged (AlreadyExists: the blob was committed before).
   absl::Status Commit(const Labels& labels);
 
+  // For a caller that checks the stream's digest itself (RegistryClient::FetchBlob does while
+  // it streams): the sink does not hash it a second time, Commit skips its own digest check
+  // (the store still checks `expected`), and digest() is empty. Call before the first Write.
+  void LeaveDigestToCaller() { digester_.reset(); }
+
   // Bytes in the ingest (start offset plus what passed through the sink).
   int64_t offset() const { return start_offset_ + passed_; }
   // The digest of what passed through the sink (the blob's, when start_offset was 0).
-  Digest digest() const { return digester_->Sum(); }
+  Digest digest() const { return digester_ != nullptr ? digester_->Sum() : Digest(); }
 
  private:
   absl::Status Flush();

@@ -237,5 +237,35 @@ TEST_F(CopyTest, WriterSinkChecksSizeAndDigestBeforeCommitting) {
   EXPECT_EQ(Stored(desc_.digest), data_);
 }
 
+// The puller's case: the registry client checked the digest, the sink does not hash again, and
+// the store still refuses bytes that are not the expected blob.
+TEST_F(CopyTest, WriterSinkLeavingTheDigestToTheCallerStillCommitsOnlyTheExpectedBlob) {
+  WriterOptions opts;
+  opts.ref = "caller-checked";
+  opts.expected = desc_.digest;
+  auto writer = store_->OpenWriter(ctx_, opts);
+  ASSERT_TRUE(writer.ok());
+  std::string wrong = data_;
+  wrong[7] ^= 1;
+  {
+    WriterSink sink(**writer, 0, desc_.size, desc_.digest);
+    sink.LeaveDigestToCaller();
+    ASSERT_TRUE(sink.Write(wrong).ok());
+    EXPECT_TRUE(sink.digest().IsEmpty());
+    absl::Status committed = sink.Commit({});
+    EXPECT_FALSE(committed.ok());
+    EXPECT_THAT(std::string(committed.message()), HasSubstr(desc_.digest.ToString()));
+  }
+  EXPECT_FALSE(store_->GetInfo(ctx_, desc_.digest).ok());
+  ASSERT_TRUE(store_->Abort(ctx_, "caller-checked").ok());
+  writer = store_->OpenWriter(ctx_, opts);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  WriterSink sink(**writer, 0, desc_.size, desc_.digest);
+  sink.LeaveDigestToCaller();
+  ASSERT_TRUE(sink.Write(data_).ok());
+  ASSERT_TRUE(sink.Commit({}).ok());
+  EXPECT_EQ(Stored(desc_.digest), data_);
+}
+
 }  // namespace
 }  // namespace berth::content

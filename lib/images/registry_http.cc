@@ -335,6 +335,15 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
   if (options_.on_response) {
     options_.on_response(req.host, static_cast<int>(resp.code));
   }
+  long connects = 0;
+  if (options_.on_connection &&
+      curl_easy_getinfo(curl, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK && connects > 0) {
+    long version = 0;
+    curl_easy_getinfo(curl, CURLINFO_HTTP_VERSION, &version);
+    options_.on_connection(req.host, version == CURL_HTTP_VERSION_2_0   ? 2
+                                     : version == CURL_HTTP_VERSION_3 ? 3
+                                                                      : 1);
+  }
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
   curl_slist_free_all(headers);

@@ -104,6 +104,20 @@ int Run(int argc, char** argv) {
   int64_t upload_chunk_size = int64_t{64} << 20;
   cfg.AddOption("--upload-chunk-size", "upload_chunk_size", &upload_chunk_size,
                 "Bytes: pushed blobs larger than this are uploaded in chunks of this size");
+  // Pulls fetch a blob with more than this many bytes left as parallel Range requests of this
+  // size when the registry honours Range (0: one GET per blob).
+  const berth::images::RegistryClientOptions registry_defaults;
+  int64_t blob_chunk_size = registry_defaults.blob_chunk_size;
+  cfg.AddOption("--blob-chunk-size", "blob_chunk_size", &blob_chunk_size,
+                "Bytes: pulled blobs larger than this are fetched as parallel Range requests of "
+                "this size when the registry allows it; 0 for one GET per blob");
+  int64_t blob_parallel_chunks = registry_defaults.blob_parallel_chunks;
+  cfg.AddOption("--blob-parallel-chunks", "blob_parallel_chunks", &blob_parallel_chunks,
+                "Range requests of one blob in flight at once (1: one GET per blob)");
+  int64_t blob_chunk_memory = registry_defaults.blob_chunk_memory;
+  cfg.AddOption("--blob-chunk-memory", "blob_chunk_memory", &blob_chunk_memory,
+                "Bytes of fetched chunks held in memory at most, over all pulls (0: chunk size "
+                "x parallel chunks)");
   int64_t import_max_entries = berth::imaged::ImporterOptions().limits.max_entries;
   int64_t import_max_bytes = berth::imaged::ImporterOptions().limits.max_bytes;
   cfg.app().add_option("--import-max-entries", import_max_entries,
@@ -187,10 +201,22 @@ int Run(int argc, char** argv) {
     BERTH_LOG(Error) << "imaged: --upload-chunk-size must be positive";
     return 2;
   }
+  if (blob_chunk_size < 0 || blob_parallel_chunks < 1 || blob_parallel_chunks > 64 ||
+      blob_chunk_memory < 0) {
+    BERTH_LOG(Error) << "imaged: --blob-chunk-size and --blob-chunk-memory must be 0 or more, "
+                        "--blob-parallel-chunks 1 to 64";
+    return 2;
+  }
+  registry_options.blob_chunk_size = blob_chunk_size;
+  registry_options.blob_parallel_chunks = static_cast<int>(blob_parallel_chunks);
+  registry_options.blob_chunk_memory = blob_chunk_memory;
   registry_options.chunked_upload_threshold = upload_chunk_size;
   registry_options.upload_chunk_size = upload_chunk_size;
   registry_options.on_response = [&pull_metrics](absl::string_view host, int status) {
     pull_metrics.ObserveResponse(host, status);
+  };
+  registry_options.on_connection = [&pull_metrics](absl::string_view host, int http_version) {
+    pull_metrics.ObserveConnection(host, http_version);
   };
   berth::imaged::Pusher pusher(content, local);
   berth::imaged::DistributionService distribution_service(

@@ -41,7 +41,11 @@ PullMetrics::PullMetrics(prometheus::Registry& registry)
       requests_(prometheus::BuildCounter()
                     .Name("berth_imaged_registry_requests_total")
                     .Help("HTTP requests to registries by host and status (error: no response)")
-                    .Register(registry)) {}
+                    .Register(registry)),
+      connections_(prometheus::BuildCounter()
+                       .Name("berth_imaged_registry_connections_total")
+                       .Help("Connections opened to registries by host and HTTP version")
+                       .Register(registry)) {}
 
 void PullMetrics::BlobCounter::Observe(const BlobEvent& event) {
   const std::string digest = event.digest.ToString();
@@ -81,6 +85,11 @@ void PullMetrics::ObserveResponse(absl::string_view host, int status) {
   requests_
       .Add({{"host", std::string(host)},
             {"status", status > 0 ? std::to_string(status) : std::string("error")}})
+      .Increment();
+}
+
+void PullMetrics::ObserveConnection(absl::string_view host, int http_version) {
+  connections_.Add({{"host", std::string(host)}, {"http_version", std::to_string(http_version)}})
       .Increment();
 }
 

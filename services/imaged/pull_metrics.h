@@ -9,6 +9,9 @@
 //   berth_imaged_pull_duration_seconds{result}       pulls, "ok" or "error", by wall time
 //   berth_imaged_registry_requests_total{host,status} HTTP requests to registries, by host and
 //                                                    status code ("error": no response)
+//   berth_imaged_registry_connections_total{host,http_version}  connections opened to
+//                                                    registries ("1" for 1.x, "2", "3"): far
+//                                                    fewer than requests while they are reused
 // Thread-safe.
 
 #include <map>
@@ -50,6 +53,8 @@ class PullMetrics {
   void ObservePull(absl::Duration elapsed, bool ok);
   // For RegistryClientOptions::on_response.
   void ObserveResponse(absl::string_view host, int status);
+  // For RegistryClientOptions::on_connection.
+  void ObserveConnection(absl::string_view host, int http_version);
 
  private:
   prometheus::Counter& bytes_;
@@ -58,6 +63,7 @@ class PullMetrics {
   prometheus::Histogram& duration_ok_;
   prometheus::Histogram& duration_error_;
   prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& connections_;
 };
 
 }  // namespace berth::imaged
