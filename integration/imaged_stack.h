@@ -17,7 +17,9 @@ namespace berth::integration {
 
 class ImagedStack {
  public:
-  explicit ImagedStack(const std::string& dir);
+  // `snapshotd_args`: more flags for snapshotd (e.g. --metrics-address).
+  explicit ImagedStack(const std::string& dir,
+                       const std::vector<std::string>& snapshotd_args = {});
   ImagedStack(const ImagedStack&) = delete;
   ImagedStack& operator=(const ImagedStack&) = delete;
 
@@ -27,7 +29,8 @@ class ImagedStack {
   absl::Status Start(const std::vector<std::string>& imaged_args = {});
   // Starts imaged (again, after a Kill) with `extra` flags; waits for its socket.
   absl::Status StartImaged(const std::vector<std::string>& extra = {});
-  // Runs `berth --imaged-address ... --timeout 120s args...`.
+  // Runs `berth --imaged-address ... --contentd-address ... --snapshotd-address ...
+  // --timeout 120s args...`.
   CommandResult Berth(const std::vector<std::string>& args) const;
 
   Contentd contentd;

@@ -166,13 +166,13 @@ int Run(int argc, char** argv) {
   berth::leases::GrpcLeaseManager leases(contentd_channel);
   // Each record holds its target with a lease on contentd; deletes trigger snapshotd's GC.
   berth::snapshots::GrpcCollector snapshot_collector(snapshotd_channel);
-  berth::imaged::HoldingImageStore holding(local, leases, &snapshot_collector);
+  berth::content::GrpcContentStore content(contentd_channel);
+  berth::imaged::HoldingImageStore holding(local, leases, &snapshot_collector, &content);
   berth::imaged::ImagesService images_service(holding, images_options);
   berth::leases::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
                                                   options.default_namespace);
 
   // Pulls write to contentd and unpack through snapshotd under a lease taken on contentd.
-  berth::content::GrpcContentStore content(contentd_channel);
   berth::snapshots::GrpcUnpacker unpacker(snapshotd_channel);
   // Pulled records announce themselves as the Images service's do: /images/create|update.
   berth::imaged::PublishingImageStore pulled_records(holding, **publisher);
