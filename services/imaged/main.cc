@@ -52,6 +52,7 @@ void ReleaseDeadPullLeases(
     const std::function<void(const std::vector<std::string>&)>& reconcile) {
   std::shared_ptr<grpc::Channel> contentd = berth::DialOwnConnection(contentd_address);
   berth::leases::GrpcLeaseManager leases(contentd);
+  berth::content::GrpcContentStore content(contentd);
   auto stub = containerd::services::namespaces::v1::Namespaces::NewStub(contentd);
   grpc::ClientContext context;
   context.set_wait_for_ready(true);
@@ -70,7 +71,7 @@ void ReleaseDeadPullLeases(
   }
   reconcile(namespaces);
   absl::StatusOr<std::vector<std::string>> released =
-      berth::imaged::ReleasePullLeases(leases, namespaces);
+      berth::imaged::ReleasePullLeases(leases, content, namespaces);
   if (!released.ok()) {
     BERTH_LOG(Warn) << "imaged: releasing dead pulls' leases: " << released.status();
     return;

@@ -119,10 +119,13 @@ class Puller {
 inline constexpr char kPullLeaseLabel[] = "berth.io/pull";
 
 // Deletes every lease labelled kPullLeaseLabel in each of `namespaces` (what pulls of an imaged
-// that died left, so their partial blobs are not protected until the leases expire; contentd's
-// ingests stay, for the next pull to resume). Call before serving: a live pull's lease would go
-// too. Returns the ids deleted, "<namespace>/<id>"; the first error stops it.
+// that died left, so their partial blobs are not protected until the leases expire). Their
+// ingests stay in `content`, unleased (contentd's ingest expiry then applies), for the next
+// pull to resume with Range: each is held open on a writer while its lease goes, since contentd
+// collects an ingest its deleted lease alone held otherwise. Call before serving: a live pull's
+// lease would go too. Returns the ids deleted, "<namespace>/<id>"; the first error stops it.
 absl::StatusOr<std::vector<std::string>> ReleasePullLeases(
-    leases::LeaseManager& leases, const std::vector<std::string>& namespaces);
+    leases::LeaseManager& leases, content::ContentStore& content,
+    const std::vector<std::string>& namespaces);
 
 }  // namespace berth::imaged
