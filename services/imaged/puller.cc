@@ -71,11 +71,7 @@ int DefaultParallelDownloads() {
 
 Puller::Puller(content::ContentStore& content, leases::LeaseManager& leases,
                snapshots::Unpacker* unpacker, images::ImageStore& images, PullerOptions options)
-    : content_(content),
-      leases_(leases),
-      unpacker_(unpacker),
-      images_(images),
-      options_(options) {}
+    : ImageStores(content, leases, unpacker, images), options_(options) {}
 
 namespace {
 

@@ -53,6 +53,7 @@
 #include "lib/leases/lease_manager.h"
 #include "lib/snapshots/unpacker.h"
 #include "services/imaged/download_flights.h"
+#include "services/imaged/image_stores.h"
 
 namespace berth::imaged {
 
@@ -92,7 +93,7 @@ struct PullerOptions {
   int64_t progress_step = 256 << 10;
 };
 
-class Puller {
+class Puller : private ImageStores {
  public:
   // Every reference must outlive the Puller. `unpacker` may be null (pulls that ask to unpack
   // then fail with FailedPrecondition).
@@ -107,10 +108,6 @@ class Puller {
                                      const BlobEventFn& progress = nullptr);
 
  private:
-  content::ContentStore& content_;
-  leases::LeaseManager& leases_;
-  snapshots::Unpacker* const unpacker_;
-  images::ImageStore& images_;
   const PullerOptions options_;
   DownloadFlights flights_;  // shared by this Puller's pulls: one download per blob
 };
