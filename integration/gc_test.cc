@@ -43,11 +43,7 @@ namespace {
 
 constexpr char kRepo[] = "test/gc";
 
-Context Ctx() {
-  Context ctx;
-  ctx.ns = "default";
-  return ctx.WithTimeout(absl::Seconds(60));
-}
+Context Ctx() { return DefaultNamespace(); }
 
 // One tag of the test layout: its documents, layers and snapshot chain (containerd's ChainIDs).
 struct ImageParts {
@@ -63,8 +59,13 @@ struct ImageParts {
   }
 };
 
-class GcTest : public ::testing::Test {
+class GcTest : public ImagedStackTest {
  protected:
+  GcTest() : GcTest(testing::FreeTcpPort()) {}
+  explicit GcTest(int metrics_port)
+      : ImagedStackTest({"--metrics-address", absl::StrCat("127.0.0.1:", metrics_port)}),
+        metrics_port_(metrics_port) {}
+
   void SetUp() override {
     layout_ = dir_.Join("layout");
     ASSERT_TRUE(MakeTestImage(layout_, "a").ok());
@@ -179,15 +180,9 @@ class GcTest : public ::testing::Test {
     return HttpGet(metrics_port_, "/metrics", &code);
   }
 
-  testing::TempDir dir_;
+  const int metrics_port_;
   std::string layout_;
   Registry registry_{dir_.path()};
-  int metrics_port_ = testing::FreeTcpPort();
-  ImagedStack stack_{dir_.path(), {"--metrics-address", absl::StrCat("127.0.0.1:", metrics_port_)}};
-  Contentd& contentd_ = stack_.contentd;
-  Snapshotd& snapshotd_ = stack_.snapshotd;
-  const std::string& address_ = stack_.address;
-  DaemonProcess& imaged_ = stack_.imaged;
 };
 
 TEST_F(GcTest, DeletingOneOfTwoImagesFreesOnlyWhatItAloneHeld) {

@@ -60,6 +60,12 @@ CommandResult ImagedStack::Berth(const std::vector<std::string>& args) const {
   return result;
 }
 
+Context DefaultNamespace(absl::Duration timeout) {
+  Context ctx;
+  ctx.ns = "default";
+  return ctx.WithTimeout(timeout);
+}
+
 std::string TopChainId(const nlohmann::json& config) {
   std::string chain;
   for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {

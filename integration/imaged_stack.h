@@ -7,9 +7,12 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "lib/base/context.h"
 #include "integration/harness.h"
 #include "integration/snapshotd_harness.h"
 
@@ -41,6 +44,25 @@ class ImagedStack {
  private:
   std::string dir_;
 };
+
+// A test fixture with an ImagedStack in a temporary directory (started by the test), its parts
+// under the names the image tests use.
+class ImagedStackTest : public ::testing::Test {
+ protected:
+  explicit ImagedStackTest(const std::vector<std::string>& snapshotd_args = {})
+      : stack_(dir_.path(), snapshotd_args) {}
+
+  testing::TempDir dir_;
+  ImagedStack stack_;
+  Contentd& contentd_ = stack_.contentd;
+  Snapshotd& snapshotd_ = stack_.snapshotd;
+  const std::string& address_ = stack_.address;
+  DaemonProcess& imaged_ = stack_.imaged;
+};
+
+// A call's Context in namespace "default" (where the image tests' berth commands work), its
+// deadline `timeout` from now.
+Context DefaultNamespace(absl::Duration timeout = absl::Seconds(60));
 
 // containerd's ChainID of an image config's rootfs.diff_ids, computed here.
 std::string TopChainId(const nlohmann::json& config);

@@ -42,13 +42,9 @@ namespace {
 constexpr char kRepo[] = "test/hello";
 constexpr char kTag[] = "latest";
 
-Context Ctx() {
-  Context ctx;
-  ctx.ns = "default";
-  return ctx.WithTimeout(absl::Seconds(60));
-}
+Context Ctx() { return DefaultNamespace(); }
 
-class PullTest : public ::testing::Test {
+class PullTest : public ImagedStackTest {
  protected:
   void SetUp() override {
     layout_ = dir_.Join("layout");
@@ -88,14 +84,8 @@ class PullTest : public ::testing::Test {
     return count;
   }
 
-  testing::TempDir dir_;
   std::string layout_;
   Registry registry_{dir_.path()};
-  ImagedStack stack_{dir_.path()};
-  Contentd& contentd_ = stack_.contentd;
-  Snapshotd& snapshotd_ = stack_.snapshotd;
-  const std::string& address_ = stack_.address;
-  DaemonProcess& imaged_ = stack_.imaged;
 };
 
 TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {
