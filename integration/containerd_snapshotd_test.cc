@@ -25,7 +25,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "integration/harness.h"
+#include "integration/imaged_stack.h"
 #include "integration/snapshotd_harness.h"
+#include "lib/base/status_macros.h"
 #include "lib/testing/testing.h"
 
 namespace berth::integration {
@@ -68,6 +70,14 @@ std::vector<pid_t> ProcessesWith(const std::vector<std::string>& needles) {
   return out;
 }
 
+// Makes the test image at `layout`, starts `registry` and pushes the image there as
+// kImageName:kTag.
+absl::Status ServeTestImage(const std::string& layout, Registry& registry) {
+  BERTH_RETURN_IF_ERROR(MakeTestImage(layout, kTag));
+  BERTH_RETURN_IF_ERROR(registry.Start());
+  return registry.Push(layout, kTag, kImageName);
+}
+
 TEST(ContainerdSnapshotdTest, PullAndRunThroughTheProxySnapshotter) {
   TempDir dir;
   // A namespace of our own keeps runc's state (/run/containerd/runc/<ns>) and the shims apart
@@ -76,12 +86,8 @@ TEST(ContainerdSnapshotdTest, PullAndRunThroughTheProxySnapshotter) {
   const std::string id = "hello-1";
 
   const std::string layout = dir.Join("image");
-  absl::Status status = MakeTestImage(layout, kTag);
-  ASSERT_TRUE(status.ok()) << status;
   Registry registry(dir.path());
-  status = registry.Start();
-  ASSERT_TRUE(status.ok()) << status;
-  status = registry.Push(layout, kTag, kImageName);
+  absl::Status status = ServeTestImage(layout, registry);
   ASSERT_TRUE(status.ok()) << status;
   const std::string ref = absl::StrCat(registry.host(), "/", kImageName, ":", kTag);
 
@@ -174,6 +180,92 @@ TEST(ContainerdSnapshotdTest, PullAndRunThroughTheProxySnapshotter) {
   EXPECT_EQ(WEXITSTATUS(containerd.Stop()), 0) << containerd.ReadLog();
   EXPECT_EQ(WEXITSTATUS(snapshotd.Stop()), 0) << snapshotd.ReadLog();
   EXPECT_EQ(WEXITSTATUS(contentd.Stop()), 0) << contentd.ReadLog();
+}
+
+// What berth pulled, a containerd using contentd and snapshotd as its proxy plugins has. Proxy
+// clients send no namespace header, and both daemons serve them in "default", the namespace
+// berth pulled in. containerd's Go client pulling with unpack (containerd-go-pull: the path of
+// CRI and nerdctl) then downloads no blob (containerd's shared content policy finds each in
+// contentd) and applies no layer: containerd's unpacker asks for each layer's snapshot with
+// containerd.io/snapshot.ref=<chain id>, snapshotd answers that berth's committed chain has it
+// (AlreadyExists, as containerd's remote snapshotters do) and containerd adopts it. `ctr run`
+// runs on that chain. (`ctr images pull` of containerd 1.6 unpacks through image.Unpack, which
+// never asks: it applies every layer again, into snapshots of its own.)
+TEST(ContainerdSnapshotdTest, ContainerdAdoptsTheChainImagedPulled) {
+  TempDir dir;
+  const std::string ns = absl::StrCat("berth-it-", getpid());
+  const std::string id = "adopted-1";
+
+  const std::string layout = dir.Join("image");
+  Registry registry(dir.path());
+  absl::Status status = ServeTestImage(layout, registry);
+  ASSERT_TRUE(status.ok()) << status;
+  const std::string ref = absl::StrCat(registry.host(), "/", kImageName, ":", kTag);
+
+  ImagedStack stack(dir.path());
+  status = stack.Start();
+  ASSERT_TRUE(status.ok()) << status;
+  CommandResult pulled = stack.Berth({"pull", ref, "--insecure-registry", registry.host()});
+  ASSERT_EQ(pulled.exit_code, 0) << pulled.output << stack.imaged.ReadLog();
+  auto in_snapshotd = [&] {
+    CommandResult ls =
+        Ctr(stack.snapshotd.address(), "default", {"snapshots", "--snapshotter", "x", "ls"});
+    EXPECT_EQ(ls.exit_code, 0) << ls.output;
+    return ls.output;
+  };
+  const std::string berths = in_snapshotd();
+  const int blob_requests = registry.CountRequests("/blobs/");
+
+  Containerd::Options options;
+  options.content_proxy_address = stack.contentd.address();
+  options.snapshot_proxy_address = stack.snapshotd.address();
+  options.snapshot_proxy_name = kSnapshotter;
+  Containerd containerd(dir.path(), options);
+  status = containerd.Start();
+  ASSERT_TRUE(status.ok()) << status;
+
+  int code = -1;
+  std::string pull = testing::RunCommand(
+      {testing::BinaryPath("integration/containerd-go-pull"), containerd.address(), ns, ref,
+       kSnapshotter},
+      &code);
+  ASSERT_EQ(code, 0) << pull << "\ncontainerd log:\n" << containerd.ReadLog();
+  EXPECT_EQ(registry.CountRequests("/blobs/"), blob_requests) << "containerd downloaded a blob";
+  // Not one snapshot more in snapshotd (a layer applied by containerd would be a committed
+  // snapshot of containerd's naming, "<ns>/<n>/sha256:..."), and containerd sees berth's chain.
+  EXPECT_EQ(in_snapshotd(), berths);
+  nlohmann::json index = nlohmann::json::parse(*ReadFile(layout + "/index.json"));
+  nlohmann::json manifest =
+      nlohmann::json::parse(LayoutBlob(layout, index["manifests"][0]["digest"]));
+  const std::string top =
+      TopChainId(nlohmann::json::parse(LayoutBlob(layout, manifest["config"]["digest"])));
+  ASSERT_FALSE(top.empty());
+  CommandResult via_containerd =
+      Ctr(containerd.address(), ns, {"snapshots", "--snapshotter", kSnapshotter, "info", top});
+  EXPECT_EQ(via_containerd.exit_code, 0) << via_containerd.output;
+  EXPECT_THAT(via_containerd.output, HasSubstr("Committed"));
+
+  absl::Cleanup leftovers = [&] {
+    if (containerd.running()) {
+      Ctr(containerd.address(), ns, {"tasks", "kill", "-s", "SIGKILL", id});
+      Ctr(containerd.address(), ns, {"tasks", "rm", "-f", id});
+      Ctr(containerd.address(), ns, {"containers", "rm", id});
+    }
+  };
+  CommandResult run = Ctr(containerd.address(), ns,
+                          {"run", "--rm", "--snapshotter", kSnapshotter, "--fifo-dir",
+                           dir.Join("fifo"), ref, id, "/hello"});
+  EXPECT_EQ(run.exit_code, 0) << run.output << "\ncontainerd log:\n" << containerd.ReadLog();
+  EXPECT_THAT(run.output, HasSubstr("hello from berth"));
+
+  // The container's rootfs goes with it (containerd removes it from the backend in its
+  // collection, after its own record); berth's chain stays as it was.
+  std::string left;
+  EXPECT_TRUE(testing::WaitFor([&] { return (left = in_snapshotd()) == berths; },
+                               absl::Seconds(30)))
+      << "in snapshotd:\n" << left << "expected:\n" << berths;
+
+  EXPECT_EQ(WEXITSTATUS(containerd.Stop()), 0) << containerd.ReadLog();
 }
 
 // What a snapshotter does with a snapshot that is mounted: containerd's snapshotters neither

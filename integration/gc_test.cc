@@ -5,7 +5,8 @@
 // held (blobs in contentd, its snapshot chain in snapshotd) and nothing another image or name
 // holds, and the image left still mounts. Also: leased, gc.root and unleased active snapshots
 // against snapshotd's collector (`berth snapshot gc`), `berth content gc`, snapshotd's GC
-// metrics, imaged killed between an image record and its lease repairing it at start,
+// metrics, imaged killed between an image record and its lease repairing it at start, an older
+// berth's gc.root on a record's target dropped at start (a user's kept),
 // snapshotd killed mid-collection coming back consistent, and --gc-interval.
 
 #include <sys/stat.h>
@@ -25,8 +26,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "integration/harness.h"
-#include "integration/snapshotd_harness.h"
+#include "integration/imaged_stack.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/posix.h"
 #include "lib/content/grpc_content_store.h"
@@ -41,11 +43,7 @@ namespace {
 
 constexpr char kRepo[] = "test/gc";
 
-Context Ctx() {
-  Context ctx;
-  ctx.ns = "default";
-  return ctx.WithTimeout(absl::Seconds(60));
-}
+Context Ctx() { return DefaultNamespace(); }
 
 // One tag of the test layout: its documents, layers and snapshot chain (containerd's ChainIDs).
 struct ImageParts {
@@ -61,8 +59,13 @@ struct ImageParts {
   }
 };
 
-class GcTest : public ::testing::Test {
+class GcTest : public ImagedStackTest {
  protected:
+  GcTest() : GcTest(testing::FreeTcpPort()) {}
+  explicit GcTest(int metrics_port)
+      : ImagedStackTest({"--metrics-address", absl::StrCat("127.0.0.1:", metrics_port)}),
+        metrics_port_(metrics_port) {}
+
   void SetUp() override {
     layout_ = dir_.Join("layout");
     ASSERT_TRUE(MakeTestImage(layout_, "a").ok());
@@ -78,37 +81,17 @@ class GcTest : public ::testing::Test {
       absl::Status pushed = registry_.Push(layout_, tag, kRepo);
       ASSERT_TRUE(pushed.ok()) << pushed;
     }
-    ASSERT_TRUE(contentd_.Start().ok()) << contentd_.ReadLog();
-    ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
-    absl::Status started = StartImaged();
+    absl::Status started = stack_.Start();
     ASSERT_TRUE(started.ok()) << started;
   }
 
-  absl::Status StartImaged() {
-    return imaged_.StartServing(
-        "imaged",
-        {testing::BinaryPath("services/imaged/imaged"), "--root", dir_.Join("imaged-root"),
-         "--state", dir_.Join("imaged-state"), "--address", address_, "--contentd-address",
-         contentd_.address(), "--snapshotd-address", snapshotd_.address(), "--log-level",
-         "debug"},
-        address_);
-  }
+  absl::Status StartImaged() { return stack_.StartImaged(); }
 
   std::string Reference(const std::string& tag) const {
     return absl::StrCat(registry_.host(), "/", kRepo, ":", tag);
   }
 
-  CommandResult Berth(std::vector<std::string> args) {
-    std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"),
-                                     "--imaged-address", address_,
-                                     "--contentd-address", contentd_.address(),
-                                     "--snapshotd-address", snapshotd_.address(),
-                                     "--timeout", "60s"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    CommandResult result;
-    result.output = testing::RunCommand(argv, &result.exit_code);
-    return result;
-  }
+  CommandResult Berth(const std::vector<std::string>& args) { return stack_.Berth(args); }
 
   void Pull(const std::string& tag) {
     CommandResult pull = Berth({"pull", Reference(tag), "--insecure-registry", registry_.host()});
@@ -197,20 +180,9 @@ class GcTest : public ::testing::Test {
     return HttpGet(metrics_port_, "/metrics", &code);
   }
 
-  testing::TempDir dir_;
+  const int metrics_port_;
   std::string layout_;
   Registry registry_{dir_.path()};
-  Contentd contentd_{dir_.path(), Contentd::Options{}};
-  int metrics_port_ = testing::FreeTcpPort();
-  Snapshotd snapshotd_{dir_.path(), [this] {
-                         Snapshotd::Options options;
-                         options.contentd_address = contentd_.address();
-                         options.extra_args = {"--metrics-address",
-                                               absl::StrCat("127.0.0.1:", metrics_port_)};
-                         return options;
-                       }()};
-  std::string address_ = dir_.Join("imaged.sock");
-  DaemonProcess imaged_{dir_.path()};
 };
 
 TEST_F(GcTest, DeletingOneOfTwoImagesFreesOnlyWhatItAloneHeld) {
@@ -370,6 +342,62 @@ TEST_F(GcTest, ImagedKilledBetweenRecordAndLeaseRepairsAtStart) {
       << imaged_.ReadLog();
   ExpectMounts(a.chain.back());
   EXPECT_NE(b.manifest, a.manifest);
+}
+
+// Images an older berth pulled: it took no lease per record, and labelled each record's root
+// document containerd.io/gc.root=<time> with its gc.ref labels, so a deleted image's blobs
+// stayed forever. At start imaged holds such a record with its lease and drops that label:
+// deleting the image then frees what it alone held. A gc.root a user set stays, even one in
+// berth's format set later than berth's labels.
+TEST_F(GcTest, OlderBerthsGcRootIsDroppedAtStartAndAUsersKept) {
+  Pull("a");
+  Pull("b");
+  ImageParts a = Parts("a");
+  ImageParts b = Parts("b");
+  imaged_.Kill();
+  const std::string gc_root = "containerd.io/gc.root";
+  auto rfc3339 = [](absl::Time t) {
+    return absl::FormatTime(absl::RFC3339_sec, t, absl::UTCTimeZone());
+  };
+  content::GrpcContentStore content(Dial(contentd_.address()));
+  // a as an older berth left it: gc.root written with the manifest's gc.ref labels.
+  content::Info older;
+  older.digest = *Digest::Parse(a.manifest);
+  older.labels = {{gc_root, rfc3339(absl::Now())},
+                  {"containerd.io/gc.ref.content.config", a.config}};
+  ASSERT_TRUE(
+      content.Update(Ctx(), older, {"labels." + gc_root, "labels.containerd.io/gc.ref.content.config"})
+          .ok());
+  // b's manifest rooted by a user, with a time an hour old.
+  content::Info users;
+  users.digest = *Digest::Parse(b.manifest);
+  users.labels = {{gc_root, rfc3339(absl::Now() - absl::Hours(1))}};
+  ASSERT_TRUE(content.Update(Ctx(), users, {"labels." + gc_root}).ok());
+  // No leases, as before records held their targets.
+  leases::GrpcLeaseManager leases(Dial(contentd_.address()));
+  for (const leases::Lease& lease : ImageLeases()) {
+    ASSERT_TRUE(leases.Delete(Ctx(), lease.id, false).ok());
+  }
+
+  absl::Status started = StartImaged();
+  ASSERT_TRUE(started.ok()) << started;
+  EXPECT_EQ(ImageLeases().size(), 2u);
+  absl::StatusOr<content::Info> a_root = content.GetInfo(Ctx(), older.digest);
+  ASSERT_TRUE(a_root.ok()) << a_root.status();
+  EXPECT_EQ(a_root->labels.count(gc_root), 0u) << imaged_.ReadLog();
+  EXPECT_EQ(a_root->labels.count("containerd.io/gc.ref.content.config"), 1u);
+  absl::StatusOr<content::Info> b_root = content.GetInfo(Ctx(), users.digest);
+  ASSERT_TRUE(b_root.ok()) << b_root.status();
+  EXPECT_EQ(b_root->labels[gc_root], users.labels[gc_root]);
+
+  // a goes with its manifest and config (its layers are b's too).
+  CommandResult rm = Berth({"images", "rm", Reference("a")});
+  ASSERT_EQ(rm.exit_code, 0) << rm.output << imaged_.ReadLog();
+  EXPECT_EQ(BlobsInContentd(), b.Blobs());
+  // b's record goes; the user's root keeps all of b.
+  rm = Berth({"images", "rm", Reference("b")});
+  ASSERT_EQ(rm.exit_code, 0) << rm.output << imaged_.ReadLog();
+  EXPECT_EQ(BlobsInContentd(), b.Blobs());
 }
 
 // snapshotd SIGKILLed while a collection removes directories (its records already gone), then

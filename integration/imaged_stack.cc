@@ -7,12 +7,13 @@
 
 namespace berth::integration {
 
-ImagedStack::ImagedStack(const std::string& dir)
+ImagedStack::ImagedStack(const std::string& dir, const std::vector<std::string>& snapshotd_args)
     : contentd(dir, Contentd::Options{}),
       snapshotd(dir,
-                [this] {
+                [&] {
                   Snapshotd::Options options;
                   options.contentd_address = contentd.address();
+                  options.extra_args = snapshotd_args;
                   return options;
                 }()),
       address(dir + "/imaged.sock"),
@@ -44,12 +45,25 @@ absl::Status ImagedStack::StartImaged(const std::vector<std::string>& extra) {
 }
 
 CommandResult ImagedStack::Berth(const std::vector<std::string>& args) const {
-  std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"), "--imaged-address",
-                                   address, "--timeout", "120s"};
+  std::vector<std::string> argv = {testing::BinaryPath("tools/berth/berth"),
+                                   "--imaged-address",
+                                   address,
+                                   "--contentd-address",
+                                   contentd.address(),
+                                   "--snapshotd-address",
+                                   snapshotd.address(),
+                                   "--timeout",
+                                   "120s"};
   argv.insert(argv.end(), args.begin(), args.end());
   CommandResult result;
   result.output = testing::RunCommand(argv, &result.exit_code);
   return result;
+}
+
+Context DefaultNamespace(absl::Duration timeout) {
+  Context ctx;
+  ctx.ns = "default";
+  return ctx.WithTimeout(timeout);
 }
 
 std::string TopChainId(const nlohmann::json& config) {

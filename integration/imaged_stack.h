@@ -7,9 +7,12 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "lib/base/context.h"
 #include "integration/harness.h"
 #include "integration/snapshotd_harness.h"
 
@@ -17,7 +20,9 @@ namespace berth::integration {
 
 class ImagedStack {
  public:
-  explicit ImagedStack(const std::string& dir);
+  // `snapshotd_args`: more flags for snapshotd (e.g. --metrics-address).
+  explicit ImagedStack(const std::string& dir,
+                       const std::vector<std::string>& snapshotd_args = {});
   ImagedStack(const ImagedStack&) = delete;
   ImagedStack& operator=(const ImagedStack&) = delete;
 
@@ -27,7 +32,8 @@ class ImagedStack {
   absl::Status Start(const std::vector<std::string>& imaged_args = {});
   // Starts imaged (again, after a Kill) with `extra` flags; waits for its socket.
   absl::Status StartImaged(const std::vector<std::string>& extra = {});
-  // Runs `berth --imaged-address ... --timeout 120s args...`.
+  // Runs `berth --imaged-address ... --contentd-address ... --snapshotd-address ...
+  // --timeout 120s args...`.
   CommandResult Berth(const std::vector<std::string>& args) const;
 
   Contentd contentd;
@@ -38,6 +44,25 @@ class ImagedStack {
  private:
   std::string dir_;
 };
+
+// A test fixture with an ImagedStack in a temporary directory (started by the test), its parts
+// under the names the image tests use.
+class ImagedStackTest : public ::testing::Test {
+ protected:
+  explicit ImagedStackTest(const std::vector<std::string>& snapshotd_args = {})
+      : stack_(dir_.path(), snapshotd_args) {}
+
+  testing::TempDir dir_;
+  ImagedStack stack_;
+  Contentd& contentd_ = stack_.contentd;
+  Snapshotd& snapshotd_ = stack_.snapshotd;
+  const std::string& address_ = stack_.address;
+  DaemonProcess& imaged_ = stack_.imaged;
+};
+
+// A call's Context in namespace "default" (where the image tests' berth commands work), its
+// deadline `timeout` from now.
+Context DefaultNamespace(absl::Duration timeout = absl::Seconds(60));
 
 // containerd's ChainID of an image config's rootfs.diff_ids, computed here.
 std::string TopChainId(const nlohmann::json& config);

@@ -42,11 +42,7 @@ namespace {
 // The leases pulls and imports take (berth.io/pull); image records keep leases of their own.
 constexpr char kPullLeases[] = "labels.\"berth.io/pull\"";
 
-Context Ctx() {
-  Context ctx;
-  ctx.ns = "default";
-  return ctx.WithTimeout(absl::Seconds(60));
-}
+Context Ctx() { return DefaultNamespace(); }
 
 // One member of a hand-made tar: what no well-behaved tool writes is the point.
 struct Member {
@@ -102,7 +98,7 @@ std::string IndexJson(const std::string& manifest_digest, int64_t size) {
       .dump();
 }
 
-class ImportExportTest : public ::testing::Test {
+class ImportExportTest : public ImagedStackTest {
  protected:
   void SetUp() override {
     layout_ = dir_.Join("layout");
@@ -194,13 +190,7 @@ class ImportExportTest : public ::testing::Test {
     EXPECT_EQ(snapshots, 0) << what;
   }
 
-  testing::TempDir dir_;
   std::string layout_;
-  ImagedStack stack_{dir_.path()};
-  Contentd& contentd_ = stack_.contentd;
-  Snapshotd& snapshotd_ = stack_.snapshotd;
-  const std::string& address_ = stack_.address;
-  DaemonProcess& imaged_ = stack_.imaged;
 };
 
 TEST_F(ImportExportTest, ImportsSkopeoOciArchiveWithBlobsLabelsRecordAndSnapshotChain) {

@@ -7,6 +7,7 @@
 #include "lib/base/digest.h"
 #include "lib/base/logging.h"
 #include "lib/base/status_macros.h"
+#include "lib/images/oci.h"
 
 namespace berth::imaged {
 
@@ -24,15 +25,37 @@ leases::Resource TargetResource(const images::Image& image) {
   return {image.target.digest.ToString(), "content"};
 }
 
+constexpr char kGcRoot[] = "containerd.io/gc.root";
+
 }  // namespace
+
+bool IsOlderBerthsRoot(const content::Info& target, absl::string_view media_type) {
+  auto root = target.labels.find(kGcRoot);
+  if (root == target.labels.end()) {
+    return false;
+  }
+  absl::Time set;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_sec, root->second, absl::UTCTimeZone(), &set, &error) ||
+      absl::FormatTime(absl::RFC3339_sec, set, absl::UTCTimeZone()) != root->second) {
+    return false;
+  }
+  if (target.updated_at < set || target.updated_at > set + absl::Minutes(1)) {
+    return false;
+  }
+  return target.labels.count(images::IsIndexType(media_type)
+                                 ? "containerd.io/gc.ref.content.m.0"
+                                 : "containerd.io/gc.ref.content.config") != 0;
+}
 
 std::string ImageLeaseId(absl::string_view name) {
   return absl::StrCat("image-", Sha256Of(name).hex());
 }
 
 HoldingImageStore::HoldingImageStore(images::ImageStore& store, leases::LeaseManager& leases,
-                                     snapshots::Collector* collector)
-    : ForwardingImageStore(store), leases_(leases), collector_(collector) {
+                                     snapshots::Collector* collector,
+                                     content::ContentStore* content)
+    : ForwardingImageStore(store), leases_(leases), collector_(collector), content_(content) {
   if (collector_ != nullptr) {
     thread_ = std::thread([this] { Loop(); });
   }
@@ -75,6 +98,27 @@ absl::StatusOr<bool> HoldingImageStore::Hold(const Context& caller, const images
     }
   }
   return changed;
+}
+
+absl::StatusOr<bool> HoldingImageStore::DropOlderBerthsRoot(const Context& caller,
+                                                            const images::Image& image) {
+  if (content_ == nullptr) {
+    return false;
+  }
+  Context ctx = Unleased(caller);
+  absl::StatusOr<content::Info> target = content_->GetInfo(ctx, image.target.digest);
+  if (absl::IsNotFound(target.status())) {
+    return false;
+  }
+  BERTH_RETURN_IF_ERROR(target.status());
+  if (!IsOlderBerthsRoot(*target, image.target.media_type)) {
+    return false;
+  }
+  content::Info update;
+  update.digest = image.target.digest;  // no labels: the named one goes
+  BERTH_RETURN_IF_ERROR(
+      content_->Update(ctx, update, {absl::StrCat("labels.", kGcRoot)}).status());
+  return true;
 }
 
 absl::StatusOr<images::Image> HoldingImageStore::Create(const Context& ctx,
@@ -147,6 +191,13 @@ absl::StatusOr<int> HoldingImageStore::Reconcile(const std::vector<std::string>&
       BERTH_ASSIGN_OR_RETURN(bool changed, Hold(ctx, image));
       if (changed) {
         BERTH_LOG(Info) << "imaged: image " << ns << "/" << image.name << " holds its target again";
+        ++changes;
+      }
+      BERTH_ASSIGN_OR_RETURN(bool migrated, DropOlderBerthsRoot(ctx, image));
+      if (migrated) {
+        BERTH_LOG(Info) << "imaged: image " << ns << "/" << image.name
+                        << ": dropped the gc.root an older berth set on its target (its lease "
+                           "holds it)";
         ++changes;
       }
     }

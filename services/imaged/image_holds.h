@@ -23,6 +23,10 @@
 // - A crash between the record and its lease is repaired by Reconcile, which imaged runs at
 //   start before releasing dead pulls' leases: every record's lease is made to hold its target,
 //   leases of records that are gone are deleted (and snapshotd's collector runs there).
+// - Reconcile also migrates records an older berth wrote: it labelled each record's target
+//   (the pulled or imported root document) containerd.io/gc.root, which kept a deleted image's
+//   blobs forever. Once the record's lease holds the target, that label goes, but only berth's
+//   own (IsOlderBerthsRoot); a gc.root a user set stays.
 // Thread-safe as the wrapped store and clients are.
 
 #include <set>
@@ -32,6 +36,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/content/content_store.h"
 #include "lib/images/image_store.h"
 #include "lib/leases/lease_manager.h"
 #include "lib/snapshots/collector.h"
@@ -41,15 +46,23 @@ namespace berth::imaged {
 
 inline constexpr char kImageLeaseLabel[] = "berth.io/image";
 
+// Whether `target`'s containerd.io/gc.root label is the one an older berth put on the root
+// document of a record it pulled or imported: its value in that berth's format (RFC 3339 in
+// UTC, whole seconds, as absl::RFC3339_sec formats it), written with berth's gc.ref label
+// naming the document's first child (.config on a manifest, .m.0 on an index), the document
+// last updated within a minute after that time. A gc.root with another value, or one set
+// later than the rest (a user's label update), is not.
+bool IsOlderBerthsRoot(const content::Info& target, absl::string_view media_type);
+
 // The id of the lease that holds record `name`'s target.
 std::string ImageLeaseId(absl::string_view name);
 
 class HoldingImageStore final : public ForwardingImageStore {
  public:
   // The references must outlive this object. `collector` may be null (no snapshot collection
-  // is triggered).
+  // is triggered); `content` may be null (no older berth's gc.root is migrated).
   HoldingImageStore(images::ImageStore& store, leases::LeaseManager& leases,
-                    snapshots::Collector* collector);
+                    snapshots::Collector* collector, content::ContentStore* content = nullptr);
   // Waits for a background collection in progress.
   ~HoldingImageStore() override;
   HoldingImageStore(const HoldingImageStore&) = delete;
@@ -67,12 +80,16 @@ class HoldingImageStore final : public ForwardingImageStore {
  private:
   // Makes `image`'s lease hold exactly its target; returns whether anything changed.
   absl::StatusOr<bool> Hold(const Context& ctx, const images::Image& image);
+  // Drops an older berth's gc.root from `image`'s target (its lease holds it already); returns
+  // whether it did.
+  absl::StatusOr<bool> DropOlderBerthsRoot(const Context& ctx, const images::Image& image);
   // Runs snapshotd's collector in `ns` on the background thread.
   void CollectLater(const std::string& ns);
   void Loop();
 
   leases::LeaseManager& leases_;
   snapshots::Collector* const collector_;
+  content::ContentStore* const content_;
   absl::Mutex mu_;
   std::set<std::string> pending_ ABSL_GUARDED_BY(mu_);  // namespaces to collect
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

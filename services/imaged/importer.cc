@@ -394,11 +394,7 @@ absl::StatusOr<std::vector<images::Image>> Finish(const Job& job, Plan& plan,
 Importer::Importer(content::ContentStore& content, leases::LeaseManager& leases,
                    snapshots::Unpacker* unpacker, images::ImageStore& images,
                    ImporterOptions options)
-    : content_(content),
-      leases_(leases),
-      unpacker_(unpacker),
-      images_(images),
-      options_(options) {}
+    : ImageStores(content, leases, unpacker, images), options_(options) {}
 
 absl::StatusOr<std::vector<images::Image>> Importer::Import(const Context& caller,
                                                             ByteSource& tar,

@@ -66,7 +66,7 @@ struct ImporterOptions {
   int64_t progress_step = 1 << 20;
 };
 
-class Importer {
+class Importer : private ImageStores {
  public:
   // Every reference must outlive the Importer. `unpacker` may be null.
   Importer(content::ContentStore& content, leases::LeaseManager& leases,
@@ -82,10 +82,6 @@ class Importer {
                                                     const BlobEventFn& progress = nullptr);
 
  private:
-  content::ContentStore& content_;
-  leases::LeaseManager& leases_;
-  snapshots::Unpacker* const unpacker_;
-  images::ImageStore& images_;
   const ImporterOptions options_;
 };
 

@@ -52,6 +52,7 @@ void ReleaseDeadPullLeases(
     const std::function<void(const std::vector<std::string>&)>& reconcile) {
   std::shared_ptr<grpc::Channel> contentd = berth::DialOwnConnection(contentd_address);
   berth::leases::GrpcLeaseManager leases(contentd);
+  berth::content::GrpcContentStore content(contentd);
   auto stub = containerd::services::namespaces::v1::Namespaces::NewStub(contentd);
   grpc::ClientContext context;
   context.set_wait_for_ready(true);
@@ -70,7 +71,7 @@ void ReleaseDeadPullLeases(
   }
   reconcile(namespaces);
   absl::StatusOr<std::vector<std::string>> released =
-      berth::imaged::ReleasePullLeases(leases, namespaces);
+      berth::imaged::ReleasePullLeases(leases, content, namespaces);
   if (!released.ok()) {
     BERTH_LOG(Warn) << "imaged: releasing dead pulls' leases: " << released.status();
     return;
@@ -180,13 +181,13 @@ int Run(int argc, char** argv) {
   berth::leases::GrpcLeaseManager leases(contentd_channel);
   // Each record holds its target with a lease on contentd; deletes trigger snapshotd's GC.
   berth::snapshots::GrpcCollector snapshot_collector(snapshotd_channel);
-  berth::imaged::HoldingImageStore holding(local, leases, &snapshot_collector);
+  berth::content::GrpcContentStore content(contentd_channel);
+  berth::imaged::HoldingImageStore holding(local, leases, &snapshot_collector, &content);
   berth::imaged::ImagesService images_service(holding, images_options);
   berth::leases::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
                                                   options.default_namespace);
 
   // Pulls write to contentd and unpack through snapshotd under a lease taken on contentd.
-  berth::content::GrpcContentStore content(contentd_channel);
   berth::snapshots::GrpcUnpacker unpacker(snapshotd_channel);
   // Pulled records announce themselves as the Images service's do: /images/create|update.
   berth::imaged::PublishingImageStore pulled_records(holding, **publisher);

@@ -71,11 +71,7 @@ int DefaultParallelDownloads() {
 
 Puller::Puller(content::ContentStore& content, leases::LeaseManager& leases,
                snapshots::Unpacker* unpacker, images::ImageStore& images, PullerOptions options)
-    : content_(content),
-      leases_(leases),
-      unpacker_(unpacker),
-      images_(images),
-      options_(options) {}
+    : ImageStores(content, leases, unpacker, images), options_(options) {}
 
 namespace {
 
@@ -411,7 +407,8 @@ absl::StatusOr<images::Image> Puller::Pull(const Context& caller, RegistryClient
 }
 
 absl::StatusOr<std::vector<std::string>> ReleasePullLeases(
-    leases::LeaseManager& leases, const std::vector<std::string>& namespaces) {
+    leases::LeaseManager& leases, content::ContentStore& content,
+    const std::vector<std::string>& namespaces) {
   std::vector<std::string> released;
   for (const std::string& ns : namespaces) {
     Context ctx;
@@ -420,6 +417,20 @@ absl::StatusOr<std::vector<std::string>> ReleasePullLeases(
     BERTH_ASSIGN_OR_RETURN(std::vector<leases::Lease> list,
                            leases.List(ctx, {absl::StrCat("labels.\"", kPullLeaseLabel, "\"")}));
     for (const leases::Lease& lease : list) {
+      BERTH_ASSIGN_OR_RETURN(std::vector<leases::Resource> held,
+                             leases.ListResources(ctx, lease.id));
+      std::vector<std::unique_ptr<content::Writer>> kept;  // closed (not aborted) when they go
+      for (const leases::Resource& resource : held) {
+        if (resource.type == "ingests") {
+          content::WriterOptions open;
+          open.ref = resource.id;
+          if (absl::StatusOr<std::unique_ptr<content::Writer>> writer =
+                  content.OpenWriter(ctx, open);
+              writer.ok()) {
+            kept.push_back(*std::move(writer));
+          }
+        }
+      }
       absl::Status deleted = leases.Delete(ctx, lease.id, false);
       if (!deleted.ok() && !absl::IsNotFound(deleted)) {
         return deleted;

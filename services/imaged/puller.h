@@ -53,6 +53,7 @@
 #include "lib/leases/lease_manager.h"
 #include "lib/snapshots/unpacker.h"
 #include "services/imaged/download_flights.h"
+#include "services/imaged/image_stores.h"
 
 namespace berth::imaged {
 
@@ -92,7 +93,7 @@ struct PullerOptions {
   int64_t progress_step = 256 << 10;
 };
 
-class Puller {
+class Puller : private ImageStores {
  public:
   // Every reference must outlive the Puller. `unpacker` may be null (pulls that ask to unpack
   // then fail with FailedPrecondition).
@@ -107,10 +108,6 @@ class Puller {
                                      const BlobEventFn& progress = nullptr);
 
  private:
-  content::ContentStore& content_;
-  leases::LeaseManager& leases_;
-  snapshots::Unpacker* const unpacker_;
-  images::ImageStore& images_;
   const PullerOptions options_;
   DownloadFlights flights_;  // shared by this Puller's pulls: one download per blob
 };
@@ -119,10 +116,13 @@ class Puller {
 inline constexpr char kPullLeaseLabel[] = "berth.io/pull";
 
 // Deletes every lease labelled kPullLeaseLabel in each of `namespaces` (what pulls of an imaged
-// that died left, so their partial blobs are not protected until the leases expire; contentd's
-// ingests stay, for the next pull to resume). Call before serving: a live pull's lease would go
-// too. Returns the ids deleted, "<namespace>/<id>"; the first error stops it.
+// that died left, so their partial blobs are not protected until the leases expire). Their
+// ingests stay in `content`, unleased (contentd's ingest expiry then applies), for the next
+// pull to resume with Range: each is held open on a writer while its lease goes, since contentd
+// collects an ingest its deleted lease alone held otherwise. Call before serving: a live pull's
+// lease would go too. Returns the ids deleted, "<namespace>/<id>"; the first error stops it.
 absl::StatusOr<std::vector<std::string>> ReleasePullLeases(
-    leases::LeaseManager& leases, const std::vector<std::string>& namespaces);
+    leases::LeaseManager& leases, content::ContentStore& content,
+    const std::vector<std::string>& namespaces);
 
 }  // namespace berth::imaged

@@ -278,12 +278,14 @@ absl::Status LocalSnapshotter::Walk(const Context& ctx, const std::vector<std::s
     }
     for (SnapshotRecord& r : *all) {
       const snapshots::Info& info = r.info;
+      // As containerd's adaptSnapshot: name and parent are always present, "" when none
+      // (its remote-snapshotter lookup walks with parent=="" for a chain's first layer).
       filters::Adaptor adaptor = filters::MakeAdaptor(
           [&](absl::string_view field) -> std::optional<std::string> {
-            if (field == "name" && !info.name.empty()) {
+            if (field == "name") {
               return info.name;
             }
-            if (field == "parent" && !info.parent.empty()) {
+            if (field == "parent") {
               return info.parent;
             }
             if (field == "kind") {

@@ -23,6 +23,9 @@
 // Choices beyond the contract:
 // - Keys are any non-empty string (containerd applies no identifier rule to snapshot keys); the
 //   namespace must be a valid identifier. Labels follow containerd's 4096-byte limit.
+// - A Prepare or View labelled containerd.io/snapshot.ref=<name> of a snapshot committed on
+//   the same parent answers AlreadyExists, as containerd's remote snapshotters do
+//   (CheckTargetLocked): a containerd using snapshotd as its proxy reuses berth's chains.
 // - Commit's labels become the committed snapshot's labels (the active's are not carried over,
 //   as in containerd); its times are reset to the commit time.
 // - A view without a parent is an empty read-only directory.
@@ -176,6 +179,13 @@ class LocalSnapshotter : public snapshots::Snapshotter {
                                                    const std::string& parent,
                                                    const snapshots::Labels& labels,
                                                    snapshots::Kind kind);
+  // containerd's remote-snapshotter protocol (its metadata layer's createSnapshot): a Prepare
+  // or View labelled kSnapshotRefLabel=<target> first asks whether <target> exists. When
+  // <target> is committed in `ns` on `parent`, AlreadyExists (containerd then adopts it,
+  // finding it by a Walk on that label, which it is given if it lacks it); otherwise OK.
+  absl::Status CheckTargetLocked(const std::string& ns, const std::string& parent,
+                                 const snapshots::Labels& labels)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `key` is free and `parent` (if any) committed: returns the parent's chain, nearest first.
   absl::StatusOr<std::vector<int64_t>> CheckNewLocked(const std::string& ns,
                                                       const std::string& key,
@@ -217,6 +227,11 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   std::set<std::string> busy_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> counter_{0};
 };
+
+// The label containerd's unpacker puts on a layer's snapshot: its chain id. On a Prepare or View
+// it names the committed snapshot wanted (CheckTargetLocked); berth's unpacker commits each layer
+// with it, so a containerd using snapshotd as its proxy snapshotter adopts berth's chains.
+inline constexpr char kSnapshotRefLabel[] = "containerd.io/snapshot.ref";
 
 // Validation shared by the snapshotters (and usable by a gRPC server before calling one).
 absl::Status ValidateKey(absl::string_view what, const std::string& key);

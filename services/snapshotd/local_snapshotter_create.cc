@@ -73,6 +73,29 @@ absl::StatusOr<std::vector<int64_t>> LocalSnapshotter::CheckNewLocked(const std:
   return meta_->Chain(p->id);
 }
 
+absl::Status LocalSnapshotter::CheckTargetLocked(const std::string& ns, const std::string& parent,
+                                                const snapshots::Labels& labels) {
+  auto wanted = labels.find(kSnapshotRefLabel);
+  if (wanted == labels.end()) {
+    return absl::OkStatus();
+  }
+  const std::string& target = wanted->second;
+  BERTH_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> existing, meta_->Get(ns, target));
+  if (!existing.has_value() || existing->info.kind != snapshots::Kind::kCommitted ||
+      existing->info.parent != parent) {
+    return absl::OkStatus();  // nothing to share: the caller makes the snapshot itself
+  }
+  // containerd finds the target by a Walk on this label: a snapshot committed without it (by an
+  // older berth) gets it now.
+  if (auto has = existing->info.labels.find(kSnapshotRefLabel);
+      has == existing->info.labels.end() || has->second != target) {
+    snapshots::Labels updated = existing->info.labels;
+    updated[kSnapshotRefLabel] = target;
+    BERTH_RETURN_IF_ERROR(meta_->SetLabels(existing->id, updated, absl::Now()));
+  }
+  return absl::AlreadyExistsError(absl::StrCat("target snapshot ", target, ": already exists"));
+}
+
 absl::Status LocalSnapshotter::FillEntry(const std::string& entry, snapshots::Kind kind,
                                          const std::vector<int64_t>& parents) {
   std::string path = absl::StrCat(SnapshotsDir(), "/", entry);
@@ -173,6 +196,7 @@ absl::StatusOr<std::vector<mount::Mount>> LocalSnapshotter::Create(const Context
   std::string temp;
   {
     absl::MutexLock lock(&mu_);
+    BERTH_RETURN_IF_ERROR(CheckTargetLocked(ctx.ns, parent, labels));
     BERTH_ASSIGN_OR_RETURN(parents, CheckNewLocked(ctx.ns, key, parent));
     temp = TempName();
     busy_.insert(temp);

@@ -310,6 +310,7 @@ class ParallelUnpacker::Session : public snapshots::UnpackSession {
     Layer& layer = todo_[i];
     snapshots::Labels committed_labels = labels_;
     committed_labels[kUncompressedLabel] = layer.applied_desc.digest.ToString();
+    committed_labels[kSnapshotRefLabel] = chain_[i];
     absl::Status st =
         detached_ ? snapshotter_.CommitWithParent(ctx_, chain_[i], layer.key, ParentOf(i),
                                                   committed_labels)

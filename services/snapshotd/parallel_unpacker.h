@@ -56,7 +56,8 @@ class ParallelUnpacker : public snapshots::Unpacker {
   ParallelUnpacker& operator=(const ParallelUnpacker&) = delete;
 
   // `layers` bottom first; `chain[i]` the committed name of layers[0..i]; `labels` go on every
-  // snapshot this call commits (with containerd.io/uncompressed=<applied digest>). Returns the
+  // snapshot this call commits (with containerd.io/uncompressed=<applied digest> and
+  // containerd.io/snapshot.ref=<its chain id>, as containerd's unpacker labels). Returns the
   // uncompressed descriptor of each layer (for a reused one: digest from that label or the
   // layer's annotation, empty if neither; size 0). InvalidArgument for mismatched or empty
   // input; FailedPrecondition if an existing name is not committed or sits on another parent.
