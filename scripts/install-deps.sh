@@ -30,8 +30,9 @@ packages=(
   # conmon: the second shim reference in bench/shim_memory.sh (busybox-static, above, also
   # makes integration/scripts/make-busybox-image.sh's test image)
   conmon
-  # containerd's sources and API protos, for reference
-  golang-github-containerd-containerd-dev
+  # containerd's sources and API protos, for reference; with golang-go they build containerd's
+  # own Go client (integration/goclient, GOPATH mode, offline) for integration/goclient_test.cc
+  golang-github-containerd-containerd-dev golang-go
 )
 
 if [ "$(id -u)" -ne 0 ]; then
