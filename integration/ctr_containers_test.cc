@@ -180,6 +180,11 @@ TEST_F(CtrContainersTest, RmRemovesTheRecordsSnapshotThroughSnapshotd) {
   snapshots::GrpcSnapshotter snapshotd(Dial(snapshotd_.address()), "overlayfs");
   ASSERT_TRUE(snapshotd.Prepare(ctx_, "web-rootfs", "", {}).ok());
   SeedWithSnapshot("web", "web-rootfs");
+  // The record holds its snapshot with a lease on contentd (services/execd/container_holds.h),
+  // where snapshotd's collector finds its roots.
+  CommandResult leases = integration::Ctr(contentd_.address(), kNamespace, {"leases", "ls"});
+  EXPECT_THAT(leases.output, ::testing::ContainsRegex("container-web .*berth.io/container=web"))
+      << leases.output;
   // execd serves snapshotd's snapshots on its own socket.
   CommandResult ls = Ctr({"snapshots", "ls"});
   ASSERT_EQ(ls.exit_code, 0) << ls.output;
@@ -189,6 +194,8 @@ TEST_F(CtrContainersTest, RmRemovesTheRecordsSnapshotThroughSnapshotd) {
   ASSERT_EQ(rm.exit_code, 0) << rm.output;
   EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(snapshotd.Stat(ctx_, "web-rootfs").status().code(), absl::StatusCode::kNotFound);
+  leases = integration::Ctr(contentd_.address(), kNamespace, {"leases", "ls", "-q"});
+  EXPECT_THAT(Lines(leases.output), ::testing::IsEmpty());
 
   // --keep-snapshot leaves it.
   ASSERT_TRUE(snapshotd.Prepare(ctx_, "db-rootfs", "", {}).ok());
@@ -211,6 +218,22 @@ TEST_F(CtrContainersTest, RmWithoutSnapshotdNamesItAndKeepsTheRecord) {
   EXPECT_TRUE(store_->Get(ctx_, "web").ok());
   rm = Ctr({"containers", "rm", "--keep-snapshot", "web"});
   EXPECT_EQ(rm.exit_code, 0) << rm.output;
+  EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(CtrContainersTest, ARecordWithASnapshotNeedsContentdAndIsNotMadeWithout) {
+  contentd_.Stop();
+  containers::Container c;
+  c.id = "web";
+  c.runtime.name = "io.containerd.runc.v2";
+  c.spec = containers::Any{kSpecType, kSpec};
+  c.snapshotter = "overlayfs";
+  c.snapshot_key = "web-rootfs";
+  absl::StatusOr<containers::Container> created = store_->Create(ctx_, c);
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kUnavailable) << created.status();
+  EXPECT_THAT(std::string(created.status().message()),
+              HasSubstr("holding its snapshot web-rootfs with a lease on contentd"));
+  EXPECT_THAT(std::string(created.status().message()), HasSubstr(contentd_.address()));
   EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
 }
 

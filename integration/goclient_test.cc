@@ -13,6 +13,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -196,6 +197,31 @@ TEST_F(GoClientTest, CtrListsAndKillsTheGoClientsContainer) {
   ASSERT_TRUE(go.WaitFor(absl::Seconds(60), &status)) << go.ReadLog();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << go.ReadLog();
   EXPECT_THAT(go.ReadLog(), HasSubstr("task exited 42\ntask deleted\ncontainer deleted\n"));
+  ExpectNothingLeft();
+}
+
+// containerd's client takes a lease for NewContainer and deletes it once the record is made; the
+// container's snapshot must then stay while the container does, through snapshotd's collection
+// (which an image delete with --sync runs in the namespace).
+TEST_F(GoClientTest, ARunningContainersSnapshotSurvivesACollection) {
+  CommandResult tag = RunGoClient({"images", kImage, "example.com/doomed:1"});
+  ASSERT_EQ(tag.exit_code, 0) << tag.output;
+  testing::Process go(GoClient({"-kill", "external", "run", kImage, "gc-keep"}), dir_.path());
+  ASSERT_TRUE(testing::WaitFor(
+      [&] { return absl::StrContains(go.ReadLog(), "running gc-keep\n") || go.TryReap(); },
+      absl::Seconds(120)))
+      << go.ReadLog();
+  ASSERT_TRUE(go.running()) << go.ReadLog();
+  CommandResult rm = integration::Ctr(stack_.address, "default",
+                                      {"images", "rm", "--sync", "example.com/doomed:1"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.output;
+  std::vector<std::string> keys = Snapshots();
+  EXPECT_NE(std::find(keys.begin(), keys.end(), "gc-keep-snapshot"), keys.end())
+      << absl::StrJoin(keys, ", ") << stack_.snapshotd.ReadLog();
+  ASSERT_EQ(Ctr({"tasks", "kill", "gc-keep"}).exit_code, 0);
+  int status = 0;
+  ASSERT_TRUE(go.WaitFor(absl::Seconds(60), &status)) << go.ReadLog();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << go.ReadLog();
   ExpectNothingLeft();
 }
 

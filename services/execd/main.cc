@@ -13,12 +13,14 @@
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
+#include "lib/leases/grpc_lease_manager.h"
 #include "lib/leases/leases_forwarder.h"
 #include "lib/namespaces/namespaces_forwarder.h"
 #include "lib/server/daemon.h"
 #include "lib/server/daemon_publisher.h"
 #include "lib/snapshots/grpc_snapshotter.h"
 #include "lib/snapshots/snapshots_service.h"
+#include "services/execd/container_holds.h"
 #include "services/execd/containers_service.h"
 #include "services/execd/sqlite_container_store.h"
 #include "services/execd/task_manager.h"
@@ -86,7 +88,11 @@ int Run(int argc, char** argv) {
   containers_options.publisher = publisher->get();
   containers_options.registry = daemon.metrics();
   containers_options.count = [&local] { return local.Count(); };
-  berth::execd::ContainersService containers_service(local, containers_options);
+  // A record with a snapshot key holds it with a lease on contentd, as snapshotd's collector
+  // learns its roots there (containerd's client deletes the lease it prepared it under).
+  berth::leases::GrpcLeaseManager container_leases(berth::Dial(options.peers.at("contentd")));
+  berth::execd::HoldingContainerStore holding(local, container_leases);
+  berth::execd::ContainersService containers_service(holding, containers_options);
 
   absl::StatusOr<std::unique_ptr<berth::execd::TaskRecords>> records =
       berth::execd::TaskRecords::Open(options.root + "/tasks.db");
