@@ -27,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "containerd/services/tasks/v1/tasks.grpc.pb.h"
+#include "integration/execd_probes.h"
 #include "integration/harness.h"
 #include "integration/pty_process.h"
 #include "integration/snapshotd_harness.h"
@@ -138,57 +139,11 @@ class BerthRunTest : public ::testing::Test {
     return logs;
   }
 
-  std::vector<std::string> Containers() {
-    containers::GrpcContainerStore store(Dial(execd_address_));
-    std::vector<std::string> ids;
-    auto list = store.List(Ctx(), {});
-    EXPECT_TRUE(list.ok()) << list.status();
-    for (const auto& c : list.value_or(std::vector<containers::Container>{})) {
-      ids.push_back(c.id);
-    }
-    return ids;
-  }
-
-  std::vector<std::string> Snapshots() {
-    snapshots::GrpcSnapshotter store(Dial(snapshotd_.address()), "overlayfs");
-    std::vector<std::string> keys;
-    EXPECT_TRUE(store
-                    .Walk(Ctx(), {},
-                          [&](const snapshots::Info& info) {
-                            keys.push_back(info.name);
-                            return absl::OkStatus();
-                          })
-                    .ok());
-    std::sort(keys.begin(), keys.end());
-    return keys;
-  }
-
-  std::vector<std::string> Tasks() {
-    auto stub = tasks::Tasks::NewStub(Dial(execd_address_));
-    grpc::ClientContext context;
-    context.AddMetadata("containerd-namespace", "default");
-    tasks::ListTasksRequest request;
-    tasks::ListTasksResponse response;
-    grpc::Status status = stub->List(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    std::vector<std::string> ids;
-    for (const auto& t : response.tasks()) {
-      ids.push_back(t.container_id());
-    }
-    return ids;
-  }
-
+  std::vector<std::string> Containers() { return ContainerIds(execd_address_, "default"); }
+  std::vector<std::string> Snapshots() { return SnapshotKeys(snapshotd_.address(), "default"); }
+  std::vector<std::string> Tasks() { return TaskIds(execd_address_, "default"); }
   // Mounts below the snapshotd root or the CLI's temporary user-lookup mounts.
-  std::vector<std::string> OurMounts() {
-    std::vector<std::string> found;
-    std::string mounts = ReadFile("/proc/self/mounts").value_or("");
-    for (absl::string_view line : absl::StrSplit(mounts, '\n')) {
-      if (absl::StrContains(line, dir_.path()) || absl::StrContains(line, "berth-rootfs-")) {
-        found.emplace_back(line);
-      }
-    }
-    return found;
-  }
+  std::vector<std::string> OurMounts() { return MountsContaining({dir_.path(), "berth-rootfs-"}); }
 
   std::vector<std::string> FifoDirs() {
     std::vector<std::string> dirs;

@@ -6,6 +6,8 @@
 // (client.WithLease), which execd passes through to contentd (a real one runs beside it), then
 // Containers.Create with the lease, then Leases.Delete. With an image instead of --rootfs it
 // would also need the Images, Content and Snapshots services (imaged, contentd, snapshotd).
+// `ctr containers rm` removes a record's snapshot through the Snapshots service on the same
+// socket, which execd serves from snapshotd (a real one runs beside it too).
 
 #include <nats/nats.h>
 
@@ -24,9 +26,11 @@
 #include "containerd/services/events/v1/events.pb.h"
 #include "integration/ctr_records.h"
 #include "integration/harness.h"
+#include "integration/snapshotd_harness.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/posix.h"
 #include "lib/containers/grpc_container_store.h"
+#include "lib/snapshots/grpc_snapshotter.h"
 #include "lib/testing/testing.h"
 
 namespace berth::integration {
@@ -47,17 +51,28 @@ class CtrContainersTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(contentd_.Start().ok());
-    ASSERT_TRUE(execd_
-                    .StartServing("execd",
-                                  {testing::BinaryPath("services/execd/execd"), "--root",
-                                   dir_.Join("execd-root"), "--state", dir_.Join("execd-state"),
-                                   "--address", address_, "--contentd-address",
-                                   contentd_.address(), "--nats-url", nats_.url(),
-                                   "--log-level", "debug"},
-                                  address_)
-                    .ok())
-        << execd_.ReadLog();
+    ASSERT_TRUE(snapshotd_.Start().ok()) << snapshotd_.ReadLog();
+    ASSERT_TRUE(StartExecd(snapshotd_.address()).ok()) << execd_.ReadLog();
     store_ = std::make_unique<containers::GrpcContainerStore>(Dial(address_));
+  }
+
+  absl::Status StartExecd(const std::string& snapshotd_address) {
+    return execd_.StartServing(
+        "execd",
+        {testing::BinaryPath("services/execd/execd"), "--root", dir_.Join("execd-root"),
+         "--state", dir_.Join("execd-state"), "--address", address_, "--contentd-address",
+         contentd_.address(), "--snapshotd-address", snapshotd_address, "--nats-url",
+         nats_.url(), "--log-level", "debug"},
+        address_);
+  }
+
+  // A record whose rootfs is the snapshot `key` (not made here).
+  void SeedWithSnapshot(const std::string& id, const std::string& key) {
+    containers::Container c = Seed(id);
+    c.snapshotter = "overlayfs";
+    c.snapshot_key = key;
+    ASSERT_TRUE(store_->Delete(ctx_, id).ok());
+    ASSERT_TRUE(store_->Create(ctx_, c).ok());
   }
 
   containers::Container Seed(const std::string& id, const LabelMap& labels = {},
@@ -81,6 +96,7 @@ class CtrContainersTest : public ::testing::Test {
   NatsServer nats_;
   std::string address_ = dir_.Join("execd.sock");
   Contentd contentd_{dir_.path(), Contentd::Options{}};
+  Snapshotd snapshotd_{dir_.path(), Snapshotd::Options{}};
   DaemonProcess execd_{dir_.path()};
   std::unique_ptr<containers::GrpcContainerStore> store_;
   const Context ctx_{kNamespace, ""};
@@ -160,20 +176,64 @@ TEST_F(CtrContainersTest, RmDeletesRecords) {
   EXPECT_THAT(rm.output, HasSubstr("not found"));
 }
 
-TEST_F(CtrContainersTest, RmOfARecordWithASnapshotNeedsTheSnapshotter) {
-  containers::Container c = Seed("web");
-  c.snapshotter = "overlayfs";
-  c.snapshot_key = "web-rootfs";
-  ASSERT_TRUE(store_->Delete(ctx_, "web").ok());
-  ASSERT_TRUE(store_->Create(ctx_, c).ok());
-  // Without --keep-snapshot ctr first removes the snapshot through the Snapshots service on
-  // the same socket, which is snapshotd's, not execd's: ctr stops and the record stays.
+TEST_F(CtrContainersTest, RmRemovesTheRecordsSnapshotThroughSnapshotd) {
+  snapshots::GrpcSnapshotter snapshotd(Dial(snapshotd_.address()), "overlayfs");
+  ASSERT_TRUE(snapshotd.Prepare(ctx_, "web-rootfs", "", {}).ok());
+  SeedWithSnapshot("web", "web-rootfs");
+  // The record holds its snapshot with a lease on contentd (services/execd/container_holds.h),
+  // where snapshotd's collector finds its roots.
+  CommandResult leases = integration::Ctr(contentd_.address(), kNamespace, {"leases", "ls"});
+  EXPECT_THAT(leases.output, ::testing::ContainsRegex("container-web .*berth.io/container=web"))
+      << leases.output;
+  // execd serves snapshotd's snapshots on its own socket.
+  CommandResult ls = Ctr({"snapshots", "ls"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.output;
+  EXPECT_THAT(ls.output, ::testing::ContainsRegex("web-rootfs +Active"));
+  // Without --keep-snapshot ctr removes the snapshot through that service, then the record.
+  CommandResult rm = Ctr({"containers", "rm", "web"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.output;
+  EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(snapshotd.Stat(ctx_, "web-rootfs").status().code(), absl::StatusCode::kNotFound);
+  leases = integration::Ctr(contentd_.address(), kNamespace, {"leases", "ls", "-q"});
+  EXPECT_THAT(Lines(leases.output), ::testing::IsEmpty());
+
+  // --keep-snapshot leaves it.
+  ASSERT_TRUE(snapshotd.Prepare(ctx_, "db-rootfs", "", {}).ok());
+  SeedWithSnapshot("db", "db-rootfs");
+  rm = Ctr({"containers", "rm", "--keep-snapshot", "db"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.output;
+  EXPECT_EQ(store_->Get(ctx_, "db").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(snapshotd.Stat(ctx_, "db-rootfs").ok());
+}
+
+TEST_F(CtrContainersTest, RmWithoutSnapshotdNamesItAndKeepsTheRecord) {
+  SeedWithSnapshot("web", "web-rootfs");
+  ASSERT_EQ(execd_.Stop(absl::Seconds(10)), 0);
+  const std::string missing = dir_.Join("no-snapshotd.sock");
+  ASSERT_TRUE(StartExecd(missing).ok()) << execd_.ReadLog();
+  // ctr removes the snapshot first: that fails, naming the socket, and the record stays.
   CommandResult rm = Ctr({"containers", "rm", "web"});
   EXPECT_NE(rm.exit_code, 0) << rm.output;
-  EXPECT_THAT(rm.output, HasSubstr("not implemented"));
+  EXPECT_THAT(rm.output, HasSubstr(missing));
   EXPECT_TRUE(store_->Get(ctx_, "web").ok());
   rm = Ctr({"containers", "rm", "--keep-snapshot", "web"});
   EXPECT_EQ(rm.exit_code, 0) << rm.output;
+  EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(CtrContainersTest, ARecordWithASnapshotNeedsContentdAndIsNotMadeWithout) {
+  contentd_.Stop();
+  containers::Container c;
+  c.id = "web";
+  c.runtime.name = "io.containerd.runc.v2";
+  c.spec = containers::Any{kSpecType, kSpec};
+  c.snapshotter = "overlayfs";
+  c.snapshot_key = "web-rootfs";
+  absl::StatusOr<containers::Container> created = store_->Create(ctx_, c);
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kUnavailable) << created.status();
+  EXPECT_THAT(std::string(created.status().message()),
+              HasSubstr("holding its snapshot web-rootfs with a lease on contentd"));
+  EXPECT_THAT(std::string(created.status().message()), HasSubstr(contentd_.address()));
   EXPECT_EQ(store_->Get(ctx_, "web").status().code(), absl::StatusCode::kNotFound);
 }
 

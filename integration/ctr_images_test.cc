@@ -21,6 +21,7 @@
 #include "containerd/services/events/v1/events.pb.h"
 #include "integration/ctr_records.h"
 #include "integration/harness.h"
+#include "integration/imaged_stack.h"
 #include "lib/base/digest.h"
 #include "lib/base/grpc_client.h"
 #include "lib/images/grpc_image_store.h"
@@ -95,8 +96,8 @@ TEST_F(CtrImagesTest, LsListsRecordsAndAppliesFilters) {
   ls = Ctr({"images", "ls", "-q", "name=="});
   EXPECT_NE(ls.exit_code, 0) << "a malformed filter is refused: " << ls.output;
 
-  // The table's size and platforms come from the content store, which imaged does not serve:
-  // ctr logs that and still prints the records.
+  // The table's size and platforms come from the content store (contentd's, served by imaged
+  // too): these targets were never written, so ctr logs that and still prints the records.
   ls = Ctr({"images", "ls", "labels.env==prod"});
   ASSERT_EQ(ls.exit_code, 0) << ls.output;
   EXPECT_TRUE(absl::StrContains(ls.output, "docker.io/library/alpine:3.19"));
@@ -183,15 +184,21 @@ TEST_F(CtrImagesTest, RmDeletesAndWarnsAboutUnknownNames) {
   EXPECT_THAT(Lines(Ctr({"images", "ls", "-q"}).output), ElementsAre("example.com/c:1"));
 }
 
-TEST_F(CtrImagesTest, CheckNeedsTheContentStore) {
+TEST_F(CtrImagesTest, CheckReportsAnImageWhoseContentIsMissing) {
   images::Image image = Seed("example.com/a:1", "a");
-  // check lists the records (imaged), then reads each target from the Content service and
-  // stats its snapshots: contentd's and snapshotd's, not imaged's. Each image shows as an error.
+  // check lists the records, then reads each target through the Content service imaged serves
+  // from contentd: this one's target was never written, so it is unavailable, and ctr cannot
+  // read the config to check the unpack either (an error, named).
   CommandResult check = Ctr({"images", "check"});
   EXPECT_NE(check.exit_code, 0) << check.output;
-  EXPECT_TRUE(absl::StrContains(check.output, "example.com/a:1")) << check.output;
-  EXPECT_TRUE(absl::StrContains(check.output, image.target.digest.ToString())) << check.output;
-  EXPECT_TRUE(absl::StrContains(check.output, "unable to check example.com/a:1")) << check.output;
+  EXPECT_THAT(check.output, ::testing::ContainsRegex(absl::StrCat(
+                                "example.com/a:1 +application/vnd.oci.image.index.v1\\+json +",
+                                image.target.digest.ToString(), " +unavailable \\(0/\\?\\)")));
+  EXPECT_TRUE(absl::StrContains(check.output, "unable to check unpack for example.com/a:1"))
+      << check.output;
+  EXPECT_TRUE(absl::StrContains(check.output,
+                                absl::StrCat(image.target.digest.ToString(), ": not found")))
+      << check.output;
   // With a filter that matches nothing, check has nothing to read and succeeds.
   check = Ctr({"images", "check", "name==example.com/none"});
   EXPECT_EQ(check.exit_code, 0) << check.output;
@@ -226,6 +233,69 @@ TEST_F(CtrImagesTest, PublishesCreateUpdateDelete) {
   containerd::services::images::v1::ImageDelete deleted;
   ASSERT_TRUE(deleted.ParseFromString(envelope.event().value()));
   EXPECT_EQ(deleted.name(), "example.com/a:1");
+}
+
+// ctr pointed at imaged alone, with a real image: `berth import` of the busybox test image into
+// contentd (blobs) and snapshotd (its chain) through imaged. imaged serves containerd's Content
+// and Snapshots services from them, and passes Namespaces to contentd, so `images check` reads
+// all it needs on imaged's socket, and ctr's content and snapshot commands work there too.
+class CtrImagesCheckTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::Status started = stack_.Start();
+    ASSERT_TRUE(started.ok()) << started;
+    absl::Status imported = stack_.ImportBusybox("test/busybox:v1");
+    ASSERT_TRUE(imported.ok()) << imported;
+    nlohmann::json index =
+        nlohmann::json::parse(ReadFile(layout_ + "/index.json").value_or("{}"));
+    manifest_ = index["manifests"][0]["digest"];
+    nlohmann::json manifest = nlohmann::json::parse(LayoutBlob(layout_, manifest_));
+    layer_ = manifest["layers"][0]["digest"];
+    chain_ = TopChainId(
+        nlohmann::json::parse(LayoutBlob(layout_, manifest["config"]["digest"])));
+  }
+
+  CommandResult Ctr(const std::vector<std::string>& args) {
+    return integration::Ctr(stack_.address, "default", args);
+  }
+
+  TempDir dir_;
+  ImagedStack stack_{dir_.path()};
+  const std::string layout_ = dir_.Join("busybox-layout");
+  std::string manifest_, layer_, chain_;
+};
+
+TEST_F(CtrImagesCheckTest, CheckReadsContentAndSnapshotsThroughImaged) {
+  CommandResult check = Ctr({"images", "check"});
+  ASSERT_EQ(check.exit_code, 0) << check.output << stack_.imaged.ReadLog();
+  EXPECT_THAT(check.output,
+              ::testing::ContainsRegex(absl::StrCat("docker.io/test/busybox:v1 +[^ ]+ +", manifest_,
+                                                    " +complete \\(2/2\\) .* true")));
+  EXPECT_THAT(Lines(Ctr({"images", "check", "-q"}).output),
+              ElementsAre("docker.io/test/busybox:v1"));
+  CommandResult ls = Ctr({"images", "ls"});
+  EXPECT_THAT(ls.output, ::testing::ContainsRegex("docker.io/test/busybox:v1 .* linux/amd64"));
+
+  // The layer removed through imaged's socket is gone from contentd: check sees it missing.
+  CommandResult rm = Ctr({"content", "rm", layer_});
+  ASSERT_EQ(rm.exit_code, 0) << rm.output;
+  CommandResult on_contentd =
+      integration::Ctr(stack_.contentd.address(), "default", {"content", "ls", "-q"});
+  EXPECT_FALSE(absl::StrContains(on_contentd.output, layer_)) << on_contentd.output;
+  check = Ctr({"images", "check"});
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_THAT(check.output, ::testing::ContainsRegex("incomplete \\(1/2\\) .* true"));
+  EXPECT_THAT(Lines(Ctr({"images", "check", "-q"}).output), ::testing::IsEmpty());
+
+  // The chain's snapshot removed through imaged's socket is gone from snapshotd: not unpacked.
+  rm = Ctr({"snapshots", "rm", chain_});
+  ASSERT_EQ(rm.exit_code, 0) << rm.output;
+  CommandResult on_snapshotd =
+      integration::Ctr(stack_.snapshotd.address(), "default", {"snapshots", "ls"});
+  EXPECT_FALSE(absl::StrContains(on_snapshotd.output, chain_)) << on_snapshotd.output;
+  check = Ctr({"images", "check"});
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_THAT(check.output, ::testing::ContainsRegex("incomplete \\(1/2\\) .* false"));
 }
 
 }  // namespace

@@ -66,6 +66,27 @@ Context DefaultNamespace(absl::Duration timeout) {
   return ctx.WithTimeout(timeout);
 }
 
+absl::Status ImagedStack::ImportBusybox(const std::string& ref) {
+  const std::string layout = dir_ + "/busybox-layout";
+  const std::string archive = dir_ + "/busybox.tar";
+  int code = 0;
+  std::string out = testing::RunCommand(
+      {testing::SourcePath("integration/scripts/make-busybox-image.sh"), layout}, &code);
+  if (code == 0) {
+    out = testing::RunCommand({"skopeo", "copy", "oci:" + layout + ":latest",
+                               absl::StrCat("oci-archive:", archive, ":", ref)},
+                              &code);
+  }
+  if (code != 0) {
+    return absl::InternalError(absl::StrCat("making the busybox image: ", out));
+  }
+  CommandResult import = Berth({"import", archive});
+  if (import.exit_code != 0) {
+    return absl::InternalError(absl::StrCat("berth import: ", import.output, imaged.ReadLog()));
+  }
+  return absl::OkStatus();
+}
+
 std::string TopChainId(const nlohmann::json& config) {
   std::string chain;
   for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {

@@ -35,6 +35,10 @@ class ImagedStack {
   // Runs `berth --imaged-address ... --contentd-address ... --snapshotd-address ...
   // --timeout 120s args...`.
   CommandResult Berth(const std::vector<std::string>& args) const;
+  // Makes the busybox test image (integration/scripts/make-busybox-image.sh: sh and the usual
+  // applets, Cmd sh), turns it into an oci-archive named `ref` (skopeo) and `berth import`s it:
+  // the record docker.io/<ref>, its blobs on contentd and its snapshot chain on snapshotd.
+  absl::Status ImportBusybox(const std::string& ref);
 
   Contentd contentd;
   Snapshotd snapshotd;

@@ -30,8 +30,9 @@ packages=(
   # conmon: the second shim reference in bench/shim_memory.sh (busybox-static, above, also
   # makes integration/scripts/make-busybox-image.sh's test image)
   conmon
-  # containerd's sources and API protos, for reference; with Go they build the containerd Go
-  # client that integration/containerd_go_pull.go is (containerd_snapshotd_test)
+  # containerd's sources and API protos, for reference; with golang-go they build containerd's
+  # own Go client (GOPATH mode, offline): integration/goclient (goclient_test) and
+  # integration/containerd_go_pull.go (containerd_snapshotd_test)
   golang-github-containerd-containerd-dev golang-go
 )
 

@@ -407,7 +407,7 @@ TEST_F(ConfigTest, ShippedConfigsParse) {
   };
   for (const Shipped& d : {Shipped{"contentd", {}}, Shipped{"snapshotd", {"contentd"}},
                            Shipped{"eventd", {}}, Shipped{"imaged", {"contentd", "snapshotd"}},
-                           Shipped{"execd", {"contentd"}}}) {
+                           Shipped{"execd", {"contentd", "snapshotd"}}}) {
     std::string path = berth::testing::SourcePath(absl::StrCat("deploy/config/", d.daemon, ".toml"));
     DaemonConfig cfg(d.daemon, d.peers);
     std::vector<std::string> args = {d.daemon, "--config", path};

@@ -3,9 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "lib/base/grpc_client.h"
-#include "lib/base/grpc_status.h"
-#include "lib/server/request_context.h"
+#include "lib/server/forward.h"
 
 namespace berth::leases {
 
@@ -21,19 +19,9 @@ template <typename Request, typename Response>
 grpc::Status LeasesForwarder::Forward(
     grpc::ServerContext* server_context, const Request& request, Response* response,
     grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*)) {
-  absl::StatusOr<Context> ctx = server::ContextFrom(*server_context, default_namespace_);
-  if (!ctx.ok()) {
-    return ToGrpcStatus(ctx.status());
-  }
-  grpc::ClientContext client_context;
-  ApplyContext(Context{ctx->ns, "", ctx->deadline}, &client_context);
-  grpc::Status status = ((*stub_).*method)(&client_context, request, response);
-  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
-    return grpc::Status(status.error_code(), absl::StrCat("leases are contentd's, at ",
-                                                          contentd_address_, ": ",
-                                                          status.error_message()));
-  }
-  return status;
+  return server::ForwardUnary(server_context, default_namespace_,
+                              absl::StrCat("leases are contentd's, at ", contentd_address_),
+                              *stub_, method, request, response);
 }
 
 grpc::Status LeasesForwarder::Create(grpc::ServerContext* server_context,

@@ -11,14 +11,18 @@
 #include <string>
 
 #include "lib/base/grpc_client.h"
+#include "lib/content/content_service.h"
 #include "lib/content/content_store_testsuite.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/testing/testing.h"
-#include "services/contentd/content_service.h"
 #include "services/contentd/local_content_store.h"
 
 namespace berth::contentd {
 namespace {
+
+using content::ContentService;
+using content::ContentServiceOptions;
+using content::ContentStats;
 
 std::unique_ptr<LocalContentStore> OpenLocal(const std::string& root) {
   StoreOptions options;

@@ -22,16 +22,20 @@
 #include "containerd/services/namespaces/v1/namespace.grpc.pb.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/identifiers.h"
+#include "lib/content/content_service.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/leases/grpc_lease_manager.h"
 #include "lib/testing/testing.h"
-#include "services/contentd/content_service.h"
 #include "services/contentd/leases_service.h"
 #include "services/contentd/local_content_store.h"
 #include "services/contentd/namespaces_service.h"
 
 namespace berth::contentd {
 namespace {
+
+using content::ContentService;
+using content::ContentServiceOptions;
+using content::ContentStats;
 
 // A Context in `ns` under `lease` (no deadline, no cancellation).
 Context Ctx(std::string ns, std::string lease) {

@@ -10,10 +10,10 @@
 #include "absl/time/time.h"
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
+#include "lib/content/content_service.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/server/daemon.h"
 #include "lib/server/daemon_publisher.h"
-#include "services/contentd/content_service.h"
 #include "services/contentd/leases_service.h"
 #include "services/contentd/collector_service.h"
 #include "services/contentd/local_content_store.h"
@@ -66,14 +66,14 @@ int Run(int argc, char** argv) {
   }
   berth::contentd::LocalContentStore& local = **store;
 
-  berth::contentd::ContentServiceOptions content_options;
+  berth::content::ContentServiceOptions content_options;
   content_options.default_namespace = options.default_namespace;
   content_options.registry = daemon.metrics();
   content_options.stats = [&local] {
     berth::contentd::StoreStats stats = local.Stats();
-    return berth::contentd::ContentStats{stats.blobs, stats.bytes};
+    return berth::content::ContentStats{stats.blobs, stats.bytes};
   };
-  berth::contentd::ContentService content_service(local, content_options);
+  berth::content::ContentService content_service(local, content_options);
   berth::contentd::LeasesService leases_service(local, options.default_namespace);
   berth::contentd::NamespacesService namespaces_service(local, publisher->get(),
                                                         options.default_namespace);

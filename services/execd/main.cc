@@ -13,9 +13,14 @@
 #include "lib/base/logging.h"
 #include "lib/config/config.h"
 #include "lib/events/nats_publisher.h"
+#include "lib/leases/grpc_lease_manager.h"
 #include "lib/leases/leases_forwarder.h"
+#include "lib/namespaces/namespaces_forwarder.h"
 #include "lib/server/daemon.h"
 #include "lib/server/daemon_publisher.h"
+#include "lib/snapshots/grpc_snapshotter.h"
+#include "lib/snapshots/snapshots_service.h"
+#include "services/execd/container_holds.h"
 #include "services/execd/containers_service.h"
 #include "services/execd/sqlite_container_store.h"
 #include "services/execd/task_manager.h"
@@ -43,7 +48,7 @@ int Run(int argc, char** argv) {
   // Before any thread starts (the NATS sender), so every thread inherits the blocked mask.
   berth::server::Daemon::BlockTerminationSignals();
 
-  berth::config::DaemonConfig cfg("execd", {"contentd"});
+  berth::config::DaemonConfig cfg("execd", {"contentd", "snapshotd"});
   std::string runtime = "runc";
   std::string shim = DefaultShim();
   cfg.AddOption("--runtime", "runtime", &runtime,
@@ -83,7 +88,11 @@ int Run(int argc, char** argv) {
   containers_options.publisher = publisher->get();
   containers_options.registry = daemon.metrics();
   containers_options.count = [&local] { return local.Count(); };
-  berth::execd::ContainersService containers_service(local, containers_options);
+  // A record with a snapshot key holds it with a lease on contentd, as snapshotd's collector
+  // learns its roots there (containerd's client deletes the lease it prepared it under).
+  berth::leases::GrpcLeaseManager container_leases(berth::Dial(options.peers.at("contentd")));
+  berth::execd::HoldingContainerStore holding(local, container_leases);
+  berth::execd::ContainersService containers_service(holding, containers_options);
 
   absl::StatusOr<std::unique_ptr<berth::execd::TaskRecords>> records =
       berth::execd::TaskRecords::Open(options.root + "/tasks.db");
@@ -108,13 +117,28 @@ int Run(int argc, char** argv) {
   const std::string& contentd_address = options.peers.at("contentd");
   berth::leases::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
                                                   options.default_namespace);
+  // Namespaces too: containerd's clients read a namespace's labels (its default snapshotter).
+  berth::namespaces::NamespacesForwarder namespaces_forwarder(
+      berth::Dial(contentd_address), contentd_address, options.default_namespace);
+
+  // The snapshots that container records name (snapshot_key), served from snapshotd on this
+  // socket too: `ctr containers rm` and the Go client's WithSnapshotCleanup remove a
+  // container's snapshot through the socket they were pointed at.
+  berth::snapshots::GrpcSnapshotter snapshotter(berth::Dial(options.peers.at("snapshotd")),
+                                                "overlayfs");
+  berth::snapshots::SnapshotsService snapshots_service(
+      snapshotter, berth::snapshots::SnapshotsServiceOptions{options.default_namespace});
 
   daemon.AddService(&containers_service);
   daemon.AddService(&leases_forwarder);
+  daemon.AddService(&namespaces_forwarder);
   daemon.AddService(&tasks_service);
+  daemon.AddService(&snapshots_service);
   daemon.AddPlugin({"io.containerd.grpc.v1", "containers"});
   daemon.AddPlugin({"io.containerd.grpc.v1", "leases"});
   daemon.AddPlugin({"io.containerd.grpc.v1", "tasks"});
+  daemon.AddPlugin({"io.containerd.grpc.v1", "namespaces"});
+  daemon.AddPlugin({"io.containerd.grpc.v1", "snapshots"});
   if (absl::Status st = daemon.Start(); !st.ok()) {
     BERTH_LOG(Error) << "execd: " << st;
     return 1;

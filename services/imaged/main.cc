@@ -22,12 +22,16 @@
 #include "lib/images/registry_credentials.h"
 #include "lib/events/nats_publisher.h"
 #include "lib/leases/leases_forwarder.h"
+#include "lib/content/content_service.h"
 #include "lib/content/grpc_content_store.h"
 #include "lib/leases/grpc_lease_manager.h"
+#include "lib/namespaces/namespaces_forwarder.h"
 #include "lib/server/daemon.h"
 #include "lib/server/daemon_publisher.h"
 #include "lib/snapshots/collector.h"
+#include "lib/snapshots/grpc_snapshotter.h"
 #include "lib/snapshots/grpc_unpacker.h"
+#include "lib/snapshots/snapshots_service.h"
 #include "services/imaged/distribution_service.h"
 #include "services/imaged/exporter.h"
 #include "services/imaged/image_holds.h"
@@ -186,6 +190,9 @@ int Run(int argc, char** argv) {
   berth::imaged::ImagesService images_service(holding, images_options);
   berth::leases::LeasesForwarder leases_forwarder(berth::Dial(contentd_address), contentd_address,
                                                   options.default_namespace);
+  // Namespaces too: containerd's clients read a namespace's labels (its default snapshotter).
+  berth::namespaces::NamespacesForwarder namespaces_forwarder(
+      berth::Dial(contentd_address), contentd_address, options.default_namespace);
 
   // Pulls write to contentd and unpack through snapshotd under a lease taken on contentd.
   berth::snapshots::GrpcUnpacker unpacker(snapshotd_channel);
@@ -244,10 +251,25 @@ int Run(int argc, char** argv) {
     }
   });
 
+  // The content and snapshots the records name, served from contentd and snapshotd on this
+  // socket too, so ctr and containerd's Go client pointed at imaged alone can read an image
+  // (`ctr images check`, ls's sizes). No metrics of their own: contentd counts the content.
+  berth::content::ContentService content_service(
+      content, berth::content::ContentServiceOptions{options.default_namespace, nullptr, {}});
+  berth::snapshots::GrpcSnapshotter snapshotter(snapshotd_channel, "overlayfs");
+  berth::snapshots::SnapshotsService snapshots_service(
+      snapshotter, berth::snapshots::SnapshotsServiceOptions{options.default_namespace});
+
   daemon.AddService(&images_service);
   daemon.AddService(&leases_forwarder);
+  daemon.AddService(&namespaces_forwarder);
   daemon.AddService(&distribution_service);
+  daemon.AddService(&content_service);
+  daemon.AddService(&snapshots_service);
   daemon.AddPlugin({"io.containerd.grpc.v1", "images"});
+  daemon.AddPlugin({"io.containerd.grpc.v1", "namespaces"});
+  daemon.AddPlugin({"io.containerd.grpc.v1", "content"});
+  daemon.AddPlugin({"io.containerd.grpc.v1", "snapshots"});
   if (absl::Status st = daemon.Start(); !st.ok()) {
     BERTH_LOG(Error) << "imaged: " << st;
     return 1;

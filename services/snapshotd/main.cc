@@ -20,12 +20,12 @@
 #include "lib/events/nats_publisher.h"
 #include "lib/server/daemon.h"
 #include "lib/server/daemon_publisher.h"
+#include "lib/snapshots/snapshots_service.h"
 #include "services/snapshotd/collector_service.h"
 #include "services/snapshotd/diff_applier.h"
 #include "services/snapshotd/diff_service.h"
 #include "services/snapshotd/parallel_unpacker.h"
 #include "services/snapshotd/snapshot_collector.h"
-#include "services/snapshotd/snapshots_service.h"
 #include "services/snapshotd/snapshotter_factory.h"
 #include "services/snapshotd/unpack_service.h"
 #include "services/snapshotd/walking_differ.h"
@@ -126,8 +126,8 @@ int Run(int argc, char** argv) {
   differ_options.scratch_dir = scratch_dir;
   berth::snapshotd::WalkingDiffer differ(content, differ_options);
 
-  berth::snapshotd::SnapshotsService snapshots_service(
-      **snapshotter, berth::snapshotd::SnapshotsServiceOptions{options.default_namespace});
+  berth::snapshots::SnapshotsService snapshots_service(
+      **snapshotter, berth::snapshots::SnapshotsServiceOptions{options.default_namespace});
   berth::snapshotd::DiffService diff_service(applier, differ, options.default_namespace);
   // berth's extension: a whole chain in one call, its layers applied in parallel (overlay).
   berth::snapshotd::ParallelUnpacker unpacker(**snapshotter, applier);

@@ -26,12 +26,15 @@
 #include "lib/filters/filter.h"
 #include "lib/snapshots/grpc_snapshotter.h"
 #include "lib/snapshots/proto_convert.h"
+#include "lib/snapshots/snapshots_service.h"
 #include "lib/testing/testing.h"
 #include "services/snapshotd/diff_service.h"
-#include "services/snapshotd/snapshots_service.h"
 
 namespace berth::snapshotd {
 namespace {
+
+using snapshots::SnapshotsService;
+using snapshots::SnapshotsServiceOptions;
 
 using snapshots::Info;
 using snapshots::Kind;

@@ -12,13 +12,16 @@
 
 #include "lib/base/grpc_client.h"
 #include "lib/snapshots/grpc_snapshotter.h"
+#include "lib/snapshots/snapshots_service.h"
 #include "lib/snapshots/snapshotter_testsuite.h"
 #include "lib/testing/testing.h"
-#include "services/snapshotd/snapshots_service.h"
 #include "services/snapshotd/snapshotter_factory.h"
 
 namespace berth::snapshotd {
 namespace {
+
+using snapshots::SnapshotsService;
+using snapshots::SnapshotsServiceOptions;
 
 template <const char* kKind>
 class GrpcHarness {

@@ -1,9 +1,11 @@
 #pragma once
 
-// snapshotd's containerd.services.snapshots.v1.Snapshots server: a thin layer over any
-// snapshots::Snapshotter (it never sees the local snapshotter's class). Each handler reads the
-// namespace and lease from the request metadata, validates its input, calls the snapshotter,
-// converts the error once. Events (/snapshot/prepare|commit|remove) are the snapshotter's to
+// containerd.services.snapshots.v1.Snapshots server: a thin layer over any
+// snapshots::Snapshotter. snapshotd serves its local snapshotter with it (it never sees the
+// snapshotter's class); imaged and execd serve a GrpcSnapshotter on snapshotd, so ctr pointed at
+// one of them alone finds the snapshots its records name (`images check`, `containers rm`).
+// Each handler reads the namespace and lease from the request metadata, validates its input,
+// calls the snapshotter, converts the error once. Events (/snapshot/prepare|commit|remove) are the snapshotter's to
 // publish (LocalSnapshotter does, as contentd's store does for content), not this layer's.
 //
 // The request's `snapshotter` field: snapshotd serves exactly one snapshotter, and containerd's
@@ -19,7 +21,7 @@
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "lib/snapshots/snapshotter.h"
 
-namespace berth::snapshotd {
+namespace berth::snapshots {
 
 struct SnapshotsServiceOptions {
   // The namespace of requests without a `containerd-namespace` header (containerd's proxy
@@ -74,4 +76,4 @@ class SnapshotsService final : public ::containerd::services::snapshots::v1::Sna
   const SnapshotsServiceOptions options_;
 };
 
-}  // namespace berth::snapshotd
+}  // namespace berth::snapshots

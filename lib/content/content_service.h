@@ -1,9 +1,10 @@
 #pragma once
 
-// contentd's containerd.services.content.v1.Content server: a thin layer over any
-// content::ContentStore (it never sees the local store's class). Each handler reads the
-// namespace and lease from the request metadata, validates its input, calls the store, and
-// converts the error once. Write follows containerd's contentserver.go message for message,
+// containerd.services.content.v1.Content server: a thin layer over any content::ContentStore.
+// contentd serves its local store with it (it never sees the store's class); imaged serves a
+// GrpcContentStore on contentd, so ctr and containerd's Go client pointed at imaged alone find
+// the content its records name. Each handler reads the namespace and lease from the request
+// metadata, validates its input, calls the store, and converts the error once. Write follows containerd's contentserver.go message for message,
 // so containerd's proxy client (and ctr) interoperate with it.
 //
 // Metrics (when a registry is given):
@@ -25,7 +26,7 @@
 #include "containerd/services/content/v1/content.grpc.pb.h"
 #include "lib/content/content_store.h"
 
-namespace berth::contentd {
+namespace berth::content {
 
 // What the store holds, for the gauges.
 struct ContentStats {
@@ -100,4 +101,4 @@ class ContentService final : public ::containerd::services::content::v1::Content
   prometheus::Gauge* stored_bytes_ = nullptr;
 };
 
-}  // namespace berth::contentd
+}  // namespace berth::content

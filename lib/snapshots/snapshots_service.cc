@@ -1,4 +1,4 @@
-#include "services/snapshotd/snapshots_service.h"
+#include "lib/snapshots/snapshots_service.h"
 
 #include <string>
 #include <utility>
@@ -10,7 +10,7 @@
 #include "lib/server/request_context.h"
 #include "lib/snapshots/proto_convert.h"
 
-namespace berth::snapshotd {
+namespace berth::snapshots {
 namespace {
 
 namespace v1 = ::containerd::services::snapshots::v1;
@@ -214,4 +214,4 @@ grpc::Status SnapshotsService::Cleanup(grpc::ServerContext* server_context,
   return ToGrpcStatus(snapshotter_.Cleanup(*ctx));
 }
 
-}  // namespace berth::snapshotd
+}  // namespace berth::snapshots

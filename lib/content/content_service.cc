@@ -1,4 +1,4 @@
-#include "services/contentd/content_service.h"
+#include "lib/content/content_service.h"
 
 #include <algorithm>
 #include <string>
@@ -12,7 +12,7 @@
 #include "lib/server/block_writer.h"
 #include "lib/server/request_context.h"
 
-namespace berth::contentd {
+namespace berth::content {
 namespace {
 
 namespace v1 = ::containerd::services::content::v1;
@@ -352,4 +352,4 @@ void ContentService::RefreshGauges() {
   stored_bytes_->Set(static_cast<double>(stats.bytes));
 }
 
-}  // namespace berth::contentd
+}  // namespace berth::content
