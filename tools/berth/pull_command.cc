@@ -1,6 +1,7 @@
-// `berth pull REF`: imaged's berth.distribution.v1.Distribution.Pull, one line per blob state
-// change ("DIGEST STATE SIZE"), then "pulled NAME DIGEST". With --json, one JSON object a line
-// per message. No terminal progress bars yet.
+// `berth pull REF`: imaged's berth.distribution.v1.Distribution.Pull, drawn as a live
+// progress bar per blob on a terminal, else one line per blob state change ("DIGEST STATE
+// SIZE"), then "pulled NAME DIGEST". With --json, one JSON object a line per message
+// (tools/berth/progress.h).
 
 #include <iostream>
 #include <map>
@@ -59,6 +60,7 @@ absl::Status Pull(Session& session, const PullArgs& args) {
       image = message.image();
     }
   }
+  printer.Finish();
   absl::Status status = FromGrpcStatus(reader->Finish());
   if (!status.ok()) {
     return session.Explain(kDaemon, status);

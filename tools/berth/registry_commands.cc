@@ -74,6 +74,7 @@ absl::Status Push(Session& session, const PushArgs& args) {
       image = message.image();
     }
   }
+  printer.Finish();
   BERTH_RETURN_IF_ERROR(session.Explain(kDaemon, FromGrpcStatus(reader->Finish())));
   PrintTarget(session.json(), "pushed", "reference", image.reference(), image.target());
   return absl::OkStatus();
