@@ -28,6 +28,7 @@ constexpr absl::string_view kDaemon = "imaged";
 struct PullArgs {
   std::string reference;
   std::string platform;
+  bool all_platforms = false;
   bool no_unpack = false;
   std::string snapshotter;
   std::vector<std::string> insecure_registries;
@@ -37,6 +38,7 @@ absl::Status Pull(Session& session, const PullArgs& args) {
   pb::PullRequest request;
   request.set_reference(args.reference);
   request.set_platform(args.platform);
+  request.set_all_platforms(args.all_platforms);
   request.set_unpack(!args.no_unpack);
   request.set_snapshotter(args.snapshotter);
   for (const std::string& host : args.insecure_registries) {
@@ -78,6 +80,8 @@ void RegisterPullCommand(CLI::App& root, Runner& runner) {
   pull->add_option("REF", args->reference, "Image reference (e.g. 127.0.0.1:5000/test/hello)")
       ->required();
   pull->add_option("--platform", args->platform, "os/arch[/variant] (default: this host)");
+  pull->add_flag("--all-platforms", args->all_platforms,
+                 "Fetch every platform of an index (only --platform's is unpacked)");
   pull->add_flag("--no-unpack", args->no_unpack, "Store the blobs only; make no snapshots");
   pull->add_option("--snapshotter", args->snapshotter, "Snapshotter to unpack into");
   pull->add_option("--insecure-registry", args->insecure_registries,
