@@ -3,7 +3,7 @@
 // What `berth pull`, `push` and `import` print from imaged's progress streams, in one of three
 // modes:
 // - kTerminal (stdout is a terminal, no --json): a live drawing, one line per blob in the order
-//   they first appear, docker-like ("3f1a2b4c5d6e: downloading [=====>     ] 1.2 MB/4.5 MB"),
+//   they first appear, docker-like ("3f1a2b4c5d6e: downloading [=====>     ] 1.2MB/4.5MB"),
 //   redrawn in place (the cursor moved up over the previous drawing with ANSI escapes, each
 //   line cleared before it is written), then a summary line from Finish.
 // - kLines (stdout is not a terminal): one line per blob state change ("DIGEST STATE SIZE"),
@@ -37,7 +37,7 @@ class BlobProgressPrinter {
   // kLines: prints `blob` unless its digest's state is the one printed last. kJson: prints it.
   // kTerminal: records it and redraws (a state change at once, bytes at most 10 times a second).
   void Print(const ::berth::distribution::v1::BlobProgress& blob);
-  // kTerminal: the final drawing and the summary ("7 blobs (5 done, 2 exists), 12.3 MB
+  // kTerminal: the final drawing and the summary ("7 blobs (5 done, 2 exists), 12.3MB
   // transferred in 3.1s"); the cursor is left below them. Call it also when the stream failed.
   // Other modes: nothing.
   void Finish();
