@@ -141,6 +141,14 @@ class PushTest : public ::testing::Test {
     EXPECT_EQ(got, want);
   }
 
+  // `berth push name reference` (the source registry over plain HTTP) succeeds and skopeo,
+  // with kUser's credentials, reads the image back.
+  void PushAndReadBackWithCredentials(const std::string& name, const std::string& reference) {
+    CommandResult push = Berth({"push", name, reference, "--insecure-registry", source_->host()});
+    ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
+    ExpectSkopeoReadsTheImage(reference, absl::StrCat(kUser, ":", kPassword));
+  }
+
   // Nothing of repository `repo` in the source registry's storage.
   void ExpectNoRepository(const std::string& repo) {
     struct stat st {};
@@ -284,9 +292,7 @@ TEST_F(PushTest, LoginStoresCheckedCredentialsAndPushUsesThem) {
   CommandResult pull = Berth({"pull", "--no-unpack", name, "--insecure-registry", host});
   ASSERT_EQ(pull.exit_code, 0) << pull.output << imaged_.ReadLog();
   std::string reference = absl::StrCat(host, "/test/authed:v1");
-  CommandResult push = Berth({"push", name, reference, "--insecure-registry", host});
-  ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
-  ExpectSkopeoReadsTheImage(reference, absl::StrCat(kUser, ":", kPassword));
+  ASSERT_NO_FATAL_FAILURE(PushAndReadBackWithCredentials(name, reference));
 
   // Logged out: the push is refused, naming the registry, and the registry stores nothing.
   CommandResult logout = Berth({"logout", host});
@@ -343,9 +349,7 @@ TEST_F(PushTest, ImagedUsesItsDockerConfigWhenTheRequestCarriesNoCredentials) {
   ASSERT_TRUE(StartImaged({}, config).ok());
   std::string name = PullSource();
   std::string reference = absl::StrCat(host, "/test/fromfile:v1");
-  CommandResult push = Berth({"push", name, reference, "--insecure-registry", host});
-  ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
-  ExpectSkopeoReadsTheImage(reference, absl::StrCat(kUser, ":", kPassword));
+  ASSERT_NO_FATAL_FAILURE(PushAndReadBackWithCredentials(name, reference));
 }
 
 TEST_F(PushTest, CredentialHelpersOfImagedAndOfTheCliAreAsked) {
@@ -375,9 +379,7 @@ TEST_F(PushTest, CredentialHelpersOfImagedAndOfTheCliAreAsked) {
   ASSERT_TRUE(StartImaged({}, config).ok());
   std::string name = PullSource();
   std::string reference = absl::StrCat(host, "/test/helped:v1");
-  CommandResult push = Berth({"push", name, reference, "--insecure-registry", host});
-  ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
-  ExpectSkopeoReadsTheImage(reference, absl::StrCat(kUser, ":", kPassword));
+  ASSERT_NO_FATAL_FAILURE(PushAndReadBackWithCredentials(name, reference));
   absl::StatusOr<std::string> asked = ReadFile(calls);
   ASSERT_TRUE(asked.ok()) << "the helper was never run";
   EXPECT_TRUE(absl::StrContains(*asked, "get " + host)) << *asked;
@@ -391,17 +393,16 @@ TEST_F(PushTest, CredentialHelpersOfImagedAndOfTheCliAreAsked) {
                               absl::StrCat(R"({"credHelpers": {")", host, R"(": "berthtest"}})"),
                               0600)
                   .ok());
-  reference = absl::StrCat(host, "/test/cli-helped:v1");
-  push = Berth({"push", name, reference, "--insecure-registry", host});
-  ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
-  ExpectSkopeoReadsTheImage(reference, absl::StrCat(kUser, ":", kPassword));
+  ASSERT_NO_FATAL_FAILURE(
+      PushAndReadBackWithCredentials(name, absl::StrCat(host, "/test/cli-helped:v1")));
   EXPECT_TRUE(absl::StrContains(*ReadFile(calls), "get " + host)) << *ReadFile(calls);
 
   // A helper that is not installed: the push is refused naming it, and nothing is written.
   ASSERT_TRUE(WriteFileAtomic(dir_.Join("docker/config.json"),
                               absl::StrCat(R"({"credHelpers": {")", host, R"(": "gone"}})"), 0600)
                   .ok());
-  push = Berth({"push", name, absl::StrCat(host, "/test/denied:v1"), "--insecure-registry", host});
+  CommandResult push =
+      Berth({"push", name, absl::StrCat(host, "/test/denied:v1"), "--insecure-registry", host});
   EXPECT_EQ(push.exit_code, 1) << push.output;
   EXPECT_TRUE(absl::StrContains(push.output, "docker-credential-gone")) << push.output;
   ExpectNoRepository("test/denied");

@@ -140,8 +140,8 @@ TEST(RegistryCredentialsTest, CredHelpersAndCredsStoreAreRunWithTheServerOnStdin
   ASSERT_TRUE(creds->has_value());
   EXPECT_EQ((*creds)->username, "u1");
   EXPECT_EQ((*creds)->password, "s1");
-  EXPECT_EQ(*ReadFile(path.Join("per-host.args")), "get\n");
-  EXPECT_EQ(*ReadFile(path.Join("per-host.stdin")), "127.0.0.1:5000\n");
+  EXPECT_EQ(ReadFile(path.Join("per-host.args")).value_or(""), "get\n");
+  EXPECT_EQ(ReadFile(path.Join("per-host.stdin")).value_or(""), "127.0.0.1:5000\n");
 
   // Every other host goes to credsStore; docker.io is asked as docker's index URL.
   creds = LookupCredentials(config, "docker.io");
