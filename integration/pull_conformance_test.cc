@@ -484,8 +484,9 @@ TEST_F(PullConformanceTest, MultiPlatformIndexUnpacksThisHostsImage) {
 }
 
 // --all-platforms (as `ctr pull --all-platforms`): every manifest of the index, its config and
-// its layers go into contentd, labelled so the record holds them; only the chosen platform's
-// chain is unpacked (none with --no-unpack); --platform picks another one.
+// its layers go into contentd, labelled so the record holds them, and the whole index can be
+// pushed on; only the chosen platform's chain is unpacked (none with --no-unpack); --platform
+// picks another one.
 TEST_F(PullConformanceTest, AllPlatformsFetchesEveryImageAndUnpacksOnlyTheChosenOne) {
   const std::string layout = dir_.Join("layout");
   const std::string index_digest = PushMultiPlatformIndex(layout);
@@ -527,6 +528,14 @@ TEST_F(PullConformanceTest, AllPlatformsFetchesEveryImageAndUnpacksOnlyTheChosen
               TaggedDescriptor(layout, IndexPlatforms()[i].arch)["digest"]);
   }
   EXPECT_EQ(ReadPulled("multi").image.target.digest.ToString(), index_digest);
+  // So the whole index can be pushed on (a one-platform pull cannot: its blobs are missing).
+  const std::string copy = absl::StrCat(registry_.host(), "/conformance/copy:multi");
+  CommandResult pushed =
+      stack_.Berth({"push", Reference("multi"), copy, "--insecure-registry", registry_.host()});
+  EXPECT_EQ(pushed.exit_code, 0) << pushed.output << imaged_.ReadLog();
+  CommandResult raw = RunTool({"skopeo", "inspect", "--raw", "--tls-verify=false",
+                               "docker://" + copy});
+  EXPECT_EQ(Sha256Digest(raw.output), index_digest) << raw.output;
 
   // --platform: that image is unpacked (its layer already there: reported exists), no other.
   const Platform& arm = IndexPlatforms()[2];
