@@ -302,39 +302,14 @@ TEST_F(BerthRunTest, WithoutRmTheContainerStaysWithItsExitCode) {
 TEST_F(BerthRunTest, TerminalThroughAPty) {
   // berth runs on the slave side of a pty of 100x30; the container's process gets a terminal
   // of its own with that size (ResizePty), and what it prints comes back through ours.
-  struct winsize size {};
-  size.ws_col = 100;
-  size.ws_row = 30;
-  int master = -1;
   std::vector<std::string> argv = {
       testing::BinaryPath("tools/berth/berth"), "--contentd-address", contentd_.address(),
       "--snapshotd-address", snapshotd_.address(), "--imaged-address", imaged_address_,
       "--execd-address", execd_address_, "run", "--rm", "-t", image_, "sh", "-c",
       "tty; stty size; test -t 0 && echo stdin-is-a-tty"};
-  pid_t pid = forkpty(&master, nullptr, nullptr, &size);
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    std::vector<char*> args;
-    for (std::string& a : argv) {
-      args.push_back(a.data());
-    }
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  std::string output;
-  char buf[4096];
-  while (true) {
-    ssize_t n = read(master, buf, sizeof(buf));
-    if (n <= 0) {
-      break;  // EIO once berth exited and the slave side closed
-    }
-    output.append(buf, static_cast<size_t>(n));
-  }
-  close(master);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << output;
+  CommandResult run = RunInTerminal(argv, 100, 30);
+  const std::string& output = run.output;
+  EXPECT_EQ(run.exit_code, 0) << output;
   EXPECT_TRUE(absl::StrContains(output, "/dev/pts/")) << output;
   EXPECT_TRUE(absl::StrContains(output, "30 100")) << output;
   EXPECT_TRUE(absl::StrContains(output, "stdin-is-a-tty")) << output;

@@ -30,6 +30,11 @@ struct CommandResult {
 CommandResult Ctr(const std::string& address, const std::string& ns,
                   const std::vector<std::string>& args);
 
+// Runs `argv` (argv[0] a path) on the slave side of a new pseudo-terminal of `cols` x `rows`,
+// its stdin, stdout, stderr and controlling terminal, and returns all it wrote there (with the
+// terminal's own translations: "\r\n" for "\n") and its exit code (-1 when it did not exit).
+CommandResult RunInTerminal(const std::vector<std::string>& argv, int cols = 100, int rows = 30);
+
 // One daemon process run from `dir` (its logs go there), started again as often as a test
 // wants: the logs of every start are kept for ReadLog. The process part of Contentd, Snapshotd
 // and Containerd. The destructor SIGKILLs a running process (through testing::Process).

@@ -160,6 +160,18 @@ std::vector<TarBuilder> ManyLayers() {
 
 }  // namespace
 
+// The platforms of the multi-platform index PushMultiPlatformIndex makes.
+struct Platform {
+  std::string arch, variant;
+  std::string Name() const {
+    return absl::StrCat("linux/", arch, variant.empty() ? "" : "/", variant);
+  }
+};
+const std::vector<Platform>& IndexPlatforms() {
+  static const std::vector<Platform> platforms = {{"amd64", ""}, {"arm64", ""}, {"arm", "v7"}};
+  return platforms;
+}
+
 class PullConformanceTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -291,6 +303,43 @@ class PullConformanceTest : public ::testing::Test {
     ASSERT_EQ(gc.exit_code, 0) << gc.output;
   }
 
+  // An OCI index of linux/amd64, linux/arm64 and linux/arm/v7 images (`layout`:<arch> each,
+  // each with its own /arch) pushed as "multi"; returns the index's digest.
+  std::string PushMultiPlatformIndex(const std::string& layout) {
+    nlohmann::json index = {{"schemaVersion", 2},
+                            {"mediaType", "application/vnd.oci.image.index.v1+json"},
+                            {"manifests", nlohmann::json::array()}};
+    for (const Platform& platform : IndexPlatforms()) {
+      TarBuilder tar;
+      tar.File("arch", platform.arch + platform.variant + "\n");
+      tar.Dir("common");
+      tar.File("common/file", "the same in every image\n");
+      BuildImage(layout, platform.arch, {tar}, platform.arch);
+      nlohmann::json desc = TaggedDescriptor(layout, platform.arch);
+      desc.erase("annotations");
+      desc["platform"] = {{"os", "linux"}, {"architecture", platform.arch}};
+      if (!platform.variant.empty()) {
+        desc["platform"]["variant"] = platform.variant;
+      }
+      index["manifests"].push_back(desc);
+    }
+    // The index as a blob of the layout, tagged "multi" in index.json.
+    const std::string index_text = index.dump();
+    const std::string index_digest = Sha256Digest(index_text);
+    EXPECT_TRUE(WriteFileAtomic(layout + "/blobs/sha256/" + index_digest.substr(7), index_text,
+                                0644)
+                    .ok());
+    nlohmann::json top = nlohmann::json::parse(*ReadFile(layout + "/index.json"));
+    top["manifests"].push_back(
+        {{"mediaType", "application/vnd.oci.image.index.v1+json"},
+         {"digest", index_digest},
+         {"size", index_text.size()},
+         {"annotations", {{"org.opencontainers.image.ref.name", "multi"}}}});
+    EXPECT_TRUE(WriteFileAtomic(layout + "/index.json", top.dump(), 0644).ok());
+    Push("oci:" + layout + ":multi", "multi", {"--multi-arch", "all"});
+    return index_digest;
+  }
+
   // The record berth made for `tag`, its target document from contentd, and the media types
   // of the manifest berth unpacked (the index's entry for this host when it is an index).
   struct Pulled {
@@ -404,47 +453,14 @@ TEST_F(PullConformanceTest, ThirtyTwoLayersWithWhiteoutsAndOpaqueDirectories) {
 // berth records the index, unpacks this host's image and downloads no other image's layer.
 TEST_F(PullConformanceTest, MultiPlatformIndexUnpacksThisHostsImage) {
   const std::string layout = dir_.Join("layout");
-  struct Platform {
-    std::string arch, variant;
-  };
-  const std::vector<Platform> platforms = {{"amd64", ""}, {"arm64", ""}, {"arm", "v7"}};
-  nlohmann::json index = {{"schemaVersion", 2},
-                          {"mediaType", "application/vnd.oci.image.index.v1+json"},
-                          {"manifests", nlohmann::json::array()}};
-  for (const Platform& platform : platforms) {
-    TarBuilder tar;
-    tar.File("arch", platform.arch + platform.variant + "\n");
-    tar.Dir("common");
-    tar.File("common/file", "the same in every image\n");
-    BuildImage(layout, platform.arch, {tar}, platform.arch);
-    nlohmann::json desc = TaggedDescriptor(layout, platform.arch);
-    desc.erase("annotations");
-    desc["platform"] = {{"os", "linux"}, {"architecture", platform.arch}};
-    if (!platform.variant.empty()) {
-      desc["platform"]["variant"] = platform.variant;
-    }
-    index["manifests"].push_back(desc);
-  }
+  const std::string index_digest = PushMultiPlatformIndex(layout);
+  const std::vector<Platform>& platforms = IndexPlatforms();
   const std::string host = HostArch();
   bool host_listed = false;
   for (const Platform& platform : platforms) {
     host_listed = host_listed || platform.arch == host;
   }
   ASSERT_TRUE(host_listed) << "this host's architecture " << host << " has no image here";
-  // The index as a blob of the layout, tagged "multi" in index.json.
-  const std::string index_text = index.dump();
-  const std::string index_digest = Sha256Digest(index_text);
-  ASSERT_TRUE(WriteFileAtomic(layout + "/blobs/sha256/" + index_digest.substr(7), index_text,
-                              0644)
-                  .ok());
-  nlohmann::json top = nlohmann::json::parse(*ReadFile(layout + "/index.json"));
-  top["manifests"].push_back(
-      {{"mediaType", "application/vnd.oci.image.index.v1+json"},
-       {"digest", index_digest},
-       {"size", index_text.size()},
-       {"annotations", {{"org.opencontainers.image.ref.name", "multi"}}}});
-  ASSERT_TRUE(WriteFileAtomic(layout + "/index.json", top.dump(), 0644).ok());
-  Push("oci:" + layout + ":multi", "multi", {"--multi-arch", "all"});
 
   CommandResult pull = Pull("multi");
   ASSERT_EQ(pull.exit_code, 0) << pull.output << imaged_.ReadLog();
@@ -465,6 +481,78 @@ TEST_F(PullConformanceTest, MultiPlatformIndexUnpacksThisHostsImage) {
       EXPECT_EQ(info.status().code(), absl::StatusCode::kNotFound) << platform.arch;
     }
   }
+}
+
+// --all-platforms (as `ctr pull --all-platforms`): every manifest of the index, its config and
+// its layers go into contentd, labelled so the record holds them, and the whole index can be
+// pushed on; only the chosen platform's chain is unpacked (none with --no-unpack); --platform
+// picks another one.
+TEST_F(PullConformanceTest, AllPlatformsFetchesEveryImageAndUnpacksOnlyTheChosenOne) {
+  const std::string layout = dir_.Join("layout");
+  const std::string index_digest = PushMultiPlatformIndex(layout);
+  const std::string host = HostArch();
+  content::GrpcContentStore content(Dial(contentd_.address()));
+  snapshots::GrpcSnapshotter snapshotter(Dial(snapshotd_.address()), "overlayfs");
+  auto has_blob = [&](const std::string& digest) {
+    return content.GetInfo(Ctx(), *Digest::Parse(digest)).ok();
+  };
+  auto has_chain = [&](const Platform& platform) {
+    return snapshotter.Stat(Ctx(), ChainOf(layout, platform.arch)).ok();
+  };
+  auto pull = [&](std::vector<std::string> flags) {
+    std::vector<std::string> argv = {"pull", Reference("multi"), "--insecure-registry",
+                                     registry_.host()};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    CommandResult result = stack_.Berth(argv);
+    EXPECT_EQ(result.exit_code, 0) << result.output << imaged_.ReadLog();
+    return result.output;
+  };
+
+  // Every image stored, nothing unpacked; the index and each manifest carry their gc refs.
+  pull({"--all-platforms", "--no-unpack"});
+  for (const Platform& platform : IndexPlatforms()) {
+    const std::string manifest_digest = TaggedDescriptor(layout, platform.arch)["digest"];
+    nlohmann::json manifest = LayoutJson(layout, manifest_digest);
+    absl::StatusOr<content::Info> info = content.GetInfo(Ctx(), *Digest::Parse(manifest_digest));
+    ASSERT_TRUE(info.ok()) << platform.Name() << ": " << info.status();
+    EXPECT_EQ(info->labels["containerd.io/gc.ref.content.config"], manifest["config"]["digest"]);
+    EXPECT_EQ(info->labels["containerd.io/gc.ref.content.l.0"], manifest["layers"][0]["digest"]);
+    EXPECT_TRUE(has_blob(manifest["config"]["digest"])) << platform.Name();
+    EXPECT_TRUE(has_blob(manifest["layers"][0]["digest"])) << platform.Name();
+    EXPECT_FALSE(has_chain(platform)) << platform.Name();
+  }
+  absl::StatusOr<content::Info> index = content.GetInfo(Ctx(), *Digest::Parse(index_digest));
+  ASSERT_TRUE(index.ok()) << index.status();
+  for (size_t i = 0; i < IndexPlatforms().size(); ++i) {
+    EXPECT_EQ(index->labels[absl::StrCat("containerd.io/gc.ref.content.m.", i)],
+              TaggedDescriptor(layout, IndexPlatforms()[i].arch)["digest"]);
+  }
+  EXPECT_EQ(ReadPulled("multi").image.target.digest.ToString(), index_digest);
+  // So the whole index can be pushed on (a one-platform pull cannot: its blobs are missing).
+  const std::string copy = absl::StrCat(registry_.host(), "/conformance/copy:multi");
+  CommandResult pushed =
+      stack_.Berth({"push", Reference("multi"), copy, "--insecure-registry", registry_.host()});
+  EXPECT_EQ(pushed.exit_code, 0) << pushed.output << imaged_.ReadLog();
+  CommandResult raw = RunTool({"skopeo", "inspect", "--raw", "--tls-verify=false",
+                               "docker://" + copy});
+  EXPECT_EQ(Sha256Digest(raw.output), index_digest) << raw.output;
+
+  // --platform: that image is unpacked (its layer already there: reported exists), no other.
+  const Platform& arm = IndexPlatforms()[2];
+  std::string output = pull({"--platform", arm.Name()});
+  EXPECT_TRUE(absl::StrContains(output, "exists")) << output;
+  for (const Platform& platform : IndexPlatforms()) {
+    EXPECT_EQ(has_chain(platform), platform.arch == arm.arch) << platform.Name();
+  }
+  ExpectRootfsMatchesUmoci(layout, arm.arch);
+
+  // --all-platforms with unpacking: this host's image is the one unpacked.
+  pull({"--all-platforms"});
+  for (const Platform& platform : IndexPlatforms()) {
+    EXPECT_EQ(has_chain(platform), platform.arch == arm.arch || platform.arch == host)
+        << platform.Name();
+  }
+  ExpectRootfsMatchesUmoci(layout, host);
 }
 
 // containerd's ctr, pointed at imaged's socket, lists the pulled images with their digests and

@@ -6,7 +6,9 @@
 // unknown tag: NotFound, no record, no lease. And imaged SIGKILLed once contentd holds part of
 // a 32 MiB layer: no record, no lease once imaged is back, the partial layer kept, and the next
 // pull completes asking the registry only for the rest (Range: a 206 in its log). And the
-// pull metrics on /metrics after two pulls and a failed one.
+// pull metrics on /metrics after two pulls and a failed one. The progress as drawn on a
+// terminal (a pty: bars redrawn in place with ANSI escapes, a summary), as lines through a
+// pipe (no escapes) and as --json events.
 
 #include <signal.h>
 #include <sys/stat.h>
@@ -169,6 +171,65 @@ TEST_F(PullTest, PullsBlobsRecordAndSnapshotChainThenFindsThemThere) {
   EXPECT_FALSE(absl::StrContains(again.output, "downloading")) << again.output;
   EXPECT_TRUE(absl::StrContains(again.output, manifest_digest)) << again.output;
   ExpectNoLease();
+}
+
+TEST_F(PullTest, ProgressIsDrawnOnATerminalAsLinesThroughAPipeAndAsJson) {
+  nlohmann::json index = nlohmann::json::parse(*ReadFile(layout_ + "/index.json"));
+  const std::string manifest_digest = index["manifests"][0]["digest"];
+  nlohmann::json manifest = nlohmann::json::parse(LayoutBlob(manifest_digest));
+  const std::string layer = manifest["layers"][0]["digest"];
+  const std::string short_layer = layer.substr(7, 12);  // "sha256:" dropped, as docker shows it
+  const std::vector<std::string> args = {testing::BinaryPath("tools/berth/berth"),
+                                         "--imaged-address", address_, "--timeout", "120s",
+                                         "pull", Reference(kTag), "--insecure-registry",
+                                         registry_.host()};
+
+  // On a terminal: each blob's line cleared and rewritten, the cursor moved back up over the
+  // drawing for each redraw, a bar while the layer downloads, its final state, a summary.
+  CommandResult drawn = RunInTerminal(args, 120, 40);
+  ASSERT_EQ(drawn.exit_code, 0) << drawn.output << imaged_.ReadLog();
+  const std::string& tty = drawn.output;
+  EXPECT_TRUE(absl::StrContains(tty, "\r\x1b[2K" + short_layer + ": downloading [")) << tty;
+  EXPECT_TRUE(absl::StrContains(tty, "\r\x1b[2K" + short_layer + ": done")) << tty;
+  size_t up = tty.find("\x1b[");
+  bool cursor_up = false;
+  for (; up != std::string::npos && !cursor_up; up = tty.find("\x1b[", up + 1)) {
+    size_t end = tty.find_first_not_of("0123456789", up + 2);
+    cursor_up = end != std::string::npos && end > up + 2 && tty[end] == 'A';
+  }
+  EXPECT_TRUE(cursor_up) << tty;
+  const std::string summary = absl::StrCat(manifest["layers"].size() + 2, " blobs (");
+  EXPECT_TRUE(absl::StrContains(tty, summary)) << tty;
+  EXPECT_TRUE(absl::StrContains(tty, "transferred in")) << tty;
+  const std::string pulled_line = absl::StrCat("pulled ", Reference(kTag), " ", manifest_digest);
+  EXPECT_TRUE(absl::StrContains(tty, pulled_line)) << tty;
+
+  // Through a pipe: one plain line per state change, not one escape.
+  CommandResult plain = Berth({"pull", Reference(kTag), "--insecure-registry", registry_.host()});
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_FALSE(absl::StrContains(plain.output, "\x1b")) << plain.output;
+  EXPECT_TRUE(absl::StrContains(plain.output, layer + " exists ")) << plain.output;
+  EXPECT_TRUE(absl::StrContains(plain.output, pulled_line + "\n")) << plain.output;
+
+  // --json: an object a line, the last one the image.
+  CommandResult json =
+      Berth({"--json", "pull", Reference(kTag), "--insecure-registry", registry_.host()});
+  ASSERT_EQ(json.exit_code, 0) << json.output;
+  EXPECT_FALSE(absl::StrContains(json.output, "\x1b")) << json.output;
+  std::vector<nlohmann::json> events;
+  for (absl::string_view line : absl::StrSplit(json.output, '\n', absl::SkipEmpty())) {
+    events.push_back(nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false));
+    ASSERT_TRUE(events.back().is_object()) << line;
+  }
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back().value("name", ""), Reference(kTag)) << json.output;
+  EXPECT_EQ(events.back().value("digest", ""), manifest_digest) << json.output;
+  bool layer_seen = false;
+  for (const nlohmann::json& event : events) {
+    layer_seen = layer_seen || (event.value("digest", "") == layer &&
+                                event.value("state", "") == "exists");
+  }
+  EXPECT_TRUE(layer_seen) << json.output;
 }
 
 TEST_F(PullTest, UnknownTagIsNotFoundAndLeavesNoRecordAndNoLease) {

@@ -4,7 +4,8 @@
 // registry (uploaded, monolithic or chunked), and read back by skopeo with identical manifest
 // bytes and blob digests. A second push sends nothing. With htpasswd auth: login checks the
 // credentials and stores them 0600; wrong ones are refused naming the registry and nothing is
-// stored or written by the registry. An unknown image is NotFound.
+// stored or written by the registry. An unknown image is NotFound. Credentials from docker's
+// credential helpers (credsStore in imaged's config, credHelpers in the CLI's) work the same.
 
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -138,6 +139,14 @@ class PushTest : public ::testing::Test {
       want.insert(blob);
     }
     EXPECT_EQ(got, want);
+  }
+
+  // `berth push name reference` (the source registry over plain HTTP) succeeds and skopeo,
+  // with kUser's credentials, reads the image back.
+  void PushAndReadBackWithCredentials(const std::string& name, const std::string& reference) {
+    CommandResult push = Berth({"push", name, reference, "--insecure-registry", source_->host()});
+    ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
+    ExpectSkopeoReadsTheImage(reference, absl::StrCat(kUser, ":", kPassword));
   }
 
   // Nothing of repository `repo` in the source registry's storage.
@@ -283,9 +292,7 @@ TEST_F(PushTest, LoginStoresCheckedCredentialsAndPushUsesThem) {
   CommandResult pull = Berth({"pull", "--no-unpack", name, "--insecure-registry", host});
   ASSERT_EQ(pull.exit_code, 0) << pull.output << imaged_.ReadLog();
   std::string reference = absl::StrCat(host, "/test/authed:v1");
-  CommandResult push = Berth({"push", name, reference, "--insecure-registry", host});
-  ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
-  ExpectSkopeoReadsTheImage(reference, absl::StrCat(kUser, ":", kPassword));
+  ASSERT_NO_FATAL_FAILURE(PushAndReadBackWithCredentials(name, reference));
 
   // Logged out: the push is refused, naming the registry, and the registry stores nothing.
   CommandResult logout = Berth({"logout", host});
@@ -342,9 +349,63 @@ TEST_F(PushTest, ImagedUsesItsDockerConfigWhenTheRequestCarriesNoCredentials) {
   ASSERT_TRUE(StartImaged({}, config).ok());
   std::string name = PullSource();
   std::string reference = absl::StrCat(host, "/test/fromfile:v1");
-  CommandResult push = Berth({"push", name, reference, "--insecure-registry", host});
-  ASSERT_EQ(push.exit_code, 0) << push.output << imaged_.ReadLog();
-  ExpectSkopeoReadsTheImage(reference, absl::StrCat(kUser, ":", kPassword));
+  ASSERT_NO_FATAL_FAILURE(PushAndReadBackWithCredentials(name, reference));
+}
+
+TEST_F(PushTest, CredentialHelpersOfImagedAndOfTheCliAreAsked) {
+  StartHtpasswdRegistry();
+  const std::string host = source_->host();
+  // docker-credential-berthtest, in a PATH directory of the test's, knows this registry and
+  // logs what it was asked for.
+  const std::string bin = dir_.Join("bin");
+  const std::string calls = dir_.Join("helper-calls");
+  ASSERT_TRUE(MakeDirs(bin, 0755).ok());
+  ASSERT_TRUE(
+      WriteFileAtomic(
+          bin + "/docker-credential-berthtest",
+          absl::StrCat("#!/bin/sh\nread -r url\necho \"$1 $url\" >> ", calls,
+                       "\nif [ \"$url\" = \"", host, "\" ]; then printf '{\"ServerURL\":\"%s\","
+                       "\"Username\":\"", kUser, "\",\"Secret\":\"", kPassword,
+                       "\"}' \"$url\"; exit 0; fi\n"
+                       "echo 'credentials not found in native keychain'; exit 1\n"),
+          0755)
+          .ok());
+  ::setenv("PATH", absl::StrCat(bin, ":", std::getenv("PATH")).c_str(), 1);
+
+  // imaged's own docker config names the helper as its store; the CLI has no credentials.
+  const std::string config = dir_.Join("imaged-docker/config.json");
+  ASSERT_TRUE(MakeDirs(dir_.Join("imaged-docker"), 0700).ok());
+  ASSERT_TRUE(WriteFileAtomic(config, R"({"auths": {}, "credsStore": "berthtest"})", 0600).ok());
+  ASSERT_TRUE(StartImaged({}, config).ok());
+  std::string name = PullSource();
+  std::string reference = absl::StrCat(host, "/test/helped:v1");
+  ASSERT_NO_FATAL_FAILURE(PushAndReadBackWithCredentials(name, reference));
+  absl::StatusOr<std::string> asked = ReadFile(calls);
+  ASSERT_TRUE(asked.ok()) << "the helper was never run";
+  EXPECT_TRUE(absl::StrContains(*asked, "get " + host)) << *asked;
+
+  // Now imaged has no file and the CLI's docker config names the helper for this host.
+  imaged_.Stop(absl::Seconds(20));
+  ASSERT_TRUE(StartImaged({}, "").ok());
+  ASSERT_TRUE(WriteFileAtomic(calls, "", 0644).ok());
+  ASSERT_TRUE(MakeDirs(dir_.Join("docker"), 0700).ok());
+  ASSERT_TRUE(WriteFileAtomic(dir_.Join("docker/config.json"),
+                              absl::StrCat(R"({"credHelpers": {")", host, R"(": "berthtest"}})"),
+                              0600)
+                  .ok());
+  ASSERT_NO_FATAL_FAILURE(
+      PushAndReadBackWithCredentials(name, absl::StrCat(host, "/test/cli-helped:v1")));
+  EXPECT_TRUE(absl::StrContains(*ReadFile(calls), "get " + host)) << *ReadFile(calls);
+
+  // A helper that is not installed: the push is refused naming it, and nothing is written.
+  ASSERT_TRUE(WriteFileAtomic(dir_.Join("docker/config.json"),
+                              absl::StrCat(R"({"credHelpers": {")", host, R"(": "gone"}})"), 0600)
+                  .ok());
+  CommandResult push =
+      Berth({"push", name, absl::StrCat(host, "/test/denied:v1"), "--insecure-registry", host});
+  EXPECT_EQ(push.exit_code, 1) << push.output;
+  EXPECT_TRUE(absl::StrContains(push.output, "docker-credential-gone")) << push.output;
+  ExpectNoRepository("test/denied");
 }
 
 TEST_F(PushTest, BlobMissingFromTheContentStoreFailsBeforeAnythingIsSent) {

@@ -5,8 +5,10 @@
 // registry is trusted through hosts.toml's `ca` (or docker's ca.crt) and refused without it, or
 // reached with skip_verify; a registry that requires a client certificate gets the one
 // `client` names; a malformed hosts.toml stops imaged at start, naming the file and line.
+// `berth push` and `berth login` go where hosts.toml lets them push, with its CA.
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 
 #include <memory>
@@ -15,16 +17,15 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "integration/harness.h"
 #include "integration/imaged_stack.h"
+#include "integration/registry_test_util.h"
 #include "lib/base/posix.h"
 #include "lib/testing/testing.h"
 
 namespace berth::integration {
 namespace {
-
-constexpr char kRepo[] = "test/hello";
-constexpr char kTag[] = "latest";
 
 // How many requests for `kRepo`'s manifests and blobs a registry's access log shows.
 int ImageRequests(const Registry& registry) {
@@ -242,6 +243,78 @@ TEST_F(RegistryHostsTest, MalformedHostsTomlStopsImagedAtStartNamingFileAndLine)
   // Fixed, it starts.
   WriteHostsToml("registry.example.com", "server = \"https://registry.example.com\"\n");
   EXPECT_TRUE(stack_.StartImaged({"--hosts-dir", hosts_dir_}).ok()) << stack_.imaged.ReadLog();
+}
+
+TEST_F(RegistryHostsTest, PushAndLoginGoToThePushHostWithItsHostsTomlCa) {
+  // The CLI's credential files: the test's own, never the host's.
+  const std::string auth_file = dir_.Join("berth-auth.json");
+  ::setenv("BERTH_AUTH_FILE", auth_file.c_str(), 1);
+  ::setenv("DOCKER_CONFIG", dir_.Join("docker").c_str(), 1);
+  testing::TestPki pki = testing::MakeTestPki(dir_.Join(""));
+  Registry::Options options;
+  options.tls_cert = pki.server_cert;
+  options.tls_key = pki.server_key;
+  options.htpasswd = dir_.Join("htpasswd");
+  WriteHtpasswd(options.htpasswd);
+  std::unique_ptr<Registry> secure = StartRegistry("secure", false, options);
+  ASSERT_TRUE(secure->Push(layout_, kTag, kRepo, absl::StrCat(kUser, ":", kPassword)).ok());
+  // A plain-HTTP mirror that may serve pulls only.
+  std::unique_ptr<Registry> mirror = StartRegistry("mirror", true);
+  const std::string toml =
+      absl::StrCat("server = \"https://", secure->host(), "\"\nca = \"ca.pem\"\n%s\n[host.\"http://",
+                   mirror->host(), "\"]\n  capabilities = [\"pull\", \"resolve\"]\n");
+  std::string host_dir =
+      WriteHostsToml(DirName(*secure), absl::StrReplaceAll(toml, {{"%s", ""}}));
+  ASSERT_TRUE(WriteFileAtomic(host_dir + "/ca.pem", *ReadFile(pki.ca), 0644).ok());
+  const std::vector<std::string> login = {"login", secure->host(), "-u", kUser, "-p", kPassword};
+  auto with = [](std::vector<std::string> args, const std::vector<std::string>& more) {
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+  };
+
+  // Without the hosts dir the test CA is unknown: refused, nothing stored.
+  CommandResult refused = stack_.Berth(with(login, {"--hosts-dir", dir_.Join("none")}));
+  EXPECT_NE(refused.exit_code, 0) << refused.output;
+  EXPECT_TRUE(absl::StrContains(refused.output, "TLS")) << refused.output;
+  struct stat st {};
+  EXPECT_NE(::stat(auth_file.c_str(), &st), 0) << "credentials stored after a failed login";
+
+  CommandResult logged_in = stack_.Berth(with(login, {"--hosts-dir", hosts_dir_}));
+  ASSERT_EQ(logged_in.exit_code, 0) << logged_in.output;
+  EXPECT_TRUE(absl::StrContains(*ReadFile(auth_file), secure->host()));
+
+  ASSERT_TRUE(RestartImaged().ok()) << stack_.imaged.ReadLog();
+  const std::string name = absl::StrCat(secure->host(), "/", kRepo, ":", kTag);
+  CommandResult pull = stack_.Berth({"pull", "--no-unpack", name});
+  ASSERT_EQ(pull.exit_code, 0) << pull.output << stack_.imaged.ReadLog();
+  const std::string copy = absl::StrCat(secure->host(), "/test/copy:v2");
+  CommandResult push = stack_.Berth({"push", name, copy});
+  ASSERT_EQ(push.exit_code, 0) << push.output << stack_.imaged.ReadLog();
+  // The TLS server got the upload and the tag; the pull-only mirror not one request of it.
+  EXPECT_GT(secure->CountRequests("/v2/test/copy/manifests/v2"), 0) << secure->ReadLog();
+  EXPECT_EQ(mirror->CountRequests("/v2/test/copy/"), 0) << mirror->ReadLog();
+  int code = 0;
+  std::string raw = testing::RunCommand(
+      std::vector<std::string>{"skopeo", "inspect", "--raw", "--tls-verify=false", "--creds",
+                               absl::StrCat(kUser, ":", kPassword), "docker://" + copy},
+      &code);
+  ASSERT_EQ(code, 0) << raw;
+  // The manifest exactly as umoci wrote it.
+  nlohmann::json index = nlohmann::json::parse(*ReadFile(layout_ + "/index.json"));
+  EXPECT_EQ(raw, LayoutBlob(layout_, index["manifests"][0]["digest"].get<std::string>()));
+
+  // No host may push: both refused before anything is sent, naming the registry.
+  WriteHostsToml(DirName(*secure),
+                 absl::StrReplaceAll(toml, {{"%s", "capabilities = [\"pull\", \"resolve\"]"}}));
+  ASSERT_TRUE(RestartImaged().ok()) << stack_.imaged.ReadLog();
+  CommandResult denied = stack_.Berth({"push", name, absl::StrCat(secure->host(), "/test/no:v1")});
+  EXPECT_NE(denied.exit_code, 0) << denied.output;
+  EXPECT_TRUE(absl::StrContains(denied.output, "registry " + secure->host())) << denied.output;
+  EXPECT_TRUE(absl::StrContains(denied.output, "can push")) << denied.output;
+  EXPECT_EQ(secure->CountRequests("/v2/test/no/"), 0) << secure->ReadLog();
+  CommandResult no_login = stack_.Berth(with(login, {"--hosts-dir", hosts_dir_}));
+  EXPECT_NE(no_login.exit_code, 0) << no_login.output;
+  EXPECT_TRUE(absl::StrContains(no_login.output, "can push")) << no_login.output;
 }
 
 }  // namespace

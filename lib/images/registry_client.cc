@@ -83,6 +83,10 @@ class CurlRegistryClient : public RegistryClient {
   absl::Status CheckLogin(const Context& ctx, absl::string_view host) override {
     return CheckLoginOver(http_, ctx, host);
   }
+  absl::StatusOr<Descriptor> ResolveForPush(const Context& ctx, const Reference& ref) override {
+    BERTH_ASSIGN_OR_RETURN(const RegistryEndpoint endpoint, PushEndpoint(options_, ref.domain));
+    return ResolveAt(ctx, endpoint, ref);
+  }
 
  private:
   HttpRequest ManifestRequest(const RegistryEndpoint& endpoint, const Reference& ref,
@@ -437,6 +441,11 @@ absl::StatusOr<BlobPushResult> RegistryClient::PushBlob(const Context&, const Re
 absl::Status RegistryClient::PushManifest(const Context&, const Reference&, const Descriptor&,
                                           absl::string_view, absl::string_view) {
   return absl::UnimplementedError("this registry client cannot push");
+}
+
+absl::StatusOr<Descriptor> RegistryClient::ResolveForPush(const Context& ctx,
+                                                          const Reference& ref) {
+  return Resolve(ctx, ref);
 }
 
 absl::Status RegistryClient::CheckLogin(const Context&, absl::string_view) {

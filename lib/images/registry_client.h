@@ -190,6 +190,10 @@ class RegistryClient {
   virtual absl::StatusOr<BlobPushResult> PushBlob(const Context& ctx, const Reference& ref,
                                                   const oci::Descriptor& desc,
                                                   const BlobUpload& upload);
+  // Resolve, asked of the endpoint pushes go to (the first with the push capability in the
+  // host's hosts.toml, never a pull-only mirror): what a push checks before it PUTs a document.
+  // The default implementation calls Resolve.
+  virtual absl::StatusOr<Descriptor> ResolveForPush(const Context& ctx, const Reference& ref);
   // PUTs `raw` (the manifest or index `desc` names, desc.media_type as Content-Type) into
   // `ref`'s repository as `object`: a tag, or desc's digest string.
   virtual absl::Status PushManifest(const Context& ctx, const Reference& ref,

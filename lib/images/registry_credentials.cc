@@ -1,15 +1,19 @@
 #include "lib/images/registry_credentials.h"
 
+#include <sys/wait.h>
+
 #include <cstdlib>
 #include <utility>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "lib/base/posix.h"
+#include "lib/base/program.h"
 #include "lib/base/status_macros.h"
 #include "lib/images/reference.h"
 
@@ -48,6 +52,29 @@ bool EraseHost(nlohmann::json& auths, absl::string_view host) {
   return erased;
 }
 
+// The credential helper a config names for `host`: its credHelpers entry, else its credsStore;
+// empty for none.
+absl::StatusOr<std::string> HelperFor(const nlohmann::json& doc, const std::string& path,
+                                      absl::string_view host) {
+  auto helpers = doc.find("credHelpers");
+  if (helpers != doc.end()) {
+    if (!helpers->is_object()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("credentials file ", path, ": \"credHelpers\" is not an object"));
+    }
+    for (auto it = helpers->begin(); it != helpers->end(); ++it) {
+      if (CredentialHost(it.key()) == host && it->is_string() && !it->get<std::string>().empty()) {
+        return it->get<std::string>();
+      }
+    }
+  }
+  auto store = doc.find("credsStore");
+  if (store != doc.end() && store->is_string()) {
+    return store->get<std::string>();
+  }
+  return std::string();
+}
+
 absl::Status WriteDocument(const std::string& path, const nlohmann::json& doc) {
   size_t slash = path.rfind('/');
   if (slash != std::string::npos && slash > 0) {
@@ -56,27 +83,8 @@ absl::Status WriteDocument(const std::string& path, const nlohmann::json& doc) {
   return WriteFileAtomic(path, doc.dump(2) + "\n", 0600);
 }
 
-}  // namespace
-
-std::string CredentialHost(absl::string_view key) {
-  absl::string_view host = key;
-  if (!absl::ConsumePrefix(&host, "https://")) {
-    absl::ConsumePrefix(&host, "http://");
-  }
-  host = host.substr(0, host.find('/'));
-  if (host == "index.docker.io" || host == "registry-1.docker.io") {
-    return std::string(kDockerHubDomain);
-  }
-  return std::string(host);
-}
-
-absl::StatusOr<std::map<std::string, RegistryCredentials>> ParseCredentials(
-    absl::string_view json) {
-  nlohmann::json doc = nlohmann::json::parse(json.begin(), json.end(), nullptr,
-                                             /*allow_exceptions=*/false);
-  if (!doc.is_object()) {
-    return absl::InvalidArgumentError("credentials: not a JSON object");
-  }
+// The `auths` entries of a config document.
+absl::StatusOr<std::map<std::string, RegistryCredentials>> ParseAuths(const nlohmann::json& doc) {
   std::map<std::string, RegistryCredentials> result;
   auto auths = doc.find("auths");
   if (auths == doc.end()) {
@@ -116,6 +124,30 @@ absl::StatusOr<std::map<std::string, RegistryCredentials>> ParseCredentials(
   return result;
 }
 
+}  // namespace
+
+std::string CredentialHost(absl::string_view key) {
+  absl::string_view host = key;
+  if (!absl::ConsumePrefix(&host, "https://")) {
+    absl::ConsumePrefix(&host, "http://");
+  }
+  host = host.substr(0, host.find('/'));
+  if (host == "index.docker.io" || host == "registry-1.docker.io") {
+    return std::string(kDockerHubDomain);
+  }
+  return std::string(host);
+}
+
+absl::StatusOr<std::map<std::string, RegistryCredentials>> ParseCredentials(
+    absl::string_view json) {
+  nlohmann::json doc = nlohmann::json::parse(json.begin(), json.end(), nullptr,
+                                             /*allow_exceptions=*/false);
+  if (!doc.is_object()) {
+    return absl::InvalidArgumentError("credentials: not a JSON object");
+  }
+  return ParseAuths(doc);
+}
+
 absl::StatusOr<std::map<std::string, RegistryCredentials>> ReadCredentialsFile(
     const std::string& path) {
   absl::StatusOr<std::string> text = ReadFile(path);
@@ -131,11 +163,63 @@ absl::StatusOr<std::map<std::string, RegistryCredentials>> ReadCredentialsFile(
   return creds;
 }
 
+absl::StatusOr<std::optional<RegistryCredentials>> RunCredentialHelper(absl::string_view helper,
+                                                                        absl::string_view host) {
+  const std::string program = absl::StrCat("docker-credential-", helper);
+  if (absl::StrContains(helper, '/')) {
+    return absl::InvalidArgumentError(absl::StrCat("credential helper ", program, ": not a name"));
+  }
+  ProgramOptions options;
+  options.input = host == kDockerHubDomain ? "https://index.docker.io/v1/" : std::string(host);
+  options.capture_stderr = false;
+  int wait_status = 0;
+  absl::StatusOr<std::string> out = RunProgram({program, "get"}, &wait_status, options);
+  if (absl::IsNotFound(out.status())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("credential helper ", program, " (for ", host, "): not found in PATH"));
+  }
+  BERTH_RETURN_IF_ERROR(out.status());
+  const absl::string_view said = absl::StripAsciiWhitespace(*out);
+  if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) {
+    // The helpers' protocol: this message on stdout means "nothing stored for that server".
+    if (absl::StrContains(said, "credentials not found")) {
+      return std::nullopt;
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "credential helper ", program, " get ", options.input, " failed",
+        WIFEXITED(wait_status) ? absl::StrCat(" (exit ", WEXITSTATUS(wait_status), ")") : "",
+        said.empty() ? "" : ": ", said.substr(0, 512)));
+  }
+  nlohmann::json answer = nlohmann::json::parse(said.begin(), said.end(), nullptr,
+                                                /*allow_exceptions=*/false);
+  if (!answer.is_object() || !answer.value("Username", nlohmann::json()).is_string() ||
+      !answer.value("Secret", nlohmann::json()).is_string()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("credential helper ", program, " get ", options.input,
+                     ": the answer is not {\"Username\": ..., \"Secret\": ...}"));
+  }
+  RegistryCredentials creds{answer["Username"].get<std::string>(),
+                            answer["Secret"].get<std::string>()};
+  if (creds.username == "<token>" || (creds.username.empty() && creds.password.empty())) {
+    return std::nullopt;  // an identity token (not supported), or nothing
+  }
+  return creds;
+}
+
 absl::StatusOr<std::optional<RegistryCredentials>> LookupCredentials(const std::string& path,
                                                                       absl::string_view host) {
-  BERTH_ASSIGN_OR_RETURN(auto all, ReadCredentialsFile(path));
-  auto it = all.find(std::string(host));
-  if (it == all.end()) {
+  BERTH_ASSIGN_OR_RETURN(nlohmann::json doc, ReadDocument(path));
+  BERTH_ASSIGN_OR_RETURN(std::string helper, HelperFor(doc, path, host));
+  if (!helper.empty()) {
+    return RunCredentialHelper(helper, host);
+  }
+  absl::StatusOr<std::map<std::string, RegistryCredentials>> all = ParseAuths(doc);
+  if (!all.ok()) {
+    return absl::Status(all.status().code(),
+                        absl::StrCat("credentials file ", path, ": ", all.status().message()));
+  }
+  auto it = all->find(std::string(host));
+  if (it == all->end()) {
     return std::nullopt;
   }
   return it->second;

@@ -7,8 +7,15 @@
 //              "https://index.docker.io/v1/": {"username": "u", "password": "p"}}}
 //
 // Keys are registry hosts, possibly written as URLs; they are matched by host (CredentialHost).
-// `identitytoken` entries (docker's OAuth refresh tokens) and credential helpers (`credsStore`,
-// `credHelpers`) are not supported: such entries are skipped.
+// `identitytoken` entries (docker's OAuth refresh tokens) are not supported: they are skipped.
+//
+// Credential helpers, as docker reads them: a `credHelpers` entry for the host
+// ({"credHelpers": {"ghcr.io": "pass"}}), else `credsStore` ({"credsStore": "secretservice"}),
+// names a helper, and then the credentials are the helper's, not the `auths` entry's: the
+// program `docker-credential-<name>` (searched in PATH) is run as `get` with the server URL on
+// stdin (the host; docker.io as https://index.docker.io/v1/) and answers
+// {"ServerURL": ..., "Username": ..., "Secret": ...} on stdout. Its "credentials not found"
+// answer means none; an identity token (Username "<token>") is skipped.
 //
 // Who reads which file: imaged reads the docker config it is configured with (`--docker-config`,
 // default $DOCKER_CONFIG/config.json, else /root/.docker/config.json) at each pull and push.
@@ -46,9 +53,16 @@ absl::StatusOr<std::map<std::string, RegistryCredentials>> ParseCredentials(
 absl::StatusOr<std::map<std::string, RegistryCredentials>> ReadCredentialsFile(
     const std::string& path);
 
-// The entry for `host` in the file at `path`, if any.
+// The credentials for `host` the file at `path` gives: through its credential helper for that
+// host when it names one (above), else its `auths` entry, if any. A helper that is not in PATH,
+// fails or answers something else than its JSON is FailedPrecondition / InvalidArgument naming
+// the helper and the host.
 absl::StatusOr<std::optional<RegistryCredentials>> LookupCredentials(const std::string& path,
                                                                       absl::string_view host);
+
+// Runs `docker-credential-<helper> get` for `host` (above).
+absl::StatusOr<std::optional<RegistryCredentials>> RunCredentialHelper(absl::string_view helper,
+                                                                        absl::string_view host);
 
 // Sets `host`'s entry (as {"auth": base64}) in the file at `path`, creating it and its
 // directory (0700) when missing, keeping every other key of the document. The file is replaced

@@ -1,19 +1,55 @@
 // docker-style credential files: parsing both entry forms, host spellings, bad entries refused,
-// and the stored file 0600, replaced atomically, other keys kept.
+// and the stored file 0600, replaced atomically, other keys kept; docker's credential helpers
+// (credHelpers, credsStore) run as real programs from a PATH directory the test writes.
 
 #include "lib/images/registry_credentials.h"
 
+#include <stdlib.h>
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "lib/base/posix.h"
 #include "lib/testing/testing.h"
 
 namespace berth::images {
 namespace {
+
+// A PATH directory of docker-credential-* scripts, in front of the PATH for the test's life.
+class HelperPath {
+ public:
+  HelperPath() : old_path_(std::getenv("PATH") != nullptr ? std::getenv("PATH") : "") {
+    ::setenv("PATH", absl::StrCat(dir_.path(), ":", old_path_).c_str(), 1);
+  }
+  ~HelperPath() { ::setenv("PATH", old_path_.c_str(), 1); }
+  // docker-credential-<name>, a shell script with `body`.
+  void Write(const std::string& name, const std::string& body) {
+    std::string path = dir_.Join("docker-credential-" + name);
+    ASSERT_TRUE(WriteFileAtomic(path, "#!/bin/sh\n" + body, 0755).ok());
+  }
+  std::string Join(const std::string& name) const { return dir_.Join(name); }
+
+ private:
+  testing::TempDir dir_;
+  std::string old_path_;
+};
+
+// A helper that knows one server: it records its arguments and stdin, then answers as
+// docker-credential-helpers' programs do.
+std::string OneServerHelper(const std::string& log, const std::string& server,
+                            const std::string& user, const std::string& secret) {
+  return absl::StrCat("echo \"$@\" > ", log, ".args\nread -r url; echo \"$url\" > ", log,
+                      ".stdin\nif [ \"$url\" = \"", server,
+                      "\" ]; then printf '{\"ServerURL\":\"%s\",\"Username\":\"", user,
+                      "\",\"Secret\":\"", secret,
+                      "\"}' \"$url\"; exit 0; fi\necho 'credentials not found in native keychain'\n"
+                      "exit 1\n");
+}
 
 TEST(RegistryCredentialsTest, ParsesAuthAndUsernamePasswordByHost) {
   // "dXNlcjpwYTpzcw==" is base64 of "user:pa:ss" (a password may hold ':').
@@ -82,6 +118,76 @@ TEST(RegistryCredentialsTest, HostSpellings) {
   EXPECT_EQ(CredentialHost("registry-1.docker.io"), "docker.io");
   EXPECT_EQ(CredentialHost("http://127.0.0.1:5000/v2/"), "127.0.0.1:5000");
   EXPECT_EQ(CredentialHost("quay.io"), "quay.io");
+}
+
+TEST(RegistryCredentialsTest, CredHelpersAndCredsStoreAreRunWithTheServerOnStdin) {
+  HelperPath path;
+  path.Write("per-host", OneServerHelper(path.Join("per-host"), "127.0.0.1:5000", "u1", "s1"));
+  path.Write("store", OneServerHelper(path.Join("store"), "https://index.docker.io/v1/", "hub",
+                                      "s2"));
+  testing::TempDir dir;
+  const std::string config = dir.Join("config.json");
+  ASSERT_TRUE(WriteFileAtomic(config, R"({
+    "auths": {"127.0.0.1:5000": {"auth": "bm90Om1l"}, "other:1": {"auth": "YTpi"}},
+    "credHelpers": {"https://127.0.0.1:5000": "per-host", "absent.example": "per-host"},
+    "credsStore": "store"
+  })", 0600).ok());
+
+  // credHelpers names this host's helper: its answer, not the auths entry ("not:me").
+  absl::StatusOr<std::optional<RegistryCredentials>> creds =
+      LookupCredentials(config, "127.0.0.1:5000");
+  ASSERT_TRUE(creds.ok()) << creds.status();
+  ASSERT_TRUE(creds->has_value());
+  EXPECT_EQ((*creds)->username, "u1");
+  EXPECT_EQ((*creds)->password, "s1");
+  EXPECT_EQ(ReadFile(path.Join("per-host.args")).value_or(""), "get\n");
+  EXPECT_EQ(ReadFile(path.Join("per-host.stdin")).value_or(""), "127.0.0.1:5000\n");
+
+  // Every other host goes to credsStore; docker.io is asked as docker's index URL.
+  creds = LookupCredentials(config, "docker.io");
+  ASSERT_TRUE(creds.ok()) << creds.status();
+  ASSERT_TRUE(creds->has_value());
+  EXPECT_EQ((*creds)->username, "hub");
+  EXPECT_EQ((*creds)->password, "s2");
+  // The store knows nothing of other:1 and says so: none (its auths entry is not used).
+  creds = LookupCredentials(config, "other:1");
+  ASSERT_TRUE(creds.ok()) << creds.status();
+  EXPECT_FALSE(creds->has_value());
+  creds = LookupCredentials(config, "absent.example");
+  ASSERT_TRUE(creds.ok()) << creds.status();
+  EXPECT_FALSE(creds->has_value());
+}
+
+TEST(RegistryCredentialsTest, BrokenOrMissingHelperIsAnErrorNamingIt) {
+  HelperPath path;
+  path.Write("garbage", "echo 'hello'\n");
+  path.Write("crash", "echo 'the keyring is locked'\nexit 3\n");
+  path.Write("token", R"(echo '{"ServerURL":"x","Username":"<token>","Secret":"refresh"}')");
+  testing::TempDir dir;
+  const std::string config = dir.Join("config.json");
+  auto lookup = [&](const std::string& helper) {
+    EXPECT_TRUE(
+        WriteFileAtomic(config, absl::StrCat(R"({"credsStore": ")", helper, R"("})"), 0600).ok());
+    return LookupCredentials(config, "127.0.0.1:5000");
+  };
+  absl::StatusOr<std::optional<RegistryCredentials>> creds = lookup("not-installed");
+  EXPECT_EQ(creds.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(creds.status().message().find("docker-credential-not-installed"), std::string::npos)
+      << creds.status();
+  creds = lookup("garbage");
+  EXPECT_EQ(creds.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(creds.status().message().find("docker-credential-garbage"), std::string::npos)
+      << creds.status();
+  creds = lookup("crash");
+  EXPECT_EQ(creds.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(creds.status().message().find("the keyring is locked"), std::string::npos)
+      << creds.status();
+  EXPECT_NE(creds.status().message().find("exit 3"), std::string::npos) << creds.status();
+  creds = lookup("token");  // an identity token: not supported, so none
+  ASSERT_TRUE(creds.ok()) << creds.status();
+  EXPECT_FALSE(creds->has_value());
+  creds = lookup("../../bin/sh");
+  EXPECT_EQ(creds.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -209,11 +209,6 @@ const RegistryHostConfig& RegistryHttp::HostConfig(absl::string_view host) const
   return it == options_.hosts.end() ? default_host_ : it->second;
 }
 
-std::string RegistryHttp::BaseUrl(absl::string_view host) const {
-  absl::string_view api_host = host == kDockerHubDomain ? "registry-1.docker.io" : host;
-  return absl::StrCat(HostConfig(host).plain_http ? "http://" : "https://", api_host, "/v2/");
-}
-
 CURL* RegistryHttp::Acquire() {
   {
     absl::MutexLock lock(&mu_);

@@ -85,9 +85,6 @@ class RegistryHttp {
   RegistryHttp(const RegistryHttp&) = delete;
   RegistryHttp& operator=(const RegistryHttp&) = delete;
 
-  // "https://<host>/v2/" (http:// for a plain_http host; docker.io is registry-1.docker.io).
-  std::string BaseUrl(absl::string_view host) const;
-
   // Sends `req`, authenticating when challenged (once per call), retrying failed connections,
   // 429 and 5xx up to max_attempts. Returns the final response whatever its status code; an
   // error only when no usable response came: Unavailable (unreachable, TLS failure, still

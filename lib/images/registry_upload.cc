@@ -42,10 +42,13 @@ std::string Escape(absl::string_view text) {
   return result;
 }
 
-HttpRequest Request(absl::string_view host, std::string scope, std::string url,
+// A request to `endpoint` (its host's credentials and tokens, its TLS settings and headers);
+// the endpoint must outlive the request.
+HttpRequest Request(const RegistryEndpoint& endpoint, std::string scope, std::string url,
                     absl::string_view method) {
   HttpRequest req;
-  req.host = std::string(host);
+  req.host = endpoint.host;
+  req.config = &endpoint.config;
   req.scope = std::move(scope);
   req.url = std::move(url);
   req.method = std::string(method);
@@ -60,21 +63,22 @@ void SetBody(HttpRequest* req, std::string data) {
   };
 }
 
-// The upload URL a 202 names: Location, made absolute against the registry's base URL (the
+// The upload URL a 202 names: Location, made absolute against the endpoint's origin (the
 // spec allows a path).
-absl::StatusOr<std::string> UploadLocation(const RegistryHttp& http, absl::string_view host,
+absl::StatusOr<std::string> UploadLocation(const RegistryEndpoint& endpoint,
                                            absl::string_view what, const HttpResponse& resp) {
   absl::string_view location = resp.Header("location");
   if (location.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("registry ", host, ": ", what, ": upload answered without a Location"));
+    return absl::InvalidArgumentError(absl::StrCat("registry ", endpoint.host, ": ", what,
+                                                   ": upload answered without a Location"));
   }
   if (absl::StartsWith(location, "http://") || absl::StartsWith(location, "https://")) {
     return std::string(location);
   }
-  std::string base = http.BaseUrl(host);
-  absl::string_view origin = base;
-  absl::ConsumeSuffix(&origin, "/v2/");
+  // "<scheme>://<host>" of the base URL (which names docker.io's API host).
+  const std::string base = endpoint.BaseUrl();
+  const size_t host_start = base.find("://") + 3;
+  const std::string origin = base.substr(0, base.find('/', host_start));
   return absl::StrCat(origin, absl::StartsWith(location, "/") ? "" : "/", location);
 }
 
@@ -95,11 +99,24 @@ std::string PushScope(absl::string_view path) {
   return absl::StrCat("repository:", path, ":pull,push");
 }
 
+absl::StatusOr<RegistryEndpoint> PushEndpoint(const RegistryClientOptions& options,
+                                              absl::string_view host) {
+  for (RegistryEndpoint& endpoint : ResolveEndpoints(options, host)) {
+    if (endpoint.push) {
+      return std::move(endpoint);
+    }
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("registry ", host, ": no host in its hosts.toml can push"));
+}
+
 absl::StatusOr<bool> HasBlobOver(RegistryHttp& http, const Context& ctx, const Reference& ref,
                                  const oci::Descriptor& desc) {
+  BERTH_ASSIGN_OR_RETURN(const RegistryEndpoint endpoint,
+                         PushEndpoint(http.options(), ref.domain));
   HttpRequest req = Request(
-      ref.domain, PushScope(ref.path),
-      absl::StrCat(http.BaseUrl(ref.domain), ref.path, "/blobs/", desc.digest.ToString()), "");
+      endpoint, PushScope(ref.path),
+      absl::StrCat(endpoint.BaseUrl(), ref.path, "/blobs/", desc.digest.ToString()), "");
   req.head = true;
   BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http.Do(ctx, std::move(req)));
   if (resp.code == 200) {
@@ -108,34 +125,37 @@ absl::StatusOr<bool> HasBlobOver(RegistryHttp& http, const Context& ctx, const R
   if (resp.code == 404) {
     return false;
   }
-  return RegistryError(ref.domain, absl::StrCat("blob ", ref.path, "@", desc.digest.ToString()),
-                       resp);
+  return RegistryError(endpoint.host,
+                       absl::StrCat("blob ", ref.path, "@", desc.digest.ToString()), resp);
 }
 
 absl::StatusOr<BlobPushResult> PushBlobOver(RegistryHttp& http, const Context& ctx,
                                             const Reference& ref, const oci::Descriptor& desc,
                                             const BlobUpload& upload) {
+  BERTH_ASSIGN_OR_RETURN(const RegistryEndpoint endpoint,
+                         PushEndpoint(http.options(), ref.domain));
+  const std::string& host = endpoint.host;
   const std::string what = absl::StrCat("blob ", ref.path, "@", desc.digest.ToString());
   const std::string digest = Escape(desc.digest.ToString());
   std::string scope = PushScope(ref.path);
-  std::string url = absl::StrCat(http.BaseUrl(ref.domain), ref.path, "/blobs/uploads/");
+  std::string url = absl::StrCat(endpoint.BaseUrl(), ref.path, "/blobs/uploads/");
   const bool mount = !upload.mount_from.empty() && upload.mount_from != ref.path;
   if (mount) {
     absl::StrAppend(&scope, " repository:", upload.mount_from, ":pull");
     absl::StrAppend(&url, "?mount=", digest, "&from=", Escape(upload.mount_from));
   }
-  HttpRequest start = Request(ref.domain, scope, url, "POST");
+  HttpRequest start = Request(endpoint, scope, url, "POST");
   SetBody(&start, "");
   BERTH_ASSIGN_OR_RETURN(HttpResponse started, http.Do(ctx, std::move(start)));
   if (mount && started.code == 201) {
-    BERTH_RETURN_IF_ERROR(CheckDigestHeader(ref.domain, what, started, desc.digest));
+    BERTH_RETURN_IF_ERROR(CheckDigestHeader(host, what, started, desc.digest));
     return BlobPushResult::kMounted;
   }
   if (started.code != 202) {
-    return RegistryError(ref.domain, absl::StrCat(what, ": starting the upload"), started);
+    return RegistryError(host, absl::StrCat(what, ": starting the upload"), started);
   }
   BERTH_ASSIGN_OR_RETURN(std::string location,
-                         UploadLocation(http, ref.domain, what, started));
+                         UploadLocation(endpoint, what, started));
 
   const RegistryClientOptions& options = http.options();
   const bool chunked = desc.size > options.chunked_upload_threshold;
@@ -144,7 +164,7 @@ absl::StatusOr<BlobPushResult> PushBlobOver(RegistryHttp& http, const Context& c
   // Chunked: PATCHes of `chunk` bytes, each at the Location the previous answer named.
   while (chunked && offset < desc.size) {
     const int64_t n = std::min(chunk, desc.size - offset);
-    HttpRequest patch = Request(ref.domain, scope, location, "PATCH");
+    HttpRequest patch = Request(endpoint, scope, location, "PATCH");
     patch.headers = {"Content-Type: application/octet-stream",
                      absl::StrCat("Content-Range: ", offset, "-", offset + n - 1)};
     patch.body_size = n;
@@ -157,14 +177,14 @@ absl::StatusOr<BlobPushResult> PushBlobOver(RegistryHttp& http, const Context& c
     }
     BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http.Do(ctx, std::move(patch)));
     if (resp.code != 202) {
-      return RegistryError(ref.domain, absl::StrCat(what, ": chunk at ", offset), resp);
+      return RegistryError(host, absl::StrCat(what, ": chunk at ", offset), resp);
     }
-    BERTH_ASSIGN_OR_RETURN(location, UploadLocation(http, ref.domain, what, resp));
+    BERTH_ASSIGN_OR_RETURN(location, UploadLocation(endpoint, what, resp));
     offset += n;
   }
   // The closing PUT: the whole blob (monolithic) or nothing more (chunked), with the digest.
   HttpRequest put = Request(
-      ref.domain, scope,
+      endpoint, scope,
       absl::StrCat(location, absl::StrContains(location, '?') ? "&" : "?", "digest=", digest),
       "PUT");
   put.headers = {"Content-Type: application/octet-stream"};
@@ -180,9 +200,9 @@ absl::StatusOr<BlobPushResult> PushBlobOver(RegistryHttp& http, const Context& c
     return done.write_status;
   }
   if (done.code != 201) {
-    return RegistryError(ref.domain, absl::StrCat(what, ": completing the upload"), done);
+    return RegistryError(host, absl::StrCat(what, ": completing the upload"), done);
   }
-  BERTH_RETURN_IF_ERROR(CheckDigestHeader(ref.domain, what, done, desc.digest));
+  BERTH_RETURN_IF_ERROR(CheckDigestHeader(host, what, done, desc.digest));
   return BlobPushResult::kUploaded;
 }
 
@@ -194,25 +214,28 @@ absl::Status PushManifestOver(RegistryHttp& http, const Context& ctx, const Refe
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", raw.size(),
                                                    " bytes, its descriptor says ", desc.size));
   }
-  HttpRequest put = Request(
-      ref.domain, PushScope(ref.path),
-      absl::StrCat(http.BaseUrl(ref.domain), ref.path, "/manifests/", object), "PUT");
+  BERTH_ASSIGN_OR_RETURN(const RegistryEndpoint endpoint,
+                         PushEndpoint(http.options(), ref.domain));
+  HttpRequest put = Request(endpoint, PushScope(ref.path),
+                            absl::StrCat(endpoint.BaseUrl(), ref.path, "/manifests/", object),
+                            "PUT");
   put.headers = {absl::StrCat("Content-Type: ", desc.media_type)};
   SetBody(&put, std::string(raw));
   BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http.Do(ctx, std::move(put)));
   if (resp.code != 201 && resp.code != 200) {
-    return RegistryError(ref.domain, what, resp);
+    return RegistryError(endpoint.host, what, resp);
   }
-  return CheckDigestHeader(ref.domain, what, resp, desc.digest);
+  return CheckDigestHeader(endpoint.host, what, resp, desc.digest);
 }
 
 absl::Status CheckLoginOver(RegistryHttp& http, const Context& ctx, absl::string_view host) {
-  HttpRequest req = Request(host, "", http.BaseUrl(host), "");
+  BERTH_ASSIGN_OR_RETURN(const RegistryEndpoint endpoint, PushEndpoint(http.options(), host));
+  HttpRequest req = Request(endpoint, "", endpoint.BaseUrl(), "");
   BERTH_ASSIGN_OR_RETURN(HttpResponse resp, http.Do(ctx, std::move(req)));
   if (resp.code == 200) {
     return absl::OkStatus();
   }
-  return RegistryError(host, "login", resp);
+  return RegistryError(endpoint.host, "login", resp);
 }
 
 }  // namespace berth::images

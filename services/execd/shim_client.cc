@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -17,8 +16,6 @@
 #include "lib/base/status_macros.h"
 #include "lib/base/unique_fd.h"
 #include "services/execd/shim/protocol.h"
-
-extern char** environ;
 
 namespace berth::execd {
 namespace {
@@ -60,48 +57,6 @@ ProcessExit ExitOf(int64_t status, int64_t exited_at_ns) {
 }
 
 }  // namespace
-
-absl::StatusOr<std::string> RunProgram(const std::vector<std::string>& args, int* wait_status) {
-  std::vector<std::string> argv = args;
-  std::vector<char*> cargv;
-  for (std::string& a : argv) {
-    cargv.push_back(a.data());
-  }
-  cargv.push_back(nullptr);
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) {
-    return ErrnoStatus(errno, "pipe");
-  }
-  UniqueFd read_end(out[0]);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 2);
-  // execd blocks its termination signals; the child must not inherit that.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  pid_t pid = 0;
-  int rc = ::posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  ::close(out[1]);
-  if (rc != 0) {
-    return ErrnoStatus(rc, absl::StrCat("run ", argv[0]));
-  }
-  absl::StatusOr<std::string> output = ReadAll(read_end.get(), argv[0], 1 << 20);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (wait_status != nullptr) {
-    *wait_status = status;
-  }
-  return output;
-}
 
 absl::StatusOr<pid_t> LaunchShim(const ShimLaunch& l) {
   std::vector<std::string> argv = {l.shim_binary, "--id", l.id, "--bundle", l.bundle,

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "lib/base/context.h"
+#include "lib/base/program.h"
 
 namespace berth::execd {
 
@@ -31,9 +32,8 @@ struct ShimLaunch {
   bool terminal = false;
 };
 
-// Runs `argv` (searched in PATH), stdin /dev/null, and returns its stdout and stderr; the wait
-// status goes to *wait_status when given.
-absl::StatusOr<std::string> RunProgram(const std::vector<std::string>& argv, int* wait_status);
+// RunProgram (lib/base/program.h) runs the runtime's one-shot commands.
+using ::berth::RunProgram;
 
 // Starts a shim, which runs the runtime's create. Returns the container's init pid, or the
 // runtime's refusal (FailedPrecondition with its message).

@@ -119,6 +119,7 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
   PullRequest pull;
   pull.reference = request->reference();
   pull.platform = request->platform();
+  pull.all_platforms = request->all_platforms();
   pull.unpack = request->unpack();
   if (!request->snapshotter().empty()) {
     pull.snapshotter = request->snapshotter();

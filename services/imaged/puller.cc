@@ -285,51 +285,35 @@ absl::StatusOr<std::string> FetchConfig(content::ContentStore& content, const Pu
   return sink.data();
 }
 
-// The pull, under the lease in job.ctx.
-absl::StatusOr<images::Image> PullLeased(content::ContentStore& content,
-                                         snapshots::Unpacker* unpacker,
-                                         images::ImageStore& image_store,
-                                         const PullerOptions& options, const PullJob& job,
-                                         const PullRequest& request,
-                                         const images::Platform& want) {
+// Fetches one manifest's config and layers into the store, then stores the config and the
+// manifest (labelled with its config and layers). The `primary` manifest (the platform's) has
+// its config checked against its layers and, when `unpacker` is set, is unpacked into the chain
+// of its diff ids, its config labelled with the chain's top. Another (--all-platforms) is
+// stored only.
+absl::Status PullManifest(content::ContentStore& content, snapshots::Unpacker* unpacker,
+                          const PullerOptions& options, const PullJob& job,
+                          const PullRequest& request, const Descriptor& manifest_desc,
+                          const RegistryClient::Document& manifest_doc, bool primary) {
   const std::string name = job.ref.String();
-  BERTH_ASSIGN_OR_RETURN(Descriptor root, job.registry.Resolve(job.ctx, job.ref));
-  BERTH_ASSIGN_OR_RETURN(RegistryClient::Document root_doc,
-                         job.registry.FetchManifest(job.ctx, job.ref, root));
-  Descriptor manifest_desc = root;
-  RegistryClient::Document manifest_doc;
-  if (root_doc.index.has_value()) {
-    BERTH_ASSIGN_OR_RETURN(manifest_desc, images::ChooseManifest(*root_doc.index, want, name));
-    BERTH_ASSIGN_OR_RETURN(manifest_doc,
-                           job.registry.FetchManifest(job.ctx, job.ref, manifest_desc));
-    if (!manifest_doc.manifest.has_value()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": index entry ", manifest_desc.digest.ToString(),
-                       " is not an image manifest"));
-    }
-  } else if (root_doc.manifest.has_value()) {
-    manifest_doc = root_doc;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": not an image"));
-  }
   const images::Manifest& manifest = *manifest_doc.manifest;
-
-  BERTH_ASSIGN_OR_RETURN(std::string config_raw, FetchConfig(content, job, manifest.config));
-  BERTH_ASSIGN_OR_RETURN(images::ImageConfig config, images::ParseImageConfig(config_raw));
-  if (config.diff_ids.size() != manifest.layers.size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        name, ": the config names ", config.diff_ids.size(), " diff ids for ",
-        manifest.layers.size(), " layers"));
-  }
   std::vector<oci::Descriptor> layers(manifest.layers.begin(), manifest.layers.end());
-  const std::vector<std::string> chain = images::ChainIds(config.diff_ids);
-  BERTH_RETURN_IF_ERROR(DownloadAndUnpack(content, request.unpack ? unpacker : nullptr, options,
-                                          job, layers, chain));
-
+  BERTH_ASSIGN_OR_RETURN(std::string config_raw, FetchConfig(content, job, manifest.config));
   content::Labels config_labels;
-  if (request.unpack && !layers.empty()) {
-    config_labels[absl::StrCat("containerd.io/gc.ref.snapshot.", request.snapshotter)] =
-        chain.back();
+  if (primary) {
+    BERTH_ASSIGN_OR_RETURN(images::ImageConfig config, images::ParseImageConfig(config_raw));
+    if (config.diff_ids.size() != manifest.layers.size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, ": the config names ", config.diff_ids.size(), " diff ids for ",
+          manifest.layers.size(), " layers"));
+    }
+    const std::vector<std::string> chain = images::ChainIds(config.diff_ids);
+    BERTH_RETURN_IF_ERROR(DownloadAndUnpack(content, unpacker, options, job, layers, chain));
+    if (unpacker != nullptr && !layers.empty()) {
+      config_labels[absl::StrCat("containerd.io/gc.ref.snapshot.", request.snapshotter)] =
+          chain.back();
+    }
+  } else {
+    BERTH_RETURN_IF_ERROR(DownloadAndUnpack(content, nullptr, options, job, layers, {}));
   }
   BERTH_RETURN_IF_ERROR(StoreDocument(content, job, manifest.config, config_raw, config_labels));
 
@@ -341,15 +325,66 @@ absl::StatusOr<images::Image> PullLeased(content::ContentStore& content,
     manifest_labels[absl::StrCat("containerd.io/gc.ref.content.l.", i)] =
         layers[i].digest.ToString();
   }
-  BERTH_RETURN_IF_ERROR(
-      StoreDocument(content, job, manifest_desc, manifest_doc.raw, manifest_labels));
+  return StoreDocument(content, job, manifest_desc, manifest_doc.raw, manifest_labels);
+}
+
+// The manifest document `desc` names; InvalidArgument when it is not an image manifest.
+absl::StatusOr<RegistryClient::Document> FetchImageManifest(const PullJob& job,
+                                                            const Descriptor& desc) {
+  BERTH_ASSIGN_OR_RETURN(RegistryClient::Document doc,
+                         job.registry.FetchManifest(job.ctx, job.ref, desc));
+  if (!doc.manifest.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(job.ref.String(), ": index entry ",
+                                                   desc.digest.ToString(),
+                                                   " is not an image manifest"));
+  }
+  return doc;
+}
+
+// The pull, under the lease in job.ctx.
+absl::StatusOr<images::Image> PullLeased(content::ContentStore& content,
+                                         snapshots::Unpacker* unpacker,
+                                         images::ImageStore& image_store,
+                                         const PullerOptions& options, const PullJob& job,
+                                         const PullRequest& request,
+                                         const images::Platform& want) {
+  const std::string name = job.ref.String();
+  snapshots::Unpacker* const unpack_with = request.unpack ? unpacker : nullptr;
+  BERTH_ASSIGN_OR_RETURN(Descriptor root, job.registry.Resolve(job.ctx, job.ref));
+  BERTH_ASSIGN_OR_RETURN(RegistryClient::Document root_doc,
+                         job.registry.FetchManifest(job.ctx, job.ref, root));
   if (root_doc.index.has_value()) {
+    // The platform's manifest (unpacked when asked); with all_platforms every other one too,
+    // fetched but not unpacked, as containerd's `ctr pull --all-platforms`. All platforms
+    // without unpacking need not find the platform in the index.
+    absl::StatusOr<Descriptor> chosen = images::ChooseManifest(*root_doc.index, want, name);
+    if (!chosen.ok() && !(request.all_platforms && unpack_with == nullptr)) {
+      return chosen.status();
+    }
+    if (chosen.ok()) {
+      BERTH_ASSIGN_OR_RETURN(RegistryClient::Document doc, FetchImageManifest(job, *chosen));
+      BERTH_RETURN_IF_ERROR(
+          PullManifest(content, unpack_with, options, job, request, *chosen, doc, true));
+    }
+    for (const Descriptor& entry : root_doc.index->manifests) {
+      if (!request.all_platforms || (chosen.ok() && entry.digest == chosen->digest)) {
+        continue;
+      }
+      BERTH_ASSIGN_OR_RETURN(RegistryClient::Document doc, FetchImageManifest(job, entry));
+      BERTH_RETURN_IF_ERROR(
+          PullManifest(content, nullptr, options, job, request, entry, doc, false));
+    }
     content::Labels index_labels;
     for (size_t i = 0; i < root_doc.index->manifests.size(); ++i) {
       index_labels[absl::StrCat("containerd.io/gc.ref.content.m.", i)] =
           root_doc.index->manifests[i].digest.ToString();
     }
     BERTH_RETURN_IF_ERROR(StoreDocument(content, job, root, root_doc.raw, index_labels));
+  } else if (root_doc.manifest.has_value()) {
+    BERTH_RETURN_IF_ERROR(
+        PullManifest(content, unpack_with, options, job, request, root, root_doc, true));
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not an image"));
   }
 
   images::Image image;

@@ -60,6 +60,9 @@ namespace berth::imaged {
 struct PullRequest {
   std::string reference;
   std::string platform;  // "os/arch[/variant]"; empty: HostPlatform()
+  // Also every other manifest of an index, with its config and layers (not unpacked; only
+  // `platform`'s is, when it is in the index).
+  bool all_platforms = false;
   bool unpack = true;
   std::string snapshotter = "overlayfs";  // names the gc.ref.snapshot label
 };

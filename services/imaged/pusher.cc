@@ -221,7 +221,7 @@ absl::Status PushDocument(const PushJob& job, const Context& ctx, const Document
   images::Reference at = job.ref;
   at.tag = object == doc.desc.digest.ToString() ? std::string() : object;
   at.digest = at.tag.empty() ? doc.desc.digest : Digest();
-  absl::StatusOr<Descriptor> there = job.registry.Resolve(ctx, at);
+  absl::StatusOr<Descriptor> there = job.registry.ResolveForPush(ctx, at);
   if (there.ok() && there->digest == doc.desc.digest) {
     job.emit.Emit(doc.desc, State::kExists, doc.desc.size);
     return absl::OkStatus();

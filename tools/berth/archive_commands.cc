@@ -112,6 +112,7 @@ absl::Status Import(Session& session, const ImportArgs& args) {
     }
     images.insert(images.end(), message.images().begin(), message.images().end());
   }
+  printer.Finish();
   sender.join();
   absl::Status status = FromGrpcStatus(stream->Finish());
   if (!read_error.ok()) {

@@ -2,8 +2,11 @@
 
 #include <sstream>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "tools/berth/cli.h"
+#include "tools/berth/progress.h"
 
 namespace berth::cli {
 namespace {
@@ -79,6 +82,55 @@ TEST(ParseTest, DurationsAndDigests) {
   EXPECT_TRUE(IsUsageError(ParseDigestArg("sha256:zz").status()));
   EXPECT_TRUE(ParseDigestArg(Sha256Of("x").ToString()).ok());
   EXPECT_FALSE(IsUsageError(absl::InvalidArgumentError("from a daemon")));
+}
+
+
+namespace pb = ::berth::distribution::v1;
+
+pb::BlobProgress Blob(const std::string& hex, pb::BlobProgress::State state, int64_t offset) {
+  pb::BlobProgress blob;
+  blob.set_digest("sha256:" + hex);
+  blob.set_state(state);
+  blob.set_offset(offset);
+  blob.set_total(4000000);
+  return blob;
+}
+
+TEST(BlobProgressPrinterTest, TerminalRedrawsInPlaceWithinItsWidthThenSummarises) {
+  std::ostringstream out;
+  BlobProgressPrinter printer(BlobProgressPrinter::Mode::kTerminal, out, 40);
+  const std::string a(64, 'a');
+  const std::string b(64, 'b');
+  printer.Print(Blob(a, pb::BlobProgress::WAITING, 0));
+  printer.Print(Blob(b, pb::BlobProgress::EXISTS, 4000000));
+  printer.Print(Blob(a, pb::BlobProgress::DOWNLOADING, 1000000));
+  printer.Print(Blob(a, pb::BlobProgress::DONE, 4000000));
+  printer.Finish();
+  const std::string text = out.str();
+  // The first drawing has one line; each later one moves up over the previous drawing.
+  EXPECT_TRUE(absl::StartsWith(text, "\r\x1b[2Kaaaaaaaaaaaa: waiting")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "\n\x1b[1A\r\x1b[2Kaaaaaaaaaaaa: waiting")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "\n\x1b[2A\r\x1b[2Kaaaaaaaaaaaa: downloading")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "aaaaaaaaaaaa: downloading [=======>")) << text;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    size_t start = line.rfind("\x1b[2K");
+    absl::string_view shown = start == absl::string_view::npos ? line : line.substr(start + 4);
+    if (!absl::StrContains(shown, "blobs (")) {
+      EXPECT_LE(shown.size(), 39u) << shown;
+    }
+  }
+  EXPECT_TRUE(absl::StrContains(text, "\n2 blobs (1 done, 1 exists), 4MB transferred in ")) << text;
+}
+
+TEST(BlobProgressPrinterTest, LinesHaveNoEscapesAndOneLinePerStateChange) {
+  std::ostringstream out;
+  BlobProgressPrinter printer(BlobProgressPrinter::Mode::kLines, out, 0);
+  const std::string a(64, 'a');
+  printer.Print(Blob(a, pb::BlobProgress::DOWNLOADING, 0));
+  printer.Print(Blob(a, pb::BlobProgress::DOWNLOADING, 1000));
+  printer.Print(Blob(a, pb::BlobProgress::DONE, 4000000));
+  printer.Finish();
+  EXPECT_EQ(out.str(), "sha256:" + a + " downloading 4MB\nsha256:" + a + " done 4MB\n");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
-// `berth pull REF`: imaged's berth.distribution.v1.Distribution.Pull, one line per blob state
-// change ("DIGEST STATE SIZE"), then "pulled NAME DIGEST". With --json, one JSON object a line
-// per message. No terminal progress bars yet.
+// `berth pull REF`: imaged's berth.distribution.v1.Distribution.Pull, drawn as a live
+// progress bar per blob on a terminal, else one line per blob state change ("DIGEST STATE
+// SIZE"), then "pulled NAME DIGEST". With --json, one JSON object a line per message
+// (tools/berth/progress.h).
 
 #include <iostream>
 #include <map>
@@ -27,6 +28,7 @@ constexpr absl::string_view kDaemon = "imaged";
 struct PullArgs {
   std::string reference;
   std::string platform;
+  bool all_platforms = false;
   bool no_unpack = false;
   std::string snapshotter;
   std::vector<std::string> insecure_registries;
@@ -36,6 +38,7 @@ absl::Status Pull(Session& session, const PullArgs& args) {
   pb::PullRequest request;
   request.set_reference(args.reference);
   request.set_platform(args.platform);
+  request.set_all_platforms(args.all_platforms);
   request.set_unpack(!args.no_unpack);
   request.set_snapshotter(args.snapshotter);
   for (const std::string& host : args.insecure_registries) {
@@ -59,6 +62,7 @@ absl::Status Pull(Session& session, const PullArgs& args) {
       image = message.image();
     }
   }
+  printer.Finish();
   absl::Status status = FromGrpcStatus(reader->Finish());
   if (!status.ok()) {
     return session.Explain(kDaemon, status);
@@ -76,6 +80,8 @@ void RegisterPullCommand(CLI::App& root, Runner& runner) {
   pull->add_option("REF", args->reference, "Image reference (e.g. 127.0.0.1:5000/test/hello)")
       ->required();
   pull->add_option("--platform", args->platform, "os/arch[/variant] (default: this host)");
+  pull->add_flag("--all-platforms", args->all_platforms,
+                 "Fetch every platform of an index (only --platform's is unpacked)");
   pull->add_flag("--no-unpack", args->no_unpack, "Store the blobs only; make no snapshots");
   pull->add_option("--snapshotter", args->snapshotter, "Snapshotter to unpack into");
   pull->add_option("--insecure-registry", args->insecure_registries,

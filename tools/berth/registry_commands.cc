@@ -23,6 +23,7 @@
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "lib/base/grpc_status.h"
 #include "lib/base/status_macros.h"
+#include "lib/images/hosts_config.h"
 #include "lib/images/reference.h"
 #include "lib/images/registry_client.h"
 #include "lib/images/registry_credentials.h"
@@ -74,6 +75,7 @@ absl::Status Push(Session& session, const PushArgs& args) {
       image = message.image();
     }
   }
+  printer.Finish();
   BERTH_RETURN_IF_ERROR(session.Explain(kDaemon, FromGrpcStatus(reader->Finish())));
   PrintTarget(session.json(), "pushed", "reference", image.reference(), image.target());
   return absl::OkStatus();
@@ -87,6 +89,7 @@ struct LoginArgs {
   std::string password;
   bool password_stdin = false;
   std::vector<std::string> insecure_registries;
+  std::string hosts_dir = "/etc/berth/certs.d";  // imaged's default
 };
 
 // A line typed on the terminal, echoed or not; nullopt when stdin is not a terminal.
@@ -140,6 +143,8 @@ absl::Status Login(Session& session, LoginArgs args) {
     return UsageError("login: empty password");
   }
   images::RegistryClientOptions options;
+  // The registry is asked where a push would go, with the TLS settings imaged uses for it.
+  BERTH_ASSIGN_OR_RETURN(options.host_dirs, images::LoadHostsDir(args.hosts_dir));
   images::RegistryHostConfig& config = options.hosts[host];
   for (const std::string& insecure : args.insecure_registries) {
     config.plain_http = config.plain_http || images::CredentialHost(insecure) == host;
@@ -224,8 +229,12 @@ void RegisterRegistryCommands(CLI::App& root, Runner& runner) {
   login->add_flag("--password-stdin", login_args->password_stdin, "Read the password from stdin");
   login->add_option("--insecure-registry", login_args->insecure_registries,
                     "Registry host (HOST[:PORT]) reached over plain HTTP; repeatable")
-      ->allow_extra_args(false)  // one host per flag: NAME and REFERENCE may follow
+      ->allow_extra_args(false)  // one host per flag: REGISTRY may follow
       ->take_all();
+  login->add_option("--hosts-dir", login_args->hosts_dir,
+                    "containerd's registry hosts directory, as imaged's (<dir>/<host>/hosts.toml: "
+                    "ca, client, skip_verify, plain http, push capability)")
+      ->capture_default_str();
   login->callback(runner.Wrap([login_args](Session& session) { return Login(session, *login_args); }));
 
   auto logout_registry = std::make_shared<std::string>();
