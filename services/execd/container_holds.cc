@@ -48,6 +48,9 @@ absl::Status HoldingContainerStore::Hold(const Context& ctx,
 absl::StatusOr<containers::Container> HoldingContainerStore::Create(
     const Context& ctx, const containers::Container& container) {
   BERTH_ASSIGN_OR_RETURN(containers::Container created, store_.Create(ctx, container));
+  if (created.snapshot_key.empty()) {
+    return created;  // nothing to hold: contentd is not asked (it need not be running)
+  }
   if (absl::Status held = Hold(ctx, created); !held.ok()) {
     if (absl::Status undone = store_.Delete(ctx.Detached(), created.id); !undone.ok()) {
       return absl::Status(held.code(), absl::StrCat(held.message(), "; removing the record: ",
@@ -71,7 +74,11 @@ absl::StatusOr<containers::Container> HoldingContainerStore::Update(
 }
 
 absl::Status HoldingContainerStore::Delete(const Context& ctx, absl::string_view id) {
+  BERTH_ASSIGN_OR_RETURN(containers::Container existing, store_.Get(ctx, id));
   BERTH_RETURN_IF_ERROR(store_.Delete(ctx, id));
+  if (existing.snapshot_key.empty()) {
+    return absl::OkStatus();  // it had no lease: contentd is not asked
+  }
   absl::Status deleted = leases_.Delete(LeaseContext(ctx), ContainerLeaseId(id), false);
   return absl::IsNotFound(deleted) ? absl::OkStatus() : deleted;
 }

@@ -15,8 +15,9 @@
 //   added before the old one is dropped).
 // - Delete removes the record, then its lease (NotFound there is fine). The snapshot itself is
 //   the client's to remove (ctr and the Go client do, through execd's Snapshots service).
-// Records without a snapshot key have no lease. Not yet: repairing at start a record whose
-// lease a crash lost between the two writes. Thread-safe as the wrapped store and client are.
+// Records without a snapshot key have no lease, and their Create and Delete never ask
+// contentd. Not yet: repairing at start a record whose lease a crash lost between the two
+// writes. Thread-safe as the wrapped store and client are.
 
 #include <string>
 #include <vector>
