@@ -1,6 +1,6 @@
 // containerd's own Go client against berth (issue 10 and 11's containerd interop): the program
-// integration/goclient/main.go, built here at test time from Debian's containerd 1.6 Go sources
-// (GOPATH mode, offline), wired to the real daemons service by service as DESIGN.md says:
+// integration/goclient/main.go, built with the tests from Debian's containerd 1.6 Go sources
+// (GOPATH mode, offline; integration/CMakeLists.txt), wired to the real daemons service by service as DESIGN.md says:
 // content, leases and namespaces on contentd, the "overlayfs" snapshotter on snapshotd, images
 // on imaged, containers and tasks on execd. It lists and tags the image berth imported, and runs
 // a container the way containerd's client does (a snapshot prepared on the image's chain, the
@@ -38,30 +38,9 @@ using ::testing::HasSubstr;
 
 constexpr char kImage[] = "docker.io/test/busybox:v1";
 
-// Builds integration/goclient into `out` with Debian's Go (golang-go) in GOPATH mode from
-// /usr/share/gocode (golang-github-containerd-containerd-dev and the -dev packages it pulls in),
-// offline; the build cache is kept under the build dir, so only the first build is slow.
-absl::Status BuildGoClient(const std::string& out) {
-  int code = 0;
-  std::string output = testing::RunCommand(
-      {"env", "GO111MODULE=off", "GOPATH=/usr/share/gocode", "GOFLAGS=", "GOPROXY=off",
-       absl::StrCat("GOCACHE=", testing::BinaryPath("integration/go-cache")), "go", "build",
-       "-o", out, testing::SourcePath("integration/goclient/main.go")},
-      &code);
-  if (code != 0) {
-    return absl::InternalError(absl::StrCat(
-        "go build of integration/goclient failed (golang-go and "
-        "golang-github-containerd-containerd-dev come from scripts/install-deps.sh): ",
-        output));
-  }
-  return absl::OkStatus();
-}
-
 class GoClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::Status built = BuildGoClient(goclient_);
-    ASSERT_TRUE(built.ok()) << built;
     absl::Status started = stack_.Start();
     ASSERT_TRUE(started.ok()) << started;
     started = execd_.StartServing(
@@ -128,7 +107,7 @@ class GoClientTest : public ::testing::Test {
   ImagedStack stack_{dir_.path()};
   std::string execd_address_ = dir_.Join("execd.sock");
   DaemonProcess execd_{dir_.path()};
-  std::string goclient_ = dir_.Join("berth-goclient");
+  std::string goclient_ = testing::BinaryPath("integration/berth-goclient");
   std::vector<std::string> baseline_snapshots_;
 };
 
