@@ -30,6 +30,7 @@
 #include "lib/base/grpc_client.h"
 #include "lib/base/posix.h"
 #include "lib/containers/grpc_container_store.h"
+#include "lib/leases/grpc_lease_manager.h"
 #include "lib/snapshots/grpc_snapshotter.h"
 #include "lib/testing/testing.h"
 
@@ -204,6 +205,24 @@ TEST_F(CtrContainersTest, RmRemovesTheRecordsSnapshotThroughSnapshotd) {
   ASSERT_EQ(rm.exit_code, 0) << rm.output;
   EXPECT_EQ(store_->Get(ctx_, "db").status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(snapshotd.Stat(ctx_, "db-rootfs").ok());
+}
+
+TEST_F(CtrContainersTest, ALeaseLostBetweenRecordAndLeaseIsMadeAgainAtStart) {
+  SeedWithSnapshot("web", "web-rootfs");
+  ASSERT_EQ(execd_.Stop(absl::Seconds(10)), 0);
+  // As if execd had been killed after the record and before its lease.
+  CommandResult rm = integration::Ctr(contentd_.address(), kNamespace,
+                                      {"leases", "rm", "container-web"});
+  ASSERT_EQ(rm.exit_code, 0) << rm.output;
+  ASSERT_TRUE(StartExecd(snapshotd_.address()).ok()) << execd_.ReadLog();
+  CommandResult leases = integration::Ctr(contentd_.address(), kNamespace, {"leases", "ls"});
+  EXPECT_THAT(leases.output, ::testing::ContainsRegex("container-web .*berth.io/container=web"))
+      << leases.output;
+  leases::GrpcLeaseManager contentd_leases(Dial(contentd_.address()));
+  absl::StatusOr<std::vector<leases::Resource>> held =
+      contentd_leases.ListResources(ctx_, "container-web");
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(*held, (std::vector<leases::Resource>{{"web-rootfs", "snapshots/overlayfs"}}));
 }
 
 TEST_F(CtrContainersTest, RmWithoutSnapshotdNamesItAndKeepsTheRecord) {

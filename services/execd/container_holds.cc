@@ -83,4 +83,19 @@ absl::Status HoldingContainerStore::Delete(const Context& ctx, absl::string_view
   return absl::IsNotFound(deleted) ? absl::OkStatus() : deleted;
 }
 
+absl::StatusOr<int> HoldingContainerStore::Reconcile(const std::vector<std::string>& namespaces) {
+  int checked = 0;
+  for (const std::string& ns : namespaces) {
+    const Context ctx = Context{ns, ""}.WithTimeout(absl::Seconds(30));
+    BERTH_ASSIGN_OR_RETURN(std::vector<containers::Container> records, store_.List(ctx, {}));
+    for (const containers::Container& record : records) {
+      if (!record.snapshot_key.empty()) {
+        BERTH_RETURN_IF_ERROR(Hold(ctx, record));
+        ++checked;
+      }
+    }
+  }
+  return checked;
+}
+
 }  // namespace berth::execd

@@ -16,8 +16,8 @@
 // - Delete removes the record, then its lease (NotFound there is fine). The snapshot itself is
 //   the client's to remove (ctr and the Go client do, through execd's Snapshots service).
 // Records without a snapshot key have no lease, and their Create and Delete never ask
-// contentd. Not yet: repairing at start a record whose lease a crash lost between the two
-// writes. Thread-safe as the wrapped store and client are.
+// contentd. A crash between a record and its lease is repaired by Reconcile, which execd runs
+// at start. Thread-safe as the wrapped store and client are.
 
 #include <string>
 #include <vector>
@@ -53,6 +53,10 @@ class HoldingContainerStore final : public containers::ContainerStore {
                                                const containers::Container& container,
                                                const std::vector<std::string>& fieldpaths) override;
   absl::Status Delete(const Context& ctx, absl::string_view id) override;
+
+  // Makes the lease of every record with a snapshot in `namespaces` hold it again (a crash
+  // between a record and its lease lost it). Returns how many records were checked.
+  absl::StatusOr<int> Reconcile(const std::vector<std::string>& namespaces);
 
  private:
   // Makes `container`'s lease hold exactly its snapshot (no lease without one).

@@ -92,6 +92,14 @@ int Run(int argc, char** argv) {
   // learns its roots there (containerd's client deletes the lease it prepared it under).
   berth::leases::GrpcLeaseManager container_leases(berth::Dial(options.peers.at("contentd")));
   berth::execd::HoldingContainerStore holding(local, container_leases);
+  if (absl::StatusOr<std::vector<std::string>> namespaces = local.Namespaces(); namespaces.ok()) {
+    // A crash between a record and its lease lost the lease: hold the snapshot again.
+    absl::StatusOr<int> held = holding.Reconcile(*namespaces);
+    if (!held.ok()) {
+      BERTH_LOG(Warn) << "execd: holding the records' snapshots with their leases on contentd: "
+                      << held.status();
+    }
+  }
   berth::execd::ContainersService containers_service(holding, containers_options);
 
   absl::StatusOr<std::unique_ptr<berth::execd::TaskRecords>> records =

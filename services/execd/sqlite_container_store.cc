@@ -205,6 +205,18 @@ absl::StatusOr<int64_t> SqliteContainerStore::Count() {
   return row ? count.Int(0) : 0;
 }
 
+absl::StatusOr<std::vector<std::string>> SqliteContainerStore::Namespaces() {
+  absl::MutexLock lock(&mu_);
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement st,
+                         db_->Prepare("SELECT DISTINCT ns FROM containers ORDER BY ns"));
+  std::vector<std::string> out;
+  BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+    out.push_back(st.Text(0));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
 absl::StatusOr<Container> SqliteContainerStore::Read(const std::string& ns,
                                                      absl::string_view id) {
   BERTH_ASSIGN_OR_RETURN(

@@ -37,6 +37,8 @@ class SqliteContainerStore final : public containers::ContainerStore {
 
   // How many records the database holds, over all namespaces (for metrics).
   absl::StatusOr<int64_t> Count();
+  // The namespaces that hold records.
+  absl::StatusOr<std::vector<std::string>> Namespaces();
 
  private:
   explicit SqliteContainerStore(std::unique_ptr<sqlite::Db> db) : db_(std::move(db)) {}
