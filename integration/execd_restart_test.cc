@@ -245,7 +245,7 @@ TEST_F(ExecdRestartTest, StoppedShimHoldsNothingUpAndIsReportedUnknownUntilItAns
   ASSERT_EQ(::kill(shim, SIGSTOP), 0);
   stopped_shims_.push_back(shim);
   execd_.Kill();
-  StartExecd();
+  StartExecd({}, {"--reattach-timeout-ms", "1500"});
 
   // The other container is served as usual.
   EXPECT_EQ(Get(other)->process().status(), types::RUNNING);
@@ -266,6 +266,7 @@ TEST_F(ExecdRestartTest, StoppedShimHoldsNothingUpAndIsReportedUnknownUntilItAns
   absl::Status kill = Kill(frozen, "", SIGKILL);
   EXPECT_EQ(kill.code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(kill.message(), HasSubstr("has not answered since execd restarted"));
+  EXPECT_THAT(kill.message(), HasSubstr("asked again every 1.5s"));  // --reattach-timeout-ms
   CommandResult ls = Ctr(address_, kNamespace, {"tasks", "ls"});
   EXPECT_THAT(ls.output, ::testing::ContainsRegex(absl::StrCat(frozen, " +", *frozen_pid,
                                                                " +UNKNOWN")));

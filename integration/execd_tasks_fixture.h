@@ -55,8 +55,10 @@ class ExecdTasksTest : public ::testing::Test {
     }
   }
 
-  // Starts execd (again); `env` ("NAME=VALUE"...) is added to its environment.
-  void StartExecd(const std::vector<std::string>& env = {}) {
+  // Starts execd (again); `env` ("NAME=VALUE"...) is added to its environment and `flags` to
+  // its command line.
+  void StartExecd(const std::vector<std::string>& env = {},
+                  const std::vector<std::string>& flags = {}) {
     std::vector<std::string> argv = {"env"};
     argv.insert(argv.end(), env.begin(), env.end());
     argv.insert(argv.end(),
@@ -64,6 +66,7 @@ class ExecdTasksTest : public ::testing::Test {
                                    dir_.Join("root"), "--state", dir_.Join("state"), "--address", address_,
                  "--contentd-address", contentd_.address(), "--nats-url", nats_.url(),
                  "--log-level", "debug"});
+    argv.insert(argv.end(), flags.begin(), flags.end());
     ASSERT_TRUE(execd_.StartServing("execd", argv, address_).ok()) << execd_.ReadLog();
     // A channel of its own per start: one connected to a killed execd fails its next call.
     std::shared_ptr<grpc::Channel> channel = DialOwnConnection(address_);

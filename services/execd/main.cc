@@ -55,8 +55,17 @@ int Run(int argc, char** argv) {
                 "the OCI runtime binary (a path, or a name in PATH) for containers whose "
                 "runtime is containerd's (io.containerd.*)");
   cfg.AddOption("--shim", "shim", &shim, "the berth-shim binary");
+  int64_t reattach_timeout_ms = 5000;
+  cfg.AddOption("--reattach-timeout-ms", "reattach_timeout_ms", &reattach_timeout_ms,
+                "after a restart, how long a shim may take to answer before its task is "
+                "reported UNKNOWN (it is asked again in rounds of this length)");
   if (absl::Status st = cfg.Parse(argc, argv); !st.ok()) {
     std::cerr << "execd: " << st.message() << "\n";
+    return 2;
+  }
+  if (reattach_timeout_ms <= 0) {
+    std::cerr << "execd: --reattach-timeout-ms must be positive, not " << reattach_timeout_ms
+              << "\n";
     return 2;
   }
   const berth::config::CommonOptions& options = cfg.options();
@@ -112,6 +121,7 @@ int Run(int argc, char** argv) {
   task_options.state_dir = options.state;
   task_options.shim_binary = shim;
   task_options.default_runtime = runtime;
+  task_options.reattach_timeout = absl::Milliseconds(reattach_timeout_ms);
   task_options.publisher = publisher->get();
   task_options.registry = daemon.metrics();
   berth::execd::TaskManager tasks(local, **records, task_options);
