@@ -584,16 +584,16 @@ TEST_F(PullConformanceTest, CtrListsAndTagsPulledImages) {
   EXPECT_EQ(tagged->target.digest, one.image.target.digest);
   CommandResult names = Ctr(address_, "default", {"images", "ls", "-q"});
   EXPECT_TRUE(absl::StrContains(names.output, copy)) << names.output;
-  // check lists every record with its type and digest; their STATUS needs the Content service,
-  // which is contentd's, not on imaged's socket ("not implemented"): ContainerdSees... below
-  // shows check complete on the same blobs through a containerd with contentd as its store.
+  // check lists every record with its type and digest, complete: imaged serves contentd's
+  // Content service on its own socket too.
   CommandResult check = Ctr(address_, "default", {"images", "check"});
   for (const Pulled& pulled : {one, two}) {
     bool listed = false;
     for (absl::string_view row : absl::StrSplit(check.output, '\n')) {
       listed = listed || (absl::StartsWith(row, pulled.image.name + " ") &&
                           absl::StrContains(row, pulled.manifest_type) &&
-                          absl::StrContains(row, pulled.image.target.digest.ToString()));
+                          absl::StrContains(row, pulled.image.target.digest.ToString()) &&
+                          absl::StrContains(row, " complete ("));  // not "incomplete"
     }
     EXPECT_TRUE(listed) << pulled.image.name << check.output;
   }

@@ -427,31 +427,6 @@ std::string ManifestAcceptHeader() {
   return absl::StrJoin({kOciIndex, kOciManifest, kDockerManifestList, kDockerManifest}, ", ");
 }
 
-absl::StatusOr<bool> RegistryClient::HasBlob(const Context&, const Reference&,
-                                             const oci::Descriptor&) {
-  return absl::UnimplementedError("this registry client cannot push");
-}
-
-absl::StatusOr<BlobPushResult> RegistryClient::PushBlob(const Context&, const Reference&,
-                                                        const oci::Descriptor&,
-                                                        const BlobUpload&) {
-  return absl::UnimplementedError("this registry client cannot push");
-}
-
-absl::Status RegistryClient::PushManifest(const Context&, const Reference&, const Descriptor&,
-                                          absl::string_view, absl::string_view) {
-  return absl::UnimplementedError("this registry client cannot push");
-}
-
-absl::StatusOr<Descriptor> RegistryClient::ResolveForPush(const Context& ctx,
-                                                          const Reference& ref) {
-  return Resolve(ctx, ref);
-}
-
-absl::Status RegistryClient::CheckLogin(const Context&, absl::string_view) {
-  return absl::UnimplementedError("this registry client cannot log in");
-}
-
 std::unique_ptr<RegistryClient> RegistryClient::Create(RegistryClientOptions options) {
   return std::make_unique<CurlRegistryClient>(std::move(options));
 }

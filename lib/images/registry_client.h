@@ -181,28 +181,27 @@ class RegistryClient {
                      [sink](absl::string_view data) { return sink->Write(data); });
   }
 
-  // --- Write side. The default implementations answer Unimplemented.
+  // --- Write side.
 
   // Whether `ref`'s repository has the blob (HEAD /v2/<path>/blobs/<digest>).
   virtual absl::StatusOr<bool> HasBlob(const Context& ctx, const Reference& ref,
-                                       const oci::Descriptor& desc);
+                                       const oci::Descriptor& desc) = 0;
   // Makes `desc` a blob of `ref`'s repository, mounted or uploaded (see above).
   virtual absl::StatusOr<BlobPushResult> PushBlob(const Context& ctx, const Reference& ref,
                                                   const oci::Descriptor& desc,
-                                                  const BlobUpload& upload);
+                                                  const BlobUpload& upload) = 0;
   // Resolve, asked of the endpoint pushes go to (the first with the push capability in the
   // host's hosts.toml, never a pull-only mirror): what a push checks before it PUTs a document.
-  // The default implementation calls Resolve.
-  virtual absl::StatusOr<Descriptor> ResolveForPush(const Context& ctx, const Reference& ref);
+  virtual absl::StatusOr<Descriptor> ResolveForPush(const Context& ctx, const Reference& ref) = 0;
   // PUTs `raw` (the manifest or index `desc` names, desc.media_type as Content-Type) into
   // `ref`'s repository as `object`: a tag, or desc's digest string.
   virtual absl::Status PushManifest(const Context& ctx, const Reference& ref,
                                     const Descriptor& desc, absl::string_view raw,
-                                    absl::string_view object);
+                                    absl::string_view object) = 0;
   // GET /v2/ on `host` with its credentials, answering the auth challenge as any request does
   // (a token with no scope, or Basic): OK when the registry accepts them, Unauthenticated
   // naming the registry when it does not. What `berth login` checks before it stores them.
-  virtual absl::Status CheckLogin(const Context& ctx, absl::string_view host);
+  virtual absl::Status CheckLogin(const Context& ctx, absl::string_view host) = 0;
 };
 
 // The endpoints requests for registry `host` go to, in the order they are tried: its hosts.toml
