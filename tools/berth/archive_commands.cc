@@ -103,16 +103,10 @@ absl::Status Import(Session& session, const ImportArgs& args) {
       stub->Import(&context);
   absl::Status read_error;
   std::thread sender(SendFile, std::ref(*stream), fd.get(), first, &read_error);
-  BlobProgressPrinter printer(session.json());
-  pb::ImportProgress message;
   std::vector<pb::PulledImage> images;
-  while (stream->Read(&message)) {
-    for (const pb::BlobProgress& blob : message.blobs()) {
-      printer.Print(blob);
-    }
+  ReadProgress<pb::ImportProgress>(*stream, session.json(), [&](const pb::ImportProgress& message) {
     images.insert(images.end(), message.images().begin(), message.images().end());
-  }
-  printer.Finish();
+  });
   sender.join();
   absl::Status status = FromGrpcStatus(stream->Finish());
   if (!read_error.ok()) {

@@ -64,6 +64,22 @@ class BlobProgressPrinter {
   const absl::Time start_ = absl::Now();
 };
 
+// Reads a progress stream (Pull, Push, Import: each message of type Message carries `blobs`)
+// to its end, drawing every blob with a BlobProgressPrinter for `json`, and hands each message
+// to `on_message` for what else it carries (the image). The caller then Finish()es the stream.
+template <typename Message, typename Reader, typename OnMessage>
+void ReadProgress(Reader& reader, bool json, OnMessage on_message) {
+  BlobProgressPrinter printer(json);
+  Message message;
+  while (reader.Read(&message)) {
+    for (const ::berth::distribution::v1::BlobProgress& blob : message.blobs()) {
+      printer.Print(blob);
+    }
+    on_message(message);
+  }
+  printer.Finish();
+}
+
 void PrintImage(bool json, absl::string_view verb,
                 const ::berth::distribution::v1::PulledImage& image);
 // The same for any result naming a target: `{"<key>": name, "digest", "media_type", "size"}`

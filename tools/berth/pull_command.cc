@@ -51,18 +51,12 @@ absl::Status Pull(Session& session, const PullArgs& args) {
   grpc::ClientContext context;
   session.Prepare(&context);
   std::unique_ptr<grpc::ClientReader<pb::PullProgress>> reader = stub->Pull(&context, request);
-  BlobProgressPrinter printer(session.json());
-  pb::PullProgress message;
   pb::PulledImage image;
-  while (reader->Read(&message)) {
-    for (const pb::BlobProgress& blob : message.blobs()) {
-      printer.Print(blob);
-    }
+  ReadProgress<pb::PullProgress>(*reader, session.json(), [&](const pb::PullProgress& message) {
     if (message.has_image()) {
       image = message.image();
     }
-  }
-  printer.Finish();
+  });
   absl::Status status = FromGrpcStatus(reader->Finish());
   if (!status.ok()) {
     return session.Explain(kDaemon, status);

@@ -64,18 +64,12 @@ absl::Status Push(Session& session, const PushArgs& args) {
   grpc::ClientContext context;
   session.Prepare(&context);
   std::unique_ptr<grpc::ClientReader<pb::PushProgress>> reader = stub->Push(&context, request);
-  BlobProgressPrinter printer(session.json());
-  pb::PushProgress message;
   pb::PushedImage image;
-  while (reader->Read(&message)) {
-    for (const pb::BlobProgress& blob : message.blobs()) {
-      printer.Print(blob);
-    }
+  ReadProgress<pb::PushProgress>(*reader, session.json(), [&](const pb::PushProgress& message) {
     if (message.has_image()) {
       image = message.image();
     }
-  }
-  printer.Finish();
+  });
   BERTH_RETURN_IF_ERROR(session.Explain(kDaemon, FromGrpcStatus(reader->Finish())));
   PrintTarget(session.json(), "pushed", "reference", image.reference(), image.target());
   return absl::OkStatus();
