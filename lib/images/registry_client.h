@@ -41,8 +41,11 @@
 // document; Unavailable for a registry that cannot be reached, fails TLS verification, or keeps
 // answering 5xx/429; the Context's Cancelled / DeadlineExceeded when the caller stops waiting.
 //
-// Thread-safe: calls may run concurrently (each uses its own curl handle; handles are pooled
-// so connections are reused).
+// Thread-safe: calls may run concurrently. Every request is an easy handle on one libcurl multi
+// handle per client, driven by one loop thread (lib/images/curl_engine.h), so all requests share
+// its connections: reused over HTTP/1.1, and concurrent requests to an HTTP/2 registry
+// multiplexed as streams of one connection. The calling thread waits for its request and runs
+// its callbacks (sinks, upload sources), never the loop: a slow sink stalls only its own blob.
 
 #include <cstdint>
 #include <functional>
@@ -119,6 +122,15 @@ struct RegistryClientOptions {
   int64_t blob_chunk_size = 0;
   int blob_parallel_chunks = 4;
   int64_t blob_chunk_memory = 0;
+  // Connections open at once to one registry host, and in all (CURLMOPT_MAX_HOST_CONNECTIONS,
+  // CURLMOPT_MAX_TOTAL_CONNECTIONS); requests beyond wait for a free one. Streams multiplexed
+  // on an HTTP/2 connection do not count. Sized above imaged's concurrent downloads and
+  // chunks.
+  long max_host_connections = 16;
+  long max_total_connections = 64;
+  // Body bytes held per request between libcurl and the thread that consumes them; a request
+  // whose consumer lags this far behind is paused (its connection's other streams go on).
+  int64_t transfer_buffer = int64_t{1} << 20;
   // Called after every HTTP request this client makes (retries, auth challenges and token
   // requests included) with the registry host it was for and the HTTP status, 0 when no
   // response came (connection or TLS failure). From several threads at once; must not block.

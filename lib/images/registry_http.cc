@@ -25,16 +25,15 @@ namespace {
 
 constexpr int64_t kMaxErrorBody = 64 * 1024;
 
-// The state one transfer's callbacks share.
+// The state one transfer's handlers share. OnHeader runs on the engine's loop thread, the
+// rest on the caller's; the headers are complete before the first body byte reaches the caller.
 struct Transfer {
-  CURL* curl;
   const HttpRequest* req;
-  const Context* ctx;
   HttpResponse* resp;
+  long header_code = 0;  // the status line's, from OnHeader
   bool started = false;
   bool success = false;  // a 2xx whose body is wanted
   ByteSource* body = nullptr;
-  int64_t sent = 0;
 };
 
 size_t OnHeader(char* data, size_t size, size_t count, void* arg) {
@@ -43,6 +42,10 @@ size_t OnHeader(char* data, size_t size, size_t count, void* arg) {
   line = absl::StripTrailingAsciiWhitespace(line);
   if (absl::StartsWith(line, "HTTP/")) {
     t->resp->headers.clear();  // a new response (after a redirect or a 100 Continue)
+    std::vector<absl::string_view> parts = absl::StrSplit(line, absl::MaxSplits(' ', 2));
+    if (parts.size() < 2 || !absl::SimpleAtoi(parts[1], &t->header_code)) {
+      t->header_code = 0;
+    }
   } else if (size_t colon = line.find(':'); colon != absl::string_view::npos) {
     t->resp->headers[absl::AsciiStrToLower(line.substr(0, colon))] =
         std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
@@ -58,7 +61,7 @@ bool Refuse(Transfer* t, absl::Status status) {
 
 bool StartBody(Transfer* t) {
   t->started = true;
-  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &t->resp->code);
+  t->resp->code = t->header_code;
   t->success = t->resp->code >= 200 && t->resp->code < 300;
   if (!t->success) {
     return true;
@@ -80,51 +83,29 @@ bool StartBody(Transfer* t) {
   return true;
 }
 
-size_t OnBody(char* data, size_t size, size_t count, void* arg) {
-  auto* t = static_cast<Transfer*>(arg);
-  size_t n = size * count;
+// One piece of the body; false cuts the transfer.
+bool OnBody(Transfer* t, absl::string_view data) {
   if (!t->started && !StartBody(t)) {
-    return 0;
+    return false;
   }
   if (!t->success || !t->req->on_data) {
     int64_t limit = t->success ? t->req->max_body : kMaxErrorBody;
-    if (static_cast<int64_t>(t->resp->body.size() + n) > limit) {
+    if (static_cast<int64_t>(t->resp->body.size() + data.size()) > limit) {
       if (!t->success) {
-        return n;  // an error body: keep its start, drop the rest
+        return true;  // an error body: keep its start, drop the rest
       }
       return Refuse(t, absl::InvalidArgumentError(absl::StrCat(
-                           t->req->url, ": more than the limit of ", limit, " bytes")))
-                 ? n
-                 : 0;
+                           t->req->url, ": more than the limit of ", limit, " bytes")));
     }
-    t->resp->body.append(data, n);
-    return n;
+    t->resp->body.append(data.data(), data.size());
+    return true;
   }
-  absl::Status status = t->req->on_data(absl::string_view(data, n));
+  absl::Status status = t->req->on_data(data);
   if (!status.ok()) {
-    return Refuse(t, std::move(status)) ? n : 0;
+    return Refuse(t, std::move(status));
   }
-  t->resp->streamed += static_cast<int64_t>(n);
-  return n;
-}
-
-size_t OnRead(char* buf, size_t size, size_t count, void* arg) {
-  auto* t = static_cast<Transfer*>(arg);
-  absl::StatusOr<size_t> n = t->body->Read(buf, size * count);
-  if (!n.ok()) {
-    t->resp->write_status = n.status();
-    return CURL_READFUNC_ABORT;
-  }
-  t->sent += static_cast<int64_t>(*n);
-  if (t->req->on_sent) {
-    t->req->on_sent(t->sent);
-  }
-  return *n;
-}
-
-int OnProgress(void* arg, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  auto* t = static_cast<Transfer*>(arg);
-  return t->ctx->Alive().ok() ? 0 : 1;
+  t->resp->streamed += static_cast<int64_t>(data.size());
+  return true;
 }
 
 bool IsTlsError(CURLcode code) {
@@ -192,44 +173,34 @@ absl::Status RegistryError(absl::string_view host, absl::string_view what,
 }
 
 
-RegistryHttp::RegistryHttp(RegistryClientOptions options) : options_(std::move(options)) {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+namespace {
+
+CurlEngineOptions EngineOptions(const RegistryClientOptions& options) {
+  CurlEngineOptions engine;
+  engine.max_host_connections = options.max_host_connections;
+  engine.max_total_connections = options.max_total_connections;
+  engine.buffer_limit = options.transfer_buffer;
+  return engine;
 }
 
+}  // namespace
+
+RegistryHttp::RegistryHttp(RegistryClientOptions options)
+    : options_(std::move(options)), engine_(EngineOptions(options_)) {}
+
 RegistryHttp::~RegistryHttp() {
+  // Every transfer in flight ends (kStopped: its Do returns Unavailable), backoffs wake up;
+  // then the calls still inside Do leave before the members they use go.
+  engine_.Stop();
   absl::MutexLock lock(&mu_);
-  for (CURL* curl : idle_) {
-    curl_easy_cleanup(curl);
-  }
+  stopping_ = true;
+  mu_.Await(absl::Condition(
+      +[](int* calls) { return *calls == 0; }, &calls_));
 }
 
 const RegistryHostConfig& RegistryHttp::HostConfig(absl::string_view host) const {
   auto it = options_.hosts.find(std::string(host));
   return it == options_.hosts.end() ? default_host_ : it->second;
-}
-
-CURL* RegistryHttp::Acquire() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (!idle_.empty()) {
-      CURL* curl = idle_.back();
-      idle_.pop_back();
-      curl_easy_reset(curl);  // keeps the handle's connection cache
-      return curl;
-    }
-  }
-  CURL* curl = curl_easy_init();
-  if (curl == nullptr) {
-    BERTH_LOG(Error) << "curl_easy_init failed (out of memory)";
-    std::abort();
-  }
-  return curl;
-}
-
-void RegistryHttp::Release(CURL* curl) {
-  absl::MutexLock lock(&mu_);
-  idle_.push_back(curl);
 }
 
 HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
@@ -246,8 +217,12 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
     }
     body = *std::move(opened);
   }
-  CURL* curl = Acquire();
-  Transfer t{curl, &req, &ctx, &resp};
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) {
+    BERTH_LOG(Error) << "curl_easy_init failed (out of memory)";
+    std::abort();
+  }
+  Transfer t{&req, &resp};
   t.body = body.get();
   curl_slist* headers = nullptr;
   for (const std::string& header : req.headers) {
@@ -273,8 +248,6 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
     // UPLOAD sends the body with a Content-Length; the method is then set by CUSTOMREQUEST.
     curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
     curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(req.body_size));
-    curl_easy_setopt(curl, CURLOPT_READFUNCTION, OnRead);
-    curl_easy_setopt(curl, CURLOPT_READDATA, &t);
   }
   if (!req.method.empty()) {
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req.method.c_str());
@@ -297,11 +270,6 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
   }
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnHeader);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnBody);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
-  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
-  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
   if (config.skip_verify) {
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -321,10 +289,26 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
   }
   char error[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
-  resp.curl_code = curl_easy_perform(curl);
+  // The body and its handlers on this thread; the transfer on the engine's loop.
+  CurlHandlers handlers;
+  handlers.tls = absl::StartsWith(req.url, "https://");
+  handlers.on_body = [&t](absl::string_view data) { return OnBody(&t, data); };
+  if (body != nullptr) {
+    handlers.read = [&t](char* buf, size_t size) -> absl::StatusOr<size_t> {
+      absl::StatusOr<size_t> n = t.body->Read(buf, size);
+      if (!n.ok()) {
+        t.resp->write_status = n.status();
+      }
+      return n;
+    };
+    handlers.on_sent = req.on_sent;
+  }
+  resp.curl_code = engine_.Perform(ctx, curl, handlers);
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &resp.code);
   resp.transfer_ok = resp.curl_code == CURLE_OK;
-  if (!resp.transfer_ok) {
+  if (resp.curl_code == CurlEngine::kStopped) {
+    resp.transfer_error = "the registry client is shutting down";
+  } else if (!resp.transfer_ok) {
     resp.transfer_error = error[0] != '\0' ? error : curl_easy_strerror(resp.curl_code);
   }
   if (options_.on_response) {
@@ -339,10 +323,8 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
                                      : version == CURL_HTTP_VERSION_3 ? 3
                                                                       : 1);
   }
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, nullptr);
-  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, nullptr);
+  curl_easy_cleanup(curl);
   curl_slist_free_all(headers);
-  Release(curl);
   return resp;
 }
 
@@ -431,11 +413,30 @@ absl::Status RegistryHttp::Backoff(const Context& ctx, int attempt) const {
     delay *= 2;
   }
   delay = std::min(delay, options_.max_backoff);
-  absl::SleepFor(std::min(delay, ctx.deadline - absl::Now()));
+  absl::MutexLock lock(&mu_);
+  // Wakes early when the client is destroyed.
+  mu_.AwaitWithTimeout(absl::Condition(&stopping_), std::min(delay, ctx.deadline - absl::Now()));
+  if (stopping_) {
+    return absl::UnavailableError("the registry client is shutting down");
+  }
   return ctx.Alive();
 }
 
 absl::StatusOr<HttpResponse> RegistryHttp::Do(const Context& ctx, HttpRequest req) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) {
+      return absl::UnavailableError("the registry client is shutting down");
+    }
+    ++calls_;
+  }
+  struct Leave {
+    RegistryHttp* http;
+    ~Leave() {
+      absl::MutexLock lock(&http->mu_);
+      --http->calls_;
+    }
+  } leave{this};
   const RegistryHostConfig& config = ConfigFor(req);
   bool authenticated = false;
   for (int attempt = 1;; ++attempt) {
@@ -445,6 +446,10 @@ absl::StatusOr<HttpResponse> RegistryHttp::Do(const Context& ctx, HttpRequest re
       return resp;
     }
     if (!resp.transfer_ok) {
+      if (resp.curl_code == CurlEngine::kStopped) {
+        return absl::UnavailableError(
+            absl::StrCat("registry ", req.host, ": ", resp.transfer_error));
+      }
       if (resp.curl_code == CURLE_ABORTED_BY_CALLBACK) {
         BERTH_RETURN_IF_ERROR(ctx.Alive());
       }

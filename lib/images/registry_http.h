@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "lib/base/byte_stream.h"
 #include "lib/base/context.h"
+#include "lib/images/curl_engine.h"
 #include "lib/images/registry_auth.h"
 #include "lib/images/registry_client.h"
 
@@ -77,7 +78,10 @@ struct HttpResponse {
 absl::Status RegistryError(absl::string_view host, absl::string_view what,
                            const HttpResponse& resp);
 
-// Thread-safe.
+// Thread-safe. Every request runs on one CurlEngine (lib/images/curl_engine.h): one libcurl
+// multi handle and its loop thread, whose connections all requests share (HTTP/2 ones as
+// streams). Destroying it while calls run ends their transfers: those calls return
+// Unavailable, and the destructor waits until they have.
 class RegistryHttp {
  public:
   explicit RegistryHttp(RegistryClientOptions options);
@@ -97,14 +101,13 @@ class RegistryHttp {
   absl::Status Backoff(const Context& ctx, int attempt) const;
   int max_attempts() const { return options_.max_attempts; }
   const RegistryClientOptions& options() const { return options_; }
+  CurlEngine& engine() { return engine_; }
 
  private:
   const RegistryHostConfig& HostConfig(absl::string_view host) const;
   const RegistryHostConfig& ConfigFor(const HttpRequest& req) const {
     return req.config != nullptr ? *req.config : HostConfig(req.host);
   }
-  CURL* Acquire();
-  void Release(CURL* curl);
   // One exchange; no auth dance, no retry.
   HttpResponse Perform(const Context& ctx, const HttpRequest& req,
                        const std::string& authorization, const RegistryHostConfig& config);
@@ -117,8 +120,10 @@ class RegistryHttp {
   const RegistryHostConfig default_host_;
   TokenCache tokens_;
   mutable absl::Mutex mu_;
-  std::vector<CURL*> idle_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> basic_hosts_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // being destroyed
+  int calls_ ABSL_GUARDED_BY(mu_) = 0;          // Do calls running
+  CurlEngine engine_;  // last: stopped first
 };
 
 }  // namespace berth::images
