@@ -14,6 +14,8 @@ namespace {
 // The upload buffer: the caller refills it when under half of this.
 constexpr size_t kUploadBuffer = 256 << 10;
 constexpr int64_t kReadBuffer = 256 << 10;
+// The body bytes that wake the caller (fewer, larger hand-overs between threads).
+constexpr int64_t kHandOver = 256 << 10;
 
 }  // namespace
 
@@ -190,6 +192,7 @@ CURLcode CurlEngine::Perform(const Context& ctx, CURL* curl, const CurlHandlers&
     }
     Send(Op::kRemove, &t);
   };
+  const int64_t hand_over = std::min<int64_t>(kHandOver, options_.buffer_limit / 2);
   int64_t reported_sent = 0;
   std::string data;
   std::string chunk;
@@ -201,8 +204,11 @@ CURLcode CurlEngine::Perform(const Context& ctx, CURL* curl, const CurlHandlers&
     CURLcode result = CURLE_OK;
     {
       absl::MutexLock lock(&t.mu);
+      // Body bytes are taken in batches (a wake-up per curl read cost ~15% more CPU on the
+      // bench pull), or whatever there is once curl pauses or the transfer ends.
       auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(t.mu) {
-        return !t.in.empty() || (t.done && t.pending == 0) ||
+        return static_cast<int64_t>(t.in.size()) >= hand_over ||
+               (!t.in.empty() && t.write_paused) || (t.done && t.pending == 0) ||
                (t.upload && !cutting && !t.out_eof &&
                 t.out.size() - t.out_pos < kUploadBuffer / 2) ||
                t.sent != reported_sent;

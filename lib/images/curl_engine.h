@@ -48,7 +48,7 @@ struct CurlEngineOptions {
   long max_total_connections = 64;
   bool multiplex = true;  // CURLPIPE_MULTIPLEX (false only for tests that show what it gives)
   // Body bytes held per transfer between curl and its caller.
-  int64_t buffer_limit = int64_t{1} << 20;
+  int64_t buffer_limit = int64_t{512} << 10;
 };
 
 // What a transfer's caller does with it; every handler runs on the caller's thread.

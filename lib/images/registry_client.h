@@ -130,7 +130,7 @@ struct RegistryClientOptions {
   long max_total_connections = 64;
   // Body bytes held per request between libcurl and the thread that consumes them; a request
   // whose consumer lags this far behind is paused (its connection's other streams go on).
-  int64_t transfer_buffer = int64_t{1} << 20;
+  int64_t transfer_buffer = int64_t{512} << 10;
   // Called after every HTTP request this client makes (retries, auth challenges and token
   // requests included) with the registry host it was for and the HTTP status, 0 when no
   // response came (connection or TLS failure). From several threads at once; must not block.
