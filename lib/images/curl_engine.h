@@ -17,6 +17,12 @@
 // the caller reads the body source into a bounded buffer, curl's read callback takes from it
 // and pauses (CURL_READFUNC_PAUSE) when it is empty.
 //
+// HTTP/2 with curl 7.88 (Debian 12): pausing one stream holds up the other streams of its
+// connection once more than the paused transfer's read buffer (CURLOPT_BUFFERSIZE, here the
+// buffer limit up to 256 KiB) has arrived for it (curl issue #10988, fixed in 8.1): a consumer
+// lagging that far behind slows its connection's other downloads until it drains. Over
+// HTTP/1.1 each transfer has its own connection and is not affected.
+//
 // Ending: a Context that ends, or a handler that refuses, has the loop remove the easy handle
 // from the multi at once (the caller checks its Context every kContextPoll), whatever the
 // server does. Stop() (and the destructor) ends every transfer in flight with kStopped and
