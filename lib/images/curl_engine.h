@@ -17,11 +17,12 @@
 // the caller reads the body source into a bounded buffer, curl's read callback takes from it
 // and pauses (CURL_READFUNC_PAUSE) when it is empty.
 //
-// HTTP/2 with curl 7.88 (Debian 12): pausing one stream holds up the other streams of its
-// connection once more than the paused transfer's read buffer (CURLOPT_BUFFERSIZE, here the
-// buffer limit up to 256 KiB) has arrived for it (curl issue #10988, fixed in 8.1): a consumer
-// lagging that far behind slows its connection's other downloads until it drains. Over
-// HTTP/1.1 each transfer has its own connection and is not affected.
+// HTTP/2 with curl 7.88 (Debian 12): a paused stream can hold up the other streams of its
+// connection (curl issue #10988, fixed in 8.1) once more data arrived for it than curl can keep
+// aside. Seen in registry_engine_test: with curl's default 16 KiB read buffer the other
+// download stalled behind a blocked consumer; with CURLOPT_BUFFERSIZE at the buffer limit
+// (64 KiB there, up to 256 KiB) it completed. A consumer lagging far behind may still slow its
+// connection's other downloads until it drains. HTTP/1.1 transfers have their own connections.
 //
 // Ending: a Context that ends, or a handler that refuses, has the loop remove the easy handle
 // from the multi at once (the caller checks its Context every kContextPoll), whatever the
