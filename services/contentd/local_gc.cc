@@ -7,6 +7,8 @@
 // following references). A full pass (CollectGarbage) considers every blob a candidate; a
 // release (deleting or expiring a lease, deleting a lease resource) only what the released
 // resources reach, everything else counting as a root: it takes what they alone kept alive.
+// Blobs a proxy consumer claimed (content_metadata.h, proxy_claims) are roots of these
+// collections too; HeldByBerthLocked, what berth alone holds, leaves them out.
 
 #include <deque>
 
