@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/base/posix.h"
@@ -243,6 +244,10 @@ TEST_F(SnapshotCollectorTest, ContentdUnreachableRemovesNothing) {
   SnapshotCollector collector(*snapshotter_, down, *content_, CollectorOptions{});
   absl::StatusOr<std::vector<std::string>> removed = collector.Collect(ctx_);
   EXPECT_EQ(removed.status().code(), absl::StatusCode::kUnavailable);
+  // Nor can a proxy consumer remove anything: whether berth holds it cannot be told.
+  absl::Status st = snapshotter_->Remove(Proxy(), "garbage");
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "cannot tell whether berth holds")) << st;
   EXPECT_EQ(Keys(), (std::set<std::string>{"garbage"}));
 }
 
