@@ -45,20 +45,6 @@ constexpr char kRepo[] = "test/gc";
 
 Context Ctx() { return DefaultNamespace(); }
 
-// One tag of the test layout: its documents, layers and snapshot chain (containerd's ChainIDs).
-struct ImageParts {
-  std::string manifest;
-  std::string config;
-  std::vector<std::string> layers;
-  std::vector<std::string> chain;
-  std::set<std::string> Blobs() const {
-    std::set<std::string> blobs(layers.begin(), layers.end());
-    blobs.insert(manifest);
-    blobs.insert(config);
-    return blobs;
-  }
-};
-
 class GcTest : public ImagedStackTest {
  protected:
   GcTest() : GcTest(testing::FreeTcpPort()) {}
@@ -68,14 +54,8 @@ class GcTest : public ImagedStackTest {
 
   void SetUp() override {
     layout_ = dir_.Join("layout");
-    ASSERT_TRUE(MakeTestImage(layout_, "a").ok());
-    // "b": "a" plus one layer of its own.
-    std::string extra = dir_.Join("extra");
-    ASSERT_TRUE(WriteFileAtomic(extra, "only in b\n", 0644).ok());
-    int code = 0;
-    std::string out = testing::RunCommand(
-        {"umoci", "insert", "--image", layout_ + ":a", "--tag", "b", extra, "/extra"}, &code);
-    ASSERT_EQ(code, 0) << out;
+    absl::Status made = MakeImagesAAndB(layout_);
+    ASSERT_TRUE(made.ok()) << made;
     ASSERT_TRUE(registry_.Start().ok()) << registry_.ReadLog();
     for (const char* tag : {"a", "b"}) {
       absl::Status pushed = registry_.Push(layout_, tag, kRepo);
@@ -98,29 +78,7 @@ class GcTest : public ImagedStackTest {
     ASSERT_EQ(pull.exit_code, 0) << pull.output << imaged_.ReadLog();
   }
 
-  ImageParts Parts(const std::string& tag) const {
-    ImageParts parts;
-    nlohmann::json index = nlohmann::json::parse(*ReadFile(layout_ + "/index.json"));
-    for (const nlohmann::json& m : index["manifests"]) {
-      if (m["annotations"]["org.opencontainers.image.ref.name"] == tag) {
-        parts.manifest = m["digest"];
-      }
-    }
-    nlohmann::json manifest = nlohmann::json::parse(Blob(parts.manifest));
-    parts.config = manifest["config"]["digest"];
-    for (const nlohmann::json& layer : manifest["layers"]) {
-      parts.layers.push_back(layer["digest"]);
-    }
-    nlohmann::json config = nlohmann::json::parse(Blob(parts.config));
-    for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
-      parts.chain.push_back(
-          parts.chain.empty()
-              ? diff_id.get<std::string>()
-              : Sha256Of(absl::StrCat(parts.chain.back(), " ", diff_id.get<std::string>()))
-                    .ToString());
-    }
-    return parts;
-  }
+  ImageParts Parts(const std::string& tag) const { return PartsOf(layout_, tag); }
 
   std::string Blob(const std::string& digest) const {
     absl::StatusOr<std::string> data = ReadFile(layout_ + "/blobs/sha256/" + digest.substr(7));

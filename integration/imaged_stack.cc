@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/digest.h"
+#include "lib/base/posix.h"
 #include "lib/base/status_macros.h"
 #include "lib/testing/testing.h"
 
@@ -85,6 +86,43 @@ absl::Status ImagedStack::ImportBusybox(const std::string& ref) {
     return absl::InternalError(absl::StrCat("berth import: ", import.output, imaged.ReadLog()));
   }
   return absl::OkStatus();
+}
+
+absl::Status MakeImagesAAndB(const std::string& layout) {
+  BERTH_RETURN_IF_ERROR(MakeTestImage(layout, "a"));
+  const std::string extra = layout + "-extra";
+  BERTH_RETURN_IF_ERROR(WriteFileAtomic(extra, "only in b\n", 0644));
+  int code = 0;
+  std::string out = testing::RunCommand(
+      {"umoci", "insert", "--image", layout + ":a", "--tag", "b", extra, "/extra"}, &code);
+  if (code != 0) {
+    return absl::InternalError(absl::StrCat("umoci insert: ", out));
+  }
+  return absl::OkStatus();
+}
+
+ImageParts PartsOf(const std::string& layout, const std::string& tag) {
+  ImageParts parts;
+  nlohmann::json index = nlohmann::json::parse(*ReadFile(layout + "/index.json"));
+  for (const nlohmann::json& m : index["manifests"]) {
+    if (m["annotations"]["org.opencontainers.image.ref.name"] == tag) {
+      parts.manifest = m["digest"];
+    }
+  }
+  nlohmann::json manifest = nlohmann::json::parse(LayoutBlob(layout, parts.manifest));
+  parts.config = manifest["config"]["digest"];
+  for (const nlohmann::json& layer : manifest["layers"]) {
+    parts.layers.push_back(layer["digest"]);
+  }
+  nlohmann::json config = nlohmann::json::parse(LayoutBlob(layout, parts.config));
+  for (const nlohmann::json& diff_id : config["rootfs"]["diff_ids"]) {
+    parts.chain.push_back(
+        parts.chain.empty()
+            ? diff_id.get<std::string>()
+            : Sha256Of(absl::StrCat(parts.chain.back(), " ", diff_id.get<std::string>()))
+                  .ToString());
+  }
+  return parts;
 }
 
 std::string TopChainId(const nlohmann::json& config) {

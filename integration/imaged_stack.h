@@ -4,6 +4,7 @@
 // a snapshotd on it and an imaged on both, under one test directory, plus the berth CLI pointed
 // at that imaged. Each daemon is stopped by the object that started it (by PID).
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -67,6 +68,26 @@ class ImagedStackTest : public ::testing::Test {
 // A call's Context in namespace "default" (where the image tests' berth commands work), its
 // deadline `timeout` from now.
 Context DefaultNamespace(absl::Duration timeout = absl::Seconds(60));
+
+// The test image (MakeTestImage) in the OCI layout `layout` as tag "a", and as "b": "a" plus a
+// layer of its own (/extra, umoci insert).
+absl::Status MakeImagesAAndB(const std::string& layout);
+
+// One tag of a test layout: its documents, layers and snapshot chain (containerd's ChainIDs).
+struct ImageParts {
+  std::string manifest;
+  std::string config;
+  std::vector<std::string> layers;
+  std::vector<std::string> chain;
+  std::set<std::string> Blobs() const {
+    std::set<std::string> blobs(layers.begin(), layers.end());
+    blobs.insert(manifest);
+    blobs.insert(config);
+    return blobs;
+  }
+};
+// The parts of `tag` (its org.opencontainers.image.ref.name) in the OCI layout `layout`.
+ImageParts PartsOf(const std::string& layout, const std::string& tag);
 
 // containerd's ChainID of an image config's rootfs.diff_ids, computed here.
 std::string TopChainId(const nlohmann::json& config);

@@ -55,6 +55,11 @@ struct Context {
   std::string lease;
   absl::Time deadline = absl::InfiniteFuture();
   std::shared_ptr<const Cancellation> cancellation = nullptr;  // null: nobody cancels
+  // The request came with no `containerd-namespace` header: a containerd (or another client)
+  // using the daemon as a proxy plugin, which keeps its references in its own metadata and
+  // collects through the proxy what that metadata does not name. contentd and snapshotd keep
+  // what such a caller makes out of berth's collections, and refuse it what berth holds.
+  bool proxy_consumer = false;
 
   // OkStatus while the caller still waits; Cancelled once it cancelled or left;
   // DeadlineExceeded once the deadline passed.

@@ -33,6 +33,7 @@ absl::StatusOr<Context> ContextFrom(const grpc::ServerContextBase& server_contex
   if (context.ns.empty()) {
     // containerd treats an empty header as no header.
     context.ns = std::string(default_ns);
+    context.proxy_consumer = true;
   }
   if (absl::Status st = ValidateNamespace(context.ns); !st.ok()) {
     // One shape for every reason: `namespace "<ns>" is invalid: <reason>`.

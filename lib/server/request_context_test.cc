@@ -48,6 +48,8 @@ class EchoContextService final : public namespaces::Namespaces::Service {
     }
     response->mutable_namespace_()->set_name(ctx->ns);
     (*response->mutable_namespace_()->mutable_labels())["lease"] = ctx->lease;
+    (*response->mutable_namespace_()->mutable_labels())["proxy_consumer"] =
+        ctx->proxy_consumer ? "true" : "false";
     (*response->mutable_namespace_()->mutable_labels())["deadline"] =
         ctx->deadline == absl::InfiniteFuture() ? "none" : absl::FormatTime(ctx->deadline);
     return grpc::Status::OK;
@@ -109,12 +111,14 @@ TEST_F(RequestContextTest, MissingNamespaceIsTheDefault) {
   ASSERT_TRUE(Get({}, &response).ok());
   EXPECT_EQ(response.namespace_().name(), "fallback");
   EXPECT_EQ(response.namespace_().labels().at("lease"), "");
+  EXPECT_EQ(response.namespace_().labels().at("proxy_consumer"), "true");
 }
 
 TEST_F(RequestContextTest, EmptyNamespaceIsTheDefault) {
   namespaces::GetNamespaceResponse response;
   ASSERT_TRUE(Get({{"containerd-namespace", ""}}, &response).ok());
   EXPECT_EQ(response.namespace_().name(), "fallback");
+  EXPECT_EQ(response.namespace_().labels().at("proxy_consumer"), "true");
 }
 
 TEST_F(RequestContextTest, ReadsNamespaceAndLease) {
@@ -123,6 +127,7 @@ TEST_F(RequestContextTest, ReadsNamespaceAndLease) {
       Get({{"containerd-namespace", "k8s.io"}, {"containerd-lease", "1234-abc"}}, &response).ok());
   EXPECT_EQ(response.namespace_().name(), "k8s.io");
   EXPECT_EQ(response.namespace_().labels().at("lease"), "1234-abc");
+  EXPECT_EQ(response.namespace_().labels().at("proxy_consumer"), "false");
 }
 
 TEST_F(RequestContextTest, ContextTravelsFromApplyContext) {

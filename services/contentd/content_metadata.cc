@@ -54,6 +54,13 @@ CREATE TABLE lease_resources (
 );
 CREATE INDEX lease_resources_by_resource ON lease_resources (ns, type, id);
 )sql",
+      R"sql(
+CREATE TABLE proxy_claims (
+  ns TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  PRIMARY KEY (ns, digest)
+) WITHOUT ROWID;
+)sql",
   };
   return *migrations;
 }
@@ -310,6 +317,9 @@ absl::StatusOr<std::optional<int64_t>> ContentMetadata::DeleteBlob(const std::st
   }
   int64_t size = del.Int(0);
   BERTH_RETURN_IF_ERROR(del.Run());  // finish the statement
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement unclaim,
+                         db_->Prepare("DELETE FROM proxy_claims WHERE ns = ? AND digest = ?"));
+  BERTH_RETURN_IF_ERROR(unclaim.Bind(1, ns).Bind(2, digest.ToString()).Run());
   BERTH_ASSIGN_OR_RETURN(bool shared, DigestReferenced(digest.ToString()));
   if (!shared) {
     Count(StoredTotals{-1, -size, 0});
@@ -352,8 +362,31 @@ absl::StatusOr<std::set<std::string>> ContentMetadata::ReferencedDigests() {
 }
 
 absl::Status ContentMetadata::ForgetDigest(const std::string& digest) {
-  BERTH_ASSIGN_OR_RETURN(sqlite::Statement st, db_->Prepare("DELETE FROM blobs WHERE digest = ?"));
-  return st.Bind(1, digest).Run();
+  for (absl::string_view table : {"blobs", "proxy_claims"}) {
+    BERTH_ASSIGN_OR_RETURN(sqlite::Statement st,
+                           db_->Prepare(absl::StrCat("DELETE FROM ", table, " WHERE digest = ?")));
+    BERTH_RETURN_IF_ERROR(st.Bind(1, digest).Run());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ContentMetadata::ClaimForProxy(const std::string& ns, const Digest& digest) {
+  BERTH_ASSIGN_OR_RETURN(
+      sqlite::Statement st,
+      db_->Prepare("INSERT OR IGNORE INTO proxy_claims (ns, digest) VALUES (?, ?)"));
+  return st.Bind(1, ns).Bind(2, digest.ToString()).Run();
+}
+
+absl::StatusOr<std::set<std::string>> ContentMetadata::ProxyClaims(const std::string& ns) {
+  BERTH_ASSIGN_OR_RETURN(sqlite::Statement st,
+                         db_->Prepare("SELECT digest FROM proxy_claims WHERE ns = ?"));
+  st.Bind(1, ns);
+  std::set<std::string> claims;
+  BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+    claims.insert(st.Text(0));
+    return absl::OkStatus();
+  }));
+  return claims;
 }
 
 // --- ingests ---------------------------------------------------------------------------------

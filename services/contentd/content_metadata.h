@@ -7,6 +7,9 @@
 //                    expected digest, start time
 //   leases, lease_resources   what each lease holds (local_leases.cc and local_gc.cc query
 //                    these through db() with their own SQL)
+//   proxy_claims     (ns, digest) of blobs a proxy consumer (a request without a namespace
+//                    header) wrote or asked for: berth's collections keep them; a row goes
+//                    with its blobs row
 //
 // It also keeps the store's totals (distinct digests with a blobs row, their bytes, ingest
 // rows) as counters: loaded once by LoadTotals() and moved by the calls below that insert or
@@ -104,6 +107,10 @@ class ContentMetadata {
   // Calls `fn` on each blob of `ns` in digest order.
   absl::Status ForEachBlob(const std::string& ns,
                            const std::function<absl::Status(content::Info)>& fn);
+  // Records that a proxy consumer uses the blob (no-op when recorded).
+  absl::Status ClaimForProxy(const std::string& ns, const Digest& digest);
+  // The digests of `ns` a proxy consumer claimed.
+  absl::StatusOr<std::set<std::string>> ProxyClaims(const std::string& ns);
   // Digests named by any row (recovery).
   absl::StatusOr<std::set<std::string>> ReferencedDigests();
   // Drops every row of `digest` (recovery, before LoadTotals: not counted).

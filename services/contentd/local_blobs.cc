@@ -85,6 +85,11 @@ absl::StatusOr<content::Info> FileStore::GetInfo(const Context& ctx, const Diges
   if (!info.has_value()) {
     return NotFoundContent(digest);
   }
+  if (ctx.proxy_consumer) {
+    // containerd asks before it records a blob it found here (its shared content policy) and
+    // before it reads one: from now on it may name it.
+    BERTH_RETURN_IF_ERROR(meta_->ClaimForProxy(ctx.ns, digest));
+  }
   return *std::move(info);
 }
 
@@ -113,8 +118,16 @@ absl::Status FileStore::Walk(const Context& ctx, const std::vector<std::string>&
   std::vector<content::Info> matched;
   {
     absl::MutexLock lock(&mu_);
+    // A proxy consumer walks only to collect what its metadata does not name (containerd's
+    // content GC deletes each such blob and stops at the first error): it is shown only what
+    // berth does not hold.
+    std::map<std::string, std::string> held;
+    if (ctx.proxy_consumer) {
+      BERTH_ASSIGN_OR_RETURN(held, HeldByBerthLocked(ctx.ns));
+    }
     BERTH_RETURN_IF_ERROR(meta_->ForEachBlob(ctx.ns, [&](content::Info info) {
-      if (filter.Match(content::BlobFilterAdaptor(info))) {
+      if (held.count(info.digest.ToString()) == 0 &&
+          filter.Match(content::BlobFilterAdaptor(info))) {
         matched.push_back(std::move(info));
       }
       return absl::OkStatus();
@@ -132,6 +145,14 @@ absl::Status FileStore::Delete(const Context& ctx, const Digest& digest) {
   std::vector<Removal> removed;
   {
     absl::MutexLock lock(&mu_);
+    if (ctx.proxy_consumer) {
+      BERTH_ASSIGN_OR_RETURN(auto held, HeldByBerthLocked(ctx.ns));
+      if (auto it = held.find(digest.ToString()); it != held.end()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("content ", digest.ToString(), " is in use by berth (", it->second,
+                         "): a request without a namespace header cannot delete it"));
+      }
+    }
     BERTH_ASSIGN_OR_RETURN(std::optional<int64_t> size, meta_->DeleteBlob(ctx.ns, digest));
     if (!size.has_value()) {
       return NotFoundContent(digest);
@@ -162,8 +183,19 @@ absl::StatusOr<std::vector<content::IngestStatus>> FileStore::ListStatuses(
   BERTH_ASSIGN_OR_RETURN(filters::Filter filter, filters::Filter::ParseAll(filters));
   absl::MutexLock lock(&mu_);
   BERTH_ASSIGN_OR_RETURN(std::vector<IngestRow> rows, meta_->ListIngests(ctx.ns));
+  // As Walk: a proxy consumer lists ingests to abort those its metadata does not name, so it
+  // is not shown the ones a lease holds or a writer has open.
+  std::set<std::string> held;
+  if (ctx.proxy_consumer) {
+    GcGraph graph;
+    BERTH_RETURN_IF_ERROR(LoadGcGraphLocked(ctx.ns, &graph));
+    held = std::move(graph.leased_ingests);
+  }
   std::vector<content::IngestStatus> out;
   for (const IngestRow& row : rows) {
+    if (held.count(row.ref) != 0 || (ctx.proxy_consumer && active_.count(IngestKey(ctx.ns, row.ref)) != 0)) {
+      continue;
+    }
     content::IngestStatus status = StatusOf(row);
     if (filter.Match(content::IngestFilterAdaptor(status))) {
       out.push_back(std::move(status));
@@ -178,6 +210,15 @@ absl::Status FileStore::Abort(const Context& ctx, const std::string& ref) {
   BERTH_ASSIGN_OR_RETURN(std::optional<IngestRow> row, meta_->GetIngest(ctx.ns, ref));
   if (!row.has_value()) {
     return NotFoundIngest(ref);
+  }
+  if (ctx.proxy_consumer) {
+    GcGraph graph;
+    BERTH_RETURN_IF_ERROR(LoadGcGraphLocked(ctx.ns, &graph));
+    if (graph.leased_ingests.count(ref) != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("ingest ", ref, " is held by a berth lease: a request without a namespace "
+                       "header cannot abort it"));
+    }
   }
   // As containerd, an abort wins over an open writer: the writer's next call fails.
   auto it = active_.find(IngestKey(ctx.ns, ref));

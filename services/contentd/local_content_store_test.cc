@@ -680,6 +680,107 @@ TEST_F(LocalContentStoreTest, GcRootAndRefLabelsKeepBlobs) {
   EXPECT_EQ(store_->Stats().blobs, 1);
 }
 
+// containerd using contentd as its proxy content store sends no namespace header: it keeps its
+// references in its own metadata, and its collection walks the store and deletes what that
+// metadata does not name, stopping at the first error. So such a caller is shown only what
+// berth does not hold, and its Delete of what berth holds is refused (FailedPrecondition,
+// naming the holder), changing nothing.
+TEST_F(LocalContentStoreTest, ProxyConsumerCannotDeleteWhatBerthHolds) {
+  Context proxy = a_;
+  proxy.proxy_consumer = true;
+  ASSERT_TRUE(store_->Create(a_, "image", {}).ok());
+  ASSERT_TRUE(Put(a_, "layer").ok());
+  ASSERT_TRUE(Put(Ctx("ns-a", "image"), "manifest",
+                  {{"containerd.io/gc.ref.content.l.0", Sha256Of("layer").ToString()}})
+                  .ok());
+  ASSERT_TRUE(Put(a_, "rooted", {{"containerd.io/gc.root", "x"}}).ok());
+  ASSERT_TRUE(Put(a_, "free").ok());
+  DeletedDigests();
+
+  absl::Status st = store_->Delete(proxy, Sha256Of("manifest"));
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "lease \"image\"")) << st;
+  st = store_->Delete(proxy, Sha256Of("layer"));
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), Sha256Of("manifest").ToString())) << st;
+  st = store_->Delete(proxy, Sha256Of("rooted"));
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "containerd.io/gc.root")) << st;
+  EXPECT_TRUE(Has(a_, "manifest"));
+  EXPECT_TRUE(Has(a_, "layer"));
+  EXPECT_TRUE(Has(a_, "rooted"));
+  EXPECT_TRUE(fs::exists(BlobFile("layer")));
+  EXPECT_TRUE(DeletedDigests().empty());
+
+  // Its Walk lists only what berth does not hold; a Walk with the header lists everything.
+  auto walk = [&](const Context& ctx) {
+    std::vector<std::string> seen;
+    EXPECT_TRUE(store_
+                    ->Walk(ctx, {},
+                           [&](const content::Info& info) {
+                             seen.push_back(info.digest.ToString());
+                             return absl::OkStatus();
+                           })
+                    .ok());
+    return seen;
+  };
+  EXPECT_EQ(walk(proxy), std::vector<std::string>{Sha256Of("free").ToString()});
+  EXPECT_EQ(walk(a_).size(), 4u);
+
+  // An ingest a lease holds is neither listed to it nor aborted by it.
+  auto w = MustOpen(Ctx("ns-a", "image"), "pulling");
+  ASSERT_TRUE(w);
+  w.reset();
+  EXPECT_TRUE(store_->ListStatuses(proxy, {})->empty());
+  EXPECT_EQ(store_->ListStatuses(a_, {})->size(), 1u);
+  EXPECT_EQ(store_->Abort(proxy, "pulling").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->ListStatuses(a_, {})->size(), 1u);
+
+  // What berth does not hold it deletes; once berth lets go, that too.
+  EXPECT_TRUE(store_->Delete(proxy, Sha256Of("free")).ok());
+  EXPECT_FALSE(Has(a_, "free"));
+  ASSERT_TRUE(store_
+                  ->Update(a_, content::Info{Sha256Of("rooted"), 0, {}, {}, {}},
+                           {"labels.containerd.io/gc.root"})
+                  .ok());
+  EXPECT_TRUE(store_->Delete(proxy, Sha256Of("rooted")).ok());
+}
+
+// What a proxy consumer wrote, or asked about (containerd's shared content policy asks Info of
+// a blob it then records without writing it), berth's collections keep: a lease release and a
+// full pass. It goes when the proxy consumer deletes it.
+TEST_F(LocalContentStoreTest, WhatAProxyConsumerUsesSurvivesBerthCollections) {
+  Context proxy = a_;
+  proxy.proxy_consumer = true;
+  ASSERT_TRUE(store_->Create(a_, "image", {}).ok());
+  ASSERT_TRUE(Put(proxy, "proxy-written").ok());
+  ASSERT_TRUE(Put(Ctx("ns-a", "image"), "shared").ok());
+  ASSERT_TRUE(store_->GetInfo(proxy, Sha256Of("shared")).ok());
+  ASSERT_TRUE(Put(Ctx("ns-a", "image"), "berth-only").ok());
+  ASSERT_TRUE(Put(a_, "nobody").ok());
+  // The same blob written in another namespace is not claimed there.
+  ASSERT_TRUE(Put(b_, "proxy-written").ok());
+
+  ASSERT_TRUE(store_->Delete(a_, "image", true).ok());
+  EXPECT_TRUE(Has(a_, "shared"));
+  EXPECT_FALSE(Has(a_, "berth-only"));
+  Reopen();  // the claims are stored
+  absl::StatusOr<GcResult> gc = store_->CollectGarbage();
+  ASSERT_TRUE(gc.ok()) << gc.status();
+  EXPECT_EQ(gc->blobs_removed, 2);
+  EXPECT_TRUE(Has(a_, "proxy-written"));
+  EXPECT_TRUE(Has(a_, "shared"));
+  EXPECT_FALSE(Has(a_, "nobody"));
+  EXPECT_FALSE(Has(b_, "proxy-written"));
+
+  ASSERT_TRUE(store_->Delete(proxy, Sha256Of("proxy-written")).ok());
+  ASSERT_TRUE(store_->Delete(proxy, Sha256Of("shared")).ok());
+  EXPECT_EQ(store_->Stats().blobs, 0);
+  // A blob written again after its delete is not claimed any more unless asked for again.
+  ASSERT_TRUE(Put(a_, "shared").ok());
+  EXPECT_EQ(store_->CollectGarbage()->blobs_removed, 1);
+}
+
 TEST_F(LocalContentStoreTest, ExpiredLeaseIsReleased) {
   ASSERT_TRUE(store_->Create(a_, "old", {{"containerd.io/gc.expire", "2000-01-01T00:00:00Z"}}).ok());
   ASSERT_TRUE(

@@ -52,6 +52,15 @@ struct Removal {
   Digest digest;
 };
 
+// What a collection of one namespace works from (FileStore::LoadGcGraphLocked).
+struct GcGraph {
+  std::map<std::string, LabelMap> blobs;      // digest -> labels
+  std::map<std::string, std::string> leased;  // digest -> a live lease that holds it
+  std::map<std::string, std::string> flat;    // the same for containerd.io/gc.flat leases
+  std::set<std::string> leased_ingests;       // refs a live lease holds
+  std::set<std::string> claimed;              // digests a proxy consumer claimed
+};
+
 class FileStore final : public LocalContentStore {
  public:
   FileStore(StoreOptions options, std::unique_ptr<ContentMetadata> meta, UniqueFd lock_fd);
@@ -141,7 +150,19 @@ class FileStore final : public LocalContentStore {
     std::set<std::string> blobs;    // otherwise only these digests...
     std::set<std::string> ingests;  // ...and these refs
   };
-  // Marks from the namespace's roots and removes the unreachable candidates.
+  absl::Status LoadGcGraphLocked(const std::string& ns, GcGraph* graph)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What berth itself holds in `ns` (leases, gc.root, gc.ref.content labels; proxy claims do
+  // not count), digest -> why, for refusing a proxy consumer's Delete and hiding it from its
+  // Walk.
+  absl::StatusOr<std::map<std::string, std::string>> HeldByBerthLocked(const std::string& ns)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records what `ctx` now holds of an existing or committed blob: its lease, and a proxy
+  // consumer's claim.
+  absl::Status HoldForCallerLocked(const Context& ctx, const Digest& digest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks from the namespace's roots (and proxy claims) and removes the unreachable
+  // candidates.
   absl::Status CollectLocked(const std::string& ns, const GcScope& scope, GcResult* result,
                              std::vector<Removal>* removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Deletes the lease and collects what it alone held.

@@ -7,6 +7,8 @@
 // following references). A full pass (CollectGarbage) considers every blob a candidate; a
 // release (deleting or expiring a lease, deleting a lease resource) only what the released
 // resources reach, everything else counting as a root: it takes what they alone kept alive.
+// Blobs a proxy consumer claimed (content_metadata.h, proxy_claims) are roots of these
+// collections too; HeldByBerthLocked, what berth alone holds, leaves them out.
 
 #include <deque>
 
@@ -36,12 +38,48 @@ std::vector<std::string> ContentRefs(const LabelMap& labels) {
   return refs;
 }
 
+// The roots of a namespace as berth sees them: gc.root labels and live leases (a gc.flat
+// lease's blobs without their references). Digest -> why it is held.
+std::map<std::string, std::string> BerthRoots(const GcGraph& graph) {
+  std::map<std::string, std::string> roots;
+  for (const auto& [digest, labels] : graph.blobs) {
+    if (labels.count(std::string(kGcRootLabel)) != 0) {
+      roots.emplace(digest, absl::StrCat("it carries ", kGcRootLabel));
+    }
+  }
+  for (const auto& [digest, lease] : graph.leased) {
+    roots.emplace(digest, absl::StrCat("lease \"", lease, "\" holds it"));
+  }
+  return roots;
+}
+
+// Every blob reachable from `roots` through gc.ref.content labels, with why it is held.
+std::map<std::string, std::string> Mark(const GcGraph& graph,
+                                        const std::map<std::string, std::string>& roots) {
+  std::map<std::string, std::string> marked;
+  std::deque<std::pair<std::string, std::string>> queue(roots.begin(), roots.end());
+  while (!queue.empty()) {
+    auto [digest, why] = std::move(queue.front());
+    queue.pop_front();
+    auto it = graph.blobs.find(digest);
+    if (it == graph.blobs.end() || !marked.emplace(digest, why).second) {
+      continue;
+    }
+    for (std::string& ref : ContentRefs(it->second)) {
+      queue.emplace_back(std::move(ref),
+                         absl::StrCat("a gc.ref.content label of ", digest, " names it, and ", why));
+    }
+  }
+  for (const auto& [digest, lease] : graph.flat) {
+    marked.emplace(digest, absl::StrCat("lease \"", lease, "\" holds it"));
+  }
+  return marked;
+}
+
 }  // namespace
 
-absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scope, GcResult* result,
-                                      std::vector<Removal>* removed) {
+absl::Status FileStore::LoadGcGraphLocked(const std::string& ns, GcGraph* graph) {
   // The namespace's blobs and their references.
-  std::map<std::string, LabelMap> blobs;
   {
     BERTH_ASSIGN_OR_RETURN(sqlite::Statement st,
                            db_->Prepare("SELECT digest, labels FROM blobs WHERE ns = ?"));
@@ -51,41 +89,52 @@ absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scop
       if (!labels.ok()) {
         return labels.status();
       }
-      blobs.emplace(st.Text(0), std::move(*labels));
+      graph->blobs.emplace(st.Text(0), std::move(*labels));
       return absl::OkStatus();
     }));
   }
   // What live leases hold.
-  std::set<std::string> leased_content;
-  std::set<std::string> flat_content;
-  std::set<std::string> leased_ingests;
-  {
-    BERTH_ASSIGN_OR_RETURN(
-        sqlite::Statement st,
-        db_->Prepare(
-            "SELECT r.type, r.id, l.labels FROM lease_resources r JOIN leases l ON r.ns = l.ns AND "
-            "r.lease = l.id WHERE r.ns = ? AND r.type IN ('content', 'ingests')"));
-    st.Bind(1, ns);
-    BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
-      std::string type = st.Text(0);
-      std::string id = st.Text(1);
-      if (type == "ingests") {
-        leased_ingests.insert(id);
-        return absl::OkStatus();
-      }
-      absl::StatusOr<LabelMap> labels = DecodeLabels(st.Text(2));
-      if (!labels.ok()) {
-        return labels.status();
-      }
-      (labels->count(std::string(kGcFlatLabel)) != 0 ? flat_content : leased_content).insert(id);
+  BERTH_ASSIGN_OR_RETURN(
+      sqlite::Statement st,
+      db_->Prepare("SELECT r.type, r.id, l.labels, l.id FROM lease_resources r JOIN leases l ON "
+                   "r.ns = l.ns AND r.lease = l.id WHERE r.ns = ? AND r.type IN ('content', "
+                   "'ingests')"));
+  st.Bind(1, ns);
+  BERTH_RETURN_IF_ERROR(st.ForEachRow([&]() -> absl::Status {
+    std::string type = st.Text(0);
+    std::string id = st.Text(1);
+    if (type == "ingests") {
+      graph->leased_ingests.insert(id);
       return absl::OkStatus();
-    }));
-  }
+    }
+    absl::StatusOr<LabelMap> labels = DecodeLabels(st.Text(2));
+    if (!labels.ok()) {
+      return labels.status();
+    }
+    (labels->count(std::string(kGcFlatLabel)) != 0 ? graph->flat : graph->leased)
+        .emplace(id, st.Text(3));
+    return absl::OkStatus();
+  }));
+  BERTH_ASSIGN_OR_RETURN(graph->claimed, meta_->ProxyClaims(ns));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, std::string>> FileStore::HeldByBerthLocked(
+    const std::string& ns) {
+  GcGraph graph;
+  BERTH_RETURN_IF_ERROR(LoadGcGraphLocked(ns, &graph));
+  return Mark(graph, BerthRoots(graph));
+}
+
+absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scope, GcResult* result,
+                                      std::vector<Removal>* removed) {
+  GcGraph graph;
+  BERTH_RETURN_IF_ERROR(LoadGcGraphLocked(ns, &graph));
 
   // Candidates: everything (full pass) or what the released resources reach.
   std::set<std::string> candidates;
   if (scope.full) {
-    for (const auto& [digest, labels] : blobs) {
+    for (const auto& [digest, labels] : graph.blobs) {
       candidates.insert(digest);
     }
   } else {
@@ -93,8 +142,8 @@ absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scop
     while (!queue.empty()) {
       std::string digest = std::move(queue.front());
       queue.pop_front();
-      auto it = blobs.find(digest);
-      if (it == blobs.end() || !candidates.insert(digest).second) {
+      auto it = graph.blobs.find(digest);
+      if (it == graph.blobs.end() || !candidates.insert(digest).second) {
         continue;
       }
       for (std::string& ref : ContentRefs(it->second)) {
@@ -103,27 +152,16 @@ absl::Status FileStore::CollectLocked(const std::string& ns, const GcScope& scop
     }
   }
 
-  // Mark.
-  std::set<std::string> marked;
-  std::deque<std::string> queue;
-  for (const auto& [digest, labels] : blobs) {
-    if (labels.count(std::string(kGcRootLabel)) != 0 || candidates.count(digest) == 0) {
-      queue.push_back(digest);
+  // Mark from berth's roots, what is no candidate, and what a proxy consumer claimed (it keeps
+  // its references where contentd cannot see them).
+  std::map<std::string, std::string> roots = BerthRoots(graph);
+  for (const auto& [digest, labels] : graph.blobs) {
+    if (candidates.count(digest) == 0 || graph.claimed.count(digest) != 0) {
+      roots.emplace(digest, "");
     }
   }
-  queue.insert(queue.end(), leased_content.begin(), leased_content.end());
-  while (!queue.empty()) {
-    std::string digest = std::move(queue.front());
-    queue.pop_front();
-    auto it = blobs.find(digest);
-    if (it == blobs.end() || !marked.insert(digest).second) {
-      continue;
-    }
-    for (std::string& ref : ContentRefs(it->second)) {
-      queue.push_back(std::move(ref));
-    }
-  }
-  marked.insert(flat_content.begin(), flat_content.end());
+  std::map<std::string, std::string> marked = Mark(graph, roots);
+  const std::set<std::string>& leased_ingests = graph.leased_ingests;
 
   // Ingests to sweep: released ones, or (full pass) those left untouched too long. Never one
   // that a lease holds or a writer has open.

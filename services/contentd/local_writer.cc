@@ -318,10 +318,7 @@ absl::Status FileStore::CheckNotCommittedLocked(const Context& ctx, const Digest
     return absl::OkStatus();
   }
   // As containerd: the lease now holds the existing blob too.
-  if (!ctx.lease.empty()) {
-    BERTH_RETURN_IF_ERROR(
-        meta_->AddLeaseResource(ctx.ns, ctx.lease, "content", expected.ToString()));
-  }
+  BERTH_RETURN_IF_ERROR(HoldForCallerLocked(ctx, expected));
   return absl::AlreadyExistsError(
       absl::StrCat("content ", expected.ToString(), ": already exists"));
 }
@@ -418,10 +415,7 @@ absl::Status FileStore::CommitIngest(const Context& ctx, const IngestRow& row,
     BERTH_RETURN_IF_ERROR(meta_->RegisterNamespace(ctx.ns));
     BERTH_RETURN_IF_ERROR(meta_->InsertBlob(ctx.ns, digest, size, labels));
     BERTH_RETURN_IF_ERROR(meta_->DeleteIngest(row.ns, row.ref));
-    if (!ctx.lease.empty()) {
-      return meta_->AddLeaseResource(ctx.ns, ctx.lease, "content", digest.ToString());
-    }
-    return absl::OkStatus();
+    return HoldForCallerLocked(ctx, digest);
   });
   if (!st.ok()) {
     if (renamed) {
@@ -441,14 +435,21 @@ absl::Status FileStore::DropDuplicateIngestLocked(const Context& ctx, const Inge
   // (and keeps the ingest), as failing to record the ingest fails OpenWriter.
   BERTH_RETURN_IF_ERROR(meta_->Transaction([&]() -> absl::Status {
     BERTH_RETURN_IF_ERROR(meta_->DeleteIngest(row.ns, row.ref));
-    if (!ctx.lease.empty()) {
-      return meta_->AddLeaseResource(ctx.ns, ctx.lease, "content", digest.ToString());
-    }
-    return absl::OkStatus();
+    return HoldForCallerLocked(ctx, digest);
   }));
   std::error_code ec;
   fs::remove_all(IngestDir(row.id), ec);
   return absl::AlreadyExistsError(absl::StrCat("content ", digest.ToString(), ": already exists"));
+}
+
+absl::Status FileStore::HoldForCallerLocked(const Context& ctx, const Digest& digest) {
+  if (!ctx.lease.empty()) {
+    BERTH_RETURN_IF_ERROR(meta_->AddLeaseResource(ctx.ns, ctx.lease, "content", digest.ToString()));
+  }
+  if (ctx.proxy_consumer) {
+    BERTH_RETURN_IF_ERROR(meta_->ClaimForProxy(ctx.ns, digest));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<bool> FileStore::MoveIntoBlobsLocked(const IngestRow& row, const Digest& digest) {

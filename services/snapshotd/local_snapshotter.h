@@ -40,6 +40,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -147,8 +148,18 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   // parent of a held snapshot and the snapshots its gc.ref.snapshot.<kind> labels name.
   // The records go in one transaction, then the directories (Cleanup finishes a removal a
   // crash interrupted); /snapshot/remove is published for each.
+  // A proxy consumer's snapshots (made, committed or adopted by a request without a namespace
+  // header) are held too: its references live in its own metadata.
   absl::StatusOr<std::vector<std::string>> CollectGarbage(const Context& ctx,
                                                           const GcRoots& roots);
+  // What CollectGarbage would keep in ctx.ns for berth's own reasons (a proxy consumer's
+  // snapshots not counted): key -> why it is held.
+  absl::StatusOr<std::map<std::string, std::string>> HeldByBerth(const Context& ctx,
+                                                                 const GcRoots& roots);
+  // Asked before a Remove from a proxy consumer (ctx.proxy_consumer): an error refuses it.
+  // Set once, before the snapshotter is served (snapshotd: SnapshotCollector::CheckProxyRemove).
+  using RemoveGuard = std::function<absl::Status(const Context& ctx, const std::string& key)>;
+  void GuardProxyRemoves(RemoveGuard guard) { remove_guard_ = std::move(guard); }
 
  protected:
   explicit LocalSnapshotter(SnapshotterOptions options);
@@ -183,7 +194,7 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   // or View labelled kSnapshotRefLabel=<target> first asks whether <target> exists. When
   // <target> is committed in `ns` on `parent`, AlreadyExists (containerd then adopts it,
   // finding it by a Walk on that label, which it is given if it lacks it); otherwise OK.
-  absl::Status CheckTargetLocked(const std::string& ns, const std::string& parent,
+  absl::Status CheckTargetLocked(const Context& ctx, const std::string& parent,
                                  const snapshots::Labels& labels)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `key` is free and `parent` (if any) committed: returns the parent's chain, nearest first.
@@ -217,8 +228,14 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   absl::StatusOr<std::string> MoveAside(const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Publish(const std::string& ns, absl::string_view topic,
                const google::protobuf::Message& event);
+  // The mark of a collection (local_snapshotter_gc.cc): id -> why it is held, from `roots`,
+  // the records' own leases and labels, and (with proxy_owned_held) proxy consumers' marks.
+  absl::StatusOr<std::map<int64_t, std::string>> MarkLocked(
+      const std::string& ns, const std::vector<SnapshotRecord>& records, const GcRoots& roots,
+      bool proxy_owned_held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const SnapshotterOptions options_;
+  RemoveGuard remove_guard_;
   int lock_fd_ = -1;
   absl::Mutex mu_;
   std::unique_ptr<MetaStore> meta_ ABSL_GUARDED_BY(mu_);

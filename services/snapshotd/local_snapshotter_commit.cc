@@ -143,6 +143,11 @@ absl::Status LocalSnapshotter::CommitImpl(const Context& ctx, const std::string&
       if (absl::Status st = meta_->RenameLeaseResources(ctx.ns, key, name); !st.ok()) {
         return st;
       }
+      if (ctx.proxy_consumer) {
+        if (absl::Status st = meta_->MarkProxyOwned(id); !st.ok()) {
+          return st;
+        }
+      }
       if (!ctx.lease.empty()) {
         return meta_->AddLeaseResource(ctx.ns, ctx.lease, name);
       }
@@ -165,6 +170,11 @@ absl::Status LocalSnapshotter::Remove(const Context& ctx, const std::string& key
   }
   if (absl::Status st = ValidateKey("key", key); !st.ok()) {
     return st;
+  }
+  if (ctx.proxy_consumer && remove_guard_) {
+    if (absl::Status st = remove_guard_(ctx, key); !st.ok()) {
+      return st;
+    }
   }
   std::string aside;
   {

@@ -73,8 +73,9 @@ absl::StatusOr<std::vector<int64_t>> LocalSnapshotter::CheckNewLocked(const std:
   return meta_->Chain(p->id);
 }
 
-absl::Status LocalSnapshotter::CheckTargetLocked(const std::string& ns, const std::string& parent,
+absl::Status LocalSnapshotter::CheckTargetLocked(const Context& ctx, const std::string& parent,
                                                 const snapshots::Labels& labels) {
+  const std::string& ns = ctx.ns;
   auto wanted = labels.find(kSnapshotRefLabel);
   if (wanted == labels.end()) {
     return absl::OkStatus();
@@ -92,6 +93,10 @@ absl::Status LocalSnapshotter::CheckTargetLocked(const std::string& ns, const st
     snapshots::Labels updated = existing->info.labels;
     updated[kSnapshotRefLabel] = target;
     BERTH_RETURN_IF_ERROR(meta_->SetLabels(existing->id, updated, absl::Now()));
+  }
+  if (ctx.proxy_consumer) {
+    // containerd adopts it: its metadata names it from now on.
+    BERTH_RETURN_IF_ERROR(meta_->MarkProxyOwned(existing->id));
   }
   return absl::AlreadyExistsError(absl::StrCat("target snapshot ", target, ": already exists"));
 }
@@ -158,6 +163,9 @@ absl::StatusOr<int64_t> LocalSnapshotter::RecordNew(const Context& ctx, const st
       if (!ctx.lease.empty()) {
         BERTH_RETURN_IF_ERROR(meta_->AddLeaseResource(ctx.ns, ctx.lease, key));
       }
+      if (ctx.proxy_consumer) {
+        BERTH_RETURN_IF_ERROR(meta_->MarkProxyOwned(id));
+      }
       BERTH_RETURN_IF_ERROR(RenameIntoPlaceLocked(temp, id, &stale));
       renamed = true;
       return FsyncDir(SnapshotsDir());
@@ -196,7 +204,7 @@ absl::StatusOr<std::vector<mount::Mount>> LocalSnapshotter::Create(const Context
   std::string temp;
   {
     absl::MutexLock lock(&mu_);
-    BERTH_RETURN_IF_ERROR(CheckTargetLocked(ctx.ns, parent, labels));
+    BERTH_RETURN_IF_ERROR(CheckTargetLocked(ctx, parent, labels));
     BERTH_ASSIGN_OR_RETURN(parents, CheckNewLocked(ctx.ns, key, parent));
     temp = TempName();
     busy_.insert(temp);

@@ -43,6 +43,96 @@ absl::StatusOr<std::set<std::string>> LocalSnapshotter::RecordedLeases(const Con
   return leases;
 }
 
+absl::StatusOr<std::map<int64_t, std::string>> LocalSnapshotter::MarkLocked(
+    const std::string& ns, const std::vector<SnapshotRecord>& records, const GcRoots& roots,
+    bool proxy_owned_held) {
+  BERTH_ASSIGN_OR_RETURN(auto lease_rows, meta_->AllLeaseResources(ns));
+  std::map<std::string, std::vector<std::string>> leases_of;  // key -> leases
+  for (auto& [lease, key] : lease_rows) {
+    leases_of[key].push_back(lease);
+  }
+  std::map<std::string, const SnapshotRecord*> by_key;
+  std::map<int64_t, const SnapshotRecord*> by_id;
+  for (const SnapshotRecord& r : records) {
+    by_key[r.info.name] = &r;
+    by_id[r.id] = &r;
+  }
+
+  // Roots, with why each is held.
+  struct Held {
+    const SnapshotRecord* record;
+    std::string why;
+    bool inherited;  // `why` already names the root that needs it
+  };
+  std::deque<Held> queue;
+  for (const SnapshotRecord& r : records) {
+    const std::string& key = r.info.name;
+    auto recorded = leases_of.find(key);
+    std::string why;
+    if (recorded != leases_of.end()) {
+      for (const std::string& lease : recorded->second) {
+        if (why.empty() && roots.gone_leases.count(lease) == 0) {
+          why = absl::StrCat("lease \"", lease, "\" made it");
+        }
+      }
+    }
+    if (r.info.labels.count(std::string(kGcRootLabel)) != 0) {
+      why = absl::StrCat("it carries ", kGcRootLabel);
+    } else if (r.info.kind != snapshots::Kind::kCommitted && recorded == leases_of.end() &&
+               !r.proxy_owned) {
+      // (A proxy consumer's active snapshots are its own: held below, when they count.)
+      why = "it is active and was made under no lease (a container's rootfs)";
+    } else if (roots.leased.count(key) != 0) {
+      why = "a lease in contentd holds it";
+    } else if (roots.referenced.count(key) != 0) {
+      why = "a gc.ref.snapshot label of a blob in contentd names it";
+    } else if (why.empty() && proxy_owned_held && r.proxy_owned) {
+      why = "a proxy consumer made or adopted it";
+    }
+    if (!why.empty()) {
+      queue.push_back({&r, std::move(why), false});
+    }
+  }
+  // Mark: parents and gc.ref.snapshot.<kind> labels, each with its root's reason.
+  std::map<int64_t, std::string> marked;
+  while (!queue.empty()) {
+    Held held = std::move(queue.front());
+    queue.pop_front();
+    const SnapshotRecord* r = held.record;
+    if (!marked.emplace(r->id, held.why).second) {
+      continue;
+    }
+    std::string inherited =
+        held.inherited ? held.why : absl::StrCat("\"", r->info.name, "\" needs it: ", held.why);
+    if (auto parent = by_id.find(r->parent_id); parent != by_id.end()) {
+      queue.push_back({parent->second, inherited, true});
+    }
+    for (const auto& [label, value] : r->info.labels) {
+      if (IsSnapshotRefLabel(label, options_.kind)) {
+        if (auto ref = by_key.find(value); ref != by_key.end()) {
+          queue.push_back({ref->second, inherited, true});
+        }
+      }
+    }
+  }
+  return marked;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LocalSnapshotter::HeldByBerth(
+    const Context& ctx, const GcRoots& roots) {
+  BERTH_RETURN_IF_ERROR(ValidateNamespace(ctx.ns));
+  absl::MutexLock lock(&mu_);
+  BERTH_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> records, meta_->List(ctx.ns));
+  BERTH_ASSIGN_OR_RETURN(auto marked, MarkLocked(ctx.ns, records, roots, false));
+  std::map<std::string, std::string> held;
+  for (const SnapshotRecord& r : records) {
+    if (auto it = marked.find(r.id); it != marked.end()) {
+      held.emplace(r.info.name, std::move(it->second));
+    }
+  }
+  return held;
+}
+
 absl::StatusOr<std::vector<std::string>> LocalSnapshotter::CollectGarbage(const Context& ctx,
                                                                           const GcRoots& roots) {
   BERTH_RETURN_IF_ERROR(ValidateNamespace(ctx.ns));
@@ -52,55 +142,11 @@ absl::StatusOr<std::vector<std::string>> LocalSnapshotter::CollectGarbage(const 
     absl::MutexLock lock(&mu_);
     BERTH_RETURN_IF_ERROR(meta_->Transaction([&]() -> absl::Status {
       BERTH_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> records, meta_->List(ctx.ns));
-      BERTH_ASSIGN_OR_RETURN(auto lease_rows, meta_->AllLeaseResources(ctx.ns));
-      std::map<std::string, std::vector<std::string>> leases_of;  // key -> leases
-      for (auto& [lease, key] : lease_rows) {
-        leases_of[key].push_back(lease);
-      }
-      std::map<std::string, const SnapshotRecord*> by_key;
       std::map<int64_t, const SnapshotRecord*> by_id;
       for (const SnapshotRecord& r : records) {
-        by_key[r.info.name] = &r;
         by_id[r.id] = &r;
       }
-
-      // Roots.
-      std::deque<const SnapshotRecord*> queue;
-      for (const SnapshotRecord& r : records) {
-        const std::string& key = r.info.name;
-        auto recorded = leases_of.find(key);
-        bool live_lease = false;
-        if (recorded != leases_of.end()) {
-          live_lease = std::any_of(
-              recorded->second.begin(), recorded->second.end(),
-              [&](const std::string& lease) { return roots.gone_leases.count(lease) == 0; });
-        }
-        bool unleased_active =
-            r.info.kind != snapshots::Kind::kCommitted && recorded == leases_of.end();
-        if (r.info.labels.count(std::string(kGcRootLabel)) != 0 || live_lease ||
-            unleased_active || roots.leased.count(key) != 0 || roots.referenced.count(key) != 0) {
-          queue.push_back(&r);
-        }
-      }
-      // Mark: parents and gc.ref.snapshot.<kind> labels.
-      std::set<int64_t> marked;
-      while (!queue.empty()) {
-        const SnapshotRecord* r = queue.front();
-        queue.pop_front();
-        if (!marked.insert(r->id).second) {
-          continue;
-        }
-        if (auto parent = by_id.find(r->parent_id); parent != by_id.end()) {
-          queue.push_back(parent->second);
-        }
-        for (const auto& [label, value] : r->info.labels) {
-          if (IsSnapshotRefLabel(label, options_.kind)) {
-            if (auto ref = by_key.find(value); ref != by_key.end()) {
-              queue.push_back(ref->second);
-            }
-          }
-        }
-      }
+      BERTH_ASSIGN_OR_RETURN(auto marked, MarkLocked(ctx.ns, records, roots, true));
 
       // Sweep, deepest first: a dead snapshot's children are dead too (a live one would have
       // marked it), so each record goes before its parent's.

@@ -15,6 +15,7 @@ namespace {
 Context CallContext(const Context& caller) {
   Context ctx = caller;
   ctx.lease.clear();
+  ctx.proxy_consumer = false;  // berth asks contentd for the whole picture
   if (ctx.deadline == absl::InfiniteFuture()) {
     ctx.deadline = absl::Now() + absl::Minutes(5);
   }
@@ -39,12 +40,15 @@ SnapshotCollector::SnapshotCollector(LocalSnapshotter& snapshotter, leases::Leas
                     .Register(*options_.registry)
                     .Add({});
   }
+  snapshotter_.GuardProxyRemoves(
+      [this](const Context& ctx, const std::string& key) { return CheckProxyRemove(ctx, key); });
   if (options_.interval > absl::ZeroDuration()) {
     thread_ = std::thread([this] { Loop(); });
   }
 }
 
 SnapshotCollector::~SnapshotCollector() {
+  snapshotter_.GuardProxyRemoves(nullptr);
   stop_.Notify();
   if (thread_.joinable()) {
     thread_.join();
@@ -106,6 +110,24 @@ absl::StatusOr<std::vector<std::string>> SnapshotCollector::Collect(const Contex
                                      removed.status().message()));
   }
   return removed;
+}
+
+absl::Status SnapshotCollector::CheckProxyRemove(const Context& caller, const std::string& key) {
+  Context ctx = CallContext(caller);
+  absl::MutexLock lock(&run_mu_);
+  absl::StatusOr<GcRoots> roots = Roots(ctx);
+  if (!roots.ok()) {
+    return absl::Status(roots.status().code(),
+                        absl::StrCat("cannot tell whether berth holds snapshot ", key, ": ",
+                                     roots.status().message()));
+  }
+  BERTH_ASSIGN_OR_RETURN(auto held, snapshotter_.HeldByBerth(ctx, *roots));
+  if (auto it = held.find(key); it != held.end()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("snapshot ", key, " is in use by berth (", it->second,
+                     "): a request without a namespace header cannot remove it"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> SnapshotCollector::CollectAll() {

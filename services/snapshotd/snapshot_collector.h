@@ -17,6 +17,14 @@
 // it deletes the lease that held the chain, so whichever the collection sees, the chain is held.
 // When contentd cannot be asked, nothing is removed (the error is returned).
 //
+// Sharing a namespace with a containerd that uses snapshotd as its proxy snapshotter: its
+// requests carry no namespace header (Context::proxy_consumer) and it removes, through the
+// proxy, every snapshot its own metadata does not name. While the collector lives, such a
+// Remove of a snapshot berth holds (by the rules above, a proxy consumer's own snapshots not
+// counted) is refused with FailedPrecondition naming the holder, which containerd's collection
+// logs and skips; and what a proxy consumer made, committed or adopted is held (it is removed
+// only by an explicit Remove).
+//
 // Metrics (with a registry): berth_snapshotd_gc_collections_total{result="ok"|"error"} and
 // berth_snapshotd_gc_snapshots_removed_total.
 //
@@ -50,8 +58,8 @@ struct CollectorOptions {
 
 class SnapshotCollector {
  public:
-  // The references must outlive the collector. Starts the background thread when
-  // options.interval > 0.
+  // The references must outlive the collector. Guards the snapshotter's proxy Removes (see
+  // above) until destroyed; starts the background thread when options.interval > 0.
   SnapshotCollector(LocalSnapshotter& snapshotter, leases::LeaseManager& leases,
                     content::Manager& content, CollectorOptions options);
   // Stops the background thread (waits for a collection in progress).
@@ -64,6 +72,9 @@ class SnapshotCollector {
   // Collects every namespace snapshotd holds; returns how many snapshots went. Stops at the
   // first error.
   absl::StatusOr<int64_t> CollectAll();
+  // OK unless berth holds `key` in ctx.ns (FailedPrecondition naming why) or contentd cannot
+  // be asked (its error). Installed as the snapshotter's proxy Remove guard.
+  absl::Status CheckProxyRemove(const Context& ctx, const std::string& key);
 
  private:
   absl::StatusOr<GcRoots> Roots(const Context& ctx);

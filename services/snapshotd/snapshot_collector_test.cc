@@ -3,12 +3,15 @@
 // keeps (gc.root, live leases, lease resources, gc.ref.snapshot labels on content and on
 // snapshots, parents, unleased active snapshots) and which it removes (children first); and a
 // collection SIGKILLed in a forked child at each step leaves a store where every snapshot is
-// either wholly there or wholly gone once it is reopened.
+// either wholly there or wholly gone once it is reopened. A proxy consumer (a request without a
+// namespace header: containerd using snapshotd as its proxy snapshotter) cannot remove what
+// berth holds, and what it made or adopted survives berth's collections.
 
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/base/posix.h"
@@ -100,6 +104,13 @@ class SnapshotCollectorTest : public ::testing::Test {
     snapshotter_ = std::move(*sn);
     collector_ = std::make_unique<SnapshotCollector>(*snapshotter_, leases_, *content_,
                                                      CollectorOptions{});
+  }
+
+  // A request without a namespace header, as containerd's proxy client sends.
+  Context Proxy() const {
+    Context ctx = ctx_;
+    ctx.proxy_consumer = true;
+    return ctx;
   }
 
   Context Leased(const std::string& lease) const {
@@ -233,7 +244,68 @@ TEST_F(SnapshotCollectorTest, ContentdUnreachableRemovesNothing) {
   SnapshotCollector collector(*snapshotter_, down, *content_, CollectorOptions{});
   absl::StatusOr<std::vector<std::string>> removed = collector.Collect(ctx_);
   EXPECT_EQ(removed.status().code(), absl::StatusCode::kUnavailable);
+  // Nor can a proxy consumer remove anything: whether berth holds it cannot be told.
+  absl::Status st = snapshotter_->Remove(Proxy(), "garbage");
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable) << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "cannot tell whether berth holds")) << st;
   EXPECT_EQ(Keys(), (std::set<std::string>{"garbage"}));
+}
+
+TEST_F(SnapshotCollectorTest, ProxyConsumerCannotRemoveWhatBerthHolds) {
+  ASSERT_TRUE(leases_.Create(ctx_, "image", {}).ok());
+  Committed(ctx_, "base", "");
+  Committed(Leased("image"), "top", "base");
+  Committed(ctx_, "rooted", "", {{"containerd.io/gc.root", "x"}});
+  Committed(ctx_, "free", "");
+
+  absl::Status st = snapshotter_->Remove(Proxy(), "top");
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("lease \"image\""));
+  st = snapshotter_->Remove(Proxy(), "base");
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("\"top\" needs it"));
+  st = snapshotter_->Remove(Proxy(), "rooted");
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition) << st;
+  EXPECT_THAT(std::string(st.message()), ::testing::HasSubstr("containerd.io/gc.root"));
+  // What berth does not hold goes, and an unknown key is NotFound as before.
+  EXPECT_TRUE(snapshotter_->Remove(Proxy(), "free").ok());
+  EXPECT_EQ(snapshotter_->Remove(Proxy(), "nope").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Keys(), (std::set<std::string>{"base", "top", "rooted"}));
+  EXPECT_EQ(Dirs(), 3u);
+  // A request with a namespace header removes as it always did.
+  EXPECT_TRUE(snapshotter_->Remove(ctx_, "top").ok());
+  // Once the lease is gone, so is the hold.
+  ASSERT_TRUE(leases_.Delete(ctx_, "image", false).ok());
+  EXPECT_TRUE(snapshotter_->Remove(Proxy(), "base").ok());
+}
+
+TEST_F(SnapshotCollectorTest, WhatAProxyConsumerMadeOrAdoptedSurvivesCollection) {
+  ASSERT_TRUE(leases_.Create(ctx_, "image", {}).ok());
+  // containerd's own chain, made through the proxy (no lease: its references are its own).
+  Committed(Proxy(), "proxy-1", "");
+  Committed(Proxy(), "proxy-2", "proxy-1");
+  ASSERT_TRUE(snapshotter_->Prepare(Proxy(), "proxy-rootfs", "proxy-2", {}).ok());
+  // berth's chain, which containerd adopts (its unpacker's snapshot.ref probe).
+  Committed(Leased("image"), "berth-1", "", {{"containerd.io/snapshot.ref", "berth-1"}});
+  absl::StatusOr<std::vector<mount::Mount>> adopt =
+      snapshotter_->Prepare(Proxy(), "extract-1", "", {{"containerd.io/snapshot.ref", "berth-1"}});
+  EXPECT_EQ(adopt.status().code(), absl::StatusCode::kAlreadyExists) << adopt.status();
+  Committed(ctx_, "garbage", "");
+  ASSERT_TRUE(leases_.Delete(ctx_, "image", false).ok());
+
+  OpenStore();  // the marks are stored
+  absl::StatusOr<std::vector<std::string>> removed = collector_->Collect(ctx_);
+  ASSERT_TRUE(removed.ok()) << removed.status();
+  EXPECT_EQ(*removed, std::vector<std::string>{"garbage"});
+  EXPECT_EQ(Keys(), (std::set<std::string>{"proxy-1", "proxy-2", "proxy-rootfs", "berth-1"}));
+  // The proxy consumer removes them itself (berth no longer holds berth-1; an active snapshot
+  // it made under no lease is its container's rootfs, not berth's).
+  EXPECT_TRUE(snapshotter_->Remove(Proxy(), "proxy-rootfs").ok());
+  EXPECT_TRUE(snapshotter_->Remove(Proxy(), "proxy-2").ok());
+  EXPECT_TRUE(snapshotter_->Remove(Proxy(), "proxy-1").ok());
+  EXPECT_TRUE(snapshotter_->Remove(Proxy(), "berth-1").ok());
+  EXPECT_TRUE(Keys().empty());
+  EXPECT_EQ(Dirs(), 0u);
 }
 
 // A collection SIGKILLed at `point` in a forked child; returns once the child is dead.

@@ -34,13 +34,14 @@ CREATE TABLE lease_resources (
 ) WITHOUT ROWID;
 CREATE INDEX lease_resources_by_key ON lease_resources (ns, key);
 )sql",
+      "ALTER TABLE snapshots ADD COLUMN proxy_owned INTEGER NOT NULL DEFAULT 0;",
   };
   return *migrations;
 }
 
 constexpr absl::string_view kColumns =
     "s.id, COALESCE(s.parent_id, 0), s.ns, s.kind, s.key, COALESCE(p.key, ''), s.labels, "
-    "s.created_at, s.updated_at, s.size, s.inodes "
+    "s.created_at, s.updated_at, s.size, s.inodes, s.proxy_owned "
     "FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id";
 
 int64_t ToNanos(absl::Time t) { return absl::ToUnixNanos(t); }
@@ -66,6 +67,7 @@ absl::StatusOr<SnapshotRecord> FromRow(const sqlite::Statement& st) {
   r.info.updated_at = absl::FromUnixNanos(st.Int(8));
   r.usage.size = st.Int(9);
   r.usage.inodes = st.Int(10);
+  r.proxy_owned = st.Int(11) != 0;
   return r;
 }
 
@@ -132,6 +134,11 @@ SELECT id FROM chain ORDER BY depth)sql");
     return each;
   }
   return ids;
+}
+
+absl::Status MetaStore::MarkProxyOwned(int64_t id) {
+  return RunStatement(db_.get(), "UPDATE snapshots SET proxy_owned = 1 WHERE id = ?",
+                      [&](sqlite::Statement& st) { st.Bind(1, id); });
 }
 
 absl::StatusOr<int64_t> MetaStore::Insert(const std::string& ns, const std::string& key,

@@ -4,7 +4,9 @@
 // with a numeric id that names its directory on disk (<root>/snapshots/<id>), its kind, its
 // parent (by id, so chains of any depth are one recursive query), labels, times and, for a
 // committed snapshot, its usage measured at commit. lease_resources records which snapshots
-// were created under which lease (contentd owns leases; snapshotd only records).
+// were created under which lease (contentd owns leases; snapshotd only records); proxy_owned
+// marks a snapshot a proxy consumer (a request without a namespace header) made, committed or
+// adopted, which berth's collector keeps.
 //
 // Not thread-safe: the snapshotter serialises every call with its own mutex. Methods that
 // change several rows expect to run inside Transaction().
@@ -32,6 +34,7 @@ struct SnapshotRecord {
   std::string ns;
   snapshots::Info info;   // kind, key/name, parent's name, labels, times
   snapshots::Usage usage;  // stored at commit (committed snapshots only)
+  bool proxy_owned = false;
 };
 
 class MetaStore {
@@ -58,6 +61,7 @@ class MetaStore {
   // Sets the parent of `id` (0: none). Only for an active snapshot without children, right
   // before it commits (LocalSnapshotter::CommitWithParent).
   absl::Status SetParent(int64_t id, int64_t parent_id);
+  absl::Status MarkProxyOwned(int64_t id);
   absl::Status SetLabels(int64_t id, const snapshots::Labels& labels, absl::Time now);
   absl::StatusOr<int64_t> CountChildren(int64_t id);
   absl::Status Delete(int64_t id);
