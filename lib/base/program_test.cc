@@ -101,9 +101,7 @@ TEST_F(ProgramTest, ACancelledRequestKillsIt) {
   options.ctx = &ctx;
   // Cancelled once the program has started (it wrote its PIDs).
   std::thread canceller([&] {
-    while (PidFrom("child") == 0) {
-      absl::SleepFor(absl::Milliseconds(10));
-    }
+    testing::WaitFor([&] { return PidFrom("child") != 0; }, absl::Seconds(30));
     cancellation->Cancel();
   });
   absl::StatusOr<std::string> out = RunProgram(Hanging(), nullptr, options);
