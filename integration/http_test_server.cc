@@ -19,6 +19,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -58,15 +59,29 @@ void WriteAll(int fd, absl::string_view data) {
 
 }  // namespace
 
-std::vector<std::string> HttpTestRequest::QueryValues(const std::string& name) const {
+namespace {
+
+// The values of `name` in "a=1&b=2" (a query, or a form body), decoded.
+std::vector<std::string> Values(absl::string_view encoded, const std::string& name) {
   std::vector<std::string> values;
-  for (absl::string_view pair : absl::StrSplit(query, '&', absl::SkipEmpty())) {
+  for (absl::string_view pair : absl::StrSplit(encoded, '&', absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
     if (PercentDecode(kv.first) == name) {
       values.push_back(PercentDecode(kv.second));
     }
   }
   return values;
+}
+
+}  // namespace
+
+std::vector<std::string> HttpTestRequest::QueryValues(const std::string& name) const {
+  return Values(query, name);
+}
+
+std::string HttpTestRequest::FormValue(const std::string& name) const {
+  std::vector<std::string> values = Values(body, name);
+  return values.empty() ? std::string() : values.front();
 }
 
 HttpTestServer::HttpTestServer(Handler handler, bool concurrent)
@@ -142,6 +157,7 @@ void HttpTestServer::ServeOne(int fd) {
     }
     head.append(buf, static_cast<size_t>(n));
   }
+  std::string rest = head.substr(head.find("\r\n\r\n") + 4);
   head.resize(head.find("\r\n\r\n"));
   std::vector<std::string> lines = absl::StrSplit(head, "\r\n");
   std::vector<std::string> first = absl::StrSplit(lines[0], ' ');
@@ -159,6 +175,18 @@ void HttpTestServer::ServeOne(int fd) {
       req.headers[absl::AsciiStrToLower(lines[i].substr(0, colon))] =
           std::string(absl::StripAsciiWhitespace(lines[i].substr(colon + 1)));
     }
+  }
+  size_t length = 0;
+  if (auto it = req.headers.find("content-length");
+      it != req.headers.end() && absl::SimpleAtoi(it->second, &length) && length <= (1 << 20)) {
+    while (rest.size() < length) {
+      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        return;
+      }
+      rest.append(buf, static_cast<size_t>(n));
+    }
+    req.body = rest.substr(0, length);
   }
   {
     absl::MutexLock lock(&mu_);

@@ -4,7 +4,8 @@
 // connection, answered by a handler with the raw bytes to send (status line, headers, body);
 // the connection is then closed, so a handler can also send a truncated body (a dropped
 // connection) or more bytes than it announced. It stands in for a token server and for a
-// misbehaving registry. Requests with a body are not supported (GET and HEAD only).
+// misbehaving registry. A request body is read when Content-Length announces one (up to 1 MiB:
+// a token server's POSTed form), not when chunked.
 
 #include <atomic>
 #include <functional>
@@ -25,8 +26,12 @@ struct HttpTestRequest {
   std::string path;   // without the query
   std::string query;  // after '?', raw
   std::map<std::string, std::string> headers;  // names lowercased
+  std::string body;
   // The values of `name` in the query, decoded (a name may repeat, as "scope" does).
   std::vector<std::string> QueryValues(const std::string& name) const;
+  // The first value of `name` in an application/x-www-form-urlencoded body, decoded; empty
+  // when absent.
+  std::string FormValue(const std::string& name) const;
 };
 
 class HttpTestServer {

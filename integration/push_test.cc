@@ -6,12 +6,17 @@
 // credentials and stores them 0600; wrong ones are refused naming the registry and nothing is
 // stored or written by the registry. An unknown image is NotFound. Credentials from docker's
 // credential helpers (credsStore in imaged's config, credHelpers in the CLI's) work the same.
+// Behind a token server that issues OAuth2 refresh tokens: an identity token in docker's config
+// pulls, a wrong one is refused naming the registry, and `berth login` stores the identity token
+// it is given (not the password) which the next pull uses.
 
 #include <stdlib.h>
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -25,6 +30,7 @@
 #include "berth/distribution/v1/distribution.grpc.pb.h"
 #include "integration/harness.h"
 #include "integration/registry_test_util.h"
+#include "integration/token_server.h"
 #include "lib/base/grpc_client.h"
 #include "lib/base/posix.h"
 #include "lib/content/grpc_content_store.h"
@@ -60,6 +66,27 @@ class PushTest : public ::testing::Test {
     ASSERT_TRUE(source_->Start().ok()) << source_->ReadLog();
     absl::Status pushed = source_->Push(image_.layout, kTag, kRepo, creds);
     ASSERT_TRUE(pushed.ok()) << pushed;
+  }
+
+  // A registry holding the test image behind the test token server, with anonymous access off:
+  // only kUser (by password or identity token) gets in.
+  void StartTokenRegistry() {
+    token_server_ = std::make_unique<TestTokenServer>(dir_.path());
+    absl::Status key = token_server_->MakeKey();
+    ASSERT_TRUE(key.ok()) << key;
+    token_server_->set_anonymous(false);
+    StartRegistry(token_server_->RegistryOptions(), absl::StrCat(kUser, ":", kPassword));
+  }
+
+  // Every token request since the `from`th was the OAuth2 POST of the identity token.
+  void ExpectTokensByIdentityTokenSince(size_t from) const {
+    std::vector<HttpTestRequest> asked = token_server_->requests();
+    ASSERT_GT(asked.size(), from) << "no token was asked for";
+    for (size_t i = from; i < asked.size(); ++i) {
+      EXPECT_EQ(asked[i].method, "POST");
+      EXPECT_EQ(asked[i].FormValue("grant_type"), "refresh_token");
+      EXPECT_EQ(asked[i].FormValue("refresh_token"), token_server_->refresh_token());
+    }
   }
 
   absl::Status StartImaged(const std::vector<std::string>& extra = {},
@@ -176,6 +203,7 @@ class PushTest : public ::testing::Test {
   std::string address_ = dir_.Join("imaged.sock");
   DaemonProcess imaged_{dir_.path()};
   int copies_ = 0;
+  std::unique_ptr<TestTokenServer> token_server_;
 };
 
 TEST_F(PushTest, UploadsToAnotherRegistryReadBackBySkopeoThenSecondPushSendsNothing) {
@@ -406,6 +434,61 @@ TEST_F(PushTest, CredentialHelpersOfImagedAndOfTheCliAreAsked) {
   EXPECT_EQ(push.exit_code, 1) << push.output;
   EXPECT_TRUE(absl::StrContains(push.output, "docker-credential-gone")) << push.output;
   ExpectNoRepository("test/denied");
+}
+
+TEST_F(PushTest, IdentityTokenInImagedsDockerConfigPulls) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  const std::string host = source_->host();
+  // As `docker login` leaves it against such a server: "user:" and the identity token.
+  const std::string config = dir_.Join("imaged-docker/config.json");
+  auto write_config = [&](const std::string& token) {
+    ASSERT_TRUE(MakeDirs(dir_.Join("imaged-docker"), 0700).ok());
+    ASSERT_TRUE(WriteFileAtomic(config,
+                                nlohmann::json({{"auths",
+                                                 {{host,
+                                                   {{"auth", absl::Base64Escape(
+                                                                 absl::StrCat(kUser, ":"))},
+                                                    {"identitytoken", token}}}}}})
+                                    .dump(),
+                                0600)
+                    .ok());
+  };
+  ASSERT_NO_FATAL_FAILURE(write_config(token_server_->refresh_token()));
+  ASSERT_TRUE(StartImaged({}, config).ok());
+  const size_t before = token_server_->requests().size();
+  PullSource();
+  ExpectTokensByIdentityTokenSince(before);
+
+  // A wrong one (imaged reads its file at each pull): refused, naming the registry.
+  ASSERT_NO_FATAL_FAILURE(write_config("revoked"));
+  CommandResult pull = Berth({"pull", "--no-unpack", absl::StrCat(host, "/", kRepo, ":", kTag),
+                              "--insecure-registry", host});
+  EXPECT_EQ(pull.exit_code, 1) << pull.output;
+  EXPECT_TRUE(absl::StrContains(pull.output, "registry " + host)) << pull.output;
+  EXPECT_TRUE(absl::StrContains(pull.output, "identity token")) << pull.output;
+}
+
+TEST_F(PushTest, LoginStoresTheIdentityTokenItIsGivenAndPullUsesIt) {
+  ASSERT_NO_FATAL_FAILURE(StartTokenRegistry());
+  ASSERT_TRUE(StartImaged().ok());
+  const std::string host = source_->host();
+  CommandResult login = Berth(
+      {"login", host, "-u", kUser, "--password-stdin", "--insecure-registry", host},
+      std::string(kPassword) + "\n");
+  ASSERT_EQ(login.exit_code, 0) << login.output;
+  struct stat st {};
+  ASSERT_EQ(::stat(auth_file_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const std::string stored = *ReadFile(auth_file_);
+  nlohmann::json entry = nlohmann::json::parse(stored)["auths"][host];
+  EXPECT_EQ(entry.value("identitytoken", ""), token_server_->refresh_token()) << stored;
+  EXPECT_EQ(entry.value("auth", ""), absl::Base64Escape(absl::StrCat(kUser, ":"))) << stored;
+  EXPECT_FALSE(absl::StrContains(stored, kPassword)) << "the password was stored: " << stored;
+
+  // The pull (the CLI sends the stored identity token) gets its tokens with it.
+  const size_t before = token_server_->requests().size();
+  PullSource();
+  ExpectTokensByIdentityTokenSince(before);
 }
 
 TEST_F(PushTest, BlobMissingFromTheContentStoreFailsBeforeAnythingIsSent) {

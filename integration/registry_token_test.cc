@@ -3,13 +3,15 @@
 // that grants pull to anonymous callers and pull+push to kUser:kPassword, and refuses wrong
 // credentials. Pushes: a mount asks for both repositories in one token request, an anonymous push
 // is refused naming the registry, and CheckLogin (berth login) tells right credentials from
-// wrong ones.
+// wrong ones. Identity tokens (OAuth2 refresh tokens) get bearer tokens by POST; login with a
+// password is given one; a token is fetched again once it expired (on a clock the test moves).
 
 #include <sys/stat.h>
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -18,67 +20,26 @@
 #include "absl/strings/str_split.h"
 #include "integration/http_test_server.h"
 #include "integration/registry_test_util.h"
+#include "integration/token_server.h"
 
 namespace berth::integration {
 namespace {
-
-constexpr char kService[] = "berth-test-registry";
-constexpr char kIssuer[] = "berth-test-issuer";
 
 class TokenRegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
     image_ = MakeImage(dir_);
-    int code = 0;
-    std::string out = testing::RunCommand(
-        std::vector<std::string>{"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                                 "-keyout", key_, "-out", cert_, "-days", "2", "-subj",
-                                 "/CN=berth-test-token"},
-        &code);
-    ASSERT_EQ(code, 0) << out;
-    Registry::Options options;
-    options.token_realm = token_server_.url() + "/token";
-    options.token_service = kService;
-    options.token_issuer = kIssuer;
-    options.token_rootcertbundle = cert_;
-    registry_ = std::make_unique<Registry>(dir_.path(), options);
+    absl::Status key = token_server_.MakeKey();
+    ASSERT_TRUE(key.ok()) << key;
+    registry_ = std::make_unique<Registry>(dir_.path(), token_server_.RegistryOptions());
     ASSERT_TRUE(registry_->Start().ok()) << registry_->ReadLog();
     absl::Status status =
         registry_->Push(image_.layout, kTag, kRepo, absl::StrCat(kUser, ":", kPassword));
     ASSERT_TRUE(status.ok()) << status << "\n" << registry_->ReadLog();
   }
 
-  std::string Issue(const HttpTestRequest& req) {
-    bool user = false;
-    auto auth = req.headers.find("authorization");
-    if (auth != req.headers.end()) {
-      if (auth->second !=
-          "Basic " + absl::Base64Escape(absl::StrCat(kUser, ":", kPassword))) {
-        return HttpText(401, {}, R"({"details":"wrong credentials"})");
-      }
-      user = true;
-    }
-    std::vector<std::pair<std::string, std::vector<std::string>>> access;
-    for (const std::string& scope : req.QueryValues("scope")) {
-      size_t colon = scope.rfind(':');
-      std::vector<std::string> actions = {"pull"};
-      if (user) {
-        actions = absl::StrSplit(scope.substr(colon + 1), ',');
-      }
-      access.push_back({scope.substr(0, colon), actions});
-    }
-    absl::StatusOr<std::string> token = SignRegistryToken(key_, cert_, kIssuer, kService, access);
-    if (!token.ok()) {
-      return HttpText(500, {}, std::string(token.status().message()));
-    }
-    return HttpText(200, {"Content-Type: application/json"},
-                    nlohmann::json({{"token", *token}, {"expires_in", 300}}).dump());
-  }
-
   testing::TempDir dir_;
-  std::string key_ = dir_.Join("token.key");
-  std::string cert_ = dir_.Join("token.pem");
-  HttpTestServer token_server_{[this](const HttpTestRequest& req) { return Issue(req); }};
+  TestTokenServer token_server_{dir_.path()};
   TestImage image_;
   std::unique_ptr<Registry> registry_;
 };
@@ -90,7 +51,8 @@ TEST_F(TokenRegistryTest, AnonymousTokenPullsAndIsCachedPerScope) {
   std::vector<HttpTestRequest> asked = token_server_.requests();
   // One token for the repository's pull scope served every request of the pull.
   ASSERT_EQ(asked.size(), before + 1);
-  EXPECT_EQ(asked.back().QueryValues("service"), std::vector<std::string>{kService});
+  EXPECT_EQ(asked.back().QueryValues("service"),
+            std::vector<std::string>{TestTokenServer::kService});
   EXPECT_EQ(asked.back().QueryValues("scope"),
             std::vector<std::string>{absl::StrCat("repository:", kRepo, ":pull")});
   EXPECT_EQ(asked.back().headers.count("authorization"), 0u);
@@ -187,6 +149,116 @@ TEST_F(TokenRegistryTest, CheckLoginTellsRightCredentialsFromWrongOnes) {
       UserClient(registry_->host(), "wrong")->CheckLogin(Ctx(), registry_->host());
   EXPECT_EQ(wrong.code(), absl::StatusCode::kUnauthenticated) << wrong;
   EXPECT_TRUE(absl::StrContains(wrong.message(), registry_->host())) << wrong;
+}
+
+// The token server's requests from index `from` on.
+std::vector<HttpTestRequest> Since(const TestTokenServer& server, size_t from) {
+  std::vector<HttpTestRequest> all = server.requests();
+  return std::vector<HttpTestRequest>(all.begin() + static_cast<long>(std::min(from, all.size())),
+                                      all.end());
+}
+
+TEST_F(TokenRegistryTest, IdentityTokenGetsTokensByTheOAuthPost) {
+  token_server_.set_anonymous(false);  // the identity token is the only way in
+  RegistryHostConfig config = PlainHttp();
+  config.identity_token = token_server_.refresh_token();
+  const size_t before = token_server_.requests().size();
+  ExpectPullable(*Client(registry_->host(), config), registry_->host(), image_);
+  std::vector<HttpTestRequest> asked = Since(token_server_, before);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].method, "POST");
+  EXPECT_EQ(asked[0].FormValue("grant_type"), "refresh_token");
+  EXPECT_EQ(asked[0].FormValue("refresh_token"), token_server_.refresh_token());
+  EXPECT_EQ(asked[0].FormValue("service"), TestTokenServer::kService);
+  EXPECT_EQ(asked[0].FormValue("scope"), absl::StrCat("repository:", kRepo, ":pull"));
+  EXPECT_EQ(asked[0].FormValue("client_id"), "berth");
+  EXPECT_EQ(asked[0].headers.count("authorization"), 0u);
+
+  // It pushes as the user it stands for.
+  absl::StatusOr<Reference> other =
+      Reference::Parse(absl::StrCat(registry_->host(), "/test/by-token:v1"));
+  ASSERT_TRUE(other.ok());
+  oci::Descriptor layer = LargestLayer(image_);
+  int64_t sent = 0;
+  absl::StatusOr<images::BlobPushResult> pushed = Client(registry_->host(), config)->PushBlob(
+      Ctx(), *other, layer, FromLayout(image_, layer, &sent));
+  ASSERT_TRUE(pushed.ok()) << pushed.status();
+}
+
+TEST_F(TokenRegistryTest, WrongIdentityTokenIsUnauthenticatedNamingTheRegistry) {
+  token_server_.set_anonymous(false);
+  RegistryHostConfig config = PlainHttp();
+  config.identity_token = "not-" + token_server_.refresh_token();
+  const size_t before = token_server_.requests().size();
+  absl::StatusOr<Descriptor> desc =
+      Client(registry_->host(), config)->Resolve(Ctx(), Ref(registry_->host(), ":v1"));
+  ASSERT_EQ(desc.status().code(), absl::StatusCode::kUnauthenticated) << desc.status();
+  EXPECT_TRUE(absl::StrContains(desc.status().message(), "registry " + registry_->host()))
+      << desc.status();
+  EXPECT_TRUE(absl::StrContains(desc.status().message(), "identity token")) << desc.status();
+  // Refused is refused: no second try by GET.
+  std::vector<HttpTestRequest> asked = Since(token_server_, before);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].method, "POST");
+}
+
+TEST_F(TokenRegistryTest, LoginWithAPasswordIsGivenAnIdentityToken) {
+  std::string given;
+  std::string given_for;
+  RegistryClientOptions options;
+  options.hosts[registry_->host()] = PlainHttp();
+  options.hosts[registry_->host()].username = kUser;
+  options.hosts[registry_->host()].password = kPassword;
+  options.on_refresh_token = [&](absl::string_view host, const std::string& token) {
+    given_for = std::string(host);
+    given = token;
+  };
+  const size_t before = token_server_.requests().size();
+  absl::Status login =
+      RegistryClient::Create(options)->CheckLogin(Ctx(), registry_->host());
+  ASSERT_TRUE(login.ok()) << login;
+  EXPECT_EQ(given, token_server_.refresh_token());
+  EXPECT_EQ(given_for, registry_->host());
+  std::vector<HttpTestRequest> asked = Since(token_server_, before);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].method, "POST");
+  EXPECT_EQ(asked[0].FormValue("grant_type"), "password");
+  EXPECT_EQ(asked[0].FormValue("username"), kUser);
+  EXPECT_EQ(asked[0].FormValue("access_type"), "offline");
+
+  // A token server without OAuth2: the login goes by GET and there is no identity token.
+  token_server_.set_oauth(false);
+  given.clear();
+  login = RegistryClient::Create(options)->CheckLogin(Ctx(), registry_->host());
+  ASSERT_TRUE(login.ok()) << login;
+  EXPECT_EQ(given, "");
+  EXPECT_EQ(token_server_.requests().back().method, "GET");
+  EXPECT_EQ(token_server_.requests().back().QueryValues("offline_token"),
+            std::vector<std::string>{"true"});
+}
+
+TEST_F(TokenRegistryTest, ATokenIsCachedUntilItExpiresThenFetchedAgain) {
+  token_server_.set_expires_in(60);
+  // The client's clock, moved by the test: no waiting for a real minute.
+  std::atomic<int64_t> skew_seconds{0};
+  RegistryClientOptions options;
+  options.hosts[registry_->host()] = PlainHttp();
+  options.clock = [&] { return absl::Now() + absl::Seconds(skew_seconds.load()); };
+  std::unique_ptr<RegistryClient> client = RegistryClient::Create(options);
+  const size_t before = token_server_.requests().size();
+  ASSERT_TRUE(client->Resolve(Ctx(), Ref(registry_->host(), ":v1")).ok());
+  ASSERT_EQ(Since(token_server_, before).size(), 1u);
+  skew_seconds = 30;  // well within its 60 s: the cached token serves
+  ASSERT_TRUE(client->Resolve(Ctx(), Ref(registry_->host(), ":v1")).ok());
+  EXPECT_EQ(Since(token_server_, before).size(), 1u);
+  skew_seconds = 61;  // expired: a new one is asked for, for the same scope
+  ASSERT_TRUE(client->Resolve(Ctx(), Ref(registry_->host(), ":v1")).ok());
+  std::vector<HttpTestRequest> asked = Since(token_server_, before);
+  ASSERT_EQ(asked.size(), 2u);
+  EXPECT_EQ(asked[1].QueryValues("scope"), asked[0].QueryValues("scope"));
+  // And that one is cached in turn.
+  ASSERT_TRUE(client->Resolve(Ctx(), Ref(registry_->host(), ":v1")).ok());
+  EXPECT_EQ(Since(token_server_, before).size(), 2u);
 }
 
 }  // namespace

@@ -1,20 +1,88 @@
 #include "lib/base/program.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "lib/base/posix.h"
 #include "lib/base/unique_fd.h"
 
 extern char** environ;
 
 namespace berth {
+namespace {
+
+constexpr size_t kMaxOutput = 1 << 20;
+
+// Reads the program's output until EOF and reaps it. When `deadline` passes or the context
+// is cancelled first, or the output grows too large, it kills the program's process group,
+// reaps it and says why.
+absl::StatusOr<std::string> ReadBounded(int fd, pid_t pid, const std::string& program,
+                                        absl::Time deadline, const ProgramOptions& options,
+                                        int* status) {
+  const absl::Duration limit = std::max(absl::ZeroDuration(), deadline - absl::Now());
+  std::string data;
+  char buf[16384];
+  bool eof = false;
+  absl::Status stop;
+  while (stop.ok()) {
+    if (options.ctx != nullptr && options.ctx->cancellation != nullptr &&
+        options.ctx->cancellation->IsCancelled()) {
+      stop = absl::CancelledError(
+          absl::StrCat("run ", program, ": the request was cancelled; killed it"));
+      break;
+    }
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      stop = absl::DeadlineExceededError(
+          absl::StrCat("run ", program, ": still running after ",
+                       absl::FormatDuration(absl::Trunc(limit, absl::Milliseconds(1))),
+                       "; killed it"));
+      break;
+    }
+    // Short slices: a cancelled request is noticed within 50 ms.
+    const int slice =
+        static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(left), 1, 50));
+    if (eof) {
+      pid_t done = ::waitpid(pid, status, WNOHANG);
+      if (done == pid || (done < 0 && errno != EINTR)) {
+        return data;
+      }
+      absl::SleepFor(absl::Milliseconds(std::min(slice, 10)));
+      continue;
+    }
+    pollfd pfd{fd, POLLIN, 0};
+    if (::poll(&pfd, 1, slice) <= 0) {
+      continue;  // nothing yet (or EINTR)
+    }
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n == 0) {
+      eof = true;
+    } else if (n > 0) {
+      data.append(buf, static_cast<size_t>(n));
+      if (data.size() > kMaxOutput) {
+        stop = absl::InvalidArgumentError(
+            absl::StrCat(program, ": larger than ", kMaxOutput, " bytes"));
+      }
+    } else if (errno != EINTR && errno != EAGAIN) {
+      stop = ErrnoStatus(errno, absl::StrCat("read ", program));
+    }
+  }
+  ::kill(-pid, SIGKILL);
+  while (::waitpid(pid, status, 0) < 0 && errno == EINTR) {
+  }
+  return stop;
+}
+
+}  // namespace
 
 absl::StatusOr<std::string> RunProgram(const std::vector<std::string>& args, int* wait_status,
                                        const ProgramOptions& options) {
@@ -69,7 +137,13 @@ absl::StatusOr<std::string> RunProgram(const std::vector<std::string>& args, int
   sigset_t none;
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  const bool bounded = options.timeout != absl::InfiniteDuration() || options.ctx != nullptr;
+  short flags = POSIX_SPAWN_SETSIGMASK;
+  if (bounded) {
+    posix_spawnattr_setpgroup(&attr, 0);  // its own group, killed whole at the deadline
+    flags |= POSIX_SPAWN_SETPGROUP;
+  }
+  posix_spawnattr_setflags(&attr, flags);
   pid_t pid = 0;
   int rc = ::posix_spawnp(&pid, cargv[0], &actions, &attr, cargv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -79,8 +153,20 @@ absl::StatusOr<std::string> RunProgram(const std::vector<std::string>& args, int
   if (rc != 0) {
     return ErrnoStatus(rc, absl::StrCat("run ", argv[0]));
   }
-  absl::StatusOr<std::string> output = ReadAll(read_end.get(), argv[0], 1 << 20);
   int status = 0;
+  if (bounded) {
+    absl::Time deadline = absl::Now() + options.timeout;
+    if (options.ctx != nullptr) {
+      deadline = std::min(deadline, options.ctx->deadline);
+    }
+    absl::StatusOr<std::string> output =
+        ReadBounded(read_end.get(), pid, argv[0], deadline, options, &status);
+    if (wait_status != nullptr) {
+      *wait_status = status;
+    }
+    return output;
+  }
+  absl::StatusOr<std::string> output = ReadAll(read_end.get(), argv[0], kMaxOutput);
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (wait_status != nullptr) {

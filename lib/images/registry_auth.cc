@@ -3,7 +3,11 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace berth::images {
 namespace {
@@ -25,6 +29,76 @@ std::string ReadToken(absl::string_view text, size_t* pos) {
     ++*pos;
   }
   return std::string(text.substr(start, *pos - start));
+}
+
+// Percent-encoding for a query or form value: everything but RFC 3986's unreserved characters.
+std::string Escape(absl::string_view value) {
+  std::string out;
+  for (char c : value) {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_' ||
+        c == '~') {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(&out, "%", absl::AsciiStrToUpper(absl::StrCat(
+                                     absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2))));
+    }
+  }
+  return out;
+}
+
+// "name=value&..." with the values escaped.
+std::string Encode(const std::vector<std::pair<std::string, std::string>>& params) {
+  return absl::StrJoin(params, "&", [](std::string* out, const auto& param) {
+    absl::StrAppend(out, param.first, "=", Escape(param.second));
+  });
+}
+
+std::string Basic(absl::string_view username, absl::string_view secret) {
+  return absl::StrCat("Basic ", absl::Base64Escape(absl::StrCat(username, ":", secret)));
+}
+
+// The OAuth2 POST (docs.docker.com/registry/spec/auth/oauth).
+TokenExchange OAuthExchange(const TokenRequest& request) {
+  std::vector<std::pair<std::string, std::string>> form;
+  if (!request.identity_token.empty()) {
+    form = {{"grant_type", "refresh_token"}, {"refresh_token", request.identity_token}};
+  } else {
+    form = {{"grant_type", "password"},
+            {"username", request.username},
+            {"password", request.password}};
+  }
+  form.push_back({"service", request.service});
+  if (!request.scope.empty()) {
+    form.push_back({"scope", request.scope});
+  }
+  form.push_back({"client_id", request.client_id});
+  if (request.offline) {
+    form.push_back({"access_type", "offline"});
+  }
+  return TokenExchange{"POST", request.realm, Encode(form), ""};
+}
+
+// The GET of the token spec: one scope parameter per scope, as docker's clients send them (a
+// push that mounts needs two).
+TokenExchange GetExchange(const TokenRequest& request) {
+  std::vector<std::pair<std::string, std::string>> query = {{"service", request.service}};
+  for (absl::string_view one : absl::StrSplit(request.scope, ' ', absl::SkipEmpty())) {
+    query.push_back({"scope", std::string(one)});
+  }
+  TokenExchange exchange;
+  exchange.method = "GET";
+  if (!request.identity_token.empty()) {
+    exchange.authorization = Basic(request.username, request.identity_token);
+  } else if (!request.username.empty() || !request.password.empty()) {
+    exchange.authorization = Basic(request.username, request.password);
+    if (request.offline) {
+      query.push_back({"offline_token", "true"});
+      query.push_back({"client_id", request.client_id});
+    }
+  }
+  exchange.url = absl::StrCat(request.realm, absl::StrContains(request.realm, '?') ? "&" : "?",
+                              Encode(query));
+  return exchange;
 }
 
 }  // namespace
@@ -106,7 +180,52 @@ absl::StatusOr<BearerToken> ParseTokenResponse(absl::string_view body, absl::Tim
     expires_in = it->get<int64_t>();
   }
   result.expires = now + absl::Seconds(expires_in);
+  it = doc.find("refresh_token");
+  if (it != doc.end() && it->is_string()) {
+    result.refresh_token = it->get<std::string>();
+  }
   return result;
+}
+
+absl::StatusOr<BearerToken> FetchBearerToken(absl::string_view host, const TokenRequest& request,
+                                             const TokenTransport& send,
+                                             const std::function<absl::Time()>& now) {
+  const bool oauth = !request.identity_token.empty() ||
+                     (request.offline && (!request.username.empty() || !request.password.empty()));
+  TokenReply reply;
+  if (oauth) {
+    reply = send(OAuthExchange(request));
+    // A token server without OAuth2 refuses the POST; with a password, some answer 400 or 401
+    // (ACR, Artifactory, containerd's authorizer.go notes), and asking again by GET is safe.
+    const bool no_oauth =
+        reply.code == 404 || reply.code == 405 ||
+        (request.identity_token.empty() && (reply.code == 400 || reply.code == 401));
+    if (reply.transfer_ok && no_oauth) {
+      reply = send(GetExchange(request));
+    }
+  } else {
+    reply = send(GetExchange(request));
+  }
+  const std::string server = absl::StrCat("registry ", host, ": token server ", request.realm);
+  if (!reply.transfer_ok) {
+    return absl::UnavailableError(absl::StrCat(server, ": ", reply.transfer_error));
+  }
+  if (reply.code == 401 || reply.code == 403) {
+    std::string who = !request.identity_token.empty() ? std::string("the identity token")
+                      : !request.username.empty() || !request.password.empty()
+                          ? absl::StrCat("user \"", request.username, "\"")
+                          : std::string("anonymous access");
+    return absl::UnauthenticatedError(
+        absl::StrCat(server, " refused ", who, " (HTTP ", reply.code, ")"));
+  }
+  if (reply.code < 200 || reply.code >= 300) {
+    return absl::UnavailableError(absl::StrCat(server, " answered HTTP ", reply.code));
+  }
+  absl::StatusOr<BearerToken> token = ParseTokenResponse(reply.body, now());
+  if (!token.ok()) {
+    return absl::UnauthenticatedError(absl::StrCat(server, ": ", token.status().message()));
+  }
+  return token;
 }
 
 std::string TokenCache::Key(absl::string_view host, absl::string_view scope) {

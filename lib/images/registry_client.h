@@ -77,6 +77,7 @@ struct RegistryHostConfig {
   std::string client_key;
   std::string username;      // credentials for Basic auth and for the token server
   std::string password;
+  std::string identity_token;  // an OAuth2 refresh token for the token server (wins)
   std::vector<std::string> headers;  // "Name: value", sent with every request (hosts.toml)
 };
 
@@ -140,6 +141,12 @@ struct RegistryClientOptions {
   // request before it left open), with the HTTP version it spoke there: 1 (1.0 or 1.1), 2 or 3.
   // Same threads and rules as on_response. Empty: nothing is called.
   std::function<void(absl::string_view host, int http_version)> on_connection;
+  // Set: token requests with a password ask for a refresh token too (OAuth2 access_type=offline,
+  // lib/images/registry_auth.h), and each one the token server gives is passed here with the
+  // registry host (berth login stores it in place of the password). Empty: none is asked for.
+  std::function<void(absl::string_view host, const std::string& refresh_token)> on_refresh_token;
+  // The clock bearer token expiry is judged by; empty: absl::Now (tests move it forward).
+  std::function<absl::Time()> clock;
 };
 
 // Called with each piece of a blob in order; an error stops the transfer and is returned.

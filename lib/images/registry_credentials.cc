@@ -116,8 +116,11 @@ absl::StatusOr<std::map<std::string, RegistryCredentials>> ParseAuths(const nloh
       creds.username = it->value("username", "");
       creds.password = it->value("password", "");
     }
-    if (creds.username.empty() && creds.password.empty()) {
-      continue;  // an identity token or a helper's placeholder
+    if (auto token = it->find("identitytoken"); token != it->end() && token->is_string()) {
+      creds.identity_token = token->get<std::string>();
+    }
+    if (creds.username.empty() && creds.password.empty() && creds.identity_token.empty()) {
+      continue;  // a helper's placeholder
     }
     result[CredentialHost(it.key())] = std::move(creds);
   }
@@ -163,8 +166,8 @@ absl::StatusOr<std::map<std::string, RegistryCredentials>> ReadCredentialsFile(
   return creds;
 }
 
-absl::StatusOr<std::optional<RegistryCredentials>> RunCredentialHelper(absl::string_view helper,
-                                                                        absl::string_view host) {
+absl::StatusOr<std::optional<RegistryCredentials>> RunCredentialHelper(
+    absl::string_view helper, absl::string_view host, const HelperLimits& limits) {
   const std::string program = absl::StrCat("docker-credential-", helper);
   if (absl::StrContains(helper, '/')) {
     return absl::InvalidArgumentError(absl::StrCat("credential helper ", program, ": not a name"));
@@ -172,13 +175,19 @@ absl::StatusOr<std::optional<RegistryCredentials>> RunCredentialHelper(absl::str
   ProgramOptions options;
   options.input = host == kDockerHubDomain ? "https://index.docker.io/v1/" : std::string(host);
   options.capture_stderr = false;
+  options.timeout = limits.timeout;
+  options.ctx = limits.ctx;
   int wait_status = 0;
   absl::StatusOr<std::string> out = RunProgram({program, "get"}, &wait_status, options);
   if (absl::IsNotFound(out.status())) {
     return absl::FailedPreconditionError(
         absl::StrCat("credential helper ", program, " (for ", host, "): not found in PATH"));
   }
-  BERTH_RETURN_IF_ERROR(out.status());
+  if (!out.ok()) {
+    return absl::Status(out.status().code(), absl::StrCat("credential helper ", program,
+                                                          " (for ", host, "): ",
+                                                          out.status().message()));
+  }
   const absl::string_view said = absl::StripAsciiWhitespace(*out);
   if (!WIFEXITED(wait_status) || WEXITSTATUS(wait_status) != 0) {
     // The helpers' protocol: this message on stdout means "nothing stored for that server".
@@ -198,20 +207,26 @@ absl::StatusOr<std::optional<RegistryCredentials>> RunCredentialHelper(absl::str
         absl::StrCat("credential helper ", program, " get ", options.input,
                      ": the answer is not {\"Username\": ..., \"Secret\": ...}"));
   }
-  RegistryCredentials creds{answer["Username"].get<std::string>(),
-                            answer["Secret"].get<std::string>()};
-  if (creds.username == "<token>" || (creds.username.empty() && creds.password.empty())) {
-    return std::nullopt;  // an identity token (not supported), or nothing
+  RegistryCredentials creds;
+  creds.username = answer["Username"].get<std::string>();
+  creds.password = answer["Secret"].get<std::string>();
+  if (creds.username == "<token>") {  // docker's spelling of an identity token
+    creds.identity_token = std::move(creds.password);
+    creds.username.clear();
+    creds.password.clear();
+  }
+  if (creds.username.empty() && creds.password.empty() && creds.identity_token.empty()) {
+    return std::nullopt;
   }
   return creds;
 }
 
-absl::StatusOr<std::optional<RegistryCredentials>> LookupCredentials(const std::string& path,
-                                                                      absl::string_view host) {
+absl::StatusOr<std::optional<RegistryCredentials>> LookupCredentials(
+    const std::string& path, absl::string_view host, const HelperLimits& limits) {
   BERTH_ASSIGN_OR_RETURN(nlohmann::json doc, ReadDocument(path));
   BERTH_ASSIGN_OR_RETURN(std::string helper, HelperFor(doc, path, host));
   if (!helper.empty()) {
-    return RunCredentialHelper(helper, host);
+    return RunCredentialHelper(helper, host, limits);
   }
   absl::StatusOr<std::map<std::string, RegistryCredentials>> all = ParseAuths(doc);
   if (!all.ok()) {
@@ -233,8 +248,14 @@ absl::Status StoreCredentials(const std::string& path, absl::string_view host,
     auths = nlohmann::json::object();
   }
   EraseHost(auths, host);
-  auths[std::string(host)] = {
-      {"auth", absl::Base64Escape(absl::StrCat(credentials.username, ":", credentials.password))}};
+  nlohmann::json& entry = auths[std::string(host)];
+  if (credentials.identity_token.empty()) {
+    entry = {{"auth", absl::Base64Escape(
+                          absl::StrCat(credentials.username, ":", credentials.password))}};
+  } else {
+    entry = {{"auth", absl::Base64Escape(absl::StrCat(credentials.username, ":"))},
+             {"identitytoken", credentials.identity_token}};
+  }
   return WriteDocument(path, doc);
 }
 

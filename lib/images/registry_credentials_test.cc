@@ -13,7 +13,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "lib/base/posix.h"
 #include "lib/testing/testing.h"
 
@@ -58,18 +61,79 @@ TEST(RegistryCredentialsTest, ParsesAuthAndUsernamePasswordByHost) {
       "127.0.0.1:5000": {"auth": "dXNlcjpwYTpzcw=="},
       "https://index.docker.io/v1/": {"username": "hub", "password": "pw"},
       "https://ghcr.io/v2/": {"auth": "YTpi"},
-      "token.only": {"identitytoken": "x"}
+      "token.only": {"identitytoken": "x"},
+      "token.user": {"auth": "dTo=", "identitytoken": "y"},
+      "helper.placeholder": {}
     },
     "credsStore": "desktop"
   })");
   ASSERT_TRUE(creds.ok()) << creds.status();
-  EXPECT_EQ(creds->size(), 3u);
+  EXPECT_EQ(creds->size(), 5u);
   EXPECT_EQ((*creds)["127.0.0.1:5000"].username, "user");
   EXPECT_EQ((*creds)["127.0.0.1:5000"].password, "pa:ss");
   EXPECT_EQ((*creds)["docker.io"].username, "hub");
   EXPECT_EQ((*creds)["docker.io"].password, "pw");
   EXPECT_EQ((*creds)["ghcr.io"].username, "a");
-  EXPECT_EQ(creds->count("token.only"), 0u);
+  // docker's identity tokens (OAuth2 refresh tokens), with or without "user:" beside them.
+  EXPECT_EQ((*creds)["token.only"].identity_token, "x");
+  EXPECT_EQ((*creds)["token.only"].username, "");
+  EXPECT_EQ((*creds)["token.user"].identity_token, "y");
+  EXPECT_EQ((*creds)["token.user"].username, "u");
+  EXPECT_EQ((*creds)["token.user"].password, "");
+  EXPECT_EQ((*creds)["docker.io"].identity_token, "");
+}
+
+TEST(RegistryCredentialsTest, AnIdentityTokenIsStoredAsDockerDoesWithoutThePassword) {
+  testing::TempDir dir;
+  const std::string path = dir.Join("auth.json");
+  RegistryCredentials creds;
+  creds.username = "u";
+  creds.identity_token = "refresh-1";
+  ASSERT_TRUE(StoreCredentials(path, "r.example:5000", creds).ok());
+  nlohmann::json doc = nlohmann::json::parse(*ReadFile(path));
+  EXPECT_EQ(doc["auths"]["r.example:5000"],
+            nlohmann::json({{"auth", "dTo="}, {"identitytoken", "refresh-1"}}));  // "u:"
+  absl::StatusOr<std::optional<RegistryCredentials>> got =
+      LookupCredentials(path, "r.example:5000");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->identity_token, "refresh-1");
+  EXPECT_EQ((*got)->username, "u");
+  // A password login later replaces it.
+  ASSERT_TRUE(StoreCredentials(path, "r.example:5000", {"u", "p"}).ok());
+  got = LookupCredentials(path, "r.example:5000");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->identity_token, "");
+  EXPECT_EQ((*got)->password, "p");
+}
+
+TEST(RegistryCredentialsTest, AHungHelperIsKilledAtItsTimeout) {
+  HelperPath path;
+  // It records its PID and its child's, then waits forever.
+  path.Write("hung", absl::StrCat("echo $$ > ", path.Join("hung.pid"), "\nsleep 600 &\necho $! > ",
+                                  path.Join("hung.child"), "\nwait\n"));
+  testing::TempDir dir;
+  const std::string config = dir.Join("config.json");
+  ASSERT_TRUE(WriteFileAtomic(config, R"({"credsStore": "hung"})", 0600).ok());
+  HelperLimits limits;
+  limits.timeout = absl::Milliseconds(300);
+  absl::StatusOr<std::optional<RegistryCredentials>> creds =
+      LookupCredentials(config, "127.0.0.1:5000", limits);
+  ASSERT_EQ(creds.status().code(), absl::StatusCode::kDeadlineExceeded) << creds.status();
+  EXPECT_TRUE(absl::StrContains(creds.status().message(), "docker-credential-hung"))
+      << creds.status();
+  EXPECT_TRUE(absl::StrContains(creds.status().message(), "127.0.0.1:5000")) << creds.status();
+  for (const char* file : {"hung.pid", "hung.child"}) {
+    int pid = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(*ReadFile(path.Join(file))), &pid));
+    EXPECT_TRUE(testing::WaitUntilNotRunning(pid, absl::Seconds(10))) << file << " " << pid;
+  }
+
+  // The request's deadline bounds it too (the default 30 s would not end this test).
+  Context ctx = Context().WithTimeout(absl::Milliseconds(300));
+  HelperLimits bounded;
+  bounded.ctx = &ctx;
+  creds = LookupCredentials(config, "127.0.0.1:5000", bounded);
+  EXPECT_EQ(creds.status().code(), absl::StatusCode::kDeadlineExceeded) << creds.status();
 }
 
 TEST(RegistryCredentialsTest, MalformedDocumentsAreRefusedNamingTheEntry) {
@@ -183,9 +247,11 @@ TEST(RegistryCredentialsTest, BrokenOrMissingHelperIsAnErrorNamingIt) {
   EXPECT_NE(creds.status().message().find("the keyring is locked"), std::string::npos)
       << creds.status();
   EXPECT_NE(creds.status().message().find("exit 3"), std::string::npos) << creds.status();
-  creds = lookup("token");  // an identity token: not supported, so none
-  ASSERT_TRUE(creds.ok()) << creds.status();
-  EXPECT_FALSE(creds->has_value());
+  creds = lookup("token");  // docker's spelling of an identity token
+  ASSERT_TRUE(creds.ok() && creds->has_value()) << creds.status();
+  EXPECT_EQ((*creds)->identity_token, "refresh");
+  EXPECT_EQ((*creds)->username, "");
+  EXPECT_EQ((*creds)->password, "");
   creds = lookup("../../bin/sh");
   EXPECT_EQ(creds.status().code(), absl::StatusCode::kInvalidArgument);
 }

@@ -329,7 +329,7 @@ HttpResponse RegistryHttp::Perform(const Context& ctx, const HttpRequest& req,
 }
 
 std::string RegistryHttp::Authorization(const HttpRequest& req) const {
-  std::string token = tokens_.Lookup(req.host, req.scope, absl::Now());
+  std::string token = tokens_.Lookup(req.host, req.scope, Now());
   if (!token.empty()) {
     return absl::StrCat("Bearer ", token);
   }
@@ -364,47 +364,43 @@ absl::Status RegistryHttp::Authenticate(const Context& ctx, const HttpRequest& r
     return absl::UnauthenticatedError(absl::StrCat(
         "registry ", req.host, ": unsupported auth scheme \"", challenge->scheme, "\""));
   }
-  const std::string& realm = challenge->params["realm"];
-  std::string scope = challenge->params.count("scope") != 0 ? challenge->params["scope"]
-                                                             : req.scope;
+  TokenRequest token_req;
+  token_req.realm = challenge->params["realm"];
+  token_req.service = challenge->params["service"];
+  token_req.scope = challenge->params.count("scope") != 0 ? challenge->params["scope"] : req.scope;
+  token_req.username = config.username;
+  token_req.password = config.password;
+  token_req.identity_token = config.identity_token;
+  token_req.offline = static_cast<bool>(options_.on_refresh_token);
+  absl::StatusOr<BearerToken> token = FetchBearerToken(
+      req.host, token_req,
+      [&](const TokenExchange& exchange) { return ExchangeToken(ctx, req, exchange); },
+      [this] { return Now(); });
+  BERTH_RETURN_IF_ERROR(token.status());
+  if (!token->refresh_token.empty() && options_.on_refresh_token) {
+    options_.on_refresh_token(req.host, token->refresh_token);
+  }
+  tokens_.Store(req.host, req.scope, *std::move(token));
+  return absl::OkStatus();
+}
+
+TokenReply RegistryHttp::ExchangeToken(const Context& ctx, const HttpRequest& req,
+                                       const TokenExchange& exchange) {
   HttpRequest token_req;
   token_req.host = req.host;
   token_req.config = req.config;
   token_req.max_body = 1 << 20;
-  token_req.url = absl::StrCat(realm, absl::StrContains(realm, '?') ? "&" : "?");
-  char* service = curl_easy_escape(nullptr, challenge->params["service"].c_str(), 0);
-  absl::StrAppend(&token_req.url, "service=", service);
-  curl_free(service);
-  // One scope parameter per scope, as docker's clients send them (a push that mounts needs two).
-  for (absl::string_view one : absl::StrSplit(scope, ' ', absl::SkipEmpty())) {
-    char* escaped_scope = curl_easy_escape(nullptr, one.data(), static_cast<int>(one.size()));
-    absl::StrAppend(&token_req.url, "&scope=", escaped_scope);
-    curl_free(escaped_scope);
+  token_req.url = exchange.url;
+  if (exchange.method == "POST") {
+    token_req.method = "POST";
+    token_req.headers = {"Content-Type: application/x-www-form-urlencoded; charset=utf-8"};
+    token_req.body_size = static_cast<int64_t>(exchange.form.size());
+    token_req.body = [&exchange]() -> absl::StatusOr<std::unique_ptr<ByteSource>> {
+      return std::make_unique<StringSource>(exchange.form);
+    };
   }
-  HttpResponse resp = Perform(ctx, token_req, has_credentials ? BasicAuthorization(config) : "",
-                              config);
-  if (!resp.transfer_ok) {
-    return absl::UnavailableError(absl::StrCat("registry ", req.host, ": token server ", realm,
-                                               ": ", resp.transfer_error));
-  }
-  if (resp.code == 401 || resp.code == 403) {
-    std::string who = has_credentials ? absl::StrCat("user \"", config.username, "\"")
-                                      : std::string("anonymous access");
-    return absl::UnauthenticatedError(absl::StrCat("registry ", req.host, ": token server ",
-                                                   realm, " refused ", who, " (HTTP ",
-                                                   resp.code, ")"));
-  }
-  if (resp.code != 200) {
-    return absl::UnavailableError(absl::StrCat("registry ", req.host, ": token server ", realm,
-                                               " answered HTTP ", resp.code));
-  }
-  absl::StatusOr<BearerToken> token = ParseTokenResponse(resp.body, absl::Now());
-  if (!token.ok()) {
-    return absl::UnauthenticatedError(absl::StrCat("registry ", req.host, ": token server ",
-                                                   realm, ": ", token.status().message()));
-  }
-  tokens_.Store(req.host, req.scope, *std::move(token));
-  return absl::OkStatus();
+  HttpResponse resp = Perform(ctx, token_req, exchange.authorization, ConfigFor(req));
+  return TokenReply{resp.transfer_ok, resp.transfer_error, resp.code, std::move(resp.body)};
 }
 
 absl::Status RegistryHttp::Backoff(const Context& ctx, int attempt) const {

@@ -115,6 +115,10 @@ class RegistryHttp {
   // Answers a 401's challenge: remembers Basic for the host, or fetches a Bearer token.
   absl::Status Authenticate(const Context& ctx, const HttpRequest& req,
                             const HttpResponse& challenge);
+  // One exchange with a token server for `req`'s host (FetchBearerToken's transport).
+  TokenReply ExchangeToken(const Context& ctx, const HttpRequest& req,
+                           const TokenExchange& exchange);
+  absl::Time Now() const { return options_.clock ? options_.clock() : absl::Now(); }
 
   const RegistryClientOptions options_;
   const RegistryHostConfig default_host_;

@@ -388,6 +388,20 @@ int FreeTcpPort() {
   return ntohs(addr.sin_port);
 }
 
+bool WaitUntilNotRunning(int pid, absl::Duration timeout) {
+  return WaitFor(
+      [pid] {
+        std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+        std::string line;
+        if (!std::getline(stat, line)) {
+          return true;
+        }
+        size_t paren = line.rfind(')');
+        return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'Z';
+      },
+      timeout);
+}
+
 bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout) {
   absl::Time deadline = absl::Now() + timeout;
   while (true) {

@@ -109,6 +109,10 @@ int FreeTcpPort();
 // evaluated one last time at the deadline).
 bool WaitFor(const std::function<bool()>& cond, absl::Duration timeout);
 
+// Waits (up to `timeout`) until process `pid` no longer runs: gone, or a zombie (an orphan is
+// reaped by PID 1 some time after it died; that is not waited for).
+bool WaitUntilNotRunning(int pid, absl::Duration timeout);
+
 // Waits until a connect() to the unix socket at `path` succeeds.
 bool WaitForUnixSocket(const std::string& path, absl::Duration timeout);
 // Waits until a connect() to 127.0.0.1:port succeeds.

@@ -62,7 +62,7 @@ DistributionService::DistributionService(Puller& puller,
 
 template <typename Request>
 absl::StatusOr<images::RegistryClient*> DistributionService::ClientFor(
-    const Request& request, absl::string_view reference,
+    const Context& ctx, const Request& request, absl::string_view reference,
     std::unique_ptr<images::RegistryClient>* own) const {
   images::RegistryClientOptions options = registry_options_;
   bool added = false;
@@ -74,17 +74,21 @@ absl::StatusOr<images::RegistryClient*> DistributionService::ClientFor(
   }
   auto set = [&](const std::string& host, const images::RegistryCredentials& creds) {
     images::RegistryHostConfig& config = options.hosts[host];
-    if (config.username != creds.username || config.password != creds.password) {
+    if (config.username != creds.username || config.password != creds.password ||
+        config.identity_token != creds.identity_token) {
       config.username = creds.username;
       config.password = creds.password;
+      config.identity_token = creds.identity_token;
       added = true;
     }
   };
   // The file's credentials for the reference's registry, then the request's over them.
   absl::StatusOr<images::Reference> ref = images::Reference::Parse(reference);
   if (ref.ok() && !docker_config_.empty()) {
+    images::HelperLimits limits;
+    limits.ctx = &ctx;  // a hung credential helper ends with the request at the latest
     absl::StatusOr<std::optional<images::RegistryCredentials>> creds =
-        images::LookupCredentials(docker_config_, ref->domain);
+        images::LookupCredentials(docker_config_, ref->domain, limits);
     if (!creds.ok()) {
       return creds.status();
     }
@@ -93,7 +97,8 @@ absl::StatusOr<images::RegistryClient*> DistributionService::ClientFor(
     }
   }
   for (const pb::RegistryAuth& auth : request.auths()) {
-    set(auth.host(), images::RegistryCredentials{auth.username(), auth.password()});
+    set(auth.host(),
+        images::RegistryCredentials{auth.username(), auth.password(), auth.identity_token()});
   }
   if (!added) {
     return registry_.get();
@@ -111,7 +116,7 @@ grpc::Status DistributionService::Pull(grpc::ServerContext* server_context,
   }
   std::unique_ptr<images::RegistryClient> own;
   absl::StatusOr<images::RegistryClient*> registry =
-      ClientFor(*request, request->reference(), &own);
+      ClientFor(*ctx, *request, request->reference(), &own);
   if (!registry.ok()) {
     return ToGrpcStatus(registry.status());
   }
@@ -167,7 +172,7 @@ grpc::Status DistributionService::Push(grpc::ServerContext* server_context,
   }
   std::unique_ptr<images::RegistryClient> own;
   absl::StatusOr<images::RegistryClient*> registry = ClientFor(
-      *request, request->reference().empty() ? request->name() : request->reference(), &own);
+      *ctx, *request, request->reference().empty() ? request->name() : request->reference(), &own);
   if (!registry.ok()) {
     return ToGrpcStatus(registry.status());
   }

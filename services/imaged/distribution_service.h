@@ -65,7 +65,7 @@ class DistributionService final : public ::berth::distribution::v1::Distribution
   // The client for a request: the shared one, or one of its own (see above) kept in *own.
   template <typename Request>
   absl::StatusOr<images::RegistryClient*> ClientFor(
-      const Request& request, absl::string_view reference,
+      const Context& ctx, const Request& request, absl::string_view reference,
       std::unique_ptr<images::RegistryClient>* own) const;
 
   Puller& puller_;

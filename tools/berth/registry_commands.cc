@@ -1,6 +1,7 @@
 // `berth push NAME [REFERENCE]`: imaged's Distribution.Push, one line per blob state change,
 // then "pushed REFERENCE DIGEST". `berth login REGISTRY` checks the credentials against the
-// registry and stores them; `berth logout REGISTRY` removes them. The helpers pull shares.
+// registry and stores them (the identity token its token server gives, if any, in place of the
+// password); `berth logout REGISTRY` removes them. The helpers pull shares.
 
 #include "tools/berth/registry_commands.h"
 
@@ -145,6 +146,12 @@ absl::Status Login(Session& session, LoginArgs args) {
   }
   config.username = args.username;
   config.password = args.password;
+  // A token server that issues refresh tokens gives one for the password (OAuth2
+  // access_type=offline); it is stored instead of the password, as `docker login` does.
+  std::string identity_token;
+  options.on_refresh_token = [&identity_token](absl::string_view, const std::string& token) {
+    identity_token = token;
+  };
   std::unique_ptr<images::RegistryClient> client =
       images::RegistryClient::Create(std::move(options));
   Context ctx = session.context();
@@ -153,9 +160,14 @@ absl::Status Login(Session& session, LoginArgs args) {
   }
   BERTH_RETURN_IF_ERROR(client->CheckLogin(ctx, host));
   const std::string file = BerthAuthFile();
-  BERTH_RETURN_IF_ERROR(images::StoreCredentials(
-      file, host, images::RegistryCredentials{args.username, args.password}));
-  std::cout << "Login Succeeded (" << host << ", stored in " << file << ")" << std::endl;
+  images::RegistryCredentials stored{args.username, args.password, identity_token};
+  if (!identity_token.empty()) {
+    stored.password.clear();
+  }
+  BERTH_RETURN_IF_ERROR(images::StoreCredentials(file, host, stored));
+  std::cout << "Login Succeeded (" << host << ", "
+            << (identity_token.empty() ? "" : "identity token ") << "stored in " << file << ")"
+            << std::endl;
   return absl::OkStatus();
 }
 
@@ -193,6 +205,7 @@ absl::Status AddCredentials(absl::string_view reference,
       auth->set_host(ref->domain);
       auth->set_username(creds->username);
       auth->set_password(creds->password);
+      auth->set_identity_token(creds->identity_token);
       return absl::OkStatus();
     }
   }
