@@ -143,9 +143,12 @@ absl::Status NatsPublisher::Publish(absl::string_view ns, absl::string_view topi
 
 absl::Status NatsPublisher::Forget(absl::string_view key) { return outbox_->Forget(key); }
 
-absl::Status NatsPublisher::PublishOnce(absl::string_view ns, absl::string_view topic,
-                                        const google::protobuf::Message& event,
-                                        absl::string_view key) {
+namespace {
+
+// The outbox payload of `event`: its Envelope (timestamp `now`), checked against the size limit.
+absl::StatusOr<std::string> EnvelopePayload(absl::string_view ns, absl::string_view topic,
+                                            const google::protobuf::Message& event,
+                                            absl::Time now) {
   BERTH_RETURN_IF_ERROR(ValidateNamespace(ns));
   BERTH_RETURN_IF_ERROR(ValidateTopic(topic));
   google::protobuf::Any any;
@@ -154,7 +157,6 @@ absl::Status NatsPublisher::PublishOnce(absl::string_view ns, absl::string_view 
     return absl::InvalidArgumentError(
         absl::StrCat("event ", event.GetDescriptor()->full_name(), ": cannot serialize"));
   }
-  absl::Time now = absl::Now();
   containerd::services::events::v1::Envelope envelope = MakeEnvelope(ns, topic, any, now);
   std::string payload;
   if (!envelope.SerializeToString(&payload)) {
@@ -165,8 +167,32 @@ absl::Status NatsPublisher::PublishOnce(absl::string_view ns, absl::string_view 
         absl::StrCat("event ", event.GetDescriptor()->full_name(), ": ", payload.size(),
                      " bytes, more than NATS's default max_payload (", kMaxEventBytes, ")"));
   }
+  return payload;
+}
+
+}  // namespace
+
+absl::Status NatsPublisher::PublishOnce(absl::string_view ns, absl::string_view topic,
+                                        const google::protobuf::Message& event,
+                                        absl::string_view key) {
+  absl::Time now = absl::Now();
+  BERTH_ASSIGN_OR_RETURN(std::string payload, EnvelopePayload(ns, topic, event, now));
   BERTH_RETURN_IF_ERROR(outbox_->Append(SubjectFor(ns, topic), std::move(payload),
                                         absl::ToUnixNanos(now), std::string(key)));
+  Wake();
+  return absl::OkStatus();
+}
+
+absl::Status NatsPublisher::PublishAll(
+    absl::string_view ns,
+    const std::vector<std::pair<std::string, const google::protobuf::Message*>>& events) {
+  absl::Time now = absl::Now();
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (const auto& [topic, event] : events) {
+    BERTH_ASSIGN_OR_RETURN(std::string payload, EnvelopePayload(ns, topic, *event, now));
+    rows.emplace_back(SubjectFor(ns, topic), std::move(payload));
+  }
+  BERTH_RETURN_IF_ERROR(outbox_->AppendAll(std::move(rows), absl::ToUnixNanos(now)));
   Wake();
   return absl::OkStatus();
 }

@@ -108,6 +108,11 @@ class NatsPublisher : public Publisher {
                            const google::protobuf::Message& event,
                            absl::string_view key) override;
   absl::Status Forget(absl::string_view key) override;
+  // All in one outbox transaction (Outbox::AppendAll): one fsync; all stored or none.
+  absl::Status PublishAll(
+      absl::string_view ns,
+      const std::vector<std::pair<std::string, const google::protobuf::Message*>>& events)
+      override;
 
   // Events stored and not yet confirmed by the server. Thread-safe.
   int64_t pending() const;

@@ -59,8 +59,7 @@ absl::StatusOr<int64_t> CountRows(sqlite::Db& db) {
 }  // namespace
 
 struct Outbox::Waiter {
-  std::string subject;
-  std::string payload;
+  std::vector<std::pair<std::string, std::string>> rows;  // subject, payload
   int64_t nanos = 0;
   std::string key;
   bool done = false;  // guarded by write_mu_
@@ -118,10 +117,24 @@ bool Outbox::WaitForEmpty(absl::Duration timeout) {
 absl::Status Outbox::Append(std::string subject, std::string payload, int64_t unix_nanos,
                            std::string key) {
   Waiter waiter;
-  waiter.subject = std::move(subject);
-  waiter.payload = std::move(payload);
+  waiter.rows.emplace_back(std::move(subject), std::move(payload));
   waiter.nanos = unix_nanos;
   waiter.key = std::move(key);
+  return Enqueue(waiter);
+}
+
+absl::Status Outbox::AppendAll(std::vector<std::pair<std::string, std::string>> rows,
+                               int64_t unix_nanos) {
+  if (rows.empty()) {
+    return absl::OkStatus();
+  }
+  Waiter waiter;
+  waiter.rows = std::move(rows);
+  waiter.nanos = unix_nanos;
+  return Enqueue(waiter);
+}
+
+absl::Status Outbox::Enqueue(Waiter& waiter) {
   struct Turn {
     Outbox* self;
     Waiter* waiter;
@@ -175,10 +188,11 @@ absl::Status Outbox::Commit(const std::vector<Waiter*>& group) {
           continue;  // stored once already
         }
       }
-      BERTH_RETURN_IF_ERROR(
-          insert.Bind(1, w->subject).BindBlob(2, w->payload).Bind(3, w->nanos).Run());
-      insert.Reset();
-      ++stored;
+      for (const auto& [subject, payload] : w->rows) {
+        BERTH_RETURN_IF_ERROR(insert.Bind(1, subject).BindBlob(2, payload).Bind(3, w->nanos).Run());
+        insert.Reset();
+        ++stored;
+      }
     }
     return absl::OkStatus();
   });

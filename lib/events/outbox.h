@@ -51,6 +51,10 @@ class Outbox {
   // remembered in the same transaction (until Forget): a repeat returns OK and stores nothing.
   absl::Status Append(std::string subject, std::string payload, int64_t unix_nanos,
                       std::string key = "");
+  // Stores several rows (subject, payload) in order, all in one transaction, and returns once
+  // they are durable: Append's group commit with one place in the queue for all of them.
+  absl::Status AppendAll(std::vector<std::pair<std::string, std::string>> rows,
+                         int64_t unix_nanos);
   // Forgets a key Append remembered. OK if it was not.
   absl::Status Forget(absl::string_view key);
 
@@ -71,6 +75,7 @@ class Outbox {
 
  private:
   struct Waiter;  // an Append waiting for its turn or its group's commit
+  absl::Status Enqueue(Waiter& waiter);
 
   Outbox(std::unique_ptr<sqlite::Db> db, std::string publisher_id, int64_t pending,
          PendingObserver on_pending);
