@@ -28,9 +28,6 @@ const std::vector<std::string>& Migrations() {
   return *migrations;
 }
 
-// Rows one transaction takes from the Appends queued behind it, at most.
-constexpr size_t kMaxGroupCommit = 1024;
-
 // Reads the publisher id from the outbox, creating it on first use.
 absl::StatusOr<std::string> LoadPublisherId(sqlite::Db& db) {
   std::string id;
@@ -62,7 +59,6 @@ struct Outbox::Waiter {
   std::vector<std::pair<std::string, std::string>> rows;  // subject, payload
   int64_t nanos = 0;
   std::string key;
-  bool done = false;  // guarded by write_mu_
   absl::Status status;
 };
 
@@ -135,39 +131,13 @@ absl::Status Outbox::AppendAll(std::vector<std::pair<std::string, std::string>> 
 }
 
 absl::Status Outbox::Enqueue(Waiter& waiter) {
-  struct Turn {
-    Outbox* self;
-    Waiter* waiter;
-  } turn{this, &waiter};
-  write_mu_.Lock();
-  writers_.push_back(&waiter);
-  write_mu_.Await(absl::Condition(
-      +[](Turn* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->self->write_mu_) {
-        return t->waiter->done || t->self->writers_.front() == t->waiter;
-      },
-      &turn));
-  if (waiter.done) {
-    write_mu_.Unlock();
-    return waiter.status;
-  }
-  size_t size = std::min(writers_.size(), kMaxGroupCommit);
-  std::vector<Waiter*> group(writers_.begin(), writers_.begin() + size);
-  write_mu_.Unlock();
-
-  absl::Status st = Commit(group);
-
-  write_mu_.Lock();
-  for (Waiter* w : group) {
-    if (writers_.front() != w) {  // only the front commits, and nobody else pops
-      BERTH_LOG(Error) << "events outbox: group commit queue out of order";
-      std::abort();
+  writers_.Run(&waiter, [this](const std::vector<Waiter*>& group) {
+    absl::Status st = Commit(group);
+    for (Waiter* w : group) {
+      w->status = st;
     }
-    writers_.pop_front();
-    w->status = st;
-    w->done = true;
-  }
-  write_mu_.Unlock();
-  return st;
+  });
+  return waiter.status;
 }
 
 absl::Status Outbox::Commit(const std::vector<Waiter*>& group) {

@@ -7,7 +7,6 @@
 // id>" names one event forever (NatsPublisher's Msg-Id). Thread-safe.
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -18,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/base/group_commit.h"
 #include "lib/sqlite/sqlite.h"
 
 namespace berth::events {
@@ -85,10 +85,9 @@ class Outbox {
   const std::string publisher_id_;
   const PendingObserver on_pending_;
 
-  // The Appends waiting to commit, in arrival order; the front one commits for the group.
-  // Taken before mu_, never while holding it.
-  absl::Mutex write_mu_;
-  std::deque<Waiter*> writers_ ABSL_GUARDED_BY(write_mu_);
+  // The Appends waiting to commit; the front one commits for the group, at most 1024 Appends
+  // in one transaction (taking mu_: never queue while holding it).
+  GroupCommitQueue<Waiter> writers_{1024};
 
   mutable absl::Mutex mu_;
   std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);

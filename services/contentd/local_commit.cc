@@ -1,6 +1,6 @@
 // LocalContentStore's commit: a verified, fsynced ingest made a blob. Concurrent commits are
-// group-committed (after LevelDB's writer queue, as lib/events/outbox.cc does): the commit at
-// the front of the queue takes every commit queued behind it, renames each ingest's data into
+// group-committed (lib/base/group_commit.h): the commit at the front of the queue takes every
+// commit queued behind it, renames each ingest's data into
 // blobs/, fsyncs blobs/<alg> once and inserts every row in one transaction (one fsync of the
 // WAL), so commits that arrive while one runs share its two fsyncs. The order for each blob is
 // the single commit's: data fsynced (by the writer), renamed, directory fsynced, then the row.
@@ -25,9 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Commits one transaction takes from the queue behind it, at most.
-constexpr size_t kMaxGroupCommit = 64;
-
 // For the crash test only (integration/contentd_crash_test.cc): contentd dies at `point` when
 // BERTH_CONTENTD_CRASH_POINT names it.
 void MaybeCrash(absl::string_view point) {
@@ -49,44 +46,14 @@ struct FileStore::PendingCommit {
   // Set by the group's leader under mu_:
   bool renamed = false;    // its data is at BlobPath(digest) now
   bool duplicate = false;  // ctx.ns had the blob: the ingest is dropped, nothing to insert
-  bool done = false;       // guarded by commit_mu_
   absl::Status status;
 };
 
 absl::Status FileStore::CommitIngest(const Context& ctx, const IngestRow& row,
                                      const std::shared_ptr<ActiveIngest>& active,
                                      const Digest& digest, int64_t size, const LabelMap& labels) {
-  PendingCommit me{ctx, row, active, digest, size, labels, false, false, false, absl::OkStatus()};
-  struct Turn {
-    FileStore* self;
-    PendingCommit* me;
-  } turn{this, &me};
-  commit_mu_.Lock();
-  commits_.push_back(&me);
-  commit_mu_.Await(absl::Condition(
-      +[](Turn* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->self->commit_mu_) {
-        return t->me->done || t->self->commits_.front() == t->me;
-      },
-      &turn));
-  if (me.done) {
-    commit_mu_.Unlock();
-    return me.status;
-  }
-  std::vector<PendingCommit*> group(commits_.begin(),
-                                    commits_.begin() + std::min(commits_.size(), kMaxGroupCommit));
-  commit_mu_.Unlock();
-
-  CommitGroup(group);
-
-  commit_mu_.Lock();
-  for (PendingCommit* p : group) {
-    if (commits_.front() != p) {  // only the front commits, and nobody else pops
-      std::abort();
-    }
-    commits_.pop_front();
-    p->done = true;
-  }
-  commit_mu_.Unlock();
+  PendingCommit me{ctx, row, active, digest, size, labels, false, false, absl::OkStatus()};
+  commits_.Run(&me, [this](const std::vector<PendingCommit*>& group) { CommitGroup(group); });
   return me.status;
 }
 

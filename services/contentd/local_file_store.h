@@ -18,7 +18,6 @@
 // (between Open()s; a crash can only leave an extra file, which Open removes).
 
 #include <atomic>
-#include <deque>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -33,6 +32,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "lib/base/group_commit.h"
 #include "lib/base/unique_fd.h"
 #include "lib/sqlite/sqlite.h"
 #include "services/contentd/content_metadata.h"
@@ -204,10 +204,9 @@ class FileStore final : public LocalContentStore {
   sqlite::Db* db_ ABSL_GUARDED_BY(mu_);
   // Refs held by open writers, keyed "<ns>/<ref>".
   std::map<std::string, std::shared_ptr<ActiveIngest>> active_ ABSL_GUARDED_BY(mu_);
-  // CommitIngests waiting, in arrival order; the front one commits for the group. Taken
-  // before mu_, never while holding it.
-  absl::Mutex commit_mu_;
-  std::deque<PendingCommit*> commits_ ABSL_GUARDED_BY(commit_mu_);
+  // CommitIngests waiting; the front one commits for the group (taking mu_: never queue while
+  // holding it). At most 64 commits in one transaction.
+  GroupCommitQueue<PendingCommit> commits_{64};
   absl::Notification stop_;
   std::thread expiry_thread_;
 };
