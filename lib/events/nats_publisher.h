@@ -82,6 +82,11 @@ struct NatsPublisherOptions {
   int max_in_flight = 4096;
 };
 
+// The outbox payload of `event` (nats_payload.cc): its Envelope stamped `now`, serialized.
+// InvalidArgument for a bad namespace or topic or an envelope over NATS's 1 MiB max_payload.
+absl::StatusOr<std::string> OutboxPayload(absl::string_view ns, absl::string_view topic,
+                                          const google::protobuf::Message& event, absl::Time now);
+
 // One NatsPublisher per outbox file at a time (two would send the same rows twice).
 class NatsPublisher : public Publisher {
  public:
