@@ -242,8 +242,8 @@ berth_binaries() {
 }
 
 # start_berth_daemons DIR [execd]: contentd, snapshotd and imaged (and execd with "execd") from
-# $contentd_bin, $snapshotd_bin, $imaged_bin, $execd_bin (imaged with the flags in $imaged_args,
-# when set), with roots, state dirs and sockets
+# $contentd_bin, $snapshotd_bin, $imaged_bin, $execd_bin (each with the flags in $contentd_args,
+# $snapshotd_args, $imaged_args, when set), with roots, state dirs and sockets
 # under DIR (logs DIR/<daemon>.log). Sets berth_dir (DIR), contentd_pid, snapshotd_pid, imaged_pid, execd_pid,
 # defines berth (the CLI in $berth_bin against them, namespace bench) and waits until each
 # daemon answers; exits with its log when one does not.
@@ -252,10 +252,10 @@ start_berth_daemons() {
   berth_dir=$d
   mkdir -p "$d"
   "$contentd_bin" --root "$d/cd-root" --state "$d/cd-state" --address "$d/cd.sock" \
-    --log-level warn > "$d/contentd.log" 2>&1 &
+    --log-level warn ${contentd_args:-} > "$d/contentd.log" 2>&1 &
   contentd_pid=$!
   "$snapshotd_bin" --root "$d/sd-root" --state "$d/sd-state" --address "$d/sd.sock" \
-    --contentd-address "$d/cd.sock" --log-level warn > "$d/snapshotd.log" 2>&1 &
+    --contentd-address "$d/cd.sock" --log-level warn ${snapshotd_args:-} > "$d/snapshotd.log" 2>&1 &
   snapshotd_pid=$!
   "$imaged_bin" --root "$d/im-root" --state "$d/im-state" --address "$d/im.sock" \
     --contentd-address "$d/cd.sock" --snapshotd-address "$d/sd.sock" \

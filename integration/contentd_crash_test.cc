@@ -10,9 +10,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -22,6 +24,7 @@
 #include "containerd/services/content/v1/content.grpc.pb.h"
 #include "integration/harness.h"
 #include "lib/base/grpc_client.h"
+#include "lib/content/grpc_content_store.h"
 #include "lib/testing/testing.h"
 
 namespace berth::integration {
@@ -349,6 +352,75 @@ TEST_P(ContentdCrashTest, KillAfterOpenThenWriteFromScratch) {
   status = again->Finish();
   EXPECT_TRUE(status.ok()) << Describe(status);
   EXPECT_EQ(ListDigests(), std::vector<std::string>{Sha256Digest(small)});
+}
+
+// Commits at once are group-committed (services/contentd/local_commit.cc): their data renamed
+// into blobs/, the directory fsynced, then every row in one transaction. A kill between the
+// renames and the rows (BERTH_CONTENTD_CRASH_POINT=commit-renamed) leaves no blob visible, no
+// file in blobs/ after the restart, and every blob can be written again.
+TEST_P(ContentdCrashTest, KillInGroupCommitBeforeItsRowsLeavesNoBlob) {
+  if (GetParam() != Backend::kContentd) {
+    GTEST_SKIP() << "BERTH_CONTENTD_CRASH_POINT is contentd's";
+  }
+  StopDaemon();
+  Contentd::Options crashing;
+  crashing.env = {"BERTH_CONTENTD_CRASH_POINT=commit-renamed"};
+  contentd_ = std::make_unique<Contentd>(dir_.path(), crashing);
+  absl::Status started = StartDaemon();
+  ASSERT_TRUE(started.ok()) << started;
+
+  constexpr int kBlobs = 6;
+  std::vector<std::string> blobs;
+  for (int i = 0; i < kBlobs; ++i) {
+    blobs.push_back(RandomBytes(200000 + i, 100 + i));
+  }
+  const Context ctx{"crash", ""};
+  std::vector<absl::Status> results(kBlobs);
+  {
+    content::GrpcContentStore store(Dial(contentd_->address()));
+    std::vector<std::thread> writers;
+    for (int i = 0; i < kBlobs; ++i) {
+      writers.emplace_back([&, i] {
+        results[i] = content::WriteBlob(store, ctx, absl::StrCat("group-", i), blobs[i],
+                                        Sha256Of(blobs[i]), {});
+      });
+    }
+    for (std::thread& t : writers) {
+      t.join();
+    }
+  }
+  for (int i = 0; i < kBlobs; ++i) {
+    EXPECT_FALSE(results[i].ok()) << "blob " << i << " committed: the crash point was not hit";
+  }
+  // The kill came after a rename: a file is in blobs/ that no row names.
+  auto blob_files = [&] {
+    int files = 0;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(blobs_dir_, ec)) {
+      files += entry.is_regular_file() ? 1 : 0;
+    }
+    return files;
+  };
+  EXPECT_GT(blob_files(), 0) << "contentd died before renaming anything";
+  contentd_->Kill();  // reaps it
+
+  contentd_ = std::make_unique<Contentd>(dir_.path(), Contentd::Options{});
+  started = StartDaemon();
+  ASSERT_TRUE(started.ok()) << started;
+  content::GrpcContentStore store(Dial(contentd_->address()));
+  for (int i = 0; i < kBlobs; ++i) {
+    absl::StatusOr<content::Info> info = store.GetInfo(ctx, Sha256Of(blobs[i]));
+    EXPECT_EQ(info.status().code(), absl::StatusCode::kNotFound) << "blob " << i;
+  }
+  EXPECT_EQ(blob_files(), 0) << "a file no row names was kept in " << blobs_dir_;
+  for (int i = 0; i < kBlobs; ++i) {
+    absl::Status written = content::WriteBlob(store, ctx, absl::StrCat("group-", i), blobs[i],
+                                              Sha256Of(blobs[i]), {});
+    ASSERT_TRUE(written.ok()) << "blob " << i << ": " << written;
+    absl::StatusOr<std::string> back = content::ReadBlob(store, ctx, Sha256Of(blobs[i]));
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_TRUE(*back == blobs[i]) << "blob " << i << " is not what was written";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ContentdCrashTest,

@@ -179,6 +179,10 @@ absl::Status Contentd::Start() {
                 {"--metrics-address", absl::StrCat("127.0.0.1:", options_.metrics_port)});
   }
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
+  if (!options_.env.empty()) {
+    argv.insert(argv.begin(), options_.env.begin(), options_.env.end());
+    argv.insert(argv.begin(), "env");  // env(1) execs the daemon: the pid stays its own
+  }
   return process_.StartServing("contentd", argv, address_);
 }
 

@@ -77,6 +77,7 @@ class Contentd {
     int metrics_port = 0;       // 0: no --metrics-address
     std::string log_level = "debug";
     std::vector<std::string> extra_args;
+    std::vector<std::string> env;  // "NAME=VALUE" added to its environment (crash points)
   };
   Contentd(std::string dir, Options options);
   ~Contentd();  // SIGKILLs a running daemon (through Process)

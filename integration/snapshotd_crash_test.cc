@@ -160,6 +160,43 @@ class SnapshotdCrashTest : public ::testing::Test {
     return desc;
   }
 
+  // Restarts snapshotd with BERTH_SNAPSHOTD_CRASH_POINT=`point` (empty: none).
+  void RestartWithCrashPoint(const std::string& point) {
+    snapshotd_->Kill();
+    Snapshotd::Options options;
+    options.contentd_address = contentd_->address();
+    options.log_level = "info";
+    if (!point.empty()) {
+      options.env = {absl::StrCat("BERTH_SNAPSHOTD_CRASH_POINT=", point)};
+    }
+    snapshotd_ = std::make_unique<Snapshotd>(dir_.path(), options);
+    absl::Status st = snapshotd_->Start();
+    ASSERT_TRUE(st.ok()) << st;
+    Connect();
+  }
+
+  // After a crash: no active snapshot is left, each chain name that exists is committed on
+  // the one below it (and every one below it exists), and the directories match the records.
+  // Returns how many of `chain` exist.
+  size_t ExpectCommittedPrefixOnly(const std::vector<std::string>& chain) {
+    size_t prefix = 0;
+    for (const snapshots::Info& info : All(*sn_, ctx_)) {
+      EXPECT_EQ(info.kind, snapshots::Kind::kCommitted) << "left after the restart: " << info.name;
+    }
+    for (size_t i = 0; i < chain.size(); ++i) {
+      absl::StatusOr<snapshots::Info> info = sn_->Stat(ctx_, chain[i]);
+      if (!info.ok()) {
+        EXPECT_EQ(info.status().code(), absl::StatusCode::kNotFound) << info.status();
+        continue;
+      }
+      EXPECT_EQ(prefix, i) << chain[i] << " exists above a missing layer";
+      EXPECT_EQ(info->parent, i == 0 ? "" : chain[i - 1]);
+      prefix = i + 1;
+    }
+    ExpectDiskMatchesRecords();
+    return prefix;
+  }
+
   TempDir dir_;
   std::unique_ptr<Contentd> contentd_;
   std::unique_ptr<Snapshotd> snapshotd_;
@@ -300,6 +337,51 @@ TEST_F(SnapshotdCrashTest, KilledDuringCommits) {
   EXPECT_GE(names, committed.load());
   EXPECT_EQ(actives + names, kSnapshots);
   ExpectDiskMatchesRecords();
+}
+
+// The unpacker prepares every layer's snapshot in one transaction, then commits the applied
+// runs of the chain in one transaction each. Killed right after the prepare (crash point
+// unpack-prepared) or right after a commit (unpack-committed), snapshotd comes back with only a
+// committed prefix of the chain and no temporary snapshot, and the same unpack then completes
+// on that prefix.
+TEST_F(SnapshotdCrashTest, KilledBetweenTheUnpacksBatchesKeepsACommittedPrefix) {
+  oci::Descriptor layer = MakeLayer(200);
+  const std::vector<oci::Descriptor> layers(4, layer);
+  const std::vector<std::string> chain = {"chain-1", "chain-2", "chain-3", "chain-4"};
+  for (const std::string point : {"unpack-prepared", "unpack-committed"}) {
+    SCOPED_TRACE(point);
+    ASSERT_NO_FATAL_FAILURE(RestartWithCrashPoint(point));
+    {
+      snapshots::GrpcUnpacker unpacker(Dial(snapshotd_->address()));
+      absl::StatusOr<std::unique_ptr<snapshots::UnpackSession>> session =
+          unpacker.Start(ctx_, layers, chain, {});
+      if (session.ok()) {
+        // The lower two only: the kill comes after their commit, with the rest still active.
+        (void)(*session)->Ready(0);
+        (void)(*session)->Ready(1);
+      }
+      ASSERT_TRUE(testing::WaitFor(
+          [&] { return absl::IsUnavailable(sn_->Stat(ctx_, "any").status()); },
+          absl::Seconds(60)))
+          << "snapshotd did not die at " << point << "; log:\n" << snapshotd_->ReadLog();
+    }
+    ASSERT_NO_FATAL_FAILURE(RestartWithCrashPoint(""));
+    size_t prefix = ExpectCommittedPrefixOnly(chain);
+    if (std::string(point) == "unpack-prepared") {
+      EXPECT_EQ(prefix, 0u);
+    } else {
+      EXPECT_GE(prefix, 1u);
+      EXPECT_LE(prefix, 2u);
+    }
+    snapshots::GrpcUnpacker unpacker(Dial(snapshotd_->address()));
+    absl::StatusOr<std::vector<oci::Descriptor>> applied =
+        unpacker.Unpack(ctx_, layers, chain, {});
+    ASSERT_TRUE(applied.ok()) << applied.status() << snapshotd_->ReadLog();
+    EXPECT_EQ(ExpectCommittedPrefixOnly(chain), chain.size());
+    for (size_t i = chain.size(); i-- > 0;) {
+      ASSERT_TRUE(sn_->Remove(ctx_, chain[i]).ok());
+    }
+  }
 }
 
 TEST_F(SnapshotdCrashTest, CleanupRemovesDirectoriesNoRecordOwns) {

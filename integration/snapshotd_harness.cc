@@ -36,6 +36,10 @@ absl::Status Snapshotd::Start() {
                                     "--log-level",
                                     options_.log_level};
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
+  if (!options_.env.empty()) {
+    argv.insert(argv.begin(), options_.env.begin(), options_.env.end());
+    argv.insert(argv.begin(), "env");  // env(1) execs the daemon: the pid stays its own
+  }
   return process_.StartServing("snapshotd", argv, address_);
 }
 

@@ -21,6 +21,7 @@ class Snapshotd {
     std::string default_namespace = "default";
     std::string log_level = "debug";
     std::vector<std::string> extra_args;
+    std::vector<std::string> env;  // "NAME=VALUE" added to its environment (crash points)
   };
   Snapshotd(std::string dir, Options options);
   ~Snapshotd();  // SIGKILLs a running daemon (through Process)

@@ -87,15 +87,21 @@ class GrpcWriter : public Writer {
       return response.status();
     }
     writer->offset_ = response->offset();
+    writer->opened_ = *std::move(response);
     return std::unique_ptr<Writer>(std::move(writer));
   }
 
   ~GrpcWriter() override { Close().IgnoreError(); }
 
+  // Before anything is written, Open's STAT answers: the ref is this writer's alone, so the
+  // ingest has not changed since (a round trip saved per blob a pull writes).
   absl::StatusOr<IngestStatus> Status() override {
-    v1::WriteContentRequest request;
-    request.set_action(v1::STAT);
-    absl::StatusOr<v1::WriteContentResponse> response = RoundTrip(request);
+    absl::StatusOr<v1::WriteContentResponse> response = opened_;
+    if (!response.ok()) {
+      v1::WriteContentRequest request;
+      request.set_action(v1::STAT);
+      response = RoundTrip(request);
+    }
     if (!response.ok()) {
       return response.status();
     }
@@ -119,6 +125,7 @@ class GrpcWriter : public Writer {
   absl::Status Write(absl::string_view data) override {
     // Pipelined: up to kWriteWindow chunks are on the wire before their acknowledgements are
     // read, so the client's reading and the server's writing and hashing overlap.
+    opened_ = absl::FailedPreconditionError("written since opened");
     while (!data.empty()) {
       absl::string_view chunk = data.substr(0, kWriteChunk);
       data.remove_prefix(chunk.size());
@@ -146,6 +153,7 @@ class GrpcWriter : public Writer {
           absl::StrCat("ref ", ref_, ": truncate to ", size, " (only 0 is supported)"));
     }
     // A WRITE at offset 0 with no data makes the server truncate (contentserver.go).
+    opened_ = absl::FailedPreconditionError("truncated since opened");
     v1::WriteContentRequest request;
     request.set_action(v1::WRITE);
     request.set_offset(0);
@@ -282,6 +290,8 @@ class GrpcWriter : public Writer {
   std::unique_ptr<grpc::ClientReaderWriter<v1::WriteContentRequest, v1::WriteContentResponse>>
       stream_;
   bool finished_ = false;
+  // Open's STAT response, until anything is written or truncated.
+  absl::StatusOr<v1::WriteContentResponse> opened_ = absl::FailedPreconditionError("not open");
   int64_t offset_ = 0;                  // bytes sent
   std::deque<int64_t> unacknowledged_;  // the offset each WRITE in flight should reach
   Digest digest_;

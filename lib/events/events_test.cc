@@ -22,6 +22,7 @@
 #include "containerd/services/events/v1/events.pb.h"
 #include "gtest/gtest.h"
 #include "lib/events/nats_publisher.h"
+#include "lib/events/outbox.h"
 #include "lib/testing/testing.h"
 #include "prometheus/registry.h"
 
@@ -216,6 +217,35 @@ TEST(NatsPublisherTest, ConcurrentPublishesAreAllDurable) {
   auto p = MustOpen(o);
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(p->pending(), kThreads * kEach);
+}
+
+// PublishAll stores its events in one outbox transaction: in order, all or none (one bad
+// topic stores nothing of the batch).
+TEST(NatsPublisherTest, PublishAllStoresEveryEventInOrderOrNone) {
+  TempDir dir;
+  NatsPublisherOptions o = FastOptions(dir.Join("outbox.db"), "");
+  {
+    auto p = MustOpen(o);
+    ASSERT_NE(p, nullptr);
+    TaskExit a = MakeExit(1), b = MakeExit(2), c = MakeExit(3);
+    ASSERT_TRUE(p->PublishAll("default", {{"/tasks/exit", &a}, {"/tasks/start", &b},
+                                          {"/tasks/delete", &c}})
+                    .ok());
+    EXPECT_EQ(p->PublishAll("default", {{"/tasks/exit", &a}, {"bad topic", &b}}).code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(p->pending(), 3);
+  }
+  absl::StatusOr<std::unique_ptr<Outbox>> outbox = Outbox::Open(dir.Join("outbox.db"));
+  ASSERT_TRUE(outbox.ok()) << outbox.status();
+  absl::StatusOr<std::vector<OutboxRow>> rows = (*outbox)->ReadAfter(0, 10);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  std::vector<std::string> subjects;
+  for (const OutboxRow& row : *rows) {
+    subjects.push_back(row.subject);
+  }
+  EXPECT_EQ(subjects, (std::vector<std::string>{"berth.events.default.tasks.exit",
+                                                "berth.events.default.tasks.start",
+                                                "berth.events.default.tasks.delete"}));
 }
 
 TEST(NatsPublisherTest, RejectsBadNamespaceAndTopic) {

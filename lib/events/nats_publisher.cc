@@ -64,9 +64,6 @@ void WithPublisher(void* closure, F f) {
   }
 }
 
-// NATS's default max_payload (1 MiB). Events are a few hundred bytes.
-constexpr size_t kMaxEventBytes = 1 << 20;
-
 absl::Duration Backoff(absl::Duration min, absl::Duration max, int attempts) {
   absl::Duration d = min;
   for (int i = 1; i < attempts && d < max; ++i) {
@@ -146,25 +143,8 @@ absl::Status NatsPublisher::Forget(absl::string_view key) { return outbox_->Forg
 absl::Status NatsPublisher::PublishOnce(absl::string_view ns, absl::string_view topic,
                                         const google::protobuf::Message& event,
                                         absl::string_view key) {
-  BERTH_RETURN_IF_ERROR(ValidateNamespace(ns));
-  BERTH_RETURN_IF_ERROR(ValidateTopic(topic));
-  google::protobuf::Any any;
-  any.set_type_url(TypeUrlFor(event));
-  if (!event.SerializeToString(any.mutable_value())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("event ", event.GetDescriptor()->full_name(), ": cannot serialize"));
-  }
   absl::Time now = absl::Now();
-  containerd::services::events::v1::Envelope envelope = MakeEnvelope(ns, topic, any, now);
-  std::string payload;
-  if (!envelope.SerializeToString(&payload)) {
-    return absl::InternalError("event envelope: cannot serialize");
-  }
-  if (payload.size() > kMaxEventBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("event ", event.GetDescriptor()->full_name(), ": ", payload.size(),
-                     " bytes, more than NATS's default max_payload (", kMaxEventBytes, ")"));
-  }
+  BERTH_ASSIGN_OR_RETURN(std::string payload, OutboxPayload(ns, topic, event, now));
   BERTH_RETURN_IF_ERROR(outbox_->Append(SubjectFor(ns, topic), std::move(payload),
                                         absl::ToUnixNanos(now), std::string(key)));
   Wake();

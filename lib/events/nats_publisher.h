@@ -82,6 +82,11 @@ struct NatsPublisherOptions {
   int max_in_flight = 4096;
 };
 
+// The outbox payload of `event` (nats_payload.cc): its Envelope stamped `now`, serialized.
+// InvalidArgument for a bad namespace or topic or an envelope over NATS's 1 MiB max_payload.
+absl::StatusOr<std::string> OutboxPayload(absl::string_view ns, absl::string_view topic,
+                                          const google::protobuf::Message& event, absl::Time now);
+
 // One NatsPublisher per outbox file at a time (two would send the same rows twice).
 class NatsPublisher : public Publisher {
  public:
@@ -108,6 +113,11 @@ class NatsPublisher : public Publisher {
                            const google::protobuf::Message& event,
                            absl::string_view key) override;
   absl::Status Forget(absl::string_view key) override;
+  // All in one outbox transaction (Outbox::AppendAll): one fsync; all stored or none.
+  absl::Status PublishAll(
+      absl::string_view ns,
+      const std::vector<std::pair<std::string, const google::protobuf::Message*>>& events)
+      override;
 
   // Events stored and not yet confirmed by the server. Thread-safe.
   int64_t pending() const;

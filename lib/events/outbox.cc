@@ -28,9 +28,6 @@ const std::vector<std::string>& Migrations() {
   return *migrations;
 }
 
-// Rows one transaction takes from the Appends queued behind it, at most.
-constexpr size_t kMaxGroupCommit = 1024;
-
 // Reads the publisher id from the outbox, creating it on first use.
 absl::StatusOr<std::string> LoadPublisherId(sqlite::Db& db) {
   std::string id;
@@ -59,11 +56,9 @@ absl::StatusOr<int64_t> CountRows(sqlite::Db& db) {
 }  // namespace
 
 struct Outbox::Waiter {
-  std::string subject;
-  std::string payload;
+  std::vector<std::pair<std::string, std::string>> rows;  // subject, payload
   int64_t nanos = 0;
   std::string key;
-  bool done = false;  // guarded by write_mu_
   absl::Status status;
 };
 
@@ -118,43 +113,31 @@ bool Outbox::WaitForEmpty(absl::Duration timeout) {
 absl::Status Outbox::Append(std::string subject, std::string payload, int64_t unix_nanos,
                            std::string key) {
   Waiter waiter;
-  waiter.subject = std::move(subject);
-  waiter.payload = std::move(payload);
+  waiter.rows.emplace_back(std::move(subject), std::move(payload));
   waiter.nanos = unix_nanos;
   waiter.key = std::move(key);
-  struct Turn {
-    Outbox* self;
-    Waiter* waiter;
-  } turn{this, &waiter};
-  write_mu_.Lock();
-  writers_.push_back(&waiter);
-  write_mu_.Await(absl::Condition(
-      +[](Turn* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(t->self->write_mu_) {
-        return t->waiter->done || t->self->writers_.front() == t->waiter;
-      },
-      &turn));
-  if (waiter.done) {
-    write_mu_.Unlock();
-    return waiter.status;
+  return Enqueue(waiter);
+}
+
+absl::Status Outbox::AppendAll(std::vector<std::pair<std::string, std::string>> rows,
+                               int64_t unix_nanos) {
+  if (rows.empty()) {
+    return absl::OkStatus();
   }
-  size_t size = std::min(writers_.size(), kMaxGroupCommit);
-  std::vector<Waiter*> group(writers_.begin(), writers_.begin() + size);
-  write_mu_.Unlock();
+  Waiter waiter;
+  waiter.rows = std::move(rows);
+  waiter.nanos = unix_nanos;
+  return Enqueue(waiter);
+}
 
-  absl::Status st = Commit(group);
-
-  write_mu_.Lock();
-  for (Waiter* w : group) {
-    if (writers_.front() != w) {  // only the front commits, and nobody else pops
-      BERTH_LOG(Error) << "events outbox: group commit queue out of order";
-      std::abort();
+absl::Status Outbox::Enqueue(Waiter& waiter) {
+  writers_.Run(&waiter, [this](const std::vector<Waiter*>& group) {
+    absl::Status st = Commit(group);
+    for (Waiter* w : group) {
+      w->status = st;
     }
-    writers_.pop_front();
-    w->status = st;
-    w->done = true;
-  }
-  write_mu_.Unlock();
-  return st;
+  });
+  return waiter.status;
 }
 
 absl::Status Outbox::Commit(const std::vector<Waiter*>& group) {
@@ -175,10 +158,11 @@ absl::Status Outbox::Commit(const std::vector<Waiter*>& group) {
           continue;  // stored once already
         }
       }
-      BERTH_RETURN_IF_ERROR(
-          insert.Bind(1, w->subject).BindBlob(2, w->payload).Bind(3, w->nanos).Run());
-      insert.Reset();
-      ++stored;
+      for (const auto& [subject, payload] : w->rows) {
+        BERTH_RETURN_IF_ERROR(insert.Bind(1, subject).BindBlob(2, payload).Bind(3, w->nanos).Run());
+        insert.Reset();
+        ++stored;
+      }
     }
     return absl::OkStatus();
   });

@@ -7,7 +7,6 @@
 // id>" names one event forever (NatsPublisher's Msg-Id). Thread-safe.
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -18,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/base/group_commit.h"
 #include "lib/sqlite/sqlite.h"
 
 namespace berth::events {
@@ -51,6 +51,10 @@ class Outbox {
   // remembered in the same transaction (until Forget): a repeat returns OK and stores nothing.
   absl::Status Append(std::string subject, std::string payload, int64_t unix_nanos,
                       std::string key = "");
+  // Stores several rows (subject, payload) in order, all in one transaction, and returns once
+  // they are durable: Append's group commit with one place in the queue for all of them.
+  absl::Status AppendAll(std::vector<std::pair<std::string, std::string>> rows,
+                         int64_t unix_nanos);
   // Forgets a key Append remembered. OK if it was not.
   absl::Status Forget(absl::string_view key);
 
@@ -71,6 +75,7 @@ class Outbox {
 
  private:
   struct Waiter;  // an Append waiting for its turn or its group's commit
+  absl::Status Enqueue(Waiter& waiter);
 
   Outbox(std::unique_ptr<sqlite::Db> db, std::string publisher_id, int64_t pending,
          PendingObserver on_pending);
@@ -80,10 +85,9 @@ class Outbox {
   const std::string publisher_id_;
   const PendingObserver on_pending_;
 
-  // The Appends waiting to commit, in arrival order; the front one commits for the group.
-  // Taken before mu_, never while holding it.
-  absl::Mutex write_mu_;
-  std::deque<Waiter*> writers_ ABSL_GUARDED_BY(write_mu_);
+  // The Appends waiting to commit; the front one commits for the group, at most 1024 Appends
+  // in one transaction (taking mu_: never queue while holding it).
+  GroupCommitQueue<Waiter> writers_{1024};
 
   mutable absl::Mutex mu_;
   std::unique_ptr<sqlite::Db> db_ ABSL_GUARDED_BY(mu_);

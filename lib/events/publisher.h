@@ -7,6 +7,8 @@
 #include <google/protobuf/message.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -40,6 +42,20 @@ class Publisher {
                                    const google::protobuf::Message& event, absl::string_view key) {
     (void)key;
     return Publish(ns, topic, event);
+  }
+  // Publishes each (topic, event) of `events` in `ns`, in order, with the promise Publish
+  // gives; the first error stops it (events before it are published). NatsPublisher stores
+  // them all in one outbox transaction (one fsync); this default publishes one at a time.
+  virtual absl::Status PublishAll(
+      absl::string_view ns,
+      const std::vector<std::pair<std::string, const google::protobuf::Message*>>& events) {
+    for (const auto& [topic, event] : events) {
+      absl::Status st = Publish(ns, topic, *event);
+      if (!st.ok()) {
+        return st;
+      }
+    }
+    return absl::OkStatus();
   }
   // Stops remembering `key` (once the caller has noted the publish itself). OK if unknown.
   virtual absl::Status Forget(absl::string_view key) {

@@ -1,5 +1,8 @@
 #include "lib/sqlite/sqlite.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 
 namespace berth::sqlite {
@@ -187,6 +190,20 @@ absl::Status Db::Transaction(const std::function<absl::Status()>& body) {
     return c;
   }
   return absl::OkStatus();
+}
+
+absl::Status Db::VolatileTransaction(const std::function<absl::Status()>& body) {
+  if (absl::Status st = Exec("PRAGMA synchronous=NORMAL"); !st.ok()) {
+    return st;
+  }
+  absl::Status st = Transaction(body);
+  if (absl::Status restore = Exec("PRAGMA synchronous=FULL"); !restore.ok()) {
+    // Every later commit would skip its fsync: a broken invariant, not an error to report.
+    std::fprintf(stderr, "sqlite: cannot restore synchronous=FULL: %s\n",
+                 restore.ToString().c_str());
+    std::abort();
+  }
+  return st;
 }
 
 int64_t Db::LastInsertRowId() const { return sqlite3_last_insert_rowid(db_); }

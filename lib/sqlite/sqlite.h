@@ -71,6 +71,11 @@ class Db {
   // Runs `body` inside BEGIN IMMEDIATE .. COMMIT; rolls back when body returns an error (which
   // is then returned). Not re-entrant.
   absl::Status Transaction(const std::function<absl::Status()>& body);
+  // Transaction whose COMMIT does not fsync (synchronous=NORMAL for it, FULL again after): it
+  // survives the process being killed, not a power cut before the next fsync'd commit (which
+  // makes it durable too: the WAL is synced in order). For rows that are made again, or whose
+  // loss leaves only what start-up recovery removes.
+  absl::Status VolatileTransaction(const std::function<absl::Status()>& body);
 
   int64_t LastInsertRowId() const;
   int Changes() const;

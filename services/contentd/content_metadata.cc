@@ -114,10 +114,11 @@ absl::StatusOr<std::unique_ptr<ContentMetadata>> ContentMetadata::Open(const std
   return std::unique_ptr<ContentMetadata>(new ContentMetadata(std::move(db)));
 }
 
-absl::Status ContentMetadata::Transaction(const std::function<absl::Status()>& body) {
+absl::Status ContentMetadata::Transaction(const std::function<absl::Status()>& body,
+                                          bool durable) {
   pending_ = StoredTotals();
   in_transaction_ = true;
-  absl::Status st = db_->Transaction(body);
+  absl::Status st = durable ? db_->Transaction(body) : db_->VolatileTransaction(body);
   in_transaction_ = false;
   if (st.ok()) {
     Count(pending_);

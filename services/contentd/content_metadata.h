@@ -67,7 +67,9 @@ class ContentMetadata {
   sqlite::Db* db() { return db_.get(); }
 
   // Runs `body` in one transaction; the totals move only if it commits. Not re-entrant.
-  absl::Status Transaction(const std::function<absl::Status()>& body);
+  // Not `durable`: its commit is not fsync'd (sqlite::Db::VolatileTransaction), for rows whose
+  // loss to a power cut start-up recovery repairs (an ingest's).
+  absl::Status Transaction(const std::function<absl::Status()>& body, bool durable = true);
 
   // Counts every blob and ingest row (the one GROUP BY, at Open after recovery).
   absl::Status LoadTotals();

@@ -1037,6 +1037,62 @@ TEST_F(LocalContentStoreTest, TwoWritersCommitSameDigestAtOnce) {
   EXPECT_EQ(store_->Stats().ingests, 0);
 }
 
+// Commits at once are group-committed: blobs in two namespaces (the same bytes in each), each
+// under its namespace's lease, committed from 16 threads together, all land, whole, held by
+// their leases, one file per digest, no ingest left.
+TEST_F(LocalContentStoreTest, ManyCommitsAtOnceAllLand) {
+  constexpr int kBlobs = 8;
+  ASSERT_TRUE(store_->Create(a_, "la", {}).ok());
+  ASSERT_TRUE(store_->Create(b_, "lb", {}).ok());
+  const Context ctxs[2] = {Ctx("ns-a", "la"), Ctx("ns-b", "lb")};
+  std::vector<std::string> data;
+  for (int i = 0; i < kBlobs; ++i) {
+    data.push_back(absl::StrCat(Pattern((16 << 10) + i), "blob ", i));
+  }
+  std::vector<std::unique_ptr<content::Writer>> writers;
+  for (const Context& ctx : ctxs) {
+    for (int i = 0; i < kBlobs; ++i) {
+      writers.push_back(MustOpen(ctx, absl::StrCat("many-", i)));
+      ASSERT_TRUE(writers.back() && writers.back()->Write(data[i]).ok());
+    }
+  }
+  std::vector<absl::Status> results(writers.size());
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (size_t w = 0; w < writers.size(); ++w) {
+    threads.emplace_back([&, w] {
+      ++ready;
+      while (ready.load() < static_cast<int>(writers.size())) {
+      }
+      const std::string& bytes = data[w % kBlobs];
+      results[w] = writers[w]->Commit(static_cast<int64_t>(bytes.size()), Sha256Of(bytes), {});
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  for (size_t w = 0; w < writers.size(); ++w) {
+    EXPECT_TRUE(results[w].ok()) << "writer " << w << ": " << results[w];
+  }
+  for (const Context& ctx : ctxs) {
+    for (int i = 0; i < kBlobs; ++i) {
+      absl::StatusOr<std::string> back = content::ReadBlob(*store_, ctx, Sha256Of(data[i]));
+      ASSERT_TRUE(back.ok()) << ctx.ns << " blob " << i << ": " << back.status();
+      EXPECT_TRUE(*back == data[i]) << ctx.ns << " blob " << i;
+    }
+    absl::StatusOr<std::vector<leases::Resource>> held = store_->ListResources(ctx, ctx.lease);
+    ASSERT_TRUE(held.ok()) << held.status();
+    EXPECT_EQ(held->size(), static_cast<size_t>(kBlobs)) << ctx.ns;
+  }
+  size_t files = 0;
+  for (const auto& entry : fs::directory_iterator(root_ + "/blobs/sha256")) {
+    (void)entry;
+    ++files;
+  }
+  EXPECT_EQ(files, static_cast<size_t>(kBlobs));
+  EXPECT_TRUE(fs::is_empty(root_ + "/ingest"));
+}
+
 // A writer under a lease whose commit finds the blob already there must record the blob under
 // the lease; if that cannot be recorded, Commit fails (as OpenWriter does) rather than leave
 // the blob unprotected. The failure is injected with a trigger on lease_resources.

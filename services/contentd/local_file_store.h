@@ -2,7 +2,8 @@
 
 // Internal to contentd_store: the one implementation behind LocalContentStore, split over
 //   local_content_store.cc  Open, crash recovery, helpers shared by the files below, Stats
-//   local_writer.cc         OpenWriter, the writer, Commit
+//   local_writer.cc         OpenWriter, the writer
+//   local_commit.cc         Commit (group commit of concurrent ones)
 //   local_blobs.cc          reading, and the blobs and ingests a namespace holds (Manager,
 //                           IngestManager)
 //   local_namespaces.cc     the namespace registry
@@ -31,6 +32,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "lib/base/group_commit.h"
 #include "lib/base/unique_fd.h"
 #include "lib/sqlite/sqlite.h"
 #include "services/contentd/content_metadata.h"
@@ -120,7 +122,8 @@ class FileStore final : public LocalContentStore {
   absl::StatusOr<GcResult> CollectNamespace(const std::string& ns) override;
 
   // --- used by the writer (local_content_store.cc) ---
-  // Makes the verified, fsynced ingest data a blob in ctx.ns (see Writer::Commit).
+  // Makes the verified, fsynced ingest data a blob in ctx.ns (see Writer::Commit). Concurrent
+  // calls are group-committed (local_commit.cc): they share the fsyncs of blobs/ and the WAL.
   absl::Status CommitIngest(const Context& ctx, const IngestRow& row,
                             const std::shared_ptr<ActiveIngest>& active, const Digest& digest,
                             int64_t size, const LabelMap& labels);
@@ -195,11 +198,22 @@ class FileStore final : public LocalContentStore {
   absl::StatusOr<OpenedIngest> CreateIngestLocked(const Context& ctx,
                                                   const content::WriterOptions& opts)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // --- committing (local_commit.cc): group commit ---
+  struct PendingCommit;  // a CommitIngest in the queue
+  // The front of the queue commits `group` (its own and those queued behind it).
+  void CommitGroup(const std::vector<PendingCommit*>& group) ABSL_LOCKS_EXCLUDED(mu_);
+  // Checks one commit and renames its data into blobs/ (not fsynced yet). A digest ctx.ns has
+  // already: the ingest is dropped, p.duplicate set, AlreadyExists.
+  absl::Status PrepareCommitLocked(PendingCommit& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Prepared commits made blobs: one fsync of each blobs/<alg> renamed into, then every row in
+  // one transaction; on failure each renamed file goes back to its ingest. Sets each status.
+  void InsertGroupLocked(const std::vector<PendingCommit*>& group)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Commit of a digest ctx.ns already has: drops the ingest, and the lease holds the blob.
   absl::Status DropDuplicateIngestLocked(const Context& ctx, const IngestRow& row,
                                          const Digest& digest) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Renames the ingest's data to the blob's path unless that file exists (another namespace
-  // has the blob); returns whether it renamed.
+  // has the blob); returns whether it renamed. The caller fsyncs the directory.
   absl::StatusOr<bool> MoveIntoBlobsLocked(const IngestRow& row, const Digest& digest)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -211,6 +225,9 @@ class FileStore final : public LocalContentStore {
   sqlite::Db* db_ ABSL_GUARDED_BY(mu_);
   // Refs held by open writers, keyed "<ns>/<ref>".
   std::map<std::string, std::shared_ptr<ActiveIngest>> active_ ABSL_GUARDED_BY(mu_);
+  // CommitIngests waiting; the front one commits for the group (taking mu_: never queue while
+  // holding it). At most 64 commits in one transaction.
+  GroupCommitQueue<PendingCommit> commits_{64};
   absl::Notification stop_;
   std::thread expiry_thread_;
 };

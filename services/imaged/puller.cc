@@ -97,11 +97,8 @@ absl::Status DownloadBlob(content::ContentStore& content, const PullJob& job,
   BERTH_ASSIGN_OR_RETURN(
       std::unique_ptr<DownloadFlights::Hold> hold,
       job.flights.Acquire(job.ctx, absl::StrCat(job.ctx.ns, "/", desc.digest.ToString())));
-  BERTH_ASSIGN_OR_RETURN(bool has, Has(content, job.ctx, desc.digest));
-  if (has) {
-    job.emit.Emit(desc, State::kExists, desc.size);
-    return absl::OkStatus();
-  }
+  // A blob the store has already: OpenWriter says AlreadyExists (and adds it to the pull's
+  // lease), so no Info round trip first.
   content::WriterOptions wopts;
   wopts.ref = absl::StrCat("pull-", desc.digest.ToString());
   wopts.total = desc.size;

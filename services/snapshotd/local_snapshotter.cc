@@ -116,6 +116,18 @@ void LocalSnapshotter::Publish(const std::string& ns, absl::string_view topic,
   }
 }
 
+void LocalSnapshotter::PublishEvents(
+    const std::string& ns,
+    const std::vector<std::pair<std::string, const google::protobuf::Message*>>& events) {
+  if (options_.publisher == nullptr || events.empty()) {
+    return;
+  }
+  if (absl::Status st = options_.publisher->PublishAll(ns, events); !st.ok()) {
+    BERTH_LOG(Error) << "snapshotd: publishing " << events.size() << " events ("
+                     << events.front().first << ") in " << ns << ": " << st;
+  }
+}
+
 absl::StatusOr<SnapshotRecord> LocalSnapshotter::GetLocked(const std::string& ns,
                                                            const std::string& key) {
   absl::StatusOr<std::optional<SnapshotRecord>> r = meta_->Get(ns, key);

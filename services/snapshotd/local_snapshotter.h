@@ -44,6 +44,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -133,6 +134,20 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   absl::Status CommitWithParent(const Context& ctx, const std::string& name,
                                 const std::string& key, const std::string& parent,
                                 const snapshots::Labels& labels);
+  // PrepareDetached of every key in one transaction (one fsync of metadata.db, one of
+  // snapshots/) and one batch of events: all are made or none. Returns their mounts, in order.
+  absl::StatusOr<std::vector<std::vector<mount::Mount>>> PrepareDetachedAll(
+      const Context& ctx, const std::vector<std::string>& keys, const snapshots::Labels& labels);
+  // One CommitWithParent each, bottom first, in one transaction: a step's parent may be the
+  // name a step below it commits. All commit or none (a crash included); the error is the
+  // first failing step's (AlreadyExists when a name is taken: nothing is committed then).
+  struct CommitStep {
+    std::string name;
+    std::string key;
+    std::string parent;
+    snapshots::Labels labels;
+  };
+  absl::Status CommitChain(const Context& ctx, const std::vector<CommitStep>& steps);
   const std::string& root() const { return options_.root; }
   // "overlayfs" or "native": the <snapshotter> of gc.ref.snapshot labels and lease resources.
   const std::string& kind() const { return options_.kind; }
@@ -217,9 +232,18 @@ class LocalSnapshotter : public snapshots::Snapshotter {
                                     const std::string& parent, const snapshots::Labels& labels,
                                     snapshots::Kind kind, const std::vector<int64_t>& parents,
                                     const std::string& temp) ABSL_LOCKS_EXCLUDED(mu_);
-  // Commit; with `parent` non-null, CommitWithParent.
-  absl::Status CommitImpl(const Context& ctx, const std::string& name, const std::string& key,
-                          const std::string* parent, const snapshots::Labels& labels);
+  // RecordNew of keys[i] from temps[i] each, all in one transaction (all or none).
+  absl::StatusOr<std::vector<int64_t>> RecordNewAll(const Context& ctx,
+                                                    const std::vector<std::string>& keys,
+                                                    const std::string& parent,
+                                                    const snapshots::Labels& labels,
+                                                    snapshots::Kind kind,
+                                                    const std::vector<int64_t>& parents,
+                                                    const std::vector<std::string>& temps)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Commit (one step, parent ignored) or, `detached`, CommitChain.
+  absl::Status CommitImpl(const Context& ctx, const std::vector<CommitStep>& steps,
+                          bool detached);
   absl::StatusOr<SnapshotRecord> GetLocked(const std::string& ns, const std::string& key)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<mount::Mount>> MountsLocked(const SnapshotRecord& record)
@@ -233,6 +257,19 @@ class LocalSnapshotter : public snapshots::Snapshotter {
   absl::StatusOr<std::map<int64_t, std::string>> MarkLocked(
       const std::string& ns, const std::vector<SnapshotRecord>& records, const GcRoots& roots,
       bool proxy_owned_held) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every event under `topic`, in one batch (Publisher::PublishAll).
+  template <typename Event>
+  void PublishAll(const std::string& ns, absl::string_view topic,
+                  const std::vector<Event>& events) {
+    std::vector<std::pair<std::string, const google::protobuf::Message*>> all;
+    for (const Event& event : events) {
+      all.emplace_back(std::string(topic), &event);
+    }
+    PublishEvents(ns, all);
+  }
+  void PublishEvents(
+      const std::string& ns,
+      const std::vector<std::pair<std::string, const google::protobuf::Message*>>& events);
 
   const SnapshotterOptions options_;
   RemoveGuard remove_guard_;

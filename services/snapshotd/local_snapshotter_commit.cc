@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <filesystem>
+#include <set>
 #include <system_error>
 
 #include "absl/strings/numbers.h"
@@ -30,137 +31,125 @@ absl::Status ValidateNs(const Context& ctx) { return ValidateNamespace(ctx.ns); 
 
 absl::Status LocalSnapshotter::Commit(const Context& ctx, const std::string& name,
                                       const std::string& key, const snapshots::Labels& labels) {
-  return CommitImpl(ctx, name, key, nullptr, labels);
+  return CommitImpl(ctx, {CommitStep{name, key, "", labels}}, /*detached=*/false);
 }
 
 absl::Status LocalSnapshotter::CommitWithParent(const Context& ctx, const std::string& name,
                                                 const std::string& key, const std::string& parent,
                                                 const snapshots::Labels& labels) {
+  return CommitChain(ctx, {CommitStep{name, key, parent, labels}});
+}
+
+absl::Status LocalSnapshotter::CommitChain(const Context& ctx,
+                                           const std::vector<CommitStep>& steps) {
   if (!SupportsDetached()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the ", options_.kind, " snapshotter has no detached snapshots (a snapshot needs its "
         "parent's contents)"));
   }
-  return CommitImpl(ctx, name, key, &parent, labels);
+  return CommitImpl(ctx, steps, /*detached=*/true);
 }
 
-absl::Status LocalSnapshotter::CommitImpl(const Context& ctx, const std::string& name,
-                                          const std::string& key, const std::string* parent,
-                                          const snapshots::Labels& labels) {
+absl::Status LocalSnapshotter::CommitImpl(const Context& ctx,
+                                          const std::vector<CommitStep>& steps, bool detached) {
   if (absl::Status st = ValidateNs(ctx); !st.ok()) {
     return st;
   }
-  if (absl::Status st = ValidateKey("name", name); !st.ok()) {
-    return st;
+  if (steps.empty()) {
+    return absl::OkStatus();
   }
-  if (absl::Status st = ValidateKey("key", key); !st.ok()) {
-    return st;
+  std::set<std::string> names;  // committed by this call, so parents of the steps above
+  for (const CommitStep& step : steps) {
+    BERTH_RETURN_IF_ERROR(ValidateKey("name", step.name));
+    BERTH_RETURN_IF_ERROR(ValidateKey("key", step.key));
+    BERTH_RETURN_IF_ERROR(ValidateLabels(step.labels));
+    names.insert(step.name);
   }
-  if (absl::Status st = ValidateLabels(labels); !st.ok()) {
-    return st;
-  }
-  auto check = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<int64_t> {
-    absl::StatusOr<SnapshotRecord> r = GetLocked(ctx.ns, key);
-    if (!r.ok()) {
-      return r.status();
-    }
-    if (r->info.kind != snapshots::Kind::kActive) {
+  // The key's id, checked active (and, detached, without a parent) and its name free.
+  auto check = [&](const CommitStep& step)
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<int64_t> {
+    BERTH_ASSIGN_OR_RETURN(SnapshotRecord r, GetLocked(ctx.ns, step.key));
+    if (r.info.kind != snapshots::Kind::kActive) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "snapshot ", key, " is ", KindName(r->info.kind), ": only an active one can commit"));
+          "snapshot ", step.key, " is ", KindName(r.info.kind), ": only an active one can commit"));
     }
-    absl::StatusOr<std::optional<SnapshotRecord>> taken = meta_->Get(ctx.ns, name);
-    if (!taken.ok()) {
-      return taken.status();
+    BERTH_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> taken, meta_->Get(ctx.ns, step.name));
+    if (taken.has_value()) {
+      return absl::AlreadyExistsError(absl::StrCat("snapshot ", step.name, ": already exists"));
     }
-    if (taken->has_value()) {
-      return absl::AlreadyExistsError(absl::StrCat("snapshot ", name, ": already exists"));
-    }
-    if (parent != nullptr && r->parent_id != 0) {
+    if (detached && r.parent_id != 0) {
       return absl::FailedPreconditionError(
-          absl::StrCat("snapshot ", key, " has parent ", r->info.parent, ": not detached"));
+          absl::StrCat("snapshot ", step.key, " has parent ", r.info.parent, ": not detached"));
     }
-    return r->id;
+    return r.id;
   };
-  // CommitWithParent: the new parent's id (0: none), checked committed.
-  auto check_parent = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<int64_t> {
-    if (parent == nullptr || parent->empty()) {
+  // Detached: the new parent's id (0: none), checked committed.
+  auto check_parent = [&](const CommitStep& step)
+                          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::StatusOr<int64_t> {
+    if (!detached || step.parent.empty()) {
       return 0;
     }
-    absl::StatusOr<std::optional<SnapshotRecord>> p = meta_->Get(ctx.ns, *parent);
-    if (!p.ok()) {
-      return p.status();
+    BERTH_ASSIGN_OR_RETURN(std::optional<SnapshotRecord> p, meta_->Get(ctx.ns, step.parent));
+    if (!p.has_value()) {
+      return absl::NotFoundError(absl::StrCat("parent snapshot ", step.parent, ": not found"));
     }
-    if (!p->has_value()) {
-      return absl::NotFoundError(absl::StrCat("parent snapshot ", *parent, ": not found"));
-    }
-    if ((*p)->info.kind != snapshots::Kind::kCommitted) {
+    if (p->info.kind != snapshots::Kind::kCommitted) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "parent snapshot ", *parent, " is ", KindName((*p)->info.kind), ", not committed"));
+          "parent snapshot ", step.parent, " is ", KindName(p->info.kind), ", not committed"));
     }
-    return (*p)->id;
+    return p->id;
   };
-  int64_t id = 0;
+  std::vector<int64_t> ids;
   {
     absl::MutexLock lock(&mu_);
-    absl::StatusOr<int64_t> checked = check();
-    if (!checked.ok()) {
-      return checked.status();
-    }
-    id = *checked;
-    if (absl::StatusOr<int64_t> p = check_parent(); !p.ok()) {
-      return p.status();
+    for (const CommitStep& step : steps) {
+      BERTH_ASSIGN_OR_RETURN(int64_t id, check(step));
+      ids.push_back(id);
+      if (names.count(step.parent) == 0) {  // a parent from this call commits below
+        BERTH_RETURN_IF_ERROR(check_parent(step).status());
+      }
     }
   }
   // Measured without the lock: a big tree takes a while.
-  absl::StatusOr<DiskUsage> du = ComputeDiskUsage(FsDir(id));
-  if (!du.ok()) {
-    return du.status();
+  std::vector<DiskUsage> usage;
+  for (int64_t id : ids) {
+    BERTH_ASSIGN_OR_RETURN(DiskUsage du, ComputeDiskUsage(FsDir(id)));
+    usage.push_back(du);
   }
   {
     absl::MutexLock lock(&mu_);
-    absl::Status status = meta_->Transaction([&]() -> absl::Status {
-      absl::StatusOr<int64_t> checked = check();
-      if (!checked.ok()) {
-        return checked.status();
-      }
-      if (*checked != id) {
-        return absl::AbortedError(absl::StrCat("snapshot ", key, " changed during commit"));
-      }
-      if (parent != nullptr) {
-        absl::StatusOr<int64_t> parent_id = check_parent();
-        if (!parent_id.ok()) {
-          return parent_id.status();
+    // Bottom-up in one transaction: each step sees the ones below it committed.
+    BERTH_RETURN_IF_ERROR(meta_->Transaction([&]() -> absl::Status {
+      for (size_t i = 0; i < steps.size(); ++i) {
+        const CommitStep& step = steps[i];
+        BERTH_ASSIGN_OR_RETURN(int64_t checked, check(step));
+        if (checked != ids[i]) {
+          return absl::AbortedError(absl::StrCat("snapshot ", step.key, " changed during commit"));
         }
-        if (absl::Status st = meta_->SetParent(id, *parent_id); !st.ok()) {
-          return st;
+        if (detached) {
+          BERTH_ASSIGN_OR_RETURN(int64_t parent_id, check_parent(step));
+          BERTH_RETURN_IF_ERROR(meta_->SetParent(ids[i], parent_id));
         }
-      }
-      if (absl::Status st =
-              meta_->MarkCommitted(id, name, labels, {du->size, du->inodes}, absl::Now());
-          !st.ok()) {
-        return st;
-      }
-      if (absl::Status st = meta_->RenameLeaseResources(ctx.ns, key, name); !st.ok()) {
-        return st;
-      }
-      if (ctx.proxy_consumer) {
-        if (absl::Status st = meta_->MarkProxyOwned(id); !st.ok()) {
-          return st;
+        BERTH_RETURN_IF_ERROR(meta_->MarkCommitted(ids[i], step.name, step.labels,
+                                                   {usage[i].size, usage[i].inodes},
+                                                   absl::Now()));
+        BERTH_RETURN_IF_ERROR(meta_->RenameLeaseResources(ctx.ns, step.key, step.name));
+        if (ctx.proxy_consumer) {
+          BERTH_RETURN_IF_ERROR(meta_->MarkProxyOwned(ids[i]));
         }
-      }
-      if (!ctx.lease.empty()) {
-        return meta_->AddLeaseResource(ctx.ns, ctx.lease, name);
+        if (!ctx.lease.empty()) {
+          BERTH_RETURN_IF_ERROR(meta_->AddLeaseResource(ctx.ns, ctx.lease, step.name));
+        }
       }
       return absl::OkStatus();
-    });
-    if (!status.ok()) {
-      return status;
-    }
+    }));
   }
-  containerd::events::SnapshotCommit event;
-  event.set_key(key);
-  event.set_name(name);
-  Publish(ctx.ns, "/snapshot/commit", event);
+  std::vector<containerd::events::SnapshotCommit> events(steps.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    events[i].set_key(steps[i].key);
+    events[i].set_name(steps[i].name);
+  }
+  PublishAll(ctx.ns, "/snapshot/commit", events);
   return absl::OkStatus();
 }
 

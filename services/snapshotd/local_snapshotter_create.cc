@@ -143,53 +143,125 @@ absl::StatusOr<int64_t> LocalSnapshotter::RecordNew(const Context& ctx, const st
                                                     snapshots::Kind kind,
                                                     const std::vector<int64_t>& parents,
                                                     const std::string& temp) {
-  int64_t id = 0;
-  bool renamed = false;
-  std::string stale;           // a crash's leftover that held our id, moved aside
-  std::string leftover = temp;  // what to remove if the record is not made
+  BERTH_ASSIGN_OR_RETURN(std::vector<int64_t> ids,
+                         RecordNewAll(ctx, {key}, parent, labels, kind, parents, {temp}));
+  return ids.front();
+}
+
+absl::StatusOr<std::vector<int64_t>> LocalSnapshotter::RecordNewAll(
+    const Context& ctx, const std::vector<std::string>& keys, const std::string& parent,
+    const snapshots::Labels& labels, snapshots::Kind kind, const std::vector<int64_t>& parents,
+    const std::vector<std::string>& temps) {
+  std::vector<int64_t> ids;
+  std::vector<std::string> stale;      // a crash's leftovers that held our ids, moved aside
+  std::vector<std::string> leftovers;  // what to remove if the records are not made
   absl::Status status;
   {
     absl::MutexLock lock(&mu_);
-    busy_.erase(temp);  // back in below if it outlives a failure
+    for (const std::string& temp : temps) {
+      busy_.erase(temp);  // back in below if it outlives a failure
+    }
+    size_t renamed = 0;
     status = meta_->Transaction([&]() -> absl::Status {
-      // The parent may have gone while the directory was filled.
-      BERTH_ASSIGN_OR_RETURN(std::vector<int64_t> chain, CheckNewLocked(ctx.ns, key, parent));
-      if (chain != parents) {
-        return absl::AbortedError(absl::StrCat("parent snapshot ", parent, " changed"));
+      ids.clear();
+      for (size_t i = 0; i < keys.size(); ++i) {
+        // The parent may have gone while the directory was filled.
+        BERTH_ASSIGN_OR_RETURN(std::vector<int64_t> chain,
+                               CheckNewLocked(ctx.ns, keys[i], parent));
+        if (chain != parents) {
+          return absl::AbortedError(absl::StrCat("parent snapshot ", parent, " changed"));
+        }
+        BERTH_ASSIGN_OR_RETURN(int64_t id,
+                               meta_->Insert(ctx.ns, keys[i], kind,
+                                             parents.empty() ? 0 : parents.front(), labels,
+                                             absl::Now()));
+        ids.push_back(id);
+        if (!ctx.lease.empty()) {
+          BERTH_RETURN_IF_ERROR(meta_->AddLeaseResource(ctx.ns, ctx.lease, keys[i]));
+        }
+        if (ctx.proxy_consumer) {
+          BERTH_RETURN_IF_ERROR(meta_->MarkProxyOwned(id));
+        }
+        std::string moved;
+        BERTH_RETURN_IF_ERROR(RenameIntoPlaceLocked(temps[i], id, &moved));
+        ++renamed;
+        if (!moved.empty()) {
+          stale.push_back(moved);
+        }
       }
-      BERTH_ASSIGN_OR_RETURN(id, meta_->Insert(ctx.ns, key, kind,
-                                               parents.empty() ? 0 : parents.front(), labels,
-                                               absl::Now()));
-      if (!ctx.lease.empty()) {
-        BERTH_RETURN_IF_ERROR(meta_->AddLeaseResource(ctx.ns, ctx.lease, key));
-      }
-      if (ctx.proxy_consumer) {
-        BERTH_RETURN_IF_ERROR(meta_->MarkProxyOwned(id));
-      }
-      BERTH_RETURN_IF_ERROR(RenameIntoPlaceLocked(temp, id, &stale));
-      renamed = true;
+      // One fsync of snapshots/ makes every rename durable before the records are.
       return FsyncDir(SnapshotsDir());
     });
-    if (!status.ok() && renamed) {
-      // No record owns the directory and its id may be handed out again: move it aside while
-      // still holding the lock, so it cannot be confused with the next snapshot of that id.
-      absl::StatusOr<std::string> aside = MoveAside(absl::StrCat(id));
-      leftover = aside.ok() ? *aside : "";
-    }
-    if (!status.ok() && !leftover.empty()) {
-      busy_.insert(leftover);
+    for (size_t i = 0; i < temps.size() && !status.ok(); ++i) {
+      std::string leftover = temps[i];
+      if (i < renamed) {
+        // No record owns the directory and its id may be handed out again: move it aside
+        // while still holding the lock, so it cannot be confused with the next snapshot of
+        // that id.
+        absl::StatusOr<std::string> aside = MoveAside(absl::StrCat(ids[i]));
+        leftover = aside.ok() ? *aside : "";
+      }
+      if (!leftover.empty()) {
+        busy_.insert(leftover);
+        leftovers.push_back(leftover);
+      }
     }
   }
-  if (!stale.empty()) {
-    DropEntry(stale);
+  for (const std::string& entry : stale) {
+    DropEntry(entry);
+  }
+  for (const std::string& entry : leftovers) {
+    DropEntry(entry);
   }
   if (!status.ok()) {
-    if (!leftover.empty()) {
-      DropEntry(leftover);
-    }
     return status;
   }
-  return id;
+  return ids;
+}
+
+absl::StatusOr<std::vector<std::vector<mount::Mount>>> LocalSnapshotter::PrepareDetachedAll(
+    const Context& ctx, const std::vector<std::string>& keys, const snapshots::Labels& labels) {
+  if (!SupportsDetached()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ", options_.kind, " snapshotter has no detached snapshots (a snapshot needs its "
+        "parent's contents)"));
+  }
+  BERTH_RETURN_IF_ERROR(ValidateNs(ctx));
+  for (const std::string& key : keys) {
+    BERTH_RETURN_IF_ERROR(ValidateKey("key", key));
+  }
+  BERTH_RETURN_IF_ERROR(ValidateLabels(labels));
+  std::vector<std::string> temps;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const std::string& key : keys) {
+      BERTH_RETURN_IF_ERROR(CheckNewLocked(ctx.ns, key, "").status());
+      temps.push_back(TempName());
+      busy_.insert(temps.back());
+    }
+  }
+  for (size_t i = 0; i < temps.size(); ++i) {
+    if (absl::Status filled = FillEntry(temps[i], snapshots::Kind::kActive, {}); !filled.ok()) {
+      for (size_t j = 0; j <= i; ++j) {
+        DropEntry(temps[j]);
+      }
+      for (size_t j = i + 1; j < temps.size(); ++j) {
+        absl::MutexLock lock(&mu_);
+        busy_.erase(temps[j]);
+      }
+      return filled;
+    }
+  }
+  BERTH_ASSIGN_OR_RETURN(std::vector<int64_t> ids,
+                         RecordNewAll(ctx, keys, "", labels, snapshots::Kind::kActive, {}, temps));
+  std::vector<containerd::events::SnapshotPrepare> events(keys.size());
+  std::vector<std::vector<mount::Mount>> mounts;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    events[i].set_key(keys[i]);
+    mounts.push_back(MountsOf(ids[i], snapshots::Kind::kActive, {}));
+  }
+  PublishAll(ctx.ns, "/snapshot/prepare", events);
+  return mounts;
 }
 
 absl::StatusOr<std::vector<mount::Mount>> LocalSnapshotter::Create(const Context& ctx,

@@ -1,6 +1,9 @@
 #include "services/snapshotd/parallel_unpacker.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 #include <thread>
 #include <utility>
@@ -47,7 +50,17 @@ struct Layer {
   bool committed = false;  // chain[i] was committed by this call
   absl::Status status;
   oci::Descriptor applied_desc;
+  std::vector<mount::Mount> mounts;  // detached: made by Begin for every layer at once
 };
+
+// For the crash tests only (integration/snapshotd_crash_test.cc): snapshotd dies at `point`
+// when BERTH_SNAPSHOTD_CRASH_POINT names it.
+void MaybeCrash(absl::string_view point) {
+  if (const char* want = ::getenv("BERTH_SNAPSHOTD_CRASH_POINT");
+      want != nullptr && absl::string_view(want) == point) {
+    ::_exit(137);
+  }
+}
 
 }  // namespace
 
@@ -93,6 +106,9 @@ class ParallelUnpacker::Session : public snapshots::UnpackSession {
     BERTH_RETURN_IF_ERROR(Validate());
     BERTH_RETURN_IF_ERROR(ReuseExistingPrefix());
     next_commit_ = first_;
+    if (detached_ && first_ < n_) {
+      BERTH_RETURN_IF_ERROR(PrepareAll());
+    }
     size_t threads = options_.max_parallel > 0 ? static_cast<size_t>(options_.max_parallel)
                                                : std::thread::hardware_concurrency();
     threads = detached_ ? std::max<size_t>(1, std::min(threads, n_ - first_)) : 1;
@@ -208,6 +224,24 @@ class ParallelUnpacker::Session : public snapshots::UnpackSession {
     return absl::OkStatus();
   }
 
+  // Detached: every layer's snapshot made at once (one transaction, one fsync) rather than one
+  // Prepare per layer as it arrives.
+  absl::Status PrepareAll() {
+    std::vector<std::string> keys;
+    for (size_t i = first_; i < n_; ++i) {
+      keys.push_back(todo_[i].key);
+    }
+    BERTH_ASSIGN_OR_RETURN(std::vector<std::vector<mount::Mount>> mounts,
+                           snapshotter_.PrepareDetachedAll(ctx_, keys, TemporaryLabels()));
+    absl::MutexLock lock(&mu_);
+    for (size_t i = first_; i < n_; ++i) {
+      todo_[i].mounts = std::move(mounts[i - first_]);
+      todo_[i].prepared = true;
+    }
+    MaybeCrash("unpack-prepared");
+    return absl::OkStatus();
+  }
+
   // Whether a worker may take layer i now: announced, not taken, and (native: a copy of its
   // parent) everything below it committed.
   bool StartableLocked(size_t i) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -252,7 +286,7 @@ class ParallelUnpacker::Session : public snapshots::UnpackSession {
       }
       Report(i, snapshots::UnpackProgress::State::kStarted, {});
       absl::Status status =
-          Apply(i, detached_ ? snapshotter_.PrepareDetached(ctx_, todo_[i].key, TemporaryLabels())
+          Apply(i, detached_ ? absl::StatusOr<std::vector<mount::Mount>>(todo_[i].mounts)
                              : snapshotter_.Prepare(ctx_, todo_[i].key, ParentOf(i),
                                                     TemporaryLabels()));
       {
@@ -279,9 +313,10 @@ class ParallelUnpacker::Session : public snapshots::UnpackSession {
     return absl::OkStatus();
   }
 
-  // Commits, in chain order, every applied layer whose layers below are all committed. One
-  // thread commits at a time (committing_); a layer applied while it commits is seen by its
-  // loop, which re-checks under mu_ before it lets go.
+  // Commits, in chain order, every applied layer whose layers below are all committed: the
+  // applied run above the last commit goes in one transaction (CommitRun). One thread commits
+  // at a time (committing_); a layer applied while it commits is seen by its loop, which
+  // re-checks under mu_ before it lets go.
   void CommitWhatCan() {
     absl::MutexLock lock(&mu_);
     if (committing_) {
@@ -289,50 +324,96 @@ class ParallelUnpacker::Session : public snapshots::UnpackSession {
     }
     committing_ = true;
     while (!failed_ && next_commit_ < n_ && todo_[next_commit_].applied) {
-      size_t i = next_commit_;
+      size_t begin = next_commit_;
+      size_t end = begin;
+      while (end < n_ && todo_[end].applied) {
+        ++end;
+      }
       mu_.Unlock();
-      absl::Status status = Commit(i);
+      absl::Status status = CommitRun(begin, end);
       mu_.Lock();
       if (!status.ok()) {
-        todo_[i].status = status;
         failed_ = true;
         break;
       }
-      ++next_commit_;
+      next_commit_ = end;
     }
     committing_ = false;
+  }
+
+  // Commits layers [begin, end): detached, in one transaction (CommitChain); when that fails
+  // (a name committed meanwhile by another unpack, say) one by one, as Commit handles it.
+  absl::Status CommitRun(size_t begin, size_t end) {
+    if (detached_ && end - begin > 1 && ctx_.Alive().ok()) {
+      std::vector<LocalSnapshotter::CommitStep> steps;
+      for (size_t i = begin; i < end; ++i) {
+        steps.push_back({chain_[i], todo_[i].key, ParentOf(i), CommittedLabels(i)});
+      }
+      if (snapshotter_.CommitChain(ctx_, steps).ok()) {
+        for (size_t i = begin; i < end; ++i) {
+          Committed(i);
+        }
+        MaybeCrash("unpack-committed");
+        return absl::OkStatus();
+      }
+    }
+    for (size_t i = begin; i < end; ++i) {
+      if (absl::Status st = Commit(i); !st.ok()) {
+        absl::MutexLock lock(&mu_);
+        todo_[i].status = st;
+        return st;
+      }
+      MaybeCrash("unpack-committed");
+    }
+    return absl::OkStatus();
+  }
+
+  snapshots::Labels CommittedLabels(size_t i) {
+    absl::MutexLock lock(&mu_);
+    snapshots::Labels committed_labels = labels_;
+    committed_labels[kUncompressedLabel] = todo_[i].applied_desc.digest.ToString();
+    committed_labels[kSnapshotRefLabel] = chain_[i];
+    return committed_labels;
+  }
+
+  // Layer i is chain[i] now: noted and reported.
+  void Committed(size_t i) {
+    {
+      absl::MutexLock lock(&mu_);
+      todo_[i].prepared = false;
+      todo_[i].committed = true;
+    }
+    applied_[i] = todo_[i].applied_desc;
+    Report(i, snapshots::UnpackProgress::State::kApplied, applied_[i]);
   }
 
   // Commits todo_[i] as chain[i]. A chain[i] committed meanwhile by someone else, on the same
   // parent, is reused (and todo_[i] removed).
   absl::Status Commit(size_t i) {
     BERTH_RETURN_IF_ERROR(ctx_.Alive());
-    Layer& layer = todo_[i];
-    snapshots::Labels committed_labels = labels_;
-    committed_labels[kUncompressedLabel] = layer.applied_desc.digest.ToString();
-    committed_labels[kSnapshotRefLabel] = chain_[i];
+    const std::string& key = todo_[i].key;
+    snapshots::Labels committed_labels = CommittedLabels(i);
     absl::Status st =
-        detached_ ? snapshotter_.CommitWithParent(ctx_, chain_[i], layer.key, ParentOf(i),
-                                                  committed_labels)
-                  : snapshotter_.Commit(ctx_, chain_[i], layer.key, committed_labels);
-    if (st.ok()) {
-      absl::MutexLock lock(&mu_);
-      layer.prepared = false;
-      layer.committed = true;
-    } else if (absl::IsAlreadyExists(st)) {
+        detached_
+            ? snapshotter_.CommitWithParent(ctx_, chain_[i], key, ParentOf(i), committed_labels)
+            : snapshotter_.Commit(ctx_, chain_[i], key, committed_labels);
+    if (absl::IsAlreadyExists(st)) {
       absl::StatusOr<snapshots::Info> info = snapshotter_.Stat(ctx_, chain_[i]);
       if (!info.ok()) {
         return st;
       }
       BERTH_RETURN_IF_ERROR(CheckExisting(i, *info));
-      BERTH_RETURN_IF_ERROR(snapshotter_.Remove(cleanup_ctx_, layer.key));
-      absl::MutexLock lock(&mu_);
-      layer.prepared = false;
-    } else {
-      return st;
+      BERTH_RETURN_IF_ERROR(snapshotter_.Remove(cleanup_ctx_, key));
+      {
+        absl::MutexLock lock(&mu_);
+        todo_[i].prepared = false;
+      }
+      applied_[i] = todo_[i].applied_desc;
+      Report(i, snapshots::UnpackProgress::State::kApplied, applied_[i]);
+      return absl::OkStatus();
     }
-    applied_[i] = layer.applied_desc;
-    Report(i, snapshots::UnpackProgress::State::kApplied, applied_[i]);
+    BERTH_RETURN_IF_ERROR(st);
+    Committed(i);
     return absl::OkStatus();
   }
 

@@ -4,10 +4,11 @@
 // as a session whose layers are announced one by one as they arrive (Start). Names of the
 // chain that exist already are reused, as containerd's unpacker does. On the overlay
 // snapshotter the remaining layers are applied at the same time, each into its own detached
-// snapshot (LocalSnapshotter::PrepareDetached: a layer's directory holds only its own changes,
-// whiteouts included) as soon as it is announced, lowest announced first, by a pool of
-// min(layers, max_parallel) threads; each is committed on the one below (CommitWithParent) as
-// soon as everything below it is. On the native snapshotter (a snapshot is a copy of its
+// snapshot (a layer's directory holds only its own changes, whiteouts included; all of them made
+// when the session starts, in one transaction: LocalSnapshotter::PrepareDetachedAll) as soon as
+// it is announced, lowest announced first, by a pool of min(layers, max_parallel) threads; each
+// is committed on the one below as soon as everything below it is, the applied run above the
+// last commit in one transaction (CommitChain: one fsync for the run, not one per layer). On the native snapshotter (a snapshot is a copy of its
 // parent) they are applied one after the other on their parents.
 //
 // On any error every snapshot the call created (active or committed) is removed, and the

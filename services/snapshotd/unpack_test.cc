@@ -382,6 +382,42 @@ TEST_F(UnpackTest, DetachedSnapshots) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+// The batches the unpacker uses: PrepareDetachedAll makes every key or none; CommitChain
+// commits a chain bottom-up, each step on the one below it, all or nothing.
+TEST_F(UnpackTest, PrepareDetachedAllAndCommitChainAreAllOrNothing) {
+  ASSERT_TRUE(snapshotter_->Prepare(ctx_, "taken", "", {}).ok());
+  EXPECT_EQ(snapshotter_->PrepareDetachedAll(ctx_, {"k1", "taken", "k3"}, {}).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(Keys(), (std::set<std::string>{"taken"}));
+  absl::StatusOr<std::vector<std::vector<mount::Mount>>> mounts =
+      snapshotter_->PrepareDetachedAll(ctx_, {"k1", "k2", "k3"}, {{"l", "v"}});
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  ASSERT_EQ(mounts->size(), 3u);
+  EXPECT_NE((*mounts)[0][0].source, (*mounts)[1][0].source);
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "k2")->labels.at("l"), "v");
+
+  // The top step's name is taken: nothing of the chain commits.
+  ASSERT_TRUE(snapshotter_->Commit(ctx_, "c3", "taken", {}).ok());
+  EXPECT_EQ(snapshotter_->CommitChain(ctx_, {{"c1", "k1", "", {}},
+                                             {"c2", "k2", "c1", {}},
+                                             {"c3", "k3", "c2", {}}})
+                .code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "k1")->kind, snapshots::Kind::kActive);
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "c1").status().code(), absl::StatusCode::kNotFound);
+
+  ASSERT_TRUE(snapshotter_->CommitChain(ctx_, {{"c1", "k1", "", {{"a", "1"}}},
+                                               {"c2", "k2", "c1", {{"a", "2"}}},
+                                               {"c4", "k3", "c2", {}}})
+                  .ok());
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "c1")->parent, "");
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "c2")->parent, "c1");
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "c2")->labels.at("a"), "2");
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "c4")->parent, "c2");
+  EXPECT_EQ(snapshotter_->Stat(ctx_, "c4")->kind, snapshots::Kind::kCommitted);
+  EXPECT_EQ(Keys(), (std::set<std::string>{"c1", "c2", "c3", "c4"}));
+}
+
 TEST_F(UnpackTest, NativeAppliesInOrder) {
   Open("native");
   EXPECT_EQ(snapshotter_->PrepareDetached(ctx_, "d", {}).status().code(),
