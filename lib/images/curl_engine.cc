@@ -180,17 +180,25 @@ CURLcode CurlEngine::Perform(const Context& ctx, CURL* curl, const CurlHandlers&
     return kStopped;
   }
   bool cutting = false;
+  CURLcode cut_code = CURLE_OK;
   auto cut = [&](CURLcode code) {
     if (cutting) {
       return;
     }
     cutting = true;
+    cut_code = code;
+    bool finished = false;
     {
       absl::MutexLock lock(&t.mu);
       t.cut = true;
       t.cut_code = code;
+      finished = t.done;
     }
-    Send(Op::kRemove, &t);
+    // A transfer the loop has finished is out of the multi: nothing to remove, and a command
+    // queued now could outlive `t` (this call returns as soon as it sees the transfer done).
+    if (!finished) {
+      Send(Op::kRemove, &t);
+    }
   };
   const int64_t hand_over = std::min<int64_t>(kHandOver, options_.buffer_limit / 2);
   int64_t reported_sent = 0;
@@ -241,7 +249,7 @@ CURLcode CurlEngine::Perform(const Context& ctx, CURL* curl, const CurlHandlers&
       }
     }
     if (done) {
-      return result;
+      return cutting ? cut_code : result;
     }
     if (!cutting && !ctx.Alive().ok()) {
       cut(CURLE_ABORTED_BY_CALLBACK);
