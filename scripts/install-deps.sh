@@ -15,6 +15,8 @@ packages=(
   libre2-dev
   # real peers for tests and benchmarks
   nats-server runc containerd docker-registry skopeo umoci hyperfine valgrind pigz busybox-static
+  # strace: bench/pull_counts.sh counts each daemon's fsyncs with it
+  strace
   curl jq util-linux coreutils
   # python3: lib/testing's tests use it as a throwaway listener
   python3
